@@ -1,0 +1,88 @@
+"""Settings and their defaults, in one place.
+
+Cluster settings belong to the master and reach workers in the WELCOME reply,
+so one value governs both ends of a heartbeat. Job settings travel with the
+job. Only the standard library is imported here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+
+DEFAULT_WORKER_PORT = 5555
+DEFAULT_CLIENT_PORT = 5556
+DEFAULT_WORKER_BIND = f"tcp://127.0.0.1:{DEFAULT_WORKER_PORT}"
+DEFAULT_CLIENT_BIND = f"tcp://127.0.0.1:{DEFAULT_CLIENT_PORT}"
+
+MiB = 1024 * 1024
+
+#: Text inputs are cut into splits of about this many bytes.
+DEFAULT_SPLIT_SIZE = 8 * MiB
+#: In-memory records are cut into splits of about this many pickled bytes.
+DEFAULT_RECORD_SPLIT_BYTES = 1 * MiB
+#: Results returned through the master (no output_dir) may total this much.
+DEFAULT_RESULT_LIMIT = 64 * MiB
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """What the master decides for every worker and job."""
+
+    heartbeat_interval: float = 1.0
+    worker_timeout: float = 10.0
+    #: A worker on which this many attempts of one job failed gets no more of it.
+    worker_job_failures: int = 3
+    #: Results returned through the master may total this many bytes per job.
+    result_limit: int = DEFAULT_RESULT_LIMIT
+
+    def __post_init__(self) -> None:
+        _positive("heartbeat_interval", self.heartbeat_interval)
+        _positive("worker_timeout", self.worker_timeout)
+        if self.worker_timeout <= self.heartbeat_interval:
+            raise ValueError(
+                f"worker_timeout ({self.worker_timeout}) must exceed "
+                f"heartbeat_interval ({self.heartbeat_interval})"
+            )
+        _positive("worker_job_failures", self.worker_job_failures)
+        _positive("result_limit", self.result_limit)
+
+    @classmethod
+    def field_names(cls) -> frozenset[str]:
+        return frozenset(f.name for f in dataclasses.fields(cls))
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """What one worker decides for itself."""
+
+    slots: int = 1
+    #: Map side: combine buffered values after this many have accumulated.
+    combine_records: int = 100_000
+    #: Map side: spill a sorted run to disk after this many buffered values.
+    spill_records: int = 400_000
+    #: Reduce side: fetched map outputs beyond this many bytes go to disk.
+    reduce_memory: int = 64 * MiB
+    #: Shuffle fetch: bytes per request, seconds per try, tries before giving up.
+    fetch_chunk: int = 4 * MiB
+    fetch_timeout: float = 5.0
+    fetch_retries: int = 3
+    #: Reconnect backoff when the master is silent: first wait, cap.
+    reconnect_initial: float = 1.0
+    reconnect_max: float = 32.0
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            _positive(f.name, getattr(self, f.name))
+
+
+def _positive(name: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+
+
+def env_float(name: str, default: float) -> float:
+    """A float from the environment, for settings a process inherits."""
+    raw = os.environ.get(name)
+    return default if raw is None or raw == "" else float(raw)

@@ -1,0 +1,83 @@
+"""The exception tree of zmqmr.
+
+    ZmqmrError
+    ├── JobError                 the job itself is wrong or failed
+    │   ├── JobSubmitError       refused before it ran: bad inputs, settings, pickling
+    │   ├── JobFailed            a task failed max_attempts times; carries the user's traceback
+    │   ├── JobCancelled         cancelled by a client
+    │   └── ResultTooLarge       results exceed the limit for return through the master
+    ├── ClusterError             the cluster cannot be reached or broke down
+    │   └── MasterUnavailable    no answer from the master within the client's timeout
+    ├── ProtocolError            a malformed message (dropped by whoever receives it)
+    └── ShuffleError             a map output could not be fetched or failed its checksum
+        └── CorruptOutput        a map output failed its checksum or was truncated
+
+Only the standard library is imported here.
+"""
+
+from __future__ import annotations
+
+
+class ZmqmrError(Exception):
+    """Base of every error zmqmr raises."""
+
+
+class JobError(ZmqmrError):
+    """The job is wrong, or it failed."""
+
+
+class JobSubmitError(JobError, ValueError):
+    """The job was refused before it ran (inputs, settings, pickling)."""
+
+
+class JobFailed(JobError):
+    """A task failed too often; the error carries the user's exception.
+
+    ``remote_type``, ``remote_message`` and ``remote_traceback`` are those of
+    the exception raised in the user's function on the worker.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        remote_type: str = "",
+        remote_message: str = "",
+        remote_traceback: str = "",
+        task: str = "",
+    ) -> None:
+        self.remote_type = remote_type
+        self.remote_message = remote_message
+        self.remote_traceback = remote_traceback
+        self.task = task
+        full = message
+        if remote_traceback:
+            full = f"{message}\n\nRemote traceback ({task}):\n{remote_traceback.rstrip()}"
+        super().__init__(full)
+
+
+class JobCancelled(JobError):
+    """The job was cancelled."""
+
+
+class ResultTooLarge(JobError):
+    """The results are too large to return through the master; set output_dir."""
+
+
+class ClusterError(ZmqmrError):
+    """The cluster cannot be reached or broke down."""
+
+
+class MasterUnavailable(ClusterError):
+    """The master did not answer within the client's timeout."""
+
+
+class ProtocolError(ZmqmrError):
+    """A malformed message; the receiver logs it and drops it."""
+
+
+class ShuffleError(ZmqmrError):
+    """A map output could not be fetched."""
+
+
+class CorruptOutput(ShuffleError):
+    """A map output failed its checksum, or was truncated."""

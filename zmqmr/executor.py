@@ -1,0 +1,505 @@
+"""The executor: a process that runs one attempt at a time for its worker.
+
+User code runs here and only here. A map attempt reads its split, calls the
+mapper on each record, groups values by key in memory (calling the combiner on
+long lists), spills sorted runs to disk past a budget, and writes one map
+output file with R segments. A reduce attempt fetches its segment of every map
+output (several at a time, from disk past a memory budget), merges the sorted
+streams, groups by key, calls the reducer, and commits its part file by
+write-then-rename.
+
+The worker talks to its executors over a multiprocessing pipe::
+
+    worker -> executor: ("run", attempt, job, kind, task, spec, code|None, records|None)
+                        ("relocate", map_task, location)   while a reduce waits
+                        ("forget", job)
+    executor -> worker: ("progress", attempt, fraction)
+                        ("done", attempt, info, result|None)
+                        ("failed", attempt, kind, error, record|None)
+                        ("fetch_failed", attempt, map_task, map_attempt, reason)
+
+An executor dies with its worker: ``PR_SET_PDEATHSIG`` covers SIGKILL of the
+worker, and a closed pipe covers the rest.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import ctypes
+import os
+import shutil
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from multiprocessing.connection import Connection
+from typing import Any
+
+import cloudpickle
+
+from . import shuffle, userfn
+from .config import WorkerSettings
+from .errors import ShuffleError
+from .inputs import open_split
+from .job import TEMP_DIR, part_name
+
+PR_SET_PDEATHSIG = 1
+PROGRESS_EVERY = 0.5  # seconds between progress reports
+FETCH_PARALLEL = 4
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Ask Linux to SIGKILL this process when its parent dies; exit if it already has."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+class RecordFailed(Exception):
+    """The mapper failed on record ``index`` of its split."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(index)
+        self.index = index
+
+
+def attempt_paths(
+    data_dir: str, job_id: str, kind: str, task: int, attempt: int, output_dir: str | None
+) -> list[str]:
+    """Every file or directory an attempt may leave behind (for cleanup on cancel)."""
+    jdir = shuffle.job_dir(data_dir, job_id)
+    if kind == "map":
+        base = os.path.join(jdir, f"m{task:05d}-a{attempt}")
+        return [base + ".out", base + ".out.tmp", base + ".spills"]
+    paths = [os.path.join(jdir, f"r{task:05d}-a{attempt}")]
+    if output_dir:
+        paths.append(os.path.join(output_dir, TEMP_DIR, f"{part_name(task)}-a{attempt}"))
+    return paths
+
+
+def remove_paths(paths: list[str]) -> None:
+    for path in paths:
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            try:
+                os.remove(path)
+            except FileNotFoundError:
+                pass
+
+
+class Executor:
+    def __init__(
+        self, conn: Connection, data_dir: str, shuffle_address: str, settings: WorkerSettings
+    ) -> None:
+        self.conn = conn
+        self.data_dir = data_dir
+        self.shuffle_address = shuffle_address
+        self.settings = settings
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self._zctx: Any = None
+        self._attempt = 0
+        self._next_progress = 0.0
+
+    # -- loop ---------------------------------------------------------------
+
+    def serve(self) -> None:
+        while True:
+            try:
+                msg = self.conn.recv()
+            except (EOFError, OSError):
+                return
+            if msg[0] == "run":
+                self.run(*msg[1:])
+            elif msg[0] == "forget":
+                self.jobs.pop(msg[1], None)
+
+    def progress(self, fraction: float) -> None:
+        now = time.monotonic()
+        if now >= self._next_progress:
+            self._next_progress = now + PROGRESS_EVERY
+            self.conn.send(("progress", self._attempt, fraction))
+
+    def run(
+        self,
+        attempt: int,
+        job_id: str,
+        kind: str,
+        task: int,
+        spec: dict[str, Any],
+        code: bytes | None,
+        records: bytes | None,
+    ) -> None:
+        self._attempt = attempt
+        self._next_progress = time.monotonic() + PROGRESS_EVERY
+        counters: dict[str, int] = {}
+        previous = userfn.counting(counters)
+        record = None
+        try:
+            if code is not None:
+                self.jobs[job_id] = cloudpickle.loads(code)
+            fns = self.jobs[job_id]
+            os.makedirs(shuffle.job_dir(self.data_dir, job_id), exist_ok=True)
+            if kind == "map":
+                info = self.run_map(fns, job_id, task, attempt, spec, records, counters)
+                result = None
+            else:
+                info, result = self.run_reduce(fns, job_id, task, attempt, spec, counters)
+            info["counters"] = counters
+        except RecordFailed as exc:
+            cause = exc.__cause__ or exc
+            record = exc.index
+            self._fail(attempt, cause, record)
+            return
+        except Exception as exc:
+            self._fail(attempt, exc, record)
+            return
+        finally:
+            userfn.counting(previous)
+        self.conn.send(("done", attempt, info, result))
+
+    def _fail(self, attempt: int, exc: BaseException, record: int | None) -> None:
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        error = {"type": type(exc).__name__, "message": str(exc), "traceback": tb}
+        self.conn.send(("failed", attempt, "user", error, record))
+
+    # -- map ------------------------------------------------------------------
+
+    def run_map(
+        self,
+        fns: dict[str, Any],
+        job_id: str,
+        task: int,
+        attempt: int,
+        spec: dict[str, Any],
+        records_blob: bytes | None,
+        counters: dict[str, int],
+    ) -> dict[str, Any]:
+        records = open_split(spec["split"], records_blob)
+        skip = set(spec.get("skip") or ())
+        R = spec["num_reducers"]
+        mapper = fns["mapper"]
+        combiner = fns["combiner"]
+        part = userfn.checked_partitioner(fns["partitioner"], R)
+        stem = os.path.join(shuffle.job_dir(self.data_dir, job_id), f"m{task:05d}-a{attempt}")
+        spill_dir = stem + ".spills"
+        spills: list[tuple[str, list[shuffle.Segment]]] = []
+        buf: dict[Any, list[Any]] = {}
+        get = buf.get
+        pairs = 0  # pairs the mapper emitted
+        kept = 0  # values in buf at the last compaction
+        base = 0  # pairs at the last compaction
+        total = len(records)
+        combine_at = self.settings.combine_records
+        spill_at = self.settings.spill_records
+        i = 0
+        try:
+            for i in range(total):
+                if i in skip:
+                    counters["zmqmr.skipped_records"] = counters.get("zmqmr.skipped_records", 0) + 1
+                    continue
+                key, value = records[i]
+                out = mapper(key, value)
+                if out is None:
+                    continue
+                if type(out) is dict:
+                    out = out.items()
+                elif isinstance(out, (str, bytes)):
+                    raise TypeError(
+                        f"mapper returned a {type(out).__name__}; "
+                        "it must return or yield (key, value) pairs"
+                    )
+                for pair in out:
+                    if type(pair) is not tuple:
+                        if not isinstance(pair, list):
+                            raise userfn.bad_pair("mapper", pair)
+                        pair = tuple(pair)
+                    try:
+                        k, v = pair
+                    except ValueError:
+                        raise userfn.bad_pair("mapper", pair) from None
+                    try:
+                        lst = get(k)
+                    except TypeError:
+                        raise TypeError(
+                            f"mapper yielded an unhashable key of type "
+                            f"{type(k).__name__}: {k!r:.80}"
+                        ) from None
+                    if lst is None:
+                        buf[k] = [v]
+                    else:
+                        lst.append(v)
+                    pairs += 1
+                if i & 511 == 0:
+                    self.progress(i / total)
+                    if kept + pairs - base >= combine_at:
+                        if combiner is not None:
+                            kept = self._combine(buf, combiner)
+                        else:
+                            kept += pairs - base
+                        base = pairs
+                        if kept >= spill_at:
+                            spills.append(self._spill(buf, part, R, spill_dir, len(spills)))
+                            buf.clear()
+                            kept = 0
+        except Exception as exc:
+            raise RecordFailed(i) from exc
+        counters["zmqmr.map_input_records"] = total - counters.get("zmqmr.skipped_records", 0)
+        counters["zmqmr.map_output_records"] = pairs
+        path = shuffle.map_output_path(self.data_dir, job_id, task, attempt)
+        writer = shuffle.MapOutputWriter(path, R)
+        try:
+            if not spills:
+                if combiner is not None:
+                    self._combine(buf, combiner)
+                for groups in self._partitioned(buf, part, R):
+                    writer.write_segment(groups)
+            else:
+                if buf:
+                    spills.append(self._spill(buf, part, R, spill_dir, len(spills)))
+                    buf.clear()
+                for r in range(R):
+                    streams = [
+                        shuffle.file_segment_groups(p, segs[r].offset, segs[r].length)
+                        for p, segs in spills
+                    ]
+                    writer.write_segment(self._merge_runs(streams, combiner))
+            segments = writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+        finally:
+            shutil.rmtree(spill_dir, ignore_errors=True)
+        return {
+            "sizes": [s.length for s in segments],
+            "groups": [s.groups for s in segments],
+            "bytes": writer.bytes_written,
+        }
+
+    @staticmethod
+    def _combine(buf: dict[Any, list[Any]], combiner: Callable[..., Any]) -> int:
+        for k, lst in buf.items():
+            if len(lst) > 1:
+                buf[k] = [combiner(k, iter(lst))]
+        return len(buf)
+
+    @staticmethod
+    def _partitioned(
+        buf: dict[Any, list[Any]], part: Callable[[Any], int], R: int
+    ) -> list[list[tuple[Any, list[Any]]]]:
+        parts: list[list[tuple[Any, list[Any]]]] = [[] for _ in range(R)]
+        if R == 1:
+            parts[0] = list(buf.items())
+        else:
+            for item in buf.items():
+                parts[part(item[0])].append(item)
+        for p in parts:
+            userfn.sort_by_key(p)
+        return parts
+
+    def _spill(
+        self, buf: dict[Any, list[Any]], part: Callable[[Any], int], R: int, spill_dir: str, n: int
+    ) -> tuple[str, list[shuffle.Segment]]:
+        os.makedirs(spill_dir, exist_ok=True)
+        path = os.path.join(spill_dir, f"run{n}")
+        writer = shuffle.MapOutputWriter(path, R)
+        for groups in self._partitioned(buf, part, R):
+            writer.write_segment(groups)
+        return path, writer.close()
+
+    @staticmethod
+    def _merge_runs(
+        streams: list[Iterator[tuple[Any, list[Any]]]], combiner: Callable[..., Any] | None
+    ) -> Iterator[tuple[Any, list[Any]]]:
+        merged = userfn.merged(streams)
+        sentinel = object()
+        cur_key: Any = sentinel
+        cur: list[Any] = []
+        for k, vs in merged:
+            if cur_key is not sentinel and k == cur_key:
+                cur.extend(vs)
+                continue
+            if cur_key is not sentinel:
+                yield (
+                    cur_key,
+                    ([combiner(cur_key, iter(cur))] if combiner and len(cur) > 1 else cur),
+                )
+            cur_key, cur = k, list(vs)
+        if cur_key is not sentinel:
+            yield cur_key, ([combiner(cur_key, iter(cur))] if combiner and len(cur) > 1 else cur)
+
+    # -- reduce -----------------------------------------------------------------
+
+    @property
+    def zctx(self) -> Any:
+        if self._zctx is None:
+            import zmq
+
+            self._zctx = zmq.Context()
+        return self._zctx
+
+    def _fetch_one(
+        self, job_id: str, partition: int, loc: dict[str, Any], spill_path: str | None
+    ) -> shuffle.Fetched:
+        if loc["address"] == self.shuffle_address:
+            path = shuffle.map_output_path(self.data_dir, job_id, loc["map_task"], loc["attempt"])
+            return shuffle.local_segment(path, partition)
+        request = {
+            "job": job_id,
+            "map_task": loc["map_task"],
+            "attempt": loc["attempt"],
+            "partition": partition,
+        }
+        s = self.settings
+        return shuffle.fetch_segment(
+            self.zctx,
+            loc["address"],
+            request,
+            chunk=s.fetch_chunk,
+            timeout=s.fetch_timeout,
+            retries=s.fetch_retries,
+            spill_path=spill_path,
+        )
+
+    def fetch_all(
+        self, job_id: str, partition: int, attempt: int, spec: dict[str, Any], work_dir: str
+    ) -> list[shuffle.Fetched]:
+        """Every map output's segment for ``partition``, waiting out lost ones."""
+        locations = {loc["map_task"]: loc for loc in spec["locations"]}
+        num_maps = spec["num_maps"]
+        fetched: dict[int, shuffle.Fetched] = {}
+        waiting: dict[int, int] = {}  # map task -> the attempt whose output was lost
+        mem = 0
+        with concurrent.futures.ThreadPoolExecutor(FETCH_PARALLEL) as pool:
+            while len(fetched) < num_maps:
+                todo = [m for m in range(num_maps) if m not in fetched and m not in waiting]
+                futures = {}
+                for m in todo:
+                    loc = locations[m]
+                    size = loc["size"][partition]
+                    spill = None
+                    if mem + size > self.settings.reduce_memory:
+                        spill = os.path.join(work_dir, f"m{m}-a{loc['attempt']}")
+                    else:
+                        mem += size
+                    futures[pool.submit(self._fetch_one, job_id, partition, loc, spill)] = m
+                for fut in concurrent.futures.as_completed(futures):
+                    m = futures[fut]
+                    try:
+                        fetched[m] = fut.result()
+                    except (ShuffleError, OSError) as exc:
+                        waiting[m] = locations[m]["attempt"]
+                        self.conn.send(("fetch_failed", attempt, m, waiting[m], str(exc)))
+                    self.progress(0.5 * len(fetched) / num_maps)
+                while waiting:
+                    msg = self.conn.recv()
+                    if msg[0] != "relocate":
+                        continue
+                    _, m, loc = msg
+                    locations[m] = loc
+                    if m in waiting and loc["attempt"] != waiting[m]:
+                        del waiting[m]
+        return [fetched[m] for m in range(num_maps)]
+
+    def run_reduce(
+        self,
+        fns: dict[str, Any],
+        job_id: str,
+        task: int,
+        attempt: int,
+        spec: dict[str, Any],
+        counters: dict[str, int],
+    ) -> tuple[dict[str, Any], bytes | None]:
+        work_dir = os.path.join(shuffle.job_dir(self.data_dir, job_id), f"r{task:05d}-a{attempt}")
+        os.makedirs(work_dir, exist_ok=True)
+        try:
+            return self._reduce(fns, job_id, task, attempt, spec, counters, work_dir)
+        finally:
+            shutil.rmtree(work_dir, ignore_errors=True)
+
+    def _reduce(
+        self,
+        fns: dict[str, Any],
+        job_id: str,
+        task: int,
+        attempt: int,
+        spec: dict[str, Any],
+        counters: dict[str, int],
+        work_dir: str,
+    ) -> tuple[dict[str, Any], bytes | None]:
+        segments = self.fetch_all(job_id, task, attempt, spec, work_dir)
+        total_groups = max(
+            1, sum(loc["groups"][task] for loc in spec["locations"] if "groups" in loc) or 1
+        )
+        streams = [seg.groups() for seg in segments]
+        output_dir = spec.get("output_dir")
+        limit = spec.get("result_limit", 64 * 1024 * 1024)
+        out = None
+        tmp = final = ""
+        if output_dir:
+            tmp_dir = os.path.join(output_dir, TEMP_DIR)
+            os.makedirs(tmp_dir, exist_ok=True)
+            tmp = os.path.join(tmp_dir, f"{part_name(task)}-a{attempt}")
+            final = os.path.join(output_dir, part_name(task))
+            out = open(tmp, "w", encoding="utf-8", errors="surrogateescape")  # noqa: SIM115
+        blocks: list[bytes] = []
+        block: list[tuple[Any, Any]] = []
+        size = 0
+        too_big = False
+        n = 0
+        try:
+            for k, v in userfn.reduce_groups(fns["reducer"], userfn.merged(streams), counters):
+                n += 1
+                if out is not None:
+                    out.write(f"{k}\t{v}\n")
+                if not too_big:
+                    block.append((k, v))
+                    if len(block) >= shuffle.BLOCK_GROUPS:
+                        blocks.append(shuffle.encode_block(block))
+                        size += len(blocks[-1])
+                        block = []
+                        too_big = size > limit
+                if n % 1024 == 0:
+                    self.progress(
+                        0.5
+                        + 0.5
+                        * min(1.0, counters.get("zmqmr.reduce_input_groups", 0) / total_groups)
+                    )
+            if block and not too_big:
+                blocks.append(shuffle.encode_block(block))
+                size += len(blocks[-1])
+                too_big = size > limit
+            if out is not None:
+                out.flush()
+                os.fsync(out.fileno())
+                out.close()
+                out = None
+                os.replace(tmp, final)
+        finally:
+            if out is not None:
+                out.close()
+                remove_paths([tmp])
+        counters["zmqmr.reduce_output_records"] = n
+        info = {
+            "too_big": too_big,
+            "output_file": final or None,
+            "fetched_bytes": sum(s.length for s in segments),
+        }
+        return info, (None if too_big else b"".join(blocks))
+
+
+def main(
+    conn: Connection, parent_pid: int, data_dir: str, shuffle_address: str, settings: WorkerSettings
+) -> None:
+    """Entry point of an executor process (started with the spawn method)."""
+    die_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the worker's to handle
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    Executor(conn, data_dir, shuffle_address, settings).serve()
+    os._exit(0)

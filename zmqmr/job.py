@@ -1,0 +1,281 @@
+"""What a job is, how it is prepared for the wire, and what it returns.
+
+``Job`` holds the user's functions and settings. ``prepare`` checks it and
+turns it into a JSON-able spec, one code blob (the functions, cloudpickled)
+and the blobs of in-memory record splits; it runs in the client, so a bad
+input or an unpicklable function fails at submit. ``JobResult`` is what
+``Client.run`` and ``run_serial`` return.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import site
+import sys
+import sysconfig
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import cloudpickle
+
+from . import inputs as _inputs
+from .config import DEFAULT_RECORD_SPLIT_BYTES, DEFAULT_SPLIT_SIZE
+from .errors import JobSubmitError
+from .inputs import WholeFiles
+
+PART_PREFIX = "part-"
+TEMP_DIR = "_temporary"
+
+
+def part_name(partition: int) -> str:
+    return f"{PART_PREFIX}{partition:05d}"
+
+
+class Job:
+    """A MapReduce job: functions, inputs and settings.
+
+    Functions travel to the workers with cloudpickle, closures included;
+    functions defined outside installed packages (a script, a notebook, a test
+    module, a job file) travel by value, installed ones by reference.
+    """
+
+    def __init__(
+        self,
+        mapper: Callable[[Any, Any], Any],
+        reducer: Callable[[Any, Iterator[Any]], Any],
+        inputs: Any,
+        num_reducers: int = 1,
+        combiner: Callable[[Any, Iterator[Any]], Any] | None = None,
+        partitioner: Callable[[Any, int], int] | None = None,
+        output_dir: str | os.PathLike[str] | None = None,
+        name: str | None = None,
+        split_size: int = DEFAULT_SPLIT_SIZE,
+        max_attempts: int = 4,
+        speculative: bool = True,
+        skip_bad_records: bool = False,
+        task_timeout: float | None = None,
+    ) -> None:
+        self.mapper = mapper
+        self.reducer = reducer
+        self.inputs = inputs
+        self.num_reducers = num_reducers
+        self.combiner = combiner
+        self.partitioner = partitioner
+        self.output_dir = None if output_dir is None else os.fspath(output_dir)
+        self.name = name or getattr(mapper, "__name__", "job")
+        self.split_size = split_size
+        self.max_attempts = max_attempts
+        self.speculative = speculative
+        self.skip_bad_records = skip_bad_records
+        self.task_timeout = task_timeout
+
+    def __repr__(self) -> str:
+        return f"Job(name={self.name!r}, num_reducers={self.num_reducers})"
+
+    def validate(self) -> None:
+        """Raise JobSubmitError naming the first bad setting."""
+        for fname in ("mapper", "reducer"):
+            if not callable(getattr(self, fname)):
+                raise JobSubmitError(f"{fname} must be callable")
+        for fname in ("combiner", "partitioner"):
+            fn = getattr(self, fname)
+            if fn is not None and not callable(fn):
+                raise JobSubmitError(f"{fname} must be callable or None")
+        _check_int("num_reducers", self.num_reducers, 1)
+        _check_int("split_size", self.split_size, 1)
+        _check_int("max_attempts", self.max_attempts, 1)
+        if self.task_timeout is not None and (
+            isinstance(self.task_timeout, bool)
+            or not isinstance(self.task_timeout, (int, float))
+            or self.task_timeout <= 0
+        ):
+            raise JobSubmitError(
+                f"task_timeout must be a positive number of seconds or None, "
+                f"got {self.task_timeout!r}"
+            )
+        if not isinstance(self.name, str):
+            raise JobSubmitError(f"name must be a str, got {type(self.name).__name__}")
+
+
+def _check_int(name: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise JobSubmitError(f"{name} must be an int >= {low}, got {value!r}")
+
+
+# -- splitting and pickling ----------------------------------------------------
+
+
+@dataclass
+class PreparedJob:
+    spec: dict[str, Any]
+    code: bytes
+    records: list[bytes] = field(default_factory=list)
+
+    def split_blob(self, index: int) -> bytes | None:
+        desc = self.spec["splits"][index]
+        return self.records[desc["blob"]] if desc["kind"] == "records" else None
+
+
+def make_splits(job: Job) -> tuple[list[dict[str, Any]], list[bytes]]:
+    src = job.inputs
+    if isinstance(src, WholeFiles):
+        return _inputs.whole_file_splits(_inputs.resolve_paths(src.paths), job.split_size), []
+    if isinstance(src, (str, os.PathLike)):
+        src = [os.fspath(src)]
+    if not isinstance(src, Sequence) or isinstance(src, (bytes, bytearray)):
+        raise JobSubmitError(
+            f"inputs must be a list of paths or globs, WholeFiles(...), or a list of "
+            f"(key, value) pairs; got {type(src).__name__}"
+        )
+    if not src:
+        raise JobSubmitError("no inputs given")
+    if all(isinstance(p, (str, os.PathLike)) for p in src):
+        paths = _inputs.resolve_paths([os.fspath(p) for p in src])
+        return _inputs.text_splits(paths, job.split_size), []
+    descs, blobs = _inputs.record_splits(src, DEFAULT_RECORD_SPLIT_BYTES)
+    for i, desc in enumerate(descs):
+        desc["blob"] = i
+    return descs, blobs
+
+
+def _installed_roots() -> list[str]:
+    roots = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    roots.update(site.getsitepackages() if hasattr(site, "getsitepackages") else [])
+    roots.add(os.path.dirname(os.path.abspath(__file__)))  # zmqmr itself
+    return [os.path.realpath(r) + os.sep for r in roots if r]
+
+
+def _local_modules() -> list[Any]:
+    """Loaded modules that workers may not be able to import: they travel by value."""
+    roots = _installed_roots()
+    out = []
+    for name, mod in list(sys.modules.items()):
+        if name == "__main__" or mod is None:
+            continue
+        path = getattr(mod, "__file__", None)
+        if not path or not path.endswith(".py"):
+            continue
+        real = os.path.realpath(path)
+        if any(real.startswith(r) for r in roots):
+            continue
+        out.append(mod)
+    return out
+
+
+def pickle_functions(job: Job) -> bytes:
+    fns = {
+        "mapper": job.mapper,
+        "reducer": job.reducer,
+        "combiner": job.combiner,
+        "partitioner": job.partitioner,
+    }
+    registered = []
+    try:
+        for mod in _local_modules():
+            try:
+                cloudpickle.register_pickle_by_value(mod)
+                registered.append(mod)
+            except (ValueError, TypeError):
+                pass
+        return cloudpickle.dumps(fns, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        raise JobSubmitError(f"the job's functions cannot be pickled: {exc!r}") from exc
+    finally:
+        for mod in registered:
+            try:
+                cloudpickle.unregister_pickle_by_value(mod)
+            except (ValueError, TypeError):
+                pass
+
+
+def prepare_output_dir(path: str) -> str:
+    """Create ``path``; remove part files and temporaries a previous run left."""
+    path = os.path.abspath(os.path.expanduser(path))
+    try:
+        os.makedirs(path, exist_ok=True)
+        for entry in os.listdir(path):
+            if entry.startswith(PART_PREFIX) and entry[len(PART_PREFIX) :].isdigit():
+                os.remove(os.path.join(path, entry))
+        shutil.rmtree(os.path.join(path, TEMP_DIR), ignore_errors=True)
+        probe = os.path.join(path, ".zmqmr-write-probe")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as exc:
+        raise JobSubmitError(f"output_dir {path!r} is not writable: {exc}") from exc
+    return path
+
+
+def prepare(job: Job) -> PreparedJob:
+    """Check a job and build what travels to the master; raises JobSubmitError."""
+    if not isinstance(job, Job):
+        raise JobSubmitError(f"expected a zmqmr.Job, got {type(job).__name__}")
+    job.validate()
+    splits, records = make_splits(job)
+    code = pickle_functions(job)
+    output_dir = None if job.output_dir is None else prepare_output_dir(job.output_dir)
+    spec = {
+        "name": job.name,
+        "num_reducers": job.num_reducers,
+        "splits": splits,
+        "output_dir": output_dir,
+        "max_attempts": job.max_attempts,
+        "speculative": bool(job.speculative),
+        "skip_bad_records": bool(job.skip_bad_records),
+        "task_timeout": job.task_timeout,
+        "has_combiner": job.combiner is not None,
+    }
+    return PreparedJob(spec, code, records)
+
+
+# -- results -------------------------------------------------------------------------
+
+
+class JobResult:
+    """What a finished job returns.
+
+    ``items()`` yields ``(key, value)`` Python objects, partition 0 first,
+    sorted by key within each partition. When the results were too large to
+    come back through the master (only possible with ``output_dir``), it reads
+    the part files instead and yields ``(str, str)``.
+    """
+
+    def __init__(
+        self,
+        job_id: str,
+        partitions: Sequence[Callable[[], list[tuple[Any, Any]]]] | None,
+        output_files: list[str],
+        counters: dict[str, int],
+        stats: dict[str, Any],
+    ) -> None:
+        self.job_id = job_id
+        self._partitions = partitions
+        self.output_files = output_files
+        self.counters = counters
+        self.stats = stats
+
+    def items(self) -> Iterator[tuple[Any, Any]]:
+        if self._partitions is not None:
+            for load in self._partitions:
+                yield from load()
+            return
+        for path in self.output_files:
+            with open(path, encoding="utf-8", errors="surrogateescape") as f:
+                for line in f:
+                    key, _, value = line.rstrip("\n").partition("\t")
+                    yield key, value
+
+    def __iter__(self) -> Iterator[tuple[Any, Any]]:
+        return self.items()
+
+    def to_dict(self) -> dict[Any, Any]:
+        return dict(self.items())
+
+    def __repr__(self) -> str:
+        return (
+            f"JobResult(job_id={self.job_id!r}, output_files={len(self.output_files)}, "
+            f"counters={len(self.counters)})"
+        )

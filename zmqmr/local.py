@@ -1,0 +1,216 @@
+"""LocalCluster: a master and N worker processes on this machine.
+
+Each is a real OS process (``python -m zmqmr master|worker``) on free ports of
+127.0.0.1 with its own temporary data directory, and each dies with the
+process that started it. ``close`` (or leaving the ``with`` block) stops them
+and removes every file they made.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from typing import IO, Any
+
+from .client import Client
+from .config import ClusterSettings, WorkerSettings
+from .errors import ClusterError
+
+_PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _settings_args(values: dict[str, Any]) -> list[str]:
+    args: list[str] = []
+    for name, value in values.items():
+        args += ["--set", f"{name}={value}"]
+    return args
+
+
+class LocalCluster:
+    """An embedded cluster: ``with LocalCluster(workers=4) as c: c.client().run(job)``.
+
+    Settings: ``heartbeat_interval`` and ``worker_timeout`` (seconds) and the
+    other fields of ``ClusterSettings`` go to the master; ``slots`` and the
+    fields of ``WorkerSettings`` go to every worker.
+    """
+
+    def __init__(
+        self,
+        workers: int = 2,
+        startup_timeout: float = 60.0,
+        client_timeout: float = 10.0,
+        **settings: Any,
+    ) -> None:
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+            raise ValueError(f"workers must be an int >= 0, got {workers!r}")
+        cluster_names = ClusterSettings.field_names()
+        worker_names = {f for f in WorkerSettings.__dataclass_fields__}
+        unknown = set(settings) - cluster_names - worker_names
+        if unknown:
+            raise TypeError(f"unknown LocalCluster settings: {', '.join(sorted(unknown))}")
+        self.cluster_settings = ClusterSettings(
+            **{k: v for k, v in settings.items() if k in cluster_names}
+        )
+        self.worker_settings = WorkerSettings(
+            **{k: v for k, v in settings.items() if k in worker_names}
+        )
+        self._worker_overrides = {k: v for k, v in settings.items() if k in worker_names}
+        self._cluster_overrides = {k: v for k, v in settings.items() if k in cluster_names}
+        self.num_workers = workers
+        self.startup_timeout = startup_timeout
+        self.client_timeout = client_timeout
+        self.dir = ""
+        self.address = ""
+        self.worker_address = ""
+        self.master_proc: subprocess.Popen[bytes] | None = None
+        self.worker_procs: list[subprocess.Popen[bytes]] = []
+        self._logs: list[IO[bytes]] = []
+        self._clients: list[Client] = []
+
+    # -- processes -------------------------------------------------------------
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        path = env.get("PYTHONPATH", "")
+        env["PYTHONPATH"] = _PKG_PARENT + (os.pathsep + path if path else "")
+        return env
+
+    def _popen(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
+        log = open(os.path.join(self.dir, log_name), "ab")  # noqa: SIM115 - closed in close()
+        self._logs.append(log)
+        return subprocess.Popen(
+            [sys.executable, "-m", "zmqmr", *args, "--die-with-parent"],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self._env(),
+        )
+
+    def start(self) -> LocalCluster:
+        self.dir = tempfile.mkdtemp(prefix="zmqmr-local-")
+        try:
+            announce = os.path.join(self.dir, "master.json")
+            self.master_proc = self._popen(
+                [
+                    "master",
+                    "--bind",
+                    "tcp://127.0.0.1:*",
+                    "--client-bind",
+                    "tcp://127.0.0.1:*",
+                    "--announce",
+                    announce,
+                    *_settings_args(self._cluster_overrides),
+                ],
+                "master.log",
+            )
+            deadline = time.monotonic() + self.startup_timeout
+            while not os.path.exists(announce):
+                if self.master_proc.poll() is not None or time.monotonic() > deadline:
+                    raise ClusterError(f"the master did not start:\n{self.log('master')}")
+                time.sleep(0.02)
+            with open(announce) as f:
+                addresses = json.load(f)
+            self.address = addresses["client_address"]
+            self.worker_address = addresses["worker_address"]
+            for _ in range(self.num_workers):
+                self.add_worker()
+            self.wait_for_workers(self.num_workers, self.startup_timeout)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def add_worker(self) -> subprocess.Popen[bytes]:
+        """Start one more worker process; returns it."""
+        n = len(self.worker_procs)
+        data_dir = os.path.join(self.dir, f"worker-{n}")
+        proc = self._popen(
+            [
+                "worker",
+                "--master",
+                self.worker_address,
+                "--data-dir",
+                data_dir,
+                *_settings_args(self._worker_overrides),
+            ],
+            f"worker-{n}.log",
+        )
+        self.worker_procs.append(proc)
+        return proc
+
+    def wait_for_workers(self, n: int, timeout: float = 30.0) -> None:
+        """Block until the master knows ``n`` live workers."""
+        deadline = time.monotonic() + timeout
+        with Client(self.address, timeout=self.client_timeout) as client:
+            while True:
+                if len(client.status()["workers"]) >= n:
+                    return
+                if time.monotonic() > deadline:
+                    logs = "\n".join(self.log(f"worker-{i}") for i in range(len(self.worker_procs)))
+                    raise ClusterError(f"only some of {n} workers registered in {timeout}s\n{logs}")
+                time.sleep(0.05)
+
+    @property
+    def worker_pids(self) -> list[int]:
+        return [p.pid for p in self.worker_procs]
+
+    @property
+    def master_pid(self) -> int | None:
+        return self.master_proc.pid if self.master_proc else None
+
+    def log(self, name: str) -> str:
+        """The output of the master (``"master"``) or of worker ``"worker-N"``."""
+        try:
+            with open(os.path.join(self.dir, f"{name}.log"), errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def client(self, timeout: float | None = None) -> Client:
+        """A client of this cluster (closed with the cluster)."""
+        c = Client(self.address, timeout=self.client_timeout if timeout is None else timeout)
+        self._clients.append(c)
+        return c
+
+    # -- shutdown -------------------------------------------------------------------
+
+    def close(self) -> None:
+        for c in self._clients:
+            c.close()
+        self._clients = []
+        procs = list(self.worker_procs) + ([self.master_proc] if self.master_proc else [])
+        for p in procs:
+            if p.poll() is None:
+                try:
+                    p.send_signal(signal.SIGCONT)  # a paused process cannot act on SIGTERM
+                    p.terminate()
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + 5
+        for p in procs:
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        for log in self._logs:
+            log.close()
+        self._logs = []
+        if self.dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> LocalCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "worker_procs", None) and any(p.poll() is None for p in self.worker_procs):
+            self.close()

@@ -1,0 +1,67 @@
+"""run_serial: the same job in this process, one record at a time.
+
+This is the oracle every test compares the cluster with, and the paper's
+"local execution" for debugging: a breakpoint in a mapper works here. It reads
+exactly the records the cluster reads (the same split code), groups every
+value of a key in one dict without a combiner, partitions with the same
+partitioner and returns a JobResult ordered as the cluster's: partition 0
+first, keys sorted within each. ``output_dir`` is ignored: the oracle never
+touches the cluster's output.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from . import userfn
+from .inputs import open_split
+from .job import Job, JobResult, make_splits
+
+
+def run_serial(job: Job) -> JobResult:
+    job.validate()
+    start = time.monotonic()
+    descs, blobs = make_splits(job)
+    counters: dict[str, int] = {}
+    previous = userfn.counting(counters)
+    try:
+        groups: dict[Any, list[Any]] = {}
+        n_in = n_out = 0
+        for desc in descs:
+            blob = blobs[desc["blob"]] if desc["kind"] == "records" else None
+            for key, value in open_split(desc, blob):
+                n_in += 1
+                for k, v in userfn.output_pairs(job.mapper(key, value)):
+                    try:
+                        groups.setdefault(k, []).append(v)
+                    except TypeError:
+                        raise TypeError(
+                            f"mapper yielded an unhashable key of type "
+                            f"{type(k).__name__}: {k!r:.80}"
+                        ) from None
+                    n_out += 1
+        counters["zmqmr.map_input_records"] = n_in
+        counters["zmqmr.map_output_records"] = n_out
+        part = userfn.checked_partitioner(job.partitioner, job.num_reducers)
+        parts: list[list[tuple[Any, list[Any]]]] = [[] for _ in range(job.num_reducers)]
+        for item in groups.items():
+            parts[part(item[0])].append(item)
+        results = []
+        for p in parts:
+            userfn.sort_by_key(p)
+            results.append(list(userfn.reduce_groups(job.reducer, p, counters)))
+        counters["zmqmr.reduce_output_records"] = sum(len(r) for r in results)
+    finally:
+        userfn.counting(previous)
+    stats = {
+        "maps": len(descs),
+        "reduces": job.num_reducers,
+        "total_seconds": time.monotonic() - start,
+    }
+    return JobResult("serial", [_constant(r) for r in results], [], counters, stats)
+
+
+def _constant(items: list[tuple[Any, Any]]) -> Callable[[], list[tuple[Any, Any]]]:
+    return lambda: items

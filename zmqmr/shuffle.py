@@ -1,0 +1,433 @@
+"""Map outputs: the file format, the server that serves them, and the fetch.
+
+File format (one file per map attempt)::
+
+    segment 0 | segment 1 | ... | segment R-1 | index | footer
+
+A segment is a run of blocks holding the sorted ``(key, values)`` groups of
+one partition. A block is ``<codec:u8><length:u32><crc32:u32>`` then
+``length`` bytes of payload: a list of groups, marshalled when every object in
+it is a plain type (fast) and pickled otherwise. The index holds R entries
+``<offset:u64><length:u64><groups:u64>``; the footer is
+``<index offset:u64><index crc32:u32>`` and a magic. A flipped byte or a
+truncated file fails a checksum or a length and raises ``CorruptOutput``:
+corrupt data is never decoded, let alone reduced.
+
+The server is a REP socket in its own thread; a request names a map output by
+``(job, map task, attempt, partition, offset)`` and the server builds the path
+itself, never taking one from the wire.
+"""
+
+from __future__ import annotations
+
+import logging
+import marshal
+import os
+import pickle
+import re
+import struct
+import threading
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import cloudpickle
+import zmq
+
+from . import protocol
+from .errors import CorruptOutput, ProtocolError, ShuffleError
+
+log = logging.getLogger(__name__)
+
+Group = tuple[Any, list[Any]]
+
+BLOCK_HEADER = struct.Struct("<BII")
+INDEX_ENTRY = struct.Struct("<QQQ")
+FOOTER = struct.Struct("<QI8s")
+MAGIC = b"ZMQMRIX1"
+CODEC_MARSHAL = 0
+CODEC_PICKLE = 1
+#: Groups per block; a block is the unit of checksum and of decoding.
+BLOCK_GROUPS = 2048
+
+_JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+# -- paths -------------------------------------------------------------------------
+
+
+def job_dir(data_dir: str, job_id: str) -> str:
+    if not _JOB_ID.match(job_id):
+        raise ValueError(f"bad job id {job_id!r}")
+    return os.path.join(data_dir, job_id)
+
+
+def map_output_path(data_dir: str, job_id: str, task: int, attempt: int) -> str:
+    return os.path.join(job_dir(data_dir, job_id), f"m{task:05d}-a{attempt}.out")
+
+
+# -- blocks ------------------------------------------------------------------------
+
+
+def encode_block(groups: list[Any]) -> bytes:
+    try:
+        payload = marshal.dumps(groups, 4)
+        codec = CODEC_MARSHAL
+    except ValueError:
+        codec = CODEC_PICKLE
+        try:
+            payload = pickle.dumps(groups, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:
+            payload = cloudpickle.dumps(groups, protocol=pickle.HIGHEST_PROTOCOL)
+    return BLOCK_HEADER.pack(codec, len(payload), zlib.crc32(payload)) + payload
+
+
+def decode_payload(codec: int, payload: bytes | memoryview) -> list[Any]:
+    if codec == CODEC_MARSHAL:
+        return marshal.loads(payload)  # type: ignore[no-any-return,unused-ignore]
+    return pickle.loads(payload)  # type: ignore[no-any-return,unused-ignore]
+
+
+def iter_blocks(data: bytes | memoryview) -> Iterator[tuple[int, memoryview]]:
+    """(codec, payload) of each block in ``data``, each checked; raises CorruptOutput."""
+    view = memoryview(data)
+    pos, end = 0, len(view)
+    while pos < end:
+        if end - pos < BLOCK_HEADER.size:
+            raise CorruptOutput(f"truncated block header at byte {pos}")
+        codec, length, crc = BLOCK_HEADER.unpack_from(view, pos)
+        pos += BLOCK_HEADER.size
+        if codec not in (CODEC_MARSHAL, CODEC_PICKLE):
+            raise CorruptOutput(f"unknown block codec {codec} at byte {pos}")
+        if end - pos < length:
+            raise CorruptOutput(f"truncated block: {length} bytes declared, {end - pos} left")
+        payload = view[pos : pos + length]
+        if zlib.crc32(payload) != crc:
+            raise CorruptOutput(f"block checksum mismatch at byte {pos}")
+        pos += length
+        yield codec, payload
+
+
+def verify_segment(data: bytes | memoryview) -> None:
+    for _ in iter_blocks(data):
+        pass
+
+
+def segment_groups(data: bytes | memoryview) -> Iterator[Group]:
+    """The groups of a segment held in memory."""
+    for codec, payload in iter_blocks(data):
+        yield from decode_payload(codec, payload)
+
+
+def file_segment_groups(path: str, offset: int, length: int) -> Iterator[Group]:
+    """The groups of a segment held on disk, read one block at a time."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        left = length
+        while left > 0:
+            head = f.read(BLOCK_HEADER.size)
+            if len(head) < BLOCK_HEADER.size:
+                raise CorruptOutput(f"{path}: truncated block header")
+            codec, size, crc = BLOCK_HEADER.unpack(head)
+            payload = f.read(size)
+            if len(payload) < size or zlib.crc32(payload) != crc:
+                raise CorruptOutput(f"{path}: block checksum mismatch or truncation")
+            left -= BLOCK_HEADER.size + size
+            yield from decode_payload(codec, payload)
+
+
+def verify_file_segment(path: str, offset: int, length: int) -> None:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        left = length
+        while left > 0:
+            head = f.read(BLOCK_HEADER.size)
+            if len(head) < BLOCK_HEADER.size:
+                raise CorruptOutput(f"{path}: truncated block header")
+            codec, size, crc = BLOCK_HEADER.unpack(head)
+            if codec not in (CODEC_MARSHAL, CODEC_PICKLE) or size > left:
+                raise CorruptOutput(f"{path}: bad block header")
+            payload = f.read(size)
+            if len(payload) < size or zlib.crc32(payload) != crc:
+                raise CorruptOutput(f"{path}: block checksum mismatch or truncation")
+            left -= BLOCK_HEADER.size + size
+
+
+# -- map output files -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    offset: int
+    length: int
+    groups: int
+
+
+class MapOutputWriter:
+    """Writes the R segments of one map output, in partition order, then its index.
+
+    The file is written under a temporary name and renamed into place by
+    ``close``, so a reader never sees half a file.
+    """
+
+    def __init__(self, path: str, num_partitions: int) -> None:
+        self.path = path
+        self.num_partitions = num_partitions
+        self._tmp = f"{path}.tmp"
+        self._f = open(self._tmp, "wb")  # noqa: SIM115 - closed in close()/abort()
+        self._segments: list[Segment] = []
+        self.bytes_written = 0
+
+    def write_segment(self, groups: Iterable[Group]) -> Segment:
+        if len(self._segments) >= self.num_partitions:
+            raise ValueError("more segments than partitions")
+        start = self._f.tell()
+        count = 0
+        block: list[Group] = []
+        for group in groups:
+            block.append(group)
+            if len(block) >= BLOCK_GROUPS:
+                self._f.write(encode_block(block))
+                count += len(block)
+                block = []
+        if block:
+            self._f.write(encode_block(block))
+            count += len(block)
+        seg = Segment(start, self._f.tell() - start, count)
+        self._segments.append(seg)
+        return seg
+
+    def close(self) -> list[Segment]:
+        while len(self._segments) < self.num_partitions:
+            self.write_segment(())
+        index = b"".join(INDEX_ENTRY.pack(s.offset, s.length, s.groups) for s in self._segments)
+        index_offset = self._f.tell()
+        self._f.write(index)
+        self._f.write(FOOTER.pack(index_offset, zlib.crc32(index), MAGIC))
+        self.bytes_written = self._f.tell()
+        self._f.close()
+        os.replace(self._tmp, self.path)
+        return self._segments
+
+    def abort(self) -> None:
+        self._f.close()
+        try:
+            os.remove(self._tmp)
+        except FileNotFoundError:
+            pass
+
+
+def read_index(path: str) -> list[Segment]:
+    """The segments of a map output file; raises CorruptOutput if the index is bad."""
+    with open(path, "rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size < FOOTER.size:
+            raise CorruptOutput(f"{path}: too short for a footer")
+        f.seek(size - FOOTER.size)
+        index_offset, crc, magic = FOOTER.unpack(f.read(FOOTER.size))
+        if magic != MAGIC or index_offset > size - FOOTER.size:
+            raise CorruptOutput(f"{path}: bad footer")
+        f.seek(index_offset)
+        index = f.read(size - FOOTER.size - index_offset)
+    if zlib.crc32(index) != crc or len(index) % INDEX_ENTRY.size:
+        raise CorruptOutput(f"{path}: index checksum mismatch")
+    segments = [
+        Segment(*INDEX_ENTRY.unpack_from(index, i)) for i in range(0, len(index), INDEX_ENTRY.size)
+    ]
+    for s in segments:
+        if s.offset + s.length > index_offset:
+            raise CorruptOutput(f"{path}: segment past the index")
+    return segments
+
+
+def read_segment(
+    path: str, partition: int, offset: int = 0, max_bytes: int = -1
+) -> tuple[int, bytes]:
+    """(segment length, bytes from ``offset``) of one partition of a local map output."""
+    segments = read_index(path)
+    if not 0 <= partition < len(segments):
+        raise ShuffleError(f"{path}: no partition {partition}")
+    seg = segments[partition]
+    if offset > seg.length:
+        raise ShuffleError(f"offset {offset} past the segment's {seg.length} bytes")
+    want = seg.length - offset if max_bytes < 0 else min(max_bytes, seg.length - offset)
+    with open(path, "rb") as f:
+        f.seek(seg.offset + offset)
+        data = f.read(want)
+    if len(data) != want:
+        raise CorruptOutput(f"{path}: truncated segment")
+    return seg.length, data
+
+
+# -- the server ------------------------------------------------------------------------
+
+
+class ShuffleServer:
+    """A REP socket in its own thread, serving map outputs under ``data_dir``."""
+
+    def __init__(self, ctx: zmq.Context[Any], data_dir: str, bind: str) -> None:
+        self.ctx = ctx
+        self.data_dir = data_dir
+        self._bind = bind
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self.address = ""
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="zmqmr-shuffle", daemon=True)
+        self.requests = 0
+
+    def start(self) -> str:
+        self._thread.start()
+        self._ready.wait(10)
+        if self._error is not None:
+            raise self._error
+        return self.address
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        try:
+            sock = self.ctx.socket(zmq.REP)
+            sock.linger = 0
+            sock.bind(self._bind)
+            self.address = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        except BaseException as exc:  # reported to start()
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        with sock:
+            while not self._stop.is_set():
+                if not sock.poll(200):
+                    continue
+                frames = sock.recv_multipart(copy=True)
+                try:
+                    reply = self.handle(frames)
+                except ProtocolError as exc:
+                    log.warning("shuffle: dropping malformed request: %s", exc)
+                    reply = protocol.encode(
+                        protocol.FETCH_ERROR, {"reason": "malformed", "corrupt": False}
+                    )
+                sock.send_multipart(reply, copy=False)
+
+    def handle(self, frames: list[bytes]) -> list[bytes]:
+        msg = protocol.decode(frames)
+        if msg.type != protocol.FETCH:
+            raise ProtocolError(f"shuffle server got {msg.type}")
+        self.requests += 1
+        try:
+            path = map_output_path(self.data_dir, msg["job"], msg["map_task"], msg["attempt"])
+            total, data = read_segment(
+                path, msg["partition"], msg["offset"], msg["max_bytes"] or -1
+            )
+        except CorruptOutput as exc:
+            return protocol.encode(protocol.FETCH_ERROR, {"reason": str(exc), "corrupt": True})
+        except (OSError, ValueError, ShuffleError) as exc:
+            return protocol.encode(protocol.FETCH_ERROR, {"reason": str(exc), "corrupt": False})
+        return protocol.encode(protocol.CHUNK, {"total": total, "offset": msg["offset"]}, [data])
+
+
+# -- the fetch ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """A fetched segment: in memory (``data``) or in a local file (``path``)."""
+
+    length: int
+    data: bytes | None = None
+    path: str | None = None
+
+    def groups(self) -> Iterator[Group]:
+        if self.data is not None:
+            return segment_groups(self.data)
+        assert self.path is not None
+        return file_segment_groups(self.path, 0, self.length)
+
+
+def fetch_segment(
+    ctx: zmq.Context[Any],
+    address: str,
+    request: dict[str, Any],
+    *,
+    chunk: int,
+    timeout: float,
+    retries: int,
+    spill_path: str | None,
+) -> Fetched:
+    """One partition of one map output, fetched Lazy Pirate style and verified.
+
+    Each request waits ``timeout`` seconds; on silence the REQ socket is closed
+    and a new one opened, up to ``retries`` tries per chunk. With
+    ``spill_path`` the bytes go to that file instead of memory. Raises
+    ShuffleError when the server cannot serve it, CorruptOutput when the bytes
+    fail their checks.
+    """
+    parts: list[bytes] = []
+    out = open(spill_path, "wb") if spill_path else None  # noqa: SIM115 - closed below
+    sock: zmq.Socket[Any] | None = None
+    offset, total = 0, -1
+    try:
+        while total < 0 or offset < total:
+            frames = protocol.encode(
+                protocol.FETCH, {**request, "offset": offset, "max_bytes": chunk}
+            )
+            reply = None
+            for _ in range(retries):
+                if sock is None:
+                    sock = ctx.socket(zmq.REQ)
+                    sock.linger = 0
+                    sock.connect(address)
+                sock.send_multipart(frames)
+                if sock.poll(int(timeout * 1000)):
+                    reply = protocol.decode(sock.recv_multipart())
+                    break
+                sock.close(0)
+                sock = None
+            if reply is None:
+                raise ShuffleError(f"no answer from {address} after {retries} tries")
+            if reply.type == protocol.FETCH_ERROR:
+                cls = CorruptOutput if reply["corrupt"] else ShuffleError
+                raise cls(f"{address}: {reply['reason']}")
+            if reply.type != protocol.CHUNK or reply["offset"] != offset:
+                raise ShuffleError(f"{address}: unexpected reply {reply.type}")
+            total = reply["total"]
+            data = reply.blobs[0]
+            if not data and offset < total:
+                raise CorruptOutput(f"{address}: empty chunk before the end of the segment")
+            if out is not None:
+                out.write(data)
+            else:
+                parts.append(data)
+            offset += len(data)
+    except ProtocolError as exc:
+        raise ShuffleError(f"{address}: malformed reply: {exc}") from exc
+    finally:
+        if sock is not None:
+            sock.close(0)
+        if out is not None:
+            out.close()
+    if out is not None:
+        assert spill_path is not None
+        verify_file_segment(spill_path, 0, total)
+        return Fetched(total, path=spill_path)
+    data = b"".join(parts)
+    verify_segment(data)
+    return Fetched(total, data=data)
+
+
+def local_segment(path: str, partition: int) -> Fetched:
+    """One partition of a map output on this worker's own disk, verified."""
+    try:
+        segments = read_index(path)
+    except FileNotFoundError as exc:
+        raise ShuffleError(f"{path}: missing") from exc
+    if not 0 <= partition < len(segments):
+        raise CorruptOutput(f"{path}: no partition {partition}")
+    seg = segments[partition]
+    _, data = read_segment(path, partition)
+    verify_segment(data)
+    return Fetched(seg.length, data=data)

@@ -1,0 +1,190 @@
+"""Calling user code: pairs, the default partitioner, key order, grouping, counters.
+
+The executor and ``run_serial`` both go through these helpers, so the cluster
+and the oracle check the same things and fail with the same messages.
+Imports: the standard library only.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from operator import itemgetter
+from typing import Any
+
+Pair = tuple[Any, Any]
+Partitioner = Callable[[Any, int], int]
+
+_first = itemgetter(0)
+
+# -- counters -----------------------------------------------------------------
+
+_counters: dict[str, int] | None = None
+
+
+def increment(name: str, n: int = 1) -> None:
+    """Add ``n`` to the user counter ``name`` of the running task.
+
+    Outside a task (calling a mapper by hand, say) it does nothing. Totals
+    count each task once, however many attempts of it ran.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"counter name must be a str, got {type(name).__name__}")
+    if not isinstance(n, int) or isinstance(n, bool):
+        raise TypeError(f"counter increment must be an int, got {type(n).__name__}")
+    if _counters is not None:
+        _counters[name] = _counters.get(name, 0) + n
+
+
+def counting(counters: dict[str, int] | None) -> dict[str, int] | None:
+    """Make ``counters`` the running task's counters; return the previous ones."""
+    global _counters
+    previous, _counters = _counters, counters
+    return previous
+
+
+# -- the default partitioner ----------------------------------------------------
+
+
+def _stable_bytes(key: Any) -> bytes:
+    # Equal keys must give equal bytes (1 == 1.0 == True), in every process.
+    if isinstance(key, str):
+        return key.encode("utf-8", "surrogatepass")
+    if isinstance(key, (bool, int)):
+        return b"i%d" % key
+    if isinstance(key, float):
+        return b"i%d" % key if key.is_integer() else b"f" + repr(key).encode()
+    if isinstance(key, bytes):
+        return b"b" + key
+    if isinstance(key, tuple):
+        return b"t(" + b"\x00".join(_stable_bytes(k) for k in key) + b")"
+    if key is None:
+        return b"n"
+    return b"r" + repr(key).encode("utf-8", "surrogatepass")
+
+
+def stable_hash(key: Any) -> int:
+    """A hash of ``key`` that is the same in every process and on every machine."""
+    return zlib.crc32(_stable_bytes(key))
+
+
+def default_partitioner(key: Any, num_partitions: int) -> int:
+    return zlib.crc32(_stable_bytes(key)) % num_partitions
+
+
+def checked_partitioner(
+    partitioner: Partitioner | None, num_partitions: int
+) -> Callable[[Any], int]:
+    """``key -> partition`` with the user's partitioner's answer checked."""
+    if partitioner is None:
+        if num_partitions == 1:
+            return lambda key: 0
+        return lambda key: zlib.crc32(_stable_bytes(key)) % num_partitions
+
+    def part(key: Any) -> int:
+        p = partitioner(key, num_partitions)
+        if not isinstance(p, int) or isinstance(p, bool) or not 0 <= p < num_partitions:
+            raise ValueError(
+                f"partitioner returned {p!r} for key {key!r:.80}; "
+                f"it must return an int in [0, {num_partitions})"
+            )
+        return p
+
+    return part
+
+
+# -- pairs, order, groups ---------------------------------------------------------
+
+
+def bad_pair(fn: str, pair: Any) -> TypeError:
+    return TypeError(f"{fn} must yield (key, value) pairs, got {type(pair).__name__} {pair!r:.80}")
+
+
+def output_pairs(out: Any, fn: str = "mapper") -> Iterator[Pair]:
+    """The pairs a mapper returned or yielded, each checked to be a pair."""
+    if out is None:
+        return
+    if isinstance(out, dict):
+        yield from out.items()
+        return
+    if isinstance(out, (str, bytes)):
+        raise TypeError(f"{fn} returned a {type(out).__name__}; it must return or yield pairs")
+    try:
+        it = iter(out)
+    except TypeError:
+        raise TypeError(
+            f"{fn} returned {type(out).__name__}; it must return or yield (key, value) pairs"
+        ) from None
+    for pair in it:
+        if type(pair) is not tuple or len(pair) != 2:
+            if isinstance(pair, (tuple, list)) and len(pair) == 2:
+                pair = (pair[0], pair[1])
+            else:
+                raise bad_pair(fn, pair)
+        yield pair
+
+
+def unorderable(keys: Iterable[Any]) -> TypeError:
+    """The error for keys that cannot be sorted, naming two types that clash."""
+    samples: dict[type, Any] = {}
+    for key in keys:
+        samples.setdefault(type(key), key)
+        if len(samples) > 32:
+            break
+    items = list(samples.items())
+    for (ta, a), (tb, b) in itertools.combinations(items, 2):
+        try:
+            a < b  # noqa: B015 - probing for the TypeError
+            b < a  # noqa: B015
+        except TypeError:
+            return TypeError(
+                f"keys of one job must be mutually orderable: cannot compare "
+                f"{ta.__name__} with {tb.__name__} (e.g. {a!r:.40} and {b!r:.40})"
+            )
+    for t, a in items:
+        try:
+            a < a  # noqa: B015, PLR0124
+        except TypeError:
+            return TypeError(
+                f"keys of one job must be mutually orderable: cannot compare "
+                f"{t.__name__} with {t.__name__}"
+            )
+    return TypeError("keys of one job must be mutually orderable")
+
+
+def sort_by_key(items: list[Pair]) -> None:
+    """Sort ``(key, x)`` pairs by key in place, or raise an error naming the key types."""
+    try:
+        items.sort(key=_first)
+    except TypeError:
+        raise unorderable(k for k, _ in items) from None
+
+
+def reduce_groups(
+    reducer: Callable[[Any, Iterator[Any]], Any],
+    groups: Iterable[tuple[Any, list[Any]]],
+    counters: dict[str, int] | None = None,
+) -> Iterator[Pair]:
+    """Run ``reducer`` on sorted ``(key, values)`` groups, merging equal adjacent keys.
+
+    Each group's values list is one run of values for its key (from one map
+    output, or one key of the oracle's dict); equal keys from several runs are
+    handed to one reducer call as one iterator.
+    """
+    for key, runs in itertools.groupby(groups, key=_first):
+        values = itertools.chain.from_iterable(vs for _, vs in runs)
+        if counters is not None:
+            counters["zmqmr.reduce_input_groups"] = counters.get("zmqmr.reduce_input_groups", 0) + 1
+        yield key, reducer(key, values)
+
+
+def merged(streams: list[Iterator[tuple[Any, list[Any]]]]) -> Iterator[tuple[Any, list[Any]]]:
+    """Sorted streams of ``(key, values)`` merged by key; unorderable keys named."""
+    try:
+        yield from heapq.merge(*streams, key=_first)
+    except TypeError as exc:
+        if "not supported between instances" not in str(exc):
+            raise
+        raise TypeError(f"keys of one job must be mutually orderable: {exc}") from None
