@@ -27,7 +27,7 @@ from .errors import (
     MasterUnavailable,
     ResultTooLarge,
 )
-from .job import Job, JobResult, prepare
+from .job import Job, JobResult, prepare, remove_temp_parts
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,8 @@ class Client:
         )
         if reply.type == protocol.REJECTED:
             raise JobSubmitError(reply["error"].get("message", "rejected"))
-        return JobHandle(self, job_id, prepared.spec["name"], prepared.spec["num_reducers"])
+        spec = prepared.spec
+        return JobHandle(self, job_id, spec["name"], spec["num_reducers"], spec["output_dir"])
 
     def run(self, job: Job, progress: bool | None = None) -> JobResult:
         """Run ``job`` and wait for it; a progress line shows on a TTY.
@@ -152,8 +153,16 @@ def _error(error: dict[str, Any]) -> Exception:
 class JobHandle:
     """A submitted job: ``wait``, ``progress``, ``cancel``."""
 
-    def __init__(self, client: Client, job_id: str, name: str, num_reducers: int) -> None:
+    def __init__(
+        self,
+        client: Client,
+        job_id: str,
+        name: str,
+        num_reducers: int,
+        output_dir: str | None = None,
+    ) -> None:
         self.client = client
+        self.output_dir = output_dir
         self.job_id = job_id
         self.name = name
         self.num_reducers = num_reducers
@@ -228,7 +237,10 @@ class JobHandle:
                 stream.flush()
         if msg.type == protocol.JOB_FAILED:
             raise _error(msg["error"])
-        return _result(self.job_id, msg)
+        result = _result(self.job_id, msg)
+        if self.output_dir:
+            remove_temp_parts(self.output_dir)
+        return result
 
 
 def _render(name: str, p: dict[str, Any]) -> str:

@@ -36,6 +36,8 @@ class ClusterSettings:
     worker_job_failures: int = 3
     #: Results returned through the master may total this many bytes per job.
     result_limit: int = DEFAULT_RESULT_LIMIT
+    #: No backup for an attempt younger than this, however slow it looks.
+    speculation_min_seconds: float = 2.0
 
     def __post_init__(self) -> None:
         _positive("heartbeat_interval", self.heartbeat_interval)
@@ -47,6 +49,7 @@ class ClusterSettings:
             )
         _positive("worker_job_failures", self.worker_job_failures)
         _positive("result_limit", self.result_limit)
+        _positive("speculation_min_seconds", self.speculation_min_seconds)
 
     @classmethod
     def field_names(cls) -> frozenset[str]:

@@ -42,7 +42,7 @@ from . import shuffle, userfn
 from .config import WorkerSettings
 from .errors import ShuffleError
 from .inputs import open_split
-from .job import TEMP_DIR, part_name
+from .job import part_name, temp_part_name
 
 PR_SET_PDEATHSIG = 1
 PROGRESS_EVERY = 0.5  # seconds between progress reports
@@ -79,7 +79,7 @@ def attempt_paths(
         return [base + ".out", base + ".out.tmp", base + ".spills"]
     paths = [os.path.join(jdir, f"r{task:05d}-a{attempt}")]
     if output_dir:
-        paths.append(os.path.join(output_dir, TEMP_DIR, f"{part_name(task)}-a{attempt}"))
+        paths.append(os.path.join(output_dir, temp_part_name(task, attempt)))
     return paths
 
 
@@ -443,9 +443,7 @@ class Executor:
         out = None
         tmp = final = ""
         if output_dir:
-            tmp_dir = os.path.join(output_dir, TEMP_DIR)
-            os.makedirs(tmp_dir, exist_ok=True)
-            tmp = os.path.join(tmp_dir, f"{part_name(task)}-a{attempt}")
+            tmp = os.path.join(output_dir, temp_part_name(task, attempt))
             final = os.path.join(output_dir, part_name(task))
             out = open(tmp, "w", encoding="utf-8", errors="surrogateescape")  # noqa: SIM115
         blocks: list[bytes] = []

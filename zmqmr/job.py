@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import shutil
 import site
 import sys
 import sysconfig
@@ -27,11 +26,30 @@ from .errors import JobSubmitError
 from .inputs import WholeFiles
 
 PART_PREFIX = "part-"
-TEMP_DIR = "_temporary"
+TEMP_PREFIX = ".part-"
 
 
 def part_name(partition: int) -> str:
     return f"{PART_PREFIX}{partition:05d}"
+
+
+def temp_part_name(partition: int, attempt: int) -> str:
+    """Where a reduce attempt writes before it renames its file into place."""
+    return f"{TEMP_PREFIX}{partition:05d}-a{attempt}.tmp"
+
+
+def remove_temp_parts(output_dir: str) -> None:
+    """Remove temporaries that failed or lost attempts left in ``output_dir``."""
+    try:
+        entries = os.listdir(output_dir)
+    except OSError:
+        return
+    for entry in entries:
+        if entry.startswith(TEMP_PREFIX) and entry.endswith(".tmp"):
+            try:
+                os.remove(os.path.join(output_dir, entry))
+            except OSError:
+                pass
 
 
 class Job:
@@ -199,7 +217,7 @@ def prepare_output_dir(path: str) -> str:
         for entry in os.listdir(path):
             if entry.startswith(PART_PREFIX) and entry[len(PART_PREFIX) :].isdigit():
                 os.remove(os.path.join(path, entry))
-        shutil.rmtree(os.path.join(path, TEMP_DIR), ignore_errors=True)
+        remove_temp_parts(path)
         probe = os.path.join(path, ".zmqmr-write-probe")
         with open(probe, "w"):
             pass

@@ -28,10 +28,11 @@ The rules, after DESIGN.md §3 and the MapReduce paper:
   lost; the map task runs again, and every running reducer of the job is told
   the new location when it completes.
 * Backup tasks: when a phase has no idle task left and slots are free, a
-  running attempt whose estimated time to finish (from its progress rate, as
-  in LATE) exceeds both twice its peers' typical task time and the time a
-  fresh attempt would take gets one backup; the first to finish wins, the other
-  is cancelled.
+  running attempt that has run longer than its peers' typical (median) task
+  time and ``speculation_min_seconds``, and whose estimated time to finish
+  (from its progress rate, as in LATE) exceeds twice the typical time, gets
+  one backup on another worker; the first to finish wins, the other is
+  cancelled.
 * Jobs run in order of arrival: free slots go to the oldest job with work.
 * Reduce tasks start when every map task of their job has completed.
 """
@@ -913,7 +914,10 @@ class MasterState:
             elapsed = now - att.start
             rate = att.progress / elapsed if elapsed > 0 else 0.0
             left = (1.0 - att.progress) / rate if rate > 0 else float("inf")
-            if elapsed < typical or left < 2 * typical or left < typical + 1.0:
+            # Back up only an attempt that has run longer than a typical task (and
+            # a floor), and whose expected finish is far beyond what a fresh attempt
+            # would need: even tasks never qualify, stragglers and silent ones do.
+            if elapsed < max(typical, self.settings.speculation_min_seconds) or left < 2 * typical:
                 continue
             w = self._pick_worker(job, task)
             if w is None:

@@ -1,0 +1,100 @@
+"""Shared fixtures: the books, word-count functions, and a check that tests leak no process."""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import socket
+import time
+from collections import Counter
+
+import psutil
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+BOOKS_DIR = os.path.normpath(os.path.join(REPO, "..", "shared", "data", "gutenberg"))
+BOOKS = sorted(glob.glob(os.path.join(BOOKS_DIR, "*.txt")))
+
+WORD = re.compile(r"[a-z]+")
+
+
+def wc_mapper(key, line):
+    for word in WORD.findall(line.lower()):
+        yield word, 1
+
+
+def wc_reducer(word, counts):
+    return sum(counts)
+
+
+def count_words(paths) -> Counter:
+    """Word counts computed without zmqmr, as an independent answer."""
+    c: Counter = Counter()
+    for path in paths:
+        with open(path, encoding="utf-8", errors="surrogateescape") as f:
+            for line in f:
+                c.update(WORD.findall(line.lower()))
+    return c
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def books() -> list[str]:
+    assert BOOKS, f"no books found in {BOOKS_DIR}"
+    return BOOKS
+
+
+# Every process a test starts inherits this marker, so a process that outlives
+# its parent (an orphaned executor, say) is still recognised as ours.
+MARKER = "ZMQMR_TEST_SESSION"
+os.environ.setdefault(MARKER, f"{os.getpid()}-{time.time()}")
+
+
+def _ours() -> dict[int, int]:
+    """pid -> parent pid of every live process carrying this session's marker."""
+    found = {}
+    me = os.getpid()
+    for proc in psutil.process_iter(["pid", "ppid", "status"]):
+        if proc.info["pid"] == me or proc.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        try:
+            if proc.environ().get(MARKER) == os.environ[MARKER]:
+                found[proc.info["pid"]] = proc.info["ppid"]
+        except psutil.Error:
+            continue
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_processes():
+    """Every test must leave no process of its own behind.
+
+    Processes that a longer-lived fixture's processes start (a module-scoped
+    cluster's worker restarting an executor) are that fixture's, not leaks.
+    """
+    before = set(_ours())
+    yield
+    deadline = time.monotonic() + 10
+    while True:
+        now = _ours()
+        leaked = {p for p, parent in now.items() if p not in before and parent not in before}
+        if not leaked or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert not leaked, f"processes left behind: {sorted(leaked)}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_at_the_end():
+    yield
+    deadline = time.monotonic() + 10
+    while _ours() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _ours(), f"processes left at the end of the session: {_ours()}"

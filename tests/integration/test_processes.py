@@ -1,0 +1,225 @@
+"""Processes and the command line: separate master and workers, executors that die with them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import psutil
+import pytest
+from conftest import REPO, count_words, free_port, wc_mapper, wc_reducer
+
+import zmqmr
+
+ZMQMR = [sys.executable, "-m", "zmqmr"]
+ENV = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def _children(worker_pid: int) -> list[psutil.Process]:
+    return [p for p in psutil.Process(worker_pid).children() if p.is_running()]
+
+
+def _executors(worker_pid: int) -> list[psutil.Process]:
+    return [p for p in _children(worker_pid) if "spawn_main" in " ".join(p.cmdline())]
+
+
+def _gone(pids, timeout=10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = [
+            p
+            for p in pids
+            if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+        ]
+        if not alive:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_executors_die_when_their_worker_is_killed_with_sigkill(books):
+    with zmqmr.LocalCluster(workers=2, slots=2, heartbeat_interval=0.2, worker_timeout=2) as c:
+        victim = c.worker_pids[0]
+        assert len(_executors(victim)) == 2
+        children = _children(victim)
+        os.kill(victim, signal.SIGKILL)
+        assert _gone([p.pid for p in children]), "executors outlived their worker"
+        # the cluster still runs jobs on the survivor
+        job = zmqmr.Job(
+            wc_mapper, wc_reducer, inputs=books[:2], combiner=wc_reducer, num_reducers=2
+        )
+        assert dict(c.client().run(job).items()) == count_words(books[:2])
+
+
+def test_local_cluster_leaves_no_process_or_directory_behind():
+    c = zmqmr.LocalCluster(workers=2).start()
+    pids = [c.master_pid, *c.worker_pids]
+    pids += [e.pid for w in c.worker_pids for e in _children(w)]
+    directory = c.dir
+    assert os.path.isdir(directory)
+    c.close()
+    assert _gone(pids, timeout=2)
+    assert not os.path.exists(directory)
+
+
+class UnpickleCounter:
+    """Appends a line to a file each time it is unpickled."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        with open(self.path, "a") as f:
+            f.write("unpickled\n")
+
+
+def test_job_code_reaches_each_executor_once_not_once_per_task(tmp_path):
+    marks = tmp_path / "unpickles"
+    counter = UnpickleCounter(str(marks))
+
+    def mapper(key, value):
+        assert counter.path  # the closure carries the counter to the workers
+        yield key % 2, value
+
+    records = [(i, f"{i:0200d}") for i in range(20_000)]  # distinct: no pickle memo
+    job = zmqmr.Job(mapper, lambda k, vs: len(list(vs)), inputs=records, num_reducers=3)
+    with zmqmr.LocalCluster(workers=2) as c:
+        result = c.client().run(job)
+    assert dict(result.items()) == {0: 10_000, 1: 10_000}
+    tasks = result.stats["map_attempts"] + result.stats["reduce_attempts"]
+    assert tasks >= 6
+    # one executor per worker: the code was unpickled at most once on each
+    assert 1 <= marks.read_text().count("unpickled") <= 2
+
+
+@pytest.fixture
+def separate_cluster(tmp_path):
+    """`zmqmr master` and two `zmqmr worker`s started by hand, as a user would."""
+    wport, cport = free_port(), free_port()
+    procs = []
+    logs = []
+
+    def start(args, name):
+        log = open(tmp_path / f"{name}.log", "wb")
+        logs.append(log)
+        p = subprocess.Popen(ZMQMR + args, stdout=log, stderr=subprocess.STDOUT, env=ENV)
+        procs.append(p)
+        return p
+
+    start(
+        [
+            "master",
+            "--bind",
+            f"tcp://127.0.0.1:{wport}",
+            "--client-bind",
+            f"tcp://127.0.0.1:{cport}",
+            "--heartbeat-interval",
+            "0.3",
+            "--worker-timeout",
+            "3",
+        ],
+        "master",
+    )
+    for i in range(2):
+        start(
+            [
+                "worker",
+                "--master",
+                f"tcp://127.0.0.1:{wport}",
+                "--data-dir",
+                str(tmp_path / f"w{i}"),
+            ],
+            f"worker{i}",
+        )
+    address = f"tcp://127.0.0.1:{cport}"
+    with zmqmr.Client(address, timeout=2) as client:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if len(client.status()["workers"]) == 2:
+                    break
+            except zmqmr.MasterUnavailable:
+                pass
+            assert time.monotonic() < deadline, "workers did not register"
+            time.sleep(0.1)
+    try:
+        yield address, procs
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        for log in logs:
+            log.close()
+
+
+def test_cli_run_and_status_against_separate_master_and_workers(separate_cluster, books, tmp_path):
+    address, procs = separate_cluster
+    out = subprocess.run(
+        ZMQMR + ["run", "examples/wordcount.py", *books[:2], "-r", "3", "--master", address, "-q"],
+        cwd=REPO,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    got = Counter()
+    for line in out.stdout.splitlines():
+        word, n = line.split("\t")
+        got[word] = int(n)
+    assert got == count_words(books[:2])
+
+    status = subprocess.run(
+        ZMQMR + ["status", "--master", address, "--json"],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert status.returncode == 0, status.stderr
+    workers = json.loads(status.stdout)["workers"]
+    assert sorted(w["pid"] for w in workers) == sorted(p.pid for p in procs[1:])
+    table = subprocess.run(
+        ZMQMR + ["status", "--master", address], env=ENV, capture_output=True, text=True, timeout=30
+    )
+    assert "2 worker(s)" in table.stdout
+
+
+def test_python_api_submits_to_separate_master_and_workers(separate_cluster, books):
+    address, _ = separate_cluster
+    job = zmqmr.Job(wc_mapper, wc_reducer, inputs=books[:3], combiner=wc_reducer, num_reducers=4)
+    with zmqmr.Client(address) as client:
+        result = client.run(job)
+    assert list(result.items()) == list(zmqmr.run_serial(job).items())
+
+
+def test_every_subcommand_has_help():
+    for cmd in ["master", "worker", "run", "status", "keygen"]:
+        out = subprocess.run(
+            ZMQMR + [cmd, "--help"], env=ENV, capture_output=True, text=True, timeout=30
+        )
+        assert out.returncode == 0 and "usage: zmqmr " + cmd in out.stdout
+
+
+def test_status_against_no_master_fails_quickly():
+    t = time.monotonic()
+    out = subprocess.run(
+        ZMQMR + ["status", "--master", f"tcp://127.0.0.1:{free_port()}", "--timeout", "0.5"],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 1 and "MasterUnavailable" in out.stderr
+    assert time.monotonic() - t < 15
