@@ -18,7 +18,7 @@ def cluster(request):
         yield c
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def serial_items(job_key):
     return list(zmqmr.run_serial(_jobs[job_key]).items())
 
