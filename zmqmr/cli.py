@@ -156,9 +156,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         for path in result.output_files:
             print(path)
     else:
-        out = sys.stdout
-        for key, value in result.items():
-            out.write(f"{key}\t{value}\n")
+        try:
+            out = sys.stdout
+            for key, value in result.items():
+                out.write(f"{key}\t{value}\n")
+            out.flush()
+        except BrokenPipeError:  # `zmqmr run ... | head`: the reader has had enough
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
     s = result.stats
     if not args.quiet:
         print(

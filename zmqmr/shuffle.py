@@ -6,8 +6,9 @@ File format (one file per map attempt)::
 
 A segment is a run of blocks holding the sorted ``(key, values)`` groups of
 one partition. A block is ``<codec:u8><length:u32><crc32:u32>`` then
-``length`` bytes of payload: a list of groups, marshalled when every object in
-it is a plain type (fast) and pickled otherwise. The index holds R entries
+``length`` bytes of payload: a list of groups, pickled without a memo (fast,
+and exact about types, which marshal is not: it turns a bytearray or an
+array into bytes); the checksum covers the codec and length too. The index holds R entries
 ``<offset:u64><length:u64><groups:u64>``; the footer is
 ``<index offset:u64><index crc32:u32>`` and a magic. A flipped byte or a
 truncated file fails a checksum or a length and raises ``CorruptOutput``:
@@ -20,8 +21,8 @@ itself, never taking one from the wire.
 
 from __future__ import annotations
 
+import io
 import logging
-import marshal
 import os
 import pickle
 import re
@@ -46,8 +47,8 @@ BLOCK_HEADER = struct.Struct("<BII")
 INDEX_ENTRY = struct.Struct("<QQQ")
 FOOTER = struct.Struct("<QI8s")
 MAGIC = b"ZMQMRIX1"
-CODEC_MARSHAL = 0
 CODEC_PICKLE = 1
+CODECS = (CODEC_PICKLE,)
 #: Groups per block; a block is the unit of checksum and of decoding.
 BLOCK_GROUPS = 2048
 
@@ -70,23 +71,47 @@ def map_output_path(data_dir: str, job_id: str, task: int, attempt: int) -> str:
 # -- blocks ------------------------------------------------------------------------
 
 
+def _pickle_fast(obj: Any) -> bytes:
+    buf = io.BytesIO()
+    pickler = pickle.Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL)
+    pickler.fast = True  # no memo: several times faster on streams of small tuples
+    pickler.dump(obj)
+    return buf.getvalue()
+
+
+def _checksum(codec: int, payload: bytes | memoryview) -> int:
+    return zlib.crc32(payload, zlib.crc32(bytes((codec,)) + len(payload).to_bytes(4, "little")))
+
+
 def encode_block(groups: list[Any]) -> bytes:
     try:
-        payload = marshal.dumps(groups, 4)
-        codec = CODEC_MARSHAL
-    except ValueError:
-        codec = CODEC_PICKLE
+        payload = _pickle_fast(groups)
+    except Exception:  # cyclic objects need the memo; closures need cloudpickle
         try:
             payload = pickle.dumps(groups, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception:
             payload = cloudpickle.dumps(groups, protocol=pickle.HIGHEST_PROTOCOL)
-    return BLOCK_HEADER.pack(codec, len(payload), zlib.crc32(payload)) + payload
+    return BLOCK_HEADER.pack(CODEC_PICKLE, len(payload), _checksum(CODEC_PICKLE, payload)) + payload
 
 
 def decode_payload(codec: int, payload: bytes | memoryview) -> list[Any]:
-    if codec == CODEC_MARSHAL:
-        return marshal.loads(payload)  # type: ignore[no-any-return,unused-ignore]
+    if codec != CODEC_PICKLE:
+        raise CorruptOutput(f"unknown block codec {codec}")
     return pickle.loads(payload)  # type: ignore[no-any-return,unused-ignore]
+
+
+def _read_block(f: Any, left: int, path: str) -> tuple[int, bytes]:
+    """The next block of an open file, checked; ``left`` bytes remain in the segment."""
+    head = f.read(BLOCK_HEADER.size)
+    if len(head) < BLOCK_HEADER.size:
+        raise CorruptOutput(f"{path}: truncated block header")
+    codec, size, crc = BLOCK_HEADER.unpack(head)
+    if codec not in CODECS or BLOCK_HEADER.size + size > left:
+        raise CorruptOutput(f"{path}: bad block header")
+    payload = f.read(size)
+    if len(payload) < size or _checksum(codec, payload) != crc:
+        raise CorruptOutput(f"{path}: block checksum mismatch or truncation")
+    return codec, payload
 
 
 def iter_blocks(data: bytes | memoryview) -> Iterator[tuple[int, memoryview]]:
@@ -98,12 +123,12 @@ def iter_blocks(data: bytes | memoryview) -> Iterator[tuple[int, memoryview]]:
             raise CorruptOutput(f"truncated block header at byte {pos}")
         codec, length, crc = BLOCK_HEADER.unpack_from(view, pos)
         pos += BLOCK_HEADER.size
-        if codec not in (CODEC_MARSHAL, CODEC_PICKLE):
+        if codec not in CODECS:
             raise CorruptOutput(f"unknown block codec {codec} at byte {pos}")
         if end - pos < length:
             raise CorruptOutput(f"truncated block: {length} bytes declared, {end - pos} left")
         payload = view[pos : pos + length]
-        if zlib.crc32(payload) != crc:
+        if _checksum(codec, payload) != crc:
             raise CorruptOutput(f"block checksum mismatch at byte {pos}")
         pos += length
         yield codec, payload
@@ -126,14 +151,8 @@ def file_segment_groups(path: str, offset: int, length: int) -> Iterator[Group]:
         f.seek(offset)
         left = length
         while left > 0:
-            head = f.read(BLOCK_HEADER.size)
-            if len(head) < BLOCK_HEADER.size:
-                raise CorruptOutput(f"{path}: truncated block header")
-            codec, size, crc = BLOCK_HEADER.unpack(head)
-            payload = f.read(size)
-            if len(payload) < size or zlib.crc32(payload) != crc:
-                raise CorruptOutput(f"{path}: block checksum mismatch or truncation")
-            left -= BLOCK_HEADER.size + size
+            codec, payload = _read_block(f, left, path)
+            left -= BLOCK_HEADER.size + len(payload)
             yield from decode_payload(codec, payload)
 
 
@@ -142,16 +161,8 @@ def verify_file_segment(path: str, offset: int, length: int) -> None:
         f.seek(offset)
         left = length
         while left > 0:
-            head = f.read(BLOCK_HEADER.size)
-            if len(head) < BLOCK_HEADER.size:
-                raise CorruptOutput(f"{path}: truncated block header")
-            codec, size, crc = BLOCK_HEADER.unpack(head)
-            if codec not in (CODEC_MARSHAL, CODEC_PICKLE) or size > left:
-                raise CorruptOutput(f"{path}: bad block header")
-            payload = f.read(size)
-            if len(payload) < size or zlib.crc32(payload) != crc:
-                raise CorruptOutput(f"{path}: block checksum mismatch or truncation")
-            left -= BLOCK_HEADER.size + size
+            _, payload = _read_block(f, left, path)
+            left -= BLOCK_HEADER.size + len(payload)
 
 
 # -- map output files -----------------------------------------------------------------

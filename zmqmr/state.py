@@ -34,7 +34,11 @@ The rules, after DESIGN.md §3 and the MapReduce paper:
   one backup on another worker; the first to finish wins, the other is
   cancelled.
 * Jobs run in order of arrival: free slots go to the oldest job with work.
-* Reduce tasks start when every map task of their job has completed.
+* Reduce tasks start when every map task of their job has completed. If a
+  map output is lost while reducers run and no slot is free for the map, the
+  newest reducer of that job is preempted (not a failure): reducers waiting
+  for that output must not hold every slot.
+* A map whose output was lost runs on another worker when one has a slot.
 """
 
 from __future__ import annotations
@@ -278,6 +282,8 @@ class Task:
     duration: float = 0.0
     last_error: dict[str, str] | None = None
     bad_records: dict[int, int] = field(default_factory=dict)
+    #: The worker whose copy of this map output was lost: run it elsewhere if we can.
+    lost_on: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -309,6 +315,7 @@ class Job:
                 "backups_cancelled",
                 "timeouts",
                 "skipped_records",
+                "preempted_reduces",
             ),
             0,
         )
@@ -427,6 +434,8 @@ class MasterState:
                     self._map_output_lost(job, task)
 
     def _map_output_lost(self, job: Job, task: Task) -> None:
+        assert task.output is not None
+        task.lost_on = task.output["worker"]
         task.status = IDLE if not task.running else RUNNING
         task.output = None
         job.stats["reexecuted_maps"] += 1
@@ -438,6 +447,8 @@ class MasterState:
             if now - w.last_seen > timeout:
                 self._lose_worker(w, now, out)
         for att in list(self.attempts.values()):
+            if self.attempts.get(att.id) is not att:
+                continue  # ended while handling an earlier one (its job failed)
             job = self.jobs[att.job_id]
             limit = job.spec.get("task_timeout")
             if limit is not None and now - att.start > limit:
@@ -520,7 +531,8 @@ class MasterState:
             loser = self.attempts[other]
             self._finish_attempt(loser)
             out.append(Cancel(loser.worker, loser.id))
-            job.stats["backups_cancelled"] += 1
+            if loser.backup:
+                job.stats["backups_cancelled"] += 1
         if att.backup:
             job.stats["backups_won"] += 1
         if att.kind == MAP:
@@ -828,6 +840,8 @@ class MasterState:
     def _pick_worker(self, job: Job, task: Task) -> Worker | None:
         busy = {self.attempts[a].worker for a in task.running}
         candidates = [w for w in self.workers.values() if w.free > 0 and w.id not in busy]
+        if task.lost_on is not None and any(w.id != task.lost_on for w in candidates):
+            candidates = [w for w in candidates if w.id != task.lost_on]
         allowed = [w for w in candidates if w.id not in job.excluded]
         if not allowed:
             usable = [w for w in self.workers.values() if w.id not in job.excluded]
@@ -891,12 +905,33 @@ class MasterState:
                     if task.status != IDLE:
                         continue
                     w = self._pick_worker(job, task)
+                    if w is None and kind == MAP:
+                        w = self._preempt_reducer(job, task, out)
                     if w is None:
                         break
                     self._assign(job, task, w, now, out)
         for job in self._active_jobs():
             if job.spec.get("speculative", True):
                 self._speculate(job, now, out)
+
+    def _preempt_reducer(self, job: Job, task: Task, out: list[object]) -> Worker | None:
+        """Free a slot for a map that must run again by stopping one of the job's reducers.
+
+        Reducers waiting for this very map output could otherwise hold every
+        slot and wait forever. The newest reduce attempt goes; it is not a
+        failure, and the reduce runs again once every map output exists.
+        """
+        reducers = [a for a in self.attempts.values() if a.job_id == job.id and a.kind == REDUCE]
+        for att in sorted(reducers, key=lambda a: -a.start):
+            if att.worker == task.lost_on and len(reducers) > 1:
+                continue
+            _, rtask = self._finish_attempt(att)
+            out.append(Cancel(att.worker, att.id))
+            job.stats["preempted_reduces"] += 1
+            if rtask.status == RUNNING and not rtask.running:
+                rtask.status = IDLE
+            return self._pick_worker(job, task)
+        return None
 
     def _speculate(self, job: Job, now: float, out: list[object]) -> None:
         kind = REDUCE if job.maps_complete() else MAP

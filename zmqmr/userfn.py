@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import numbers
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from operator import itemgetter
@@ -62,6 +63,20 @@ def _stable_bytes(key: Any) -> bytes:
         return b"t(" + b"\x00".join(_stable_bytes(k) for k in key) + b")"
     if key is None:
         return b"n"
+    if isinstance(key, complex) and key.imag == 0:
+        return _stable_bytes(key.real)
+    if isinstance(key, numbers.Number):
+        # Fraction(3) == Decimal(3) == 3: equal numbers must share a partition.
+        try:
+            as_int = int(key)  # type: ignore[call-overload]
+            if as_int == key:
+                return b"i%d" % as_int
+            as_float = float(key)  # type: ignore[arg-type]
+            if as_float == key:
+                return b"f" + repr(as_float).encode()
+        except (TypeError, ValueError, OverflowError, ArithmeticError):
+            pass
+        return b"h%d" % hash(key)  # numeric hashes are not salted
     return b"r" + repr(key).encode("utf-8", "surrogatepass")
 
 

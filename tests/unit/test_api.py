@@ -1,0 +1,207 @@
+"""The public API is what DESIGN.md §1 promises: names, Job's signature, run_serial, validation."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+import zmqmr
+from zmqmr.config import DEFAULT_SPLIT_SIZE
+
+#: The names DESIGN.md §1 documents, which tests outside the project rely on.
+CONTRACT_NAMES = {
+    "Job",
+    "WholeFiles",
+    "LocalCluster",
+    "Client",
+    "JobHandle",
+    "JobResult",
+    "run_serial",
+    "increment",
+    "default_partitioner",
+    # the exception tree of zmqmr/errors.py
+    "ZmqmrError",
+    "JobError",
+    "JobSubmitError",
+    "JobFailed",
+    "JobCancelled",
+    "ResultTooLarge",
+    "ClusterError",
+    "MasterUnavailable",
+    "ProtocolError",
+    "ShuffleError",
+    "CorruptOutput",
+}
+
+
+def test_all_holds_the_contract_names():
+    missing = CONTRACT_NAMES - set(zmqmr.__all__)
+    assert not missing, f"missing from zmqmr.__all__: {sorted(missing)}"
+
+
+def test_every_name_in_all_exists_and_is_listed_once():
+    assert len(zmqmr.__all__) == len(set(zmqmr.__all__))
+    for name in zmqmr.__all__:
+        assert hasattr(zmqmr, name), name
+
+
+def test_errors_form_the_documented_tree():
+    assert issubclass(zmqmr.JobSubmitError, zmqmr.JobError)
+    assert issubclass(zmqmr.JobFailed, zmqmr.JobError)
+    assert issubclass(zmqmr.JobCancelled, zmqmr.JobError)
+    assert issubclass(zmqmr.ResultTooLarge, zmqmr.JobError)
+    assert issubclass(zmqmr.MasterUnavailable, zmqmr.ClusterError)
+    assert issubclass(zmqmr.CorruptOutput, zmqmr.ShuffleError)
+    for name in ("JobError", "ClusterError", "ProtocolError", "ShuffleError"):
+        assert issubclass(getattr(zmqmr, name), zmqmr.ZmqmrError)
+
+
+def test_job_failed_carries_the_remote_traceback():
+    err = zmqmr.JobFailed(
+        "map task 0 failed", "ValueError", "boom", "Traceback...\nValueError: boom", "map task 0"
+    )
+    assert (err.remote_type, err.remote_message, err.task) == ("ValueError", "boom", "map task 0")
+    assert "ValueError: boom" in str(err)
+
+
+#: Job's parameters as DESIGN.md §1 lists them, in order, with their defaults.
+JOB_CONTRACT = [
+    ("mapper", inspect.Parameter.empty),
+    ("reducer", inspect.Parameter.empty),
+    ("inputs", inspect.Parameter.empty),
+    ("num_reducers", 1),
+    ("combiner", None),
+    ("partitioner", None),
+    ("output_dir", None),
+    ("name", None),
+    ("split_size", DEFAULT_SPLIT_SIZE),
+    ("max_attempts", 4),
+    ("speculative", True),
+    ("skip_bad_records", False),
+]
+
+
+def test_job_signature_matches_the_contract():
+    params = inspect.signature(zmqmr.Job).parameters
+    names = list(params)
+    assert names[: len(JOB_CONTRACT)] == [n for n, _ in JOB_CONTRACT]
+    for name, default in JOB_CONTRACT:
+        assert params[name].default == default, name
+        assert params[name].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+    # anything added after the contract must be optional
+    for extra in names[len(JOB_CONTRACT) :]:
+        assert params[extra].default is not inspect.Parameter.empty, extra
+
+
+def test_split_size_default_is_a_reasonable_number_of_bytes():
+    assert 64 * 1024 <= DEFAULT_SPLIT_SIZE <= 256 * 1024 * 1024
+
+
+def test_client_and_local_cluster_signatures_match_the_contract():
+    client = inspect.signature(zmqmr.Client).parameters
+    assert list(client)[:2] == ["address", "keys"] and client["keys"].default is None
+    local = inspect.signature(zmqmr.LocalCluster).parameters
+    assert "workers" in local
+    assert any(p.kind is inspect.Parameter.VAR_KEYWORD for p in local.values())
+    increment = inspect.signature(zmqmr.increment).parameters
+    assert list(increment) == ["name", "n"] and increment["n"].default == 1
+
+
+# -- run_serial ------------------------------------------------------------------------
+
+
+def words(key, line):
+    for w in line.split():
+        zmqmr.increment("words")
+        yield w, 1
+
+
+def total(key, counts):
+    return sum(counts)
+
+
+def test_run_serial_counts_words_of_in_memory_records():
+    records = [(1, "the cat sat"), (2, "the dog"), (3, ""), (4, "cat the")]
+    job = zmqmr.Job(words, total, records, num_reducers=3)
+    result = zmqmr.run_serial(job)
+    assert result.to_dict() == {"the": 3, "cat": 2, "sat": 1, "dog": 1}
+    assert result.counters["words"] == 7
+    assert result.counters["zmqmr.map_input_records"] == 4
+
+
+def test_run_serial_orders_by_partition_then_key():
+    records = [(i, " ".join(f"w{j}" for j in range(i, i + 5))) for i in range(20)]
+    job = zmqmr.Job(words, total, records, num_reducers=4)
+    items = list(zmqmr.run_serial(job).items())
+    order = [(zmqmr.default_partitioner(k, 4), k) for k, _ in items]
+    assert order == sorted(order)
+    assert len({p for p, _ in order}) > 1
+
+
+def test_run_serial_reads_text_files_with_path_and_offset_keys(tmp_path):
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"ab\ncd\n")
+
+    def echo(key, line):
+        yield key, line
+
+    result = zmqmr.run_serial(zmqmr.Job(echo, lambda k, vs: list(vs), [str(path)], split_size=2))
+    assert result.to_dict() == {(str(path), 0): ["ab"], (str(path), 3): ["cd"]}
+
+
+def test_run_serial_uses_a_custom_partitioner():
+    job = zmqmr.Job(
+        words,
+        total,
+        [(1, "a b c d")],
+        num_reducers=2,
+        partitioner=lambda key, n: 0 if key in "ab" else 1,
+    )
+    assert [k for k, _ in zmqmr.run_serial(job).items()] == ["a", "b", "c", "d"]
+
+
+def test_run_serial_names_unorderable_key_types():
+    def mixed(key, value):
+        yield value, 1
+
+    job = zmqmr.Job(mixed, total, [(1, 1), (2, "one")])
+    with pytest.raises(TypeError, match="int") as info:
+        zmqmr.run_serial(job)
+    assert "str" in str(info.value)
+
+
+# -- validation ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("max_attempts", 0),
+        ("max_attempts", True),
+        ("num_reducers", 0),
+        ("num_reducers", 2.0),
+        ("split_size", 0),
+        ("task_timeout", -1.0),
+        ("task_timeout", 0),
+        ("name", 5),
+        ("mapper", "not callable"),
+        ("combiner", 3),
+        ("partitioner", "x"),
+    ],
+    ids=lambda v: repr(v) if not isinstance(v, str) else v,
+)
+def test_validate_names_the_bad_setting(setting, value):
+    kwargs = {"mapper": words, "reducer": total, "inputs": [(1, "a")], setting: value}
+    job = zmqmr.Job(**kwargs)
+    with pytest.raises(zmqmr.JobSubmitError, match=setting):
+        job.validate()
+    with pytest.raises(zmqmr.JobSubmitError, match=setting):
+        zmqmr.run_serial(job)
+
+
+def test_valid_job_passes_validation_and_is_named_after_its_mapper():
+    job = zmqmr.Job(words, total, [(1, "a")], task_timeout=2.5)
+    job.validate()
+    assert job.name == "words"
+    assert zmqmr.Job(words, total, [], name="custom").name == "custom"

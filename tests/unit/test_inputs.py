@@ -1,0 +1,265 @@
+"""Input splits: every line read exactly once, at the right byte offset, whatever the split size."""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+from pathlib import Path
+
+import pytest
+
+from zmqmr.errors import JobSubmitError
+from zmqmr.inputs import (
+    WholeFiles,
+    open_split,
+    record_splits,
+    resolve_paths,
+    text_splits,
+    whole_file_splits,
+)
+from zmqmr.job import Job, make_splits
+
+
+def direct_lines(path: str) -> list[tuple[tuple[str, int], str]]:
+    """The records of a file read without zmqmr: ((path, byte offset), line without \\n)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    out = []
+    pos = 0
+    while pos < len(data):
+        nl = data.find(b"\n", pos)
+        end = len(data) if nl < 0 else nl
+        out.append(((path, pos), data[pos:end].decode("utf-8", "surrogateescape")))
+        pos = end + 1
+    return out
+
+
+def read_all(path: str, split_size: int) -> list[tuple[tuple[str, int], str]]:
+    """Every split's records, concatenated in split order; each record within its split."""
+    out = []
+    for desc in text_splits([path], split_size):
+        records = open_split(desc)
+        for (p, offset), _ in records:
+            assert p == path
+            assert desc["start"] <= offset < max(desc["end"], 1), (desc, offset)
+        out += records
+    return out
+
+
+def write(tmp_path, name: str, data: bytes) -> str:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return str(path)
+
+
+CONTENTS = {
+    "final_newline": b"alpha\nbeta\n\ngamma delta\nepsilon\n",
+    "no_final_newline": b"alpha\nbeta\n\ngamma delta\nepsilon",
+    "empty": b"",
+    "only_newlines": b"\n\n\n\n\n",
+    "one_line_no_newline": b"just one line",
+    "crlf": b"one\r\ntwo\r\n\r\nthree\r\n",
+    "utf8": "naïve café\nüber\n日本語のテキスト\n\nend".encode(),
+    "invalid_utf8": b"ok\n\xff\xfe bad\nmid\xc3\n\x80tail",
+    "long_lines": b"x" * 50 + b"\n" + b"y" * 3 + b"\n" + b"z" * 70,
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONTENTS))
+@pytest.mark.parametrize("split_size", [1, 2, 3, 7, 64, "size", "larger"])
+def test_every_line_is_read_once_in_order_with_its_byte_offset(tmp_path, name, split_size):
+    data = CONTENTS[name]
+    path = write(tmp_path, "in.txt", data)
+    if split_size == "size":
+        split_size = max(1, len(data))
+    elif split_size == "larger":
+        split_size = len(data) + 100
+    assert read_all(path, split_size) == direct_lines(path)
+
+
+def test_values_keep_carriage_returns_and_drop_newlines(tmp_path):
+    path = write(tmp_path, "crlf.txt", CONTENTS["crlf"])
+    assert [v for _, v in read_all(path, 3)] == ["one\r", "two\r", "\r", "three\r"]
+
+
+def test_offsets_are_byte_offsets_for_non_ascii_text(tmp_path):
+    path = write(tmp_path, "u.txt", "é\nx\n日本\ny".encode())
+    assert read_all(path, 2) == [
+        ((path, 0), "é"),
+        ((path, 3), "x"),
+        ((path, 5), "日本"),
+        ((path, 12), "y"),
+    ]
+
+
+def test_invalid_utf8_round_trips_through_surrogateescape(tmp_path):
+    path = write(tmp_path, "bad.txt", CONTENTS["invalid_utf8"])
+    values = [v for _, v in read_all(path, 4)]
+    assert values[1] == "\udcff\udcfe bad"
+    encoded = b"\n".join(v.encode("utf-8", "surrogateescape") for v in values)
+    assert encoded == CONTENTS["invalid_utf8"]
+
+
+def test_empty_file_has_one_split_and_no_record(tmp_path):
+    path = write(tmp_path, "empty.txt", b"")
+    assert text_splits([path], 10) == [{"kind": "text", "path": path, "start": 0, "end": 0}]
+    assert read_all(path, 10) == []
+
+
+def test_only_newlines_are_empty_records(tmp_path):
+    path = write(tmp_path, "nl.txt", b"\n\n\n")
+    assert read_all(path, 1) == [((path, 0), ""), ((path, 1), ""), ((path, 2), "")]
+
+
+def test_splits_cover_each_file_in_split_size_ranges(tmp_path):
+    a = write(tmp_path, "a.txt", b"0123456789" * 3)
+    b = write(tmp_path, "b.txt", b"xy\n")
+    splits = text_splits([a, b], 7)
+    assert [(s["path"], s["start"], s["end"]) for s in splits] == [
+        (a, 0, 7),
+        (a, 7, 14),
+        (a, 14, 21),
+        (a, 21, 28),
+        (a, 28, 30),
+        (b, 0, 3),
+    ]
+    assert len(text_splits([a], 1)) == 30
+    assert len(text_splits([a], 30)) == 1 and len(text_splits([a], 1000)) == 1
+
+
+def test_random_contents_and_split_sizes_read_like_the_file(tmp_path):
+    # hypothesis is not installed here: a seeded random loop plays its part
+    rng = random.Random(20240501)
+    pieces = [b"a", b"bc", b" ", b"\n", b"\n", b"\r\n", "é".encode(), "日".encode(), b"\xff"]
+    path = str(tmp_path / "random.txt")
+    for case in range(400):
+        data = b"".join(rng.choice(pieces) for _ in range(rng.randrange(0, 60)))
+        with open(path, "wb") as f:
+            f.write(data)
+        split_size = rng.randrange(1, 70)
+        expected = direct_lines(path)
+        got = read_all(path, split_size)
+        assert got == expected, f"case {case}: data={data!r} split_size={split_size}"
+
+
+# -- resolving paths -------------------------------------------------------------------
+
+
+def test_resolve_paths_expands_globs_sorted_to_absolute_paths(tmp_path, monkeypatch):
+    for name in ("b.txt", "a.txt", "c.log"):
+        write(tmp_path, name, b"x\n")
+    monkeypatch.chdir(tmp_path)
+    assert resolve_paths(["*.txt", "c.log"]) == [
+        str(tmp_path / "a.txt"),
+        str(tmp_path / "b.txt"),
+        str(tmp_path / "c.log"),
+    ]
+    assert resolve_paths("c.log") == [str(tmp_path / "c.log")]
+
+
+def test_missing_path_is_refused_by_name(tmp_path):
+    missing = str(tmp_path / "nope.txt")
+    with pytest.raises(JobSubmitError, match="nope.txt"):
+        resolve_paths([missing])
+
+
+def test_glob_matching_nothing_is_refused_by_name(tmp_path):
+    with pytest.raises(JobSubmitError, match=r"\*\.csv"):
+        resolve_paths([str(tmp_path / "*.csv")])
+
+
+def test_directory_is_refused(tmp_path):
+    (tmp_path / "sub").mkdir()
+    with pytest.raises(JobSubmitError, match="directory"):
+        resolve_paths([str(tmp_path / "sub")])
+    with pytest.raises(JobSubmitError, match="directory"):
+        resolve_paths([str(tmp_path / "*")])
+
+
+def test_no_inputs_is_refused():
+    with pytest.raises(JobSubmitError, match="no inputs"):
+        resolve_paths([])
+
+
+# -- whole files -----------------------------------------------------------------------
+
+
+def test_whole_files_are_grouped_by_size_and_read_whole(tmp_path):
+    paths = [write(tmp_path, f"f{i}.txt", f"file {i}\nline two\xe9\n".encode()) for i in range(3)]
+    size = os.path.getsize(paths[0])
+    splits = whole_file_splits(paths, 2 * size)
+    assert splits == [{"kind": "files", "paths": paths[:2]}, {"kind": "files", "paths": paths[2:]}]
+    records = [r for d in splits for r in open_split(d)]
+    assert records == [(p, Path(p).read_text(encoding="utf-8")) for p in paths]
+    assert len(whole_file_splits(paths, 1)) == 3
+
+
+def test_whole_files_input_of_a_job_resolves_globs(tmp_path):
+    paths = [write(tmp_path, f"f{i}.txt", b"x\n") for i in range(2)]
+    job = Job(lambda k, v: [], lambda k, vs: 0, WholeFiles(str(tmp_path / "*.txt")))
+    descs, blobs = make_splits(job)
+    assert blobs == []
+    assert [p for d in descs for p in d["paths"]] == paths
+    assert WholeFiles("one").paths == ["one"]
+
+
+def test_whole_files_keep_invalid_utf8(tmp_path):
+    path = write(tmp_path, "bin.txt", b"a\xffb")
+    ((key, value),) = open_split({"kind": "files", "paths": [path]})
+    assert key == path and value.encode("utf-8", "surrogateescape") == b"a\xffb"
+
+
+# -- in-memory records ---------------------------------------------------------------------
+
+
+def test_records_are_cut_into_splits_that_hold_every_record_in_order():
+    records = [(i, f"value {i} " * 3) for i in range(200)]
+    descs, blobs = record_splits(records, 256)
+    assert len(descs) == len(blobs) > 1
+    got = []
+    for desc, blob in zip(descs, blobs):
+        chunk = open_split(desc, blob)
+        assert desc["count"] == len(chunk) and desc["first"] == len(got)
+        got += chunk
+    assert got == records
+
+
+def test_records_fitting_one_split_make_one_split():
+    descs, blobs = record_splits([("a", 1), ["b", 2]], 1 << 20)
+    assert descs == [{"kind": "records", "count": 2, "first": 0}]
+    assert open_split(descs[0], blobs[0]) == [("a", 1), ("b", 2)]
+
+
+def test_small_split_size_gives_at_most_one_split_per_record():
+    descs, _ = record_splits([(i, i) for i in range(5)], 1)
+    assert [d["count"] for d in descs] == [1, 1, 1, 1, 1]
+
+
+@pytest.mark.parametrize("bad", [("k", "v", "extra"), "ab", 5, None, ("only",)], ids=repr)
+def test_record_that_is_not_a_pair_is_refused_by_index(bad):
+    with pytest.raises(JobSubmitError, match="record 2"):
+        record_splits([("a", 1), ("b", 2), bad], 1024)
+
+
+def test_empty_record_list_is_refused():
+    with pytest.raises(JobSubmitError, match="empty"):
+        record_splits([], 1024)
+
+
+def test_records_that_cannot_be_pickled_are_refused():
+    with pytest.raises(JobSubmitError, match="pickled"):
+        record_splits([("lock", threading.Lock())], 1024)
+
+
+def test_records_with_lambdas_travel_by_cloudpickle():
+    descs, blobs = record_splits([("f", lambda: 42)], 1024)
+    ((key, fn),) = open_split(descs[0], blobs[0])
+    assert key == "f" and fn() == 42
+
+
+def test_open_split_refuses_unknown_kind_and_records_without_blob():
+    with pytest.raises(ValueError, match="kind"):
+        open_split({"kind": "tape"})
+    with pytest.raises(ValueError, match="blob"):
+        open_split({"kind": "records", "count": 1, "first": 0})

@@ -1,0 +1,547 @@
+"""Map output files (blocks, checksums, index) and the shuffle server and fetch.
+
+The server tests use a real REP socket on 127.0.0.1 in this process; every
+socket and context is closed and every server stopped.
+"""
+
+from __future__ import annotations
+
+import array
+import dataclasses
+import os
+import time
+from collections.abc import Iterator
+from fractions import Fraction
+from typing import Any
+
+import pytest
+import zmq
+
+from zmqmr import protocol
+from zmqmr.errors import CorruptOutput, ShuffleError
+from zmqmr.shuffle import (
+    BLOCK_GROUPS,
+    BLOCK_HEADER,
+    CODEC_PICKLE,
+    FOOTER,
+    INDEX_ENTRY,
+    MapOutputWriter,
+    ShuffleServer,
+    encode_block,
+    fetch_segment,
+    file_segment_groups,
+    iter_blocks,
+    job_dir,
+    local_segment,
+    map_output_path,
+    read_index,
+    read_segment,
+    segment_groups,
+    verify_file_segment,
+    verify_segment,
+)
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class Point:
+    x: int
+    y: int
+
+
+def partition_groups(r: int, p: int) -> list[tuple[Any, list[Any]]]:
+    """Sorted groups for partition ``p`` of ``r``; every third partition is empty."""
+    if p % 3 == 1:
+        return []
+    return [(f"key-{p}-{i:04d}", [i, i * 2, f"v{i}"]) for i in range(5 + p)]
+
+
+def write_output(path: str, r: int, groups=partition_groups) -> list[list[Any]]:
+    w = MapOutputWriter(path, r)
+    written = [groups(r, p) for p in range(r)]
+    for g in written:
+        w.write_segment(g)
+    w.close()
+    return written
+
+
+def read_partition(path: str, p: int) -> list[Any]:
+    _, data = read_segment(path, p)
+    return list(segment_groups(data))
+
+
+def read_everything(path: str) -> None:
+    """Read the index and decode every segment, as a reducer would."""
+    for p in range(len(read_index(path))):
+        read_partition(path, p)
+
+
+# -- the file format -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("r", [1, 3, 10])
+def test_segments_round_trip_including_empty_partitions(tmp_path, r):
+    path = str(tmp_path / "m.out")
+    written = write_output(path, r)
+    segments = read_index(path)
+    assert len(segments) == r
+    for p in range(r):
+        assert read_partition(path, p) == written[p]
+        assert segments[p].groups == len(written[p])
+        if not written[p]:
+            assert segments[p].length == 0
+    assert [s.offset + s.length for s in segments[:-1]] == [s.offset for s in segments[1:]]
+
+
+def test_close_fills_partitions_never_written_with_empty_segments(tmp_path):
+    path = str(tmp_path / "m.out")
+    w = MapOutputWriter(path, 4)
+    w.write_segment([("a", [1])])
+    segments = w.close()
+    assert [s.groups for s in segments] == [1, 0, 0, 0]
+    assert read_index(path) == segments
+    assert w.bytes_written == os.path.getsize(path)
+
+
+def test_file_appears_only_when_closed_and_abort_leaves_nothing(tmp_path):
+    path = str(tmp_path / "m.out")
+    w = MapOutputWriter(path, 1)
+    w.write_segment([("a", [1])])
+    assert not os.path.exists(path)
+    w.close()
+    assert os.path.exists(path)
+    w2 = MapOutputWriter(str(tmp_path / "n.out"), 1)
+    w2.write_segment([("a", [1])])
+    w2.abort()
+    assert os.listdir(tmp_path) == ["m.out"]
+
+
+def test_more_segments_than_partitions_is_refused(tmp_path):
+    w = MapOutputWriter(str(tmp_path / "m.out"), 1)
+    w.write_segment([])
+    with pytest.raises(ValueError):
+        w.write_segment([])
+    w.abort()
+
+
+def test_large_segment_spans_several_blocks(tmp_path):
+    path = str(tmp_path / "m.out")
+    groups = [(i, [i]) for i in range(BLOCK_GROUPS * 2 + 5)]
+    w = MapOutputWriter(path, 1)
+    w.write_segment(iter(groups))
+    w.close()
+    _, data = read_segment(path, 0)
+    assert len(list(iter_blocks(data))) == 3
+    assert list(segment_groups(data)) == groups
+
+
+def test_read_segment_serves_byte_ranges(tmp_path):
+    path = str(tmp_path / "m.out")
+    write_output(path, 3)
+    total, whole = read_segment(path, 2)
+    assert total == len(whole)
+    assert read_segment(path, 2, 5, 7) == (total, whole[5:12])
+    assert read_segment(path, 2, total - 3, 100) == (total, whole[-3:])
+    assert read_segment(path, 2, total) == (total, b"")
+    with pytest.raises(ShuffleError):
+        read_segment(path, 2, total + 1)
+    with pytest.raises(ShuffleError):
+        read_segment(path, 3)
+
+
+def test_file_segment_groups_equals_segment_groups(tmp_path):
+    path = str(tmp_path / "m.out")
+    write_output(path, 10, lambda r, p: [(i, [p] * (i % 4)) for i in range(p * 700)])
+    for p, seg in enumerate(read_index(path)):
+        from_file = list(file_segment_groups(path, seg.offset, seg.length))
+        assert from_file == read_partition(path, p)
+        verify_file_segment(path, seg.offset, seg.length)
+
+
+# -- codecs ----------------------------------------------------------------------------
+
+
+def codec_of(block: bytes) -> int:
+    return BLOCK_HEADER.unpack_from(block)[0]
+
+
+def test_plain_types_round_trip_exactly():
+    groups = [
+        ("k", [1, 2.5, None, True, b"raw", "text", (1, ("n", 2)), [3], {"d": 1}, 10**40]),
+        (("tuple", 1), [frozenset({1}), {2, 3}, complex(1, 2)]),
+    ]
+    block = encode_block(groups)
+    assert codec_of(block) == CODEC_PICKLE
+    assert list(segment_groups(block)) == groups
+
+
+@pytest.mark.parametrize(
+    "value",
+    [Fraction(1, 3), Point(1, 2), [Point(3, 4)], ("t", Fraction(2))],
+    ids=["Fraction", "dataclass", "list-of-dataclass", "tuple-with-Fraction"],
+)
+def test_custom_objects_round_trip(value):
+    groups = [("k", [value])]
+    block = encode_block(groups)
+    assert codec_of(block) == CODEC_PICKLE
+    assert list(segment_groups(block)) == groups
+
+
+def test_local_functions_fall_back_to_cloudpickle():
+    def local(x: int) -> int:
+        return x + 1
+
+    (((key, (fn,)),)) = list(segment_groups(encode_block([("k", [local])])))
+    assert key == "k" and fn(1) == 2
+
+
+@pytest.mark.parametrize(
+    "value", [bytearray(b"abc"), array.array("i", [1, 2, 3])], ids=["bytearray", "array"]
+)
+def test_buffer_objects_come_back_as_the_same_type_and_value(value):
+    # a value that is an array (or a numpy array) must not come back as its raw
+    # bytes, as it would through marshal
+    (((_, (back,)),)) = list(segment_groups(encode_block([("k", [value])])))
+    assert type(back) is type(value)
+    assert back == value
+
+
+# -- corruption ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_output(tmp_path) -> tuple[str, bytes]:
+    path = str(tmp_path / "m.out")
+    write_output(path, 3, lambda r, p: [(f"k{p}{i}", [i]) for i in range(2)] if p != 1 else [])
+    with open(path, "rb") as f:
+        return path, f.read()
+
+
+def regions(data: bytes, path: str) -> dict[str, range]:
+    index_offset = FOOTER.unpack_from(data, len(data) - FOOTER.size)[0]
+    return {
+        "segment": range(0, index_offset),
+        "index": range(index_offset, len(data) - FOOTER.size),
+        "footer": range(len(data) - FOOTER.size, len(data)),
+    }
+
+
+@pytest.mark.parametrize("region", ["segment", "index", "footer"])
+@pytest.mark.parametrize("mask", [0x01, 0x80, 0xFF], ids=["bit0", "bit7", "byte"])
+def test_flipped_byte_anywhere_is_detected_as_corrupt_output(small_output, region, mask):
+    path, data = small_output
+    span = regions(data, path)[region]
+    assert len(span) > 0
+    undetected = []
+    for i in span:
+        flipped = bytearray(data)
+        flipped[i] ^= mask
+        with open(path, "wb") as f:
+            f.write(flipped)
+        try:
+            read_everything(path)
+        except CorruptOutput:
+            continue
+        except Exception as exc:  # decoded corrupt data instead of refusing it
+            undetected.append((i, f"{type(exc).__name__}: {exc}"))
+        else:
+            undetected.append((i, "read without error"))
+    assert not undetected, f"flips not reported as CorruptOutput (byte, outcome): {undetected}"
+
+
+@pytest.mark.parametrize("mask", [0x01, 0xFF], ids=["bit0", "byte"])
+def test_flipped_byte_in_a_spilled_segment_is_detected(small_output, tmp_path, mask):
+    path, data = small_output
+    seg = read_index(path)[0]
+    undetected = []
+    for i in range(seg.offset, seg.offset + seg.length):
+        flipped = bytearray(data)
+        flipped[i] ^= mask
+        spill = tmp_path / "spill"
+        spill.write_bytes(bytes(flipped[seg.offset : seg.offset + seg.length]))
+        for check in (verify_file_segment, lambda *a: list(file_segment_groups(*a))):
+            try:
+                check(str(spill), 0, seg.length)
+            except CorruptOutput:
+                continue
+            except Exception as exc:
+                undetected.append((i, f"{type(exc).__name__}: {exc}"))
+            else:
+                undetected.append((i, "read without error"))
+    assert not undetected, f"flips not reported as CorruptOutput: {undetected}"
+
+
+def test_truncated_file_is_corrupt_output(small_output):
+    path, data = small_output
+    for n in range(len(data)):
+        with open(path, "wb") as f:
+            f.write(data[:n])
+        with pytest.raises(CorruptOutput):
+            read_everything(path)
+
+
+def test_truncated_segment_data_is_corrupt_output(small_output):
+    path, _ = small_output
+    _, data = read_segment(path, 0)
+    for n in range(1, len(data)):
+        with pytest.raises(CorruptOutput):
+            verify_segment(data[:n])
+
+
+def test_index_entries_pointing_past_the_index_are_corrupt(tmp_path):
+    import struct
+    import zlib
+
+    path = str(tmp_path / "m.out")
+    index = INDEX_ENTRY.pack(0, 1000, 1)
+    with open(path, "wb") as f:
+        f.write(index)
+        f.write(FOOTER.pack(0, zlib.crc32(index), b"ZMQMRIX1"))
+    with pytest.raises(CorruptOutput, match="past the index"):
+        read_index(path)
+    assert struct.calcsize("<QI8s") == FOOTER.size
+
+
+def test_local_segment_reads_own_output_and_reports_missing_file_as_shuffle_error(tmp_path):
+    path = str(tmp_path / "m.out")
+    written = write_output(path, 3)
+    assert list(local_segment(path, 2).groups()) == written[2]
+    with pytest.raises(ShuffleError) as info:
+        local_segment(str(tmp_path / "gone.out"), 0)
+    assert not isinstance(info.value, CorruptOutput)
+
+
+# -- paths -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("job_id", ["../x", "a/b", "", ".", "..", "x" * 65, "j 1", "j\x00"])
+def test_job_ids_with_path_characters_are_refused(tmp_path, job_id):
+    with pytest.raises(ValueError):
+        job_dir(str(tmp_path), job_id)
+    with pytest.raises(ValueError):
+        map_output_path(str(tmp_path), job_id, 0, 1)
+
+
+def test_map_output_path_lives_under_the_job_dir(tmp_path):
+    path = map_output_path(str(tmp_path), "job-1_a", 3, 17)
+    assert os.path.dirname(path) == os.path.join(str(tmp_path), "job-1_a")
+    assert path != map_output_path(str(tmp_path), "job-1_a", 3, 18)
+
+
+# -- the server and the fetch ----------------------------------------------------------
+
+JOB = "job1"
+
+
+@pytest.fixture
+def ctx() -> Iterator[zmq.Context[Any]]:
+    context: zmq.Context[Any] = zmq.Context()
+    try:
+        yield context
+    finally:
+        context.destroy(linger=0)
+
+
+@pytest.fixture
+def data_dir(tmp_path) -> str:
+    d = tmp_path / "data"
+    d.mkdir()
+    return str(d)
+
+
+@pytest.fixture
+def server(ctx, data_dir) -> Iterator[ShuffleServer]:
+    srv = ShuffleServer(ctx, data_dir, "tcp://127.0.0.1:*")
+    address = srv.start()
+    assert address.startswith("tcp://127.0.0.1:")
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def served_output(data_dir: str, task: int = 0, attempt: int = 1, r: int = 3) -> list[list[Any]]:
+    os.makedirs(job_dir(data_dir, JOB), exist_ok=True)
+    groups = lambda r, p: [(f"k{p}-{i:03d}", [i, "v" * (i % 5)]) for i in range(40 * (p + 1))]  # noqa: E731
+    return write_output(map_output_path(data_dir, JOB, task, attempt), r, groups)
+
+
+def fetch(ctx, server, partition=0, job=JOB, task=0, attempt=1, **kw) -> Any:
+    options = {"chunk": 1 << 20, "timeout": 2.0, "retries": 3, "spill_path": None, **kw}
+    request = {"job": job, "map_task": task, "attempt": attempt, "partition": partition}
+    address = server if isinstance(server, str) else server.address
+    return fetch_segment(ctx, address, request, **options)
+
+
+def test_fetch_returns_the_segment_as_written(ctx, server, data_dir):
+    written = served_output(data_dir)
+    for p in range(3):
+        got = fetch(ctx, server, partition=p)
+        assert list(got.groups()) == written[p]
+        assert got.length == read_index(map_output_path(data_dir, JOB, 0, 1))[p].length
+
+
+def test_fetch_in_chunks_smaller_than_the_segment(ctx, server, data_dir):
+    written = served_output(data_dir)
+    length = read_index(map_output_path(data_dir, JOB, 0, 1))[2].length
+    before = server.requests
+    got = fetch(ctx, server, partition=2, chunk=7)
+    assert list(got.groups()) == written[2]
+    assert server.requests - before == -(-length // 7)
+
+
+def test_fetch_to_a_spill_file(ctx, server, data_dir, tmp_path):
+    written = served_output(data_dir)
+    spill = str(tmp_path / "spill.seg")
+    got = fetch(ctx, server, partition=1, chunk=7, spill_path=spill)
+    assert got.data is None and got.path == spill
+    assert os.path.getsize(spill) == got.length
+    assert list(got.groups()) == written[1]
+
+
+def test_fetch_of_an_empty_partition(ctx, server, data_dir):
+    os.makedirs(job_dir(data_dir, JOB))
+    write_output(map_output_path(data_dir, JOB, 0, 1), 2, lambda r, p: [] if p else [("a", [1])])
+    got = fetch(ctx, server, partition=1, chunk=7)
+    assert got.length == 0 and list(got.groups()) == []
+
+
+def test_fetch_of_a_missing_file_is_shuffle_error_not_corrupt(ctx, server, data_dir):
+    served_output(data_dir, attempt=1)
+    for kw in ({"attempt": 2}, {"task": 5}, {"job": "other"}):
+        with pytest.raises(ShuffleError) as info:
+            fetch(ctx, server, **kw)
+        assert not isinstance(info.value, CorruptOutput)
+
+
+def test_fetch_of_a_partition_that_does_not_exist_is_shuffle_error(ctx, server, data_dir):
+    served_output(data_dir, r=3)
+    with pytest.raises(ShuffleError):
+        fetch(ctx, server, partition=3)
+
+
+def test_fetch_of_a_corrupt_segment_is_corrupt_output(ctx, server, data_dir):
+    served_output(data_dir)
+    path = map_output_path(data_dir, JOB, 0, 1)
+    seg = read_index(path)[1]
+    with open(path, "r+b") as f:
+        f.seek(seg.offset + seg.length - 3)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(CorruptOutput):
+        fetch(ctx, server, partition=1, chunk=7)
+    assert list(fetch(ctx, server, partition=0).groups())  # other segments still serve
+
+
+def test_fetch_of_a_segment_with_a_flipped_codec_bit_is_corrupt_output(ctx, server, data_dir):
+    # the codec byte is outside the payload: a flip there must still be caught
+    # before anything is decoded
+    served_output(data_dir)
+    path = map_output_path(data_dir, JOB, 0, 1)
+    seg = read_index(path)[1]
+    with open(path, "r+b") as f:
+        f.seek(seg.offset)
+        assert f.read(1) == bytes([CODEC_PICKLE])
+        f.seek(seg.offset)
+        f.write(bytes([CODEC_PICKLE ^ 1]))
+    with pytest.raises(CorruptOutput):
+        list(fetch(ctx, server, partition=1).groups())
+
+
+def test_fetch_of_a_file_with_a_corrupt_index_is_corrupt_output(ctx, server, data_dir):
+    served_output(data_dir)
+    path = map_output_path(data_dir, JOB, 0, 1)
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:
+        f.seek(size - FOOTER.size - 1)
+        f.write(b"\x99")
+    with pytest.raises(CorruptOutput):
+        fetch(ctx, server)
+
+
+def test_job_id_with_path_characters_is_refused_by_the_server(ctx, server, data_dir, tmp_path):
+    # a valid map output one level up, where "../x" would lead
+    outside = tmp_path / "x"
+    outside.mkdir()
+    write_output(str(outside / "m00000-a1.out"), 1)
+    with pytest.raises(ShuffleError) as info:
+        fetch(ctx, server, job="../x")
+    assert not isinstance(info.value, CorruptOutput)
+    reply = protocol.decode(
+        server.handle(
+            protocol.encode(
+                protocol.FETCH,
+                {
+                    "job": "../x",
+                    "map_task": 0,
+                    "attempt": 1,
+                    "partition": 0,
+                    "offset": 0,
+                    "max_bytes": 0,
+                },
+            )
+        )
+    )
+    assert reply.type == protocol.FETCH_ERROR and reply["corrupt"] is False
+
+
+def test_server_answers_a_malformed_request_and_keeps_serving(ctx, server, data_dir):
+    written = served_output(data_dir)
+    req = ctx.socket(zmq.REQ)
+    req.linger = 0
+    try:
+        req.connect(server.address)
+        req.send_multipart([b"garbage"])
+        assert req.poll(5000)
+        reply = protocol.decode(req.recv_multipart())
+        assert reply.type == protocol.FETCH_ERROR and reply["corrupt"] is False
+    finally:
+        req.close(0)
+    assert list(fetch(ctx, server).groups()) == written[0]
+
+
+def test_silent_server_is_shuffle_error_after_retries(ctx):
+    sink = ctx.socket(zmq.ROUTER)  # reads requests, never answers
+    sink.linger = 0
+    try:
+        port = sink.bind_to_random_port("tcp://127.0.0.1")
+        start = time.monotonic()
+        with pytest.raises(ShuffleError, match="3 tries") as info:
+            fetch(ctx, f"tcp://127.0.0.1:{port}", timeout=0.2, retries=3)
+        elapsed = time.monotonic() - start
+        assert not isinstance(info.value, CorruptOutput)
+        assert 0.5 <= elapsed < 5.0
+        received = 0
+        while sink.poll(200):
+            sink.recv_multipart()
+            received += 1
+        # one request per try, each on a fresh socket (a loaded machine may lose
+        # the last one to linger=0, so only the bounds are checked)
+        assert 1 <= received <= 3
+    finally:
+        sink.close(0)
+
+
+def test_closed_port_is_shuffle_error_after_retries(ctx):
+    probe = ctx.socket(zmq.REP)
+    port = probe.bind_to_random_port("tcp://127.0.0.1")
+    probe.close(0)
+    start = time.monotonic()
+    with pytest.raises(ShuffleError):
+        fetch(ctx, f"tcp://127.0.0.1:{port}", timeout=0.2, retries=2)
+    assert time.monotonic() - start < 5.0
+
+
+def test_server_stops_promptly(ctx, data_dir):
+    srv = ShuffleServer(ctx, data_dir, "tcp://127.0.0.1:*")
+    srv.start()
+    start = time.monotonic()
+    srv.stop()
+    assert time.monotonic() - start < 2.0
+    assert not srv._thread.is_alive()
+
+
+def test_server_that_cannot_bind_reports_it_at_start(ctx, data_dir):
+    srv = ShuffleServer(ctx, data_dir, "bogus://nowhere")
+    with pytest.raises(zmq.ZMQError):
+        srv.start()
