@@ -153,7 +153,7 @@ def make_splits(job: Job) -> tuple[list[dict[str, Any]], list[bytes]]:
     if all(isinstance(p, (str, os.PathLike)) for p in src):
         paths = _inputs.resolve_paths([os.fspath(p) for p in src])
         return _inputs.text_splits(paths, job.split_size), []
-    descs, blobs = _inputs.record_splits(src, DEFAULT_RECORD_SPLIT_BYTES)
+    descs, blobs = _inputs.record_splits(src, min(job.split_size, DEFAULT_RECORD_SPLIT_BYTES))
     for i, desc in enumerate(descs):
         desc["blob"] = i
     return descs, blobs

@@ -30,8 +30,9 @@ The rules, after DESIGN.md §3 and the MapReduce paper:
 * Backup tasks: when a phase has no idle task left and slots are free, a
   running attempt that has run longer than its peers' typical (median) task
   time and ``speculation_min_seconds``, and whose estimated time to finish
-  (from its progress rate, as in LATE) exceeds twice the typical time, gets
-  one backup on another worker; the first to finish wins, the other is
+  (from its progress rate, as in LATE) exceeds twice the typical time (or,
+  with no progress reported, that has run three typical times), gets one
+  backup on another worker; the first to finish wins, the other is
   cancelled.
 * Jobs run in order of arrival: free slots go to the oldest job with work.
 * Reduce tasks start when every map task of their job has completed. If a
@@ -896,8 +897,10 @@ class MasterState:
         out.append(Assign(w.id, attempt_id, job.id, task.kind, task.index, spec, code, records))
 
     def _schedule(self, now: float, out: list[object]) -> None:
-        if not any(w.free > 0 for w in self.workers.values()):
-            return
+        if not any(w.free > 0 for w in self.workers.values()) and not any(
+            a.kind == REDUCE for a in self.attempts.values()
+        ):
+            return  # nothing to assign, and no reducer that could be holding a slot
         for job in self._active_jobs():
             kinds = [MAP, REDUCE] if job.maps_complete() else [MAP]
             for kind in kinds:
@@ -947,12 +950,17 @@ class MasterState:
                 continue
             att = self.attempts[task.running[0]]
             elapsed = now - att.start
-            rate = att.progress / elapsed if elapsed > 0 else 0.0
-            left = (1.0 - att.progress) / rate if rate > 0 else float("inf")
-            # Back up only an attempt that has run longer than a typical task (and
-            # a floor), and whose expected finish is far beyond what a fresh attempt
-            # would need: even tasks never qualify, stragglers and silent ones do.
-            if elapsed < max(typical, self.settings.speculation_min_seconds) or left < 2 * typical:
+            if elapsed < max(typical, self.settings.speculation_min_seconds):
+                continue
+            # A fresh attempt would need about `typical`; back this one up only if
+            # it will need far longer. Its progress rate says how long (LATE);
+            # without progress (one long record, a paused worker) only a run of
+            # several typical task times marks it as a straggler.
+            if att.progress > 0:
+                slow = (1.0 - att.progress) * elapsed / att.progress > 2 * typical
+            else:
+                slow = elapsed > 3 * typical
+            if not slow:
                 continue
             w = self._pick_worker(job, task)
             if w is None:

@@ -375,21 +375,24 @@ def test_results_too_big_for_the_master_fail_the_job_without_output_dir():
 def test_counters_of_a_reexecuted_map_count_once():
     c = Cluster(worker_timeout=10.0)
     c.register(A, at=0.0)
-    (m0,) = assigns(c.submit(spec=make_spec(maps=2)))
+    (m0,) = assigns(c.submit(spec=make_spec(maps=2, speculative=False)))
     (m1,) = assigns(c.register(B))
     c.map_done(m0, counters={"c": 5})
     (r0,) = assigns(c.map_done(m1, counters={"c": 5}))
     assert r0.worker == A
     c(WorkerSeen(A), at=9.0)
-    c(Tick(), at=11.0)  # B dead: its map output is lost
-    (m1_again,) = assigns(c.register(C))
-    assert (m1_again.task, m1_again.worker) == (1, C)
-    c.map_done(m1_again, counters={"c": 5})
-    c.reduce_done(r0, counters={"c": 1})
+    cmds = c(Tick(), at=11.0)  # B dead: its map output is lost; A's reducer makes room
+    assert of(cmds, Cancel) == [Cancel(A, r0.attempt)]
+    (m1_again,) = assigns(cmds)
+    assert (m1_again.task, m1_again.worker) == (1, A)
+    (r0_again,) = assigns(c.map_done(m1_again, counters={"c": 5}), "reduce")
+    c.reduce_done(r0, counters={"c": 100})  # the preempted attempt is fenced
+    c.reduce_done(r0_again, counters={"c": 1})
     reply = c.poll()
     assert isinstance(reply, SendResult)
     assert reply.summary["counters"] == {"c": 11}
     assert reply.summary["stats"]["reexecuted_maps"] == 1
+    assert reply.summary["stats"]["preempted_reduces"] == 1
 
 
 def test_jobs_get_slots_in_order_of_arrival():
@@ -445,8 +448,6 @@ def test_reregistering_worker_loses_its_old_attempts():
 def test_dead_worker_completed_maps_rerun_while_completed_reduces_stay_done():
     c = Cluster(worker_timeout=10.0)
     c.register(A, at=0.0)
-    # speculative=False: A's reduce makes no progress while it waits for the lost
-    # output, which would rightly earn it a backup; this test is about re-execution
     (m0,) = assigns(c.submit(spec=make_spec(maps=2, reducers=2, speculative=False)))
     (m1,) = assigns(c.register(B))
     assert (m0.worker, m1.worker) == (A, B)
@@ -455,9 +456,9 @@ def test_dead_worker_completed_maps_rerun_while_completed_reduces_stay_done():
     assert set(reduces) == {A, B}
     c.reduce_done(reduces[B])
     c(WorkerSeen(A), at=9.0)
+    c.register(C, at=9.5)  # a new worker with a free slot
     cmds = c(Tick(), at=11.0)  # B dead: m1's output is gone; its reduce is committed
-    assert assigns(cmds) == []  # no free slot: A runs a reduce
-    cmds = c.register(C)
+    assert of(cmds, Cancel) == []  # a slot is free: no reducer is preempted
     assert [(a.kind, a.task, a.worker) for a in assigns(cmds)] == [("map", 1, C)]
     (m1_again,) = assigns(cmds)
     cmds = c.map_done(m1_again)
@@ -475,6 +476,24 @@ def test_dead_worker_completed_maps_rerun_while_completed_reduces_stay_done():
     assert isinstance(reply, SendResult)
     assert reply.summary["stats"]["reexecuted_maps"] == 1
     assert reply.summary["stats"]["reduce_attempts"] == 2
+
+
+def test_reducers_holding_every_slot_are_preempted_for_a_lost_map():
+    c = Cluster(worker_timeout=10.0)
+    c.register(A, at=0.0)
+    (m0,) = assigns(c.submit(spec=make_spec(maps=2, reducers=2, speculative=False)))
+    (m1,) = assigns(c.register(B))
+    c.map_done(m0)
+    reduces = {r.worker: r for r in assigns(c.map_done(m1), "reduce")}
+    c(WorkerSeen(A), at=9.0)
+    cmds = c(Tick(), at=11.0)  # B dead with its map output; A's reducer waits for it
+    assert of(cmds, Cancel) == [Cancel(A, reduces[A].attempt)]
+    (again,) = assigns(cmds)
+    assert (again.kind, again.task, again.worker) == ("map", 1, A)
+    cmds = c.map_done(again)
+    assert sorted(r.task for r in assigns(cmds, "reduce")) == [reduces[A].task]
+    assert c.stats()["preempted_reduces"] == 1
+    assert c.stats()["failed_attempts"] == 0
 
 
 def test_lost_attempts_do_not_count_toward_max_attempts():

@@ -1,0 +1,425 @@
+"""Fault tolerance with real processes and real signals, every answer checked against run_serial."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from conftest import REPO, count_words, free_port, wc_mapper, wc_reducer
+
+import zmqmr
+
+FAST = dict(
+    heartbeat_interval=0.2,
+    worker_timeout=1.5,
+    fetch_timeout=0.5,
+    fetch_retries=2,
+    reconnect_initial=0.2,
+    reconnect_max=1.0,
+)
+
+
+def slow_wc_mapper(key, line):
+    time.sleep(0.0005)
+    yield from wc_mapper(key, line)
+
+
+def wait_until(predicate, timeout=30.0, every=0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("condition not reached in time")
+
+
+def test_sigkilled_worker_mid_map_phase_is_replaced_and_answer_is_exact(books):
+    books = books[:4]
+    job = zmqmr.Job(
+        slow_wc_mapper,
+        wc_reducer,
+        combiner=wc_reducer,
+        inputs=books,
+        num_reducers=4,
+        split_size=128 * 1024,
+    )
+    with zmqmr.LocalCluster(workers=3, **FAST) as c:
+        handle = c.client().submit(job)
+        wait_until(lambda: handle.progress()["maps_done"] >= 4)
+        os.kill(c.worker_pids[0], signal.SIGKILL)
+        result = handle.wait(timeout=120)
+    assert list(result.items()) == list(zmqmr.run_serial(job).items())
+    assert result.stats["lost_attempts"] + result.stats["reexecuted_maps"] >= 1
+    lines = 0
+    for book in books:
+        with open(book, "rb") as f:
+            lines += sum(1 for _ in f)
+    assert result.counters["zmqmr.map_input_records"] == lines  # each task counted once
+
+
+def test_worker_killed_after_map_phase_loses_its_outputs_and_reducers_get_new_locations(books):
+    def slow_reducer(word, counts):
+        time.sleep(0.0005)
+        return sum(counts)
+
+    job = zmqmr.Job(
+        wc_mapper,
+        slow_reducer,
+        combiner=wc_reducer,
+        inputs=books,
+        num_reducers=12,
+        split_size=256 * 1024,
+    )
+    with zmqmr.LocalCluster(workers=3, **FAST) as c:
+        handle = c.client().submit(job)
+        wait_until(lambda: handle.progress()["maps_done"] == handle.progress()["maps"])
+        os.kill(c.worker_pids[1], signal.SIGKILL)
+        result = handle.wait(timeout=120)
+    assert list(result.items()) == list(zmqmr.run_serial(job).items())
+    assert result.stats["reexecuted_maps"] >= 1
+
+
+def test_restarted_worker_joins_as_a_new_incarnation_and_gets_work(books):
+    job = zmqmr.Job(
+        wc_mapper,
+        wc_reducer,
+        combiner=wc_reducer,
+        inputs=books,
+        num_reducers=3,
+        split_size=128 * 1024,
+    )
+    with zmqmr.LocalCluster(workers=1, **FAST) as c:
+        old = c.worker_pids[0]
+        os.kill(old, signal.SIGKILL)
+        c.worker_procs[0].wait()
+        wait_until(lambda: not c.client().status()["workers"])
+        c.add_worker()
+        c.wait_for_workers(1)
+        status = c.client().status()
+        assert [w["pid"] for w in status["workers"]] == [c.worker_pids[1]]
+        result = c.client().run(job)
+    assert dict(result.items()) == count_words(books)
+
+
+def test_paused_worker_comes_back_fenced_and_the_output_is_exact(books, tmp_path):
+    job = zmqmr.Job(
+        slow_wc_mapper,
+        wc_reducer,
+        combiner=wc_reducer,
+        inputs=books[:4],
+        num_reducers=3,
+        split_size=128 * 1024,
+        output_dir=tmp_path / "out",
+    )
+    with zmqmr.LocalCluster(workers=3, **FAST) as c:
+        handle = c.client().submit(job)
+        wait_until(lambda: handle.progress()["maps_done"] >= 3)
+        victim = c.worker_pids[2]
+        os.kill(victim, signal.SIGSTOP)
+        try:
+            time.sleep(3)  # twice worker_timeout: declared dead, its work given away
+        finally:
+            os.kill(victim, signal.SIGCONT)
+        result = handle.wait(timeout=120)
+        # it comes back as a new incarnation
+        wait_until(lambda: len(c.client().status()["workers"]) == 3)
+        again = c.client().run(
+            zmqmr.Job(wc_mapper, wc_reducer, inputs=books[:2], combiner=wc_reducer, num_reducers=3)
+        )
+    assert list(result.items()) == list(zmqmr.run_serial(job).items())
+    assert sorted(os.listdir(tmp_path / "out")) == ["part-00000", "part-00001", "part-00002"]
+    from_files = {}
+    for path in result.output_files:
+        with open(path) as f:
+            for line in f:
+                k, v = line.rstrip("\n").split("\t")
+                assert k not in from_files
+                from_files[k] = int(v)
+    assert from_files == count_words(books[:4])
+    assert dict(again.items()) == count_words(books[:2])
+
+
+def crashing_mapper(key, value):
+    if value == 3 and not os.path.exists(key):
+        open(key, "w").close()
+        os._exit(7)
+    yield value % 2, value
+
+
+def segfaulting_mapper(key, value):
+    if value == 5 and not os.path.exists(key):
+        open(key, "w").close()
+        import ctypes
+
+        ctypes.string_at(0)  # a real segmentation fault
+    yield value % 2, value
+
+
+@pytest.mark.parametrize("mapper", [crashing_mapper, segfaulting_mapper])
+def test_executor_crash_fails_only_that_attempt_and_the_task_is_retried(tmp_path, mapper):
+    records = [(str(tmp_path / f"crashed-{i}"), i) for i in range(8)]
+    job = zmqmr.Job(mapper, wc_reducer, inputs=records, num_reducers=2)
+    with zmqmr.LocalCluster(workers=1, **FAST) as c:
+        pid = c.worker_pids[0]
+        result = c.client().run(job)
+        assert c.worker_procs[0].poll() is None and c.worker_pids[0] == pid  # worker survived
+    assert dict(result.items()) == {0: 12, 1: 16}
+    assert result.stats["failed_attempts"] == 1
+
+
+def test_user_failures_exclude_the_worker_but_not_the_only_one(books):
+    # Fails only on the worker whose data dir holds the marker file.
+    def mapper(key, value):
+        if os.environ.get("ZMQMR_FLAKY_HOST") == "1":
+            raise RuntimeError("this host is broken")
+        yield value, 1
+
+    job = zmqmr.Job(mapper, wc_reducer, inputs=[(i, i % 5) for i in range(100)], max_attempts=4)
+    with zmqmr.LocalCluster(workers=1, **FAST) as c:
+        assert dict(c.client().run(job).items()) == {i: 20 for i in range(5)}
+
+
+def test_task_timeout_kills_a_hung_attempt_and_retries_it(tmp_path):
+    def mapper(key, value):
+        marker = os.path.join(key, "hung-once")
+        if value == 0 and not os.path.exists(marker):
+            open(marker, "w").close()
+            time.sleep(600)  # hangs; only task_timeout gets it out
+        yield value % 3, 1
+
+    job = zmqmr.Job(
+        mapper,
+        wc_reducer,
+        inputs=[(str(tmp_path), i) for i in range(30)],
+        task_timeout=2.0,
+        num_reducers=2,
+    )
+    with zmqmr.LocalCluster(workers=1, **FAST) as c:
+        t = time.monotonic()
+        result = c.client().run(job)
+        assert time.monotonic() - t < 30
+    assert dict(result.items()) == {0: 10, 1: 10, 2: 10}
+    assert result.stats["timeouts"] == 1
+
+
+def test_bad_records_are_skipped_after_two_failures_and_counted():
+    def mapper(key, value):
+        if value in (13, 77):
+            raise ValueError(f"cannot parse record {value}")
+        yield value % 4, value
+
+    records = [(i, i) for i in range(200)]
+    job = zmqmr.Job(mapper, wc_reducer, inputs=records, skip_bad_records=True, max_attempts=2)
+    with zmqmr.LocalCluster(workers=2, **FAST) as c:
+        result = c.client().run(job)
+    expected = {}
+    for i in range(200):
+        if i not in (13, 77):
+            expected[i % 4] = expected.get(i % 4, 0) + i
+    assert dict(result.items()) == expected
+    assert result.counters["zmqmr.skipped_records"] == 2
+
+
+def test_lost_map_output_files_are_detected_and_regenerated(books):
+    """Corrupt, truncate or delete map outputs as soon as they appear; reducers must notice."""
+    job = zmqmr.Job(wc_mapper, wc_reducer, inputs=books, num_reducers=4, split_size=256 * 1024)
+    with zmqmr.LocalCluster(workers=2, **FAST) as c:
+        data_dirs = [os.path.join(c.dir, f"worker-{i}") for i in range(2)]
+        damaged: set = set()
+        stop = threading.Event()
+
+        def saboteur():
+            kinds = ["flip", "truncate", "delete"]
+            while not stop.is_set() and len(damaged) < 3:
+                for root in data_dirs:
+                    for dirpath, _, files in os.walk(root):
+                        for name in files:
+                            path = os.path.join(dirpath, name)
+                            if not name.endswith(".out") or path in damaged or len(damaged) >= 3:
+                                continue
+                            kind = kinds[len(damaged) % 3]
+                            try:
+                                if kind == "flip":
+                                    with open(path, "r+b") as f:
+                                        f.seek(20)
+                                        b = f.read(1)
+                                        f.seek(20)
+                                        f.write(bytes([b[0] ^ 0xFF]))
+                                elif kind == "truncate":
+                                    os.truncate(path, os.path.getsize(path) // 2)
+                                else:
+                                    os.remove(path)
+                            except OSError:
+                                continue
+                            damaged.add(path)
+                time.sleep(0.001)
+
+        t = threading.Thread(target=saboteur)
+        t.start()
+        try:
+            result = c.client().run(job)
+        finally:
+            stop.set()
+            t.join()
+    assert list(result.items()) == list(zmqmr.run_serial(job).items())
+    assert len(damaged) >= 1
+    assert result.stats["fetch_failures"] >= 1 and result.stats["reexecuted_maps"] >= 1
+
+
+def test_client_gets_a_clear_error_when_the_master_dies(books):
+    job = zmqmr.Job(slow_wc_mapper, wc_reducer, inputs=books[:2], split_size=64 * 1024)
+    with zmqmr.LocalCluster(workers=1, **FAST) as c:
+        handle = c.client(timeout=1.0).submit(job)
+        os.kill(c.master_pid, signal.SIGKILL)
+        t = time.monotonic()
+        with pytest.raises(zmqmr.MasterUnavailable):
+            handle.wait(timeout=60)
+        assert time.monotonic() - t < 5
+
+
+def test_workers_reregister_with_a_master_restarted_at_the_same_address(books, tmp_path):
+    wport, cport = free_port(), free_port()
+    env = {**os.environ, "PYTHONPATH": REPO}
+    master_args = [
+        sys.executable,
+        "-m",
+        "zmqmr",
+        "master",
+        "--bind",
+        f"tcp://127.0.0.1:{wport}",
+        "--client-bind",
+        f"tcp://127.0.0.1:{cport}",
+        "--heartbeat-interval",
+        "0.2",
+        "--worker-timeout",
+        "1.5",
+    ]
+    procs = []
+    try:
+        master = subprocess.Popen(master_args, env=env, stderr=subprocess.DEVNULL)
+        procs.append(master)
+        for i in range(2):
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "zmqmr",
+                        "worker",
+                        "--master",
+                        f"tcp://127.0.0.1:{wport}",
+                        "--data-dir",
+                        str(tmp_path / f"w{i}"),
+                        "--set",
+                        "reconnect_initial=0.2",
+                        "--set",
+                        "reconnect_max=1.0",
+                    ],
+                    env=env,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        address = f"tcp://127.0.0.1:{cport}"
+
+        def registered(n):
+            try:
+                with zmqmr.Client(address, timeout=0.5) as cl:
+                    return len(cl.status()["workers"]) == n
+            except zmqmr.MasterUnavailable:
+                return False
+
+        wait_until(lambda: registered(2))
+        master.kill()
+        master.wait()
+        time.sleep(2.5)  # workers notice the silence and back off
+        procs.append(subprocess.Popen(master_args, env=env, stderr=subprocess.DEVNULL))
+        wait_until(lambda: registered(2), timeout=30)
+        job = zmqmr.Job(
+            wc_mapper, wc_reducer, inputs=books[:2], combiner=wc_reducer, num_reducers=2
+        )
+        with zmqmr.Client(address) as cl:
+            assert dict(cl.run(job).items()) == count_words(books[:2])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def test_backups_are_not_launched_for_even_tasks():
+    # Eight map tasks of 2-5 s on four workers: each runs exactly once.
+    durations = [2.0, 3.0, 4.0, 5.0, 2.5, 3.5, 4.5, 2.0]
+
+    def mapper(key, value):
+        steps = 20
+        for _ in range(steps):
+            time.sleep(value / steps)
+        yield key, value
+
+    job = zmqmr.Job(
+        mapper,
+        lambda k, vs: sum(vs),
+        inputs=[(i, d) for i, d in enumerate(durations)],
+        split_size=1,
+    )
+    with zmqmr.LocalCluster(workers=4, **FAST) as c:
+        result = c.client().run(job)
+    assert dict(result.items()) == dict(enumerate(durations))
+    assert result.stats["maps"] == 8
+    assert result.stats["map_attempts"] == 8
+    assert result.stats["backups_launched"] == 0
+
+
+def crash_test_mapper(path, text):
+    maybe_crash()
+    name = os.path.basename(path)
+    return [("a", name), ("b", str(len(text))), ("c", str(text.count("\n"))), ("d", name[:3])]
+
+
+def crash_test_reducer(key, values):
+    maybe_crash()
+    return " ".join(sorted(values))
+
+
+def maybe_crash():
+    """As in the classic MapReduce crash test: exit 1/3, sleep 0-10 s 1/3, else proceed."""
+    rr = random.SystemRandom().randrange(1000)
+    if os.environ.get("ZMQMR_NO_CRASH"):
+        return
+    if rr < 330:
+        os._exit(1)
+    elif rr < 660:
+        time.sleep(random.SystemRandom().randrange(10_000) / 1000)
+
+
+@pytest.mark.timeout(300)
+def test_crash_test_output_equals_the_no_crash_run(books):
+    job = zmqmr.Job(
+        crash_test_mapper,
+        crash_test_reducer,
+        inputs=zmqmr.WholeFiles(books),
+        split_size=1,
+        num_reducers=10,
+        max_attempts=40,
+    )
+    os.environ["ZMQMR_NO_CRASH"] = "1"
+    try:
+        expected = list(zmqmr.run_serial(job).items())
+    finally:
+        del os.environ["ZMQMR_NO_CRASH"]
+    with zmqmr.LocalCluster(workers=3, **FAST) as c:
+        result = c.client().run(job)
+    assert list(result.items()) == expected
+    assert result.stats["failed_attempts"] >= 1
