@@ -423,3 +423,79 @@ def test_crash_test_output_equals_the_no_crash_run(books):
         result = c.client().run(job)
     assert list(result.items()) == expected
     assert result.stats["failed_attempts"] >= 1
+
+
+class DutyCycle:
+    """Slows a process to a tenth of its speed: SIGSTOP 90% of each 100 ms."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run)
+
+    def _kill(self, sig: int) -> bool:
+        try:
+            os.kill(self.pid, sig)
+            return True
+        except ProcessLookupError:  # an executor killed because its attempt lost
+            return False
+
+    def _run(self) -> None:
+        while not self.stop.is_set() and self._kill(signal.SIGSTOP):
+            time.sleep(0.09)
+            self._kill(signal.SIGCONT)
+            time.sleep(0.01)
+
+    def __enter__(self) -> DutyCycle:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+        self._kill(signal.SIGCONT)
+
+
+@pytest.mark.parametrize("speculative", [True, False])
+def test_straggler_gets_a_backup_that_wins_unless_speculation_is_off(speculative):
+    import psutil
+
+    records = [(i, 1) for i in range(8 * 20)]  # 8 splits of 20 records, ~1 s each
+
+    def mapper(key, value):
+        # CPU time, not sleep: a sleep runs on while its process is stopped
+        t = time.process_time()
+        while time.process_time() - t < 0.03:
+            pass
+        yield key % 3, value
+
+    job = zmqmr.Job(mapper, wc_reducer, inputs=records, num_reducers=2, speculative=speculative)
+    from zmqmr.inputs import record_splits
+
+    per_split = len(zmqmr.inputs.dumps_records(records[:20]))
+    job.split_size = per_split
+    assert len(record_splits(records, per_split)[0]) >= 8
+    with zmqmr.LocalCluster(workers=4, **FAST) as c:
+        slow = c.worker_pids[0]
+        targets = [slow] + [p.pid for p in psutil.Process(slow).children()]
+        cycles = [DutyCycle(pid) for pid in targets]
+        for cycle in cycles:
+            cycle.__enter__()
+        try:
+            t = time.monotonic()
+            result = c.client().run(job)
+            elapsed = time.monotonic() - t
+        finally:
+            for cycle in cycles:
+                cycle.__exit__()
+    assert dict(result.items()) == dict(zmqmr.run_serial(job).items())
+    if speculative:
+        assert result.stats["backups_launched"] >= 1
+        assert result.stats["backups_won"] >= 1
+        assert (
+            result.stats["backups_won"] + result.stats["backups_cancelled"]
+            <= (result.stats["backups_launched"])
+        )
+    else:
+        assert result.stats["backups_launched"] == 0
+    assert elapsed < 90
