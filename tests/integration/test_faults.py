@@ -174,16 +174,24 @@ def test_executor_crash_fails_only_that_attempt_and_the_task_is_retried(tmp_path
     assert result.stats["failed_attempts"] == 1
 
 
-def test_user_failures_exclude_the_worker_but_not_the_only_one(books):
-    # Fails only on the worker whose data dir holds the marker file.
-    def mapper(key, value):
-        if os.environ.get("ZMQMR_FLAKY_HOST") == "1":
-            raise RuntimeError("this host is broken")
-        yield value, 1
+def test_worker_where_a_job_keeps_failing_gets_no_more_of_its_tasks():
+    with zmqmr.LocalCluster(workers=2, **FAST) as c:
+        broken = c.worker_pids[0]
 
-    job = zmqmr.Job(mapper, wc_reducer, inputs=[(i, i % 5) for i in range(100)], max_attempts=4)
-    with zmqmr.LocalCluster(workers=1, **FAST) as c:
-        assert dict(c.client().run(job).items()) == {i: 20 for i in range(5)}
+        def mapper(key, value):
+            if os.getppid() == broken:  # executors are children of their worker
+                raise RuntimeError("this host is broken")
+            yield value, 1
+
+        records = [(i, i % 5) for i in range(400)]
+        job = zmqmr.Job(
+            mapper, wc_reducer, inputs=records, max_attempts=4, split_size=200, num_reducers=2
+        )
+        result = c.client().run(job)
+    assert dict(result.items()) == {i: 80 for i in range(5)}
+    # worker_job_failures (3) failures, then the broken worker is left out
+    assert result.stats["failed_attempts"] == 3
+    assert result.stats["maps"] >= 8
 
 
 def test_task_timeout_kills_a_hung_attempt_and_retries_it(tmp_path):
