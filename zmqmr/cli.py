@@ -53,21 +53,20 @@ def _stop_on_signals(event: threading.Event) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
-def _refuse_keys(args: argparse.Namespace) -> None:
-    if getattr(args, "keys", None):
-        raise SystemExit("zmqmr: --keys (CURVE) is not available in this version")
-
-
 def cmd_master(args: argparse.Namespace) -> int:
     from .master import Master
 
-    _refuse_keys(args)
     overrides = _parse_sets(args.set, ClusterSettings)
     if args.heartbeat_interval is not None:
         overrides["heartbeat_interval"] = args.heartbeat_interval
     if args.worker_timeout is not None:
         overrides["worker_timeout"] = args.worker_timeout
-    master = Master(args.bind, args.client_bind, ClusterSettings(**overrides))
+    from .security import MASTER, load_keys
+
+    keys = load_keys(args.keys, MASTER) if args.keys else None
+    master = Master(
+        args.bind, args.client_bind, ClusterSettings(**overrides), keys=keys, insecure=args.insecure
+    )
     if args.announce:
         tmp = args.announce + ".tmp"
         with open(tmp, "w") as f:
@@ -91,11 +90,16 @@ def cmd_master(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from .worker import Worker
 
-    _refuse_keys(args)
     overrides = _parse_sets(args.set, WorkerSettings)
     if args.slots is not None:
         overrides["slots"] = args.slots
-    worker = Worker(args.master, args.data_dir, WorkerSettings(**overrides))
+    worker = Worker(
+        args.master,
+        args.data_dir,
+        WorkerSettings(**overrides),
+        keys_dir=args.keys,
+        insecure=args.insecure,
+    )
     _stop_on_signals(worker.stop_event)
     worker.run()
     return 0
@@ -143,14 +147,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .client import Client
     from .local import LocalCluster
 
-    _refuse_keys(args)
     job = job_from_file(args.jobfile, args.inputs, args.reducers, args.output, args.split_size)
     progress = None if not args.quiet else False
     if args.master:
-        with Client(args.master, timeout=args.timeout) as client:
+        with Client(args.master, keys=args.keys, timeout=args.timeout) as client:
             result = client.run(job, progress=progress)
     else:
-        with LocalCluster(workers=args.workers) as cluster:
+        with LocalCluster(workers=args.workers, keys=args.keys) as cluster:
             result = cluster.client().run(job, progress=progress)
     if args.output:
         for path in result.output_files:
@@ -177,8 +180,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from .client import Client
 
-    _refuse_keys(args)
-    with Client(args.master, timeout=args.timeout) as client:
+    with Client(args.master, keys=args.keys, timeout=args.timeout) as client:
         status = client.status()
     if args.json:
         print(json.dumps(status, indent=2))
@@ -310,6 +312,12 @@ def build_parser() -> argparse.ArgumentParser:
     k.set_defaults(func=cmd_keygen)
 
     for sp in (m, w):
+        sp.add_argument(
+            "--insecure",
+            action="store_true",
+            help="allow binding beyond loopback without --keys (anyone who can reach it can "
+            "run code as you)",
+        )
         sp.add_argument("--die-with-parent", action="store_true", help=argparse.SUPPRESS)
     return p
 

@@ -28,6 +28,7 @@ from .errors import (
     ResultTooLarge,
 )
 from .job import Job, JobResult, prepare, remove_temp_parts
+from .security import MEMBER, HandshakeWatch, load_keys
 
 log = logging.getLogger(__name__)
 
@@ -44,24 +45,34 @@ class Client:
 
     def __init__(self, address: str, keys: str | None = None, timeout: float = 10.0) -> None:
         self.address = address
-        self.keys = keys
+        self.keys = load_keys(keys, MEMBER) if keys else None
         self.timeout = timeout
         self._ctx: zmq.Context[Any] = zmq.Context()
         self._sock: zmq.Socket[Any] | None = None
+        self._watch: HandshakeWatch | None = None
 
     def _socket(self) -> zmq.Socket[Any]:
         if self._sock is None:
             sock = self._ctx.socket(zmq.DEALER)
             sock.linger = 0
             sock.setsockopt(zmq.IDENTITY, f"c-{uuid.uuid4().hex}".encode())
+            if self.keys is not None:
+                self.keys.client(sock, self.keys.master_public)
+            self._watch = HandshakeWatch(sock)
             sock.connect(self.address)
             self._sock = sock
         return self._sock
 
-    def close(self) -> None:
+    def _close_socket(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
         if self._sock is not None:
             self._sock.close(0)
             self._sock = None
+
+    def close(self) -> None:
+        self._close_socket()
         self._ctx.term()
 
     def __enter__(self) -> Client:
@@ -85,8 +96,13 @@ class Client:
         while True:
             left = deadline - time.monotonic()
             if left <= 0 or not sock.poll(int(left * 1000) + 1):
-                sock.close(0)
-                self._sock = None
+                failure = self._watch.failure() if self._watch else None
+                self._close_socket()
+                if failure:
+                    raise MasterUnavailable(
+                        f"the master at {self.address} did not let this client in: {failure}; "
+                        "check --keys / Client(keys=...)"
+                    )
                 raise MasterUnavailable(
                     f"no answer from the master at {self.address} within {self.timeout:g}s"
                 )
@@ -139,7 +155,7 @@ def _error(error: dict[str, Any]) -> Exception:
         return JobCancelled(message)
     if kind == "ResultTooLarge":
         return ResultTooLarge(message)
-    if kind == "UnknownJob":
+    if kind in ("UnknownJob", "MasterShutdown"):
         return ClusterError(message)
     return JobFailed(
         message,

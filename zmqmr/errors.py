@@ -8,6 +8,7 @@
     │   └── ResultTooLarge       results exceed the limit for return through the master
     ├── ClusterError             the cluster cannot be reached or broke down
     │   └── MasterUnavailable    no answer from the master within the client's timeout
+    ├── SecurityError            keys missing or unusable; an unsafe bind refused
     ├── ProtocolError            a malformed message (dropped by whoever receives it)
     └── ShuffleError             a map output could not be fetched or failed its checksum
         └── CorruptOutput        a map output failed its checksum or was truncated
@@ -69,6 +70,10 @@ class ClusterError(ZmqmrError):
 
 class MasterUnavailable(ClusterError):
     """The master did not answer within the client's timeout."""
+
+
+class SecurityError(ZmqmrError, ValueError):
+    """Keys are missing or unusable, or a bind beyond loopback lacks keys."""
 
 
 class ProtocolError(ZmqmrError):

@@ -43,6 +43,7 @@ from .config import WorkerSettings
 from .errors import ShuffleError
 from .inputs import open_split
 from .job import part_name, temp_part_name
+from .security import MEMBER, Keys, load_keys
 
 PR_SET_PDEATHSIG = 1
 PROGRESS_EVERY = 0.5  # seconds between progress reports
@@ -96,9 +97,15 @@ def remove_paths(paths: list[str]) -> None:
 
 class Executor:
     def __init__(
-        self, conn: Connection, data_dir: str, shuffle_address: str, settings: WorkerSettings
+        self,
+        conn: Connection,
+        data_dir: str,
+        shuffle_address: str,
+        settings: WorkerSettings,
+        keys: Keys | None = None,
     ) -> None:
         self.conn = conn
+        self.keys = keys
         self.data_dir = data_dir
         self.shuffle_address = shuffle_address
         self.settings = settings
@@ -365,6 +372,7 @@ class Executor:
             timeout=s.fetch_timeout,
             retries=s.fetch_retries,
             spill_path=spill_path,
+            keys=self.keys,
         )
 
     def fetch_all(
@@ -493,11 +501,17 @@ class Executor:
 
 
 def main(
-    conn: Connection, parent_pid: int, data_dir: str, shuffle_address: str, settings: WorkerSettings
+    conn: Connection,
+    parent_pid: int,
+    data_dir: str,
+    shuffle_address: str,
+    settings: WorkerSettings,
+    keys_dir: str | None = None,
 ) -> None:
     """Entry point of an executor process (started with the spawn method)."""
     die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the worker's to handle
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    Executor(conn, data_dir, shuffle_address, settings).serve()
+    keys = load_keys(keys_dir, MEMBER) if keys_dir else None
+    Executor(conn, data_dir, shuffle_address, settings, keys).serve()
     os._exit(0)

@@ -45,6 +45,7 @@ class LocalCluster:
         workers: int = 2,
         startup_timeout: float = 60.0,
         client_timeout: float = 10.0,
+        keys: str | None = None,
         **settings: Any,
     ) -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
@@ -63,6 +64,8 @@ class LocalCluster:
         self._worker_overrides = {k: v for k, v in settings.items() if k in worker_names}
         self._cluster_overrides = {k: v for k, v in settings.items() if k in cluster_names}
         self.num_workers = workers
+        self.keys = None if keys is None else os.path.abspath(os.path.expanduser(keys))
+        self._key_args = [] if self.keys is None else ["--keys", self.keys]
         self.startup_timeout = startup_timeout
         self.client_timeout = client_timeout
         self.dir = ""
@@ -105,6 +108,7 @@ class LocalCluster:
                     "tcp://127.0.0.1:*",
                     "--announce",
                     announce,
+                    *self._key_args,
                     *_settings_args(self._cluster_overrides),
                 ],
                 "master.log",
@@ -137,6 +141,7 @@ class LocalCluster:
                 self.worker_address,
                 "--data-dir",
                 data_dir,
+                *self._key_args,
                 *_settings_args(self._worker_overrides),
             ],
             f"worker-{n}.log",
@@ -147,7 +152,7 @@ class LocalCluster:
     def wait_for_workers(self, n: int, timeout: float = 30.0) -> None:
         """Block until the master knows ``n`` live workers."""
         deadline = time.monotonic() + timeout
-        with Client(self.address, timeout=self.client_timeout) as client:
+        with Client(self.address, keys=self.keys, timeout=self.client_timeout) as client:
             while True:
                 if len(client.status()["workers"]) >= n:
                     return
@@ -174,7 +179,11 @@ class LocalCluster:
 
     def client(self, timeout: float | None = None) -> Client:
         """A client of this cluster (closed with the cluster)."""
-        c = Client(self.address, timeout=self.client_timeout if timeout is None else timeout)
+        c = Client(
+            self.address,
+            keys=self.keys,
+            timeout=self.client_timeout if timeout is None else timeout,
+        )
         self._clients.append(c)
         return c
 

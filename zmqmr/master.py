@@ -18,6 +18,7 @@ import zmq
 from . import protocol, state
 from .config import DEFAULT_CLIENT_BIND, DEFAULT_WORKER_BIND, ClusterSettings
 from .errors import ProtocolError
+from .security import Gatekeeper, Keys, check_bind
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +32,16 @@ class Master:
         worker_bind: str = DEFAULT_WORKER_BIND,
         client_bind: str = DEFAULT_CLIENT_BIND,
         settings: ClusterSettings | None = None,
+        keys: Keys | None = None,
+        insecure: bool = False,
     ) -> None:
+        check_bind(worker_bind, keys, insecure, "the master's worker port")
+        check_bind(client_bind, keys, insecure, "the master's client port")
         self.settings = settings or ClusterSettings()
         self.state = state.MasterState(self.settings)
+        self.keys = keys
         self.ctx: zmq.Context[Any] = zmq.Context()
+        self.gatekeeper = Gatekeeper(self.ctx, keys) if keys else None
         self.workers = self._router(worker_bind)
         self.clients = self._router(client_bind)
         self.worker_address = self.workers.getsockopt_string(zmq.LAST_ENDPOINT)
@@ -47,12 +54,16 @@ class Master:
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
         sock.linger = 0
+        if self.keys is not None:
+            self.keys.server(sock)
         sock.bind(bind)
         return sock
 
-    def close(self) -> None:
-        self.workers.close(0)
-        self.clients.close(0)
+    def close(self, linger: int = 0) -> None:
+        self.workers.close(linger)
+        self.clients.close(linger)
+        if self.gatekeeper is not None:
+            self.gatekeeper.stop()
         self.ctx.term()
 
     def run(self) -> None:
@@ -76,8 +87,11 @@ class Master:
                     self._execute(self.state.handle(state.Tick(), now))
                     for wid in list(self.state.workers):
                         self._send(self.workers, wid, protocol.HEARTBEAT, {"progress": []})
-        finally:
+            self._execute(self.state.handle(state.Shutdown(), time.monotonic()))
+            self.close(linger=500)  # let the goodbyes out
+        except BaseException:
             self.close()
+            raise
 
     def _drain(self, sock: zmq.Socket[Any], to_event: Any) -> None:
         for _ in range(1000):  # bounded, so one busy socket cannot starve the other

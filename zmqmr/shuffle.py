@@ -38,6 +38,7 @@ import zmq
 
 from . import protocol
 from .errors import CorruptOutput, ProtocolError, ShuffleError
+from .security import Keys
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ CODECS = (CODEC_PICKLE,)
 #: Groups per block; a block is the unit of checksum and of decoding.
 BLOCK_GROUPS = 2048
 
+#: A fetch request is a few hundred bytes; anything much larger is refused by the socket.
+MAX_REQUEST_BYTES = 64 * 1024
 _JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
@@ -277,8 +280,11 @@ def read_segment(
 class ShuffleServer:
     """A REP socket in its own thread, serving map outputs under ``data_dir``."""
 
-    def __init__(self, ctx: zmq.Context[Any], data_dir: str, bind: str) -> None:
+    def __init__(
+        self, ctx: zmq.Context[Any], data_dir: str, bind: str, keys: Keys | None = None
+    ) -> None:
         self.ctx = ctx
+        self.keys = keys
         self.data_dir = data_dir
         self._bind = bind
         self._stop = threading.Event()
@@ -303,6 +309,9 @@ class ShuffleServer:
         try:
             sock = self.ctx.socket(zmq.REP)
             sock.linger = 0
+            sock.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
+            if self.keys is not None:
+                self.keys.server(sock)
             sock.bind(self._bind)
             self.address = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         except BaseException as exc:  # reported to start()
@@ -368,6 +377,7 @@ def fetch_segment(
     timeout: float,
     retries: int,
     spill_path: str | None,
+    keys: Keys | None = None,
 ) -> Fetched:
     """One partition of one map output, fetched Lazy Pirate style and verified.
 
@@ -391,6 +401,8 @@ def fetch_segment(
                 if sock is None:
                     sock = ctx.socket(zmq.REQ)
                     sock.linger = 0
+                    if keys is not None:
+                        keys.client(sock, keys.member_public)
                     sock.connect(address)
                 sock.send_multipart(frames)
                 if sock.poll(int(timeout * 1000)):

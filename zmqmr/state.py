@@ -149,6 +149,11 @@ class Tick:
     pass
 
 
+@dataclass(slots=True)
+class Shutdown:
+    """The master is stopping: tell clients and workers before it goes."""
+
+
 # -- commands --------------------------------------------------------------------
 
 
@@ -712,6 +717,25 @@ class MasterState:
             job.id,
             {"type": "JobCancelled", "message": f"job {job.id} was cancelled", "traceback": ""},
         )
+
+    def _on_Shutdown(self, ev: Shutdown, now: float, out: list[object]) -> None:
+        for job in self._active_jobs():
+            self._fail_job(
+                job,
+                now,
+                out,
+                {
+                    "type": "MasterShutdown",
+                    "traceback": "",
+                    "message": f"the master stopped while job {job.id} was running; "
+                    "submit it again",
+                },
+            )
+            assert job.outcome is not None
+            out.append(job.outcome)  # pushed: the client need not poll for it
+        for w in self.workers.values():
+            out.append(Reregister(w.id))  # drop your attempts; register with the next master
+        self.workers.clear()
 
     def _on_StatusRequest(self, ev: StatusRequest, now: float, out: list[object]) -> None:
         out.append(SendStatus(ev.client, self.status(now)))

@@ -31,6 +31,7 @@ import zmq
 from . import executor, protocol, shuffle
 from .config import WorkerSettings
 from .errors import ProtocolError
+from .security import MEMBER, Gatekeeper, HandshakeWatch, check_bind, load_keys
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +62,17 @@ class Worker:
         data_dir: str | None = None,
         settings: WorkerSettings | None = None,
         shuffle_bind: str | None = None,
+        keys_dir: str | None = None,
+        insecure: bool = False,
     ) -> None:
         self.master = master
         self.settings = settings or WorkerSettings()
         self._own_data_dir = data_dir is None
         self.data_dir = os.path.abspath(data_dir or tempfile.mkdtemp(prefix="zmqmr-worker-"))
         self.shuffle_bind = shuffle_bind or self._default_shuffle_bind(master)
+        self.keys_dir = keys_dir
+        self.keys = load_keys(keys_dir, MEMBER) if keys_dir else None
+        check_bind(self.shuffle_bind, self.keys, insecure, "the worker's shuffle server")
         self.host = socket.gethostname()
         self.ctx: zmq.Context[Any] = zmq.Context()
         self.stop_event = threading.Event()
@@ -77,13 +83,15 @@ class Worker:
         self.pending: list[protocol.Message] = []
         self.finished: dict[int, tuple[str, str, int, dict[str, Any]]] = {}
         self.sock: zmq.Socket[Any] | None = None
+        self.watch: HandshakeWatch | None = None
         self.identity = b""
         self.welcomed = False
         self.last_heard = 0.0
         self.next_heartbeat = 0.0
         self.backoff = self.settings.reconnect_initial
         self._mp = multiprocessing.get_context("spawn")
-        self.server = shuffle.ShuffleServer(self.ctx, self.data_dir, self.shuffle_bind)
+        self.gatekeeper = Gatekeeper(self.ctx, self.keys) if self.keys else None
+        self.server = shuffle.ShuffleServer(self.ctx, self.data_dir, self.shuffle_bind, self.keys)
 
     @staticmethod
     def _default_shuffle_bind(master: str) -> str:
@@ -118,7 +126,14 @@ class Worker:
         parent, child = self._mp.Pipe()
         proc = self._mp.Process(
             target=executor.main,
-            args=(child, os.getpid(), self.data_dir, self.shuffle_address, self.settings),
+            args=(
+                child,
+                os.getpid(),
+                self.data_dir,
+                self.shuffle_address,
+                self.settings,
+                self.keys_dir,
+            ),
             name="zmqmr-executor",
             daemon=True,
         )
@@ -132,12 +147,13 @@ class Worker:
                 self._send(protocol.BYE, {})
             except zmq.ZMQError:
                 pass
-            self.sock.close(linger=200)
-            self.sock = None
+            self._close_master_socket(linger=200)
         for slot in self.slots:
             self._kill(slot)
         self.slots = []
         self.server.stop()
+        if self.gatekeeper is not None:
+            self.gatekeeper.stop()
         self.ctx.term()
         if self._own_data_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
@@ -153,12 +169,14 @@ class Worker:
     # -- connection to the master ---------------------------------------------
 
     def _connect(self, now: float) -> None:
-        if self.sock is not None:
-            self.sock.close(linger=0)
+        self._close_master_socket()
         self.identity = f"w-{self.host}-{os.getpid()}-{uuid.uuid4().hex[:8]}".encode()
         sock = self.ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.IDENTITY, self.identity)
         sock.linger = 0
+        if self.keys is not None:
+            self.keys.client(sock, self.keys.master_public)
+        self.watch = HandshakeWatch(sock)
         sock.connect(self.master)
         self.sock = sock
         self.welcomed = False
@@ -173,6 +191,14 @@ class Worker:
                 "pid": os.getpid(),
             },
         )
+
+    def _close_master_socket(self, linger: int = 0) -> None:
+        if self.watch is not None:
+            self.watch.close()
+            self.watch = None
+        if self.sock is not None:
+            self.sock.close(linger=linger)
+            self.sock = None
 
     def _send(
         self, mtype: str, header: dict[str, Any], blobs: list[bytes] | tuple[()] = ()
@@ -191,13 +217,18 @@ class Worker:
         self.pending.clear()
 
     def _master_silent(self, now: float) -> None:
+        failure = self.watch.failure() if self.watch is not None else None
+        if failure:
+            log.error(
+                "the master at %s did not let this worker in: %s; check --keys",
+                self.master,
+                failure,
+            )
         log.warning(
             "master silent for %.1fs; reconnecting in %.1fs", now - self.last_heard, self.backoff
         )
         self._drop_attempts()
-        if self.sock is not None:
-            self.sock.close(linger=0)
-            self.sock = None
+        self._close_master_socket()
         if self.stop_event.wait(self.backoff):
             return
         self.backoff = min(self.backoff * 2, self.settings.reconnect_max)

@@ -1,0 +1,187 @@
+"""Keys, CURVE and the ZAP gatekeeper; the rule that only loopback binds without keys.
+
+A job is code: whoever can submit one runs anything as the workers' user. So
+without keys everything binds to loopback, and binding any other address
+needs ``--insecure``. With a key directory (``zmqmr keygen DIR``) every socket
+speaks CURVE:
+
+    DIR/master.key          the master's public key (workers and clients need it)
+    DIR/master.key_secret   the master's key pair (the master only)
+    DIR/member.key          the members' public key
+    DIR/member.key_secret   the members' key pair (workers and clients)
+
+The master's ROUTER sockets are CURVE servers with the master's pair; each
+worker's shuffle server is a CURVE server with the member pair; workers,
+clients and reducers are CURVE clients with the member pair. A ZAP handler in
+each serving process lets in only the public keys found in DIR, and logs
+every refusal; a peer without CURVE fails the handshake before any frame
+reaches the application.
+"""
+
+from __future__ import annotations
+
+import glob
+import ipaddress
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+import zmq.auth
+from zmq.auth.thread import ThreadAuthenticator
+
+from .errors import SecurityError
+
+log = logging.getLogger(__name__)
+
+ZAP_DOMAIN = "zmqmr"
+MASTER, MEMBER = "master", "member"
+
+
+@dataclass(frozen=True)
+class Keys:
+    directory: str
+    public: bytes  # this process's own pair
+    secret: bytes
+    master_public: bytes
+    member_public: bytes
+    authorised: frozenset[bytes]  # z85 public keys allowed in
+
+    def server(self, sock: zmq.Socket[Any]) -> None:
+        """Make ``sock`` a CURVE server with this process's pair (bind after this)."""
+        sock.curve_secretkey = self.secret
+        sock.curve_publickey = self.public
+        sock.zap_domain = ZAP_DOMAIN.encode()
+        sock.curve_server = True
+
+    def client(self, sock: zmq.Socket[Any], server_public: bytes) -> None:
+        """Make ``sock`` a CURVE client of a server with ``server_public`` (connect after)."""
+        sock.curve_secretkey = self.secret
+        sock.curve_publickey = self.public
+        sock.curve_serverkey = server_public
+
+
+def load_keys(directory: str, role: str) -> Keys:
+    """The keys of ``role`` (``"master"`` or ``"member"``) from a key directory."""
+    directory = os.path.abspath(os.path.expanduser(directory))
+    if not os.path.isdir(directory):
+        raise SecurityError(
+            f"key directory {directory!r} does not exist (make one with zmqmr keygen)"
+        )
+
+    def read(name: str, secret: bool) -> tuple[bytes, bytes | None]:
+        path = os.path.join(directory, name + (".key_secret" if secret else ".key"))
+        if not os.path.isfile(path):
+            raise SecurityError(f"{path} is missing (make keys with zmqmr keygen {directory})")
+        try:
+            return zmq.auth.load_certificate(path)
+        except (OSError, ValueError) as exc:
+            raise SecurityError(f"{path} is not a key file: {exc}") from exc
+
+    master_public, _ = read(MASTER, False)
+    member_public, _ = read(MEMBER, False)
+    public, secret = read(role, True)
+    if secret is None:
+        raise SecurityError(f"{directory}/{role}.key_secret holds no secret key")
+    authorised = set()
+    for path in glob.glob(os.path.join(directory, "*.key")):
+        try:
+            authorised.add(zmq.auth.load_certificate(path)[0])
+        except (OSError, ValueError):
+            log.warning("ignoring %s: not a public key file", path)
+    return Keys(directory, public, secret, master_public, member_public, frozenset(authorised))
+
+
+class Gatekeeper:
+    """The ZAP handler of one process: only keys in the directory get in."""
+
+    def __init__(self, ctx: zmq.Context[Any], keys: Keys) -> None:
+        self.keys = keys
+        self.refused = 0
+        self.auth = ThreadAuthenticator(ctx, log=logging.getLogger(__name__ + ".zap"))
+        self.auth.start()
+        self.auth.configure_curve_callback(ZAP_DOMAIN, credentials_provider=self)
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        if key in self.keys.authorised:
+            return True
+        self.refused += 1
+        log.warning(
+            "refused a peer whose CURVE key %s is not in %s",
+            key.decode(errors="replace"),
+            self.keys.directory,
+        )
+        return False
+
+    def stop(self) -> None:
+        self.auth.stop()
+
+
+def is_loopback(address: str) -> bool:
+    """Whether a ZeroMQ endpoint only accepts connections from this machine."""
+    scheme, _, rest = address.partition("://")
+    if scheme in ("ipc", "inproc"):
+        return True
+    host = rest.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name or an interface: assume reachable from outside
+
+
+def check_bind(address: str, keys: Keys | None, insecure: bool, what: str) -> None:
+    """Refuse to bind ``address`` beyond loopback without keys, unless insecure."""
+    if keys is not None or is_loopback(address):
+        return
+    if not insecure:
+        raise SecurityError(
+            f"refusing to bind {what} to {address} without keys: anyone who can reach it "
+            "could run code as you. Use --keys DIR (zmqmr keygen DIR) or, on a network you "
+            "trust completely, --insecure"
+        )
+    log.warning(
+        "INSECURE: %s listens on %s without CURVE; anyone who can reach it can run "
+        "code as this user",
+        what,
+        address,
+    )
+
+
+_HANDSHAKE_FAILURES: dict[int, str] = {
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH: "it refused this peer's key",
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "the security handshake failed (keys on one side only?)",
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "the security handshake failed",
+}
+
+
+class HandshakeWatch:
+    """Remembers why a connecting socket's security handshake failed, if it did."""
+
+    def __init__(self, sock: zmq.Socket[Any]) -> None:
+        self._sock = sock
+        events = 0
+        for event in _HANDSHAKE_FAILURES:
+            events |= event
+        self._monitor: zmq.Socket[Any] | None = sock.get_monitor_socket(events)
+        self.reason: str | None = None
+
+    def failure(self) -> str | None:
+        """Why the handshake failed (so far), or None."""
+        from zmq.utils.monitor import recv_monitor_message
+
+        while self._monitor is not None and self._monitor.poll(0):
+            event = recv_monitor_message(self._monitor)
+            self.reason = _HANDSHAKE_FAILURES.get(int(event["event"]), self.reason)
+        return self.reason
+
+    def close(self) -> None:
+        if self._monitor is not None:
+            try:
+                self._sock.disable_monitor()
+            except zmq.ZMQError:
+                pass
+            self._monitor.close(0)
+            self._monitor = None
