@@ -26,12 +26,17 @@ from __future__ import annotations
 
 import concurrent.futures
 import ctypes
+import functools
+import gc
+import itertools
+import operator
 import os
 import shutil
 import signal
 import sys
 import time
 import traceback
+from collections import _count_elements  # type: ignore[attr-defined]
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from typing import Any
@@ -41,12 +46,14 @@ import cloudpickle
 from . import shuffle, userfn
 from .config import WorkerSettings
 from .errors import ShuffleError
-from .inputs import open_split
+from .inputs import Record, SplitReader, read_split
 from .job import part_name, temp_part_name
 from .security import MEMBER, Keys, load_keys
 
 PR_SET_PDEATHSIG = 1
 PROGRESS_EVERY = 0.5  # seconds between progress reports
+#: With a combiner, a key's buffered values are combined when there are this many.
+COMBINE_AT = 32
 FETCH_PARALLEL = 4
 
 
@@ -93,6 +100,141 @@ def remove_paths(paths: list[str]) -> None:
                 os.remove(path)
             except FileNotFoundError:
                 pass
+
+
+_first = operator.itemgetter(0)
+_second = operator.itemgetter(1)
+_not_none = functools.partial(operator.is_not, None)
+#: Records per batch of the map loop.
+BATCH_RECORDS = 1024
+#: Values that are interchangeable when equal: safe to count instead of keep.
+_SCALARS = frozenset({int, str, bytes, bool, type(None)})
+
+
+class _NotFast(Exception):
+    """A mapper output the fast path does not take (a dict, a string)."""
+
+
+def _iterable(out: Any) -> Any:
+    if out is None:
+        return ()
+    kind = type(out)
+    if kind is dict or kind is str or kind is bytes:
+        raise _NotFast
+    return out
+
+
+class _Grouper:
+    """A map task's buffer: key -> list of values, plus run-length counts of one value."""
+
+    def __init__(self, buf: dict[Any, list[Any]], combiner: Callable[..., Any] | None) -> None:
+        self.buf = buf
+        self.combiner = combiner
+        self.pending: dict[tuple[Any, Any], int] = {}  # (key, value) -> times emitted
+        self.held = 0  # values buffered (pending included)
+        self.emitted = 0  # pairs the mapper emitted
+
+    def flush(self) -> None:
+        """Move the run-length counts into the buffer."""
+        buf, combiner = self.buf, self.combiner
+        get = buf.get
+        for (k, v), n in self.pending.items():
+            lst = get(k)
+            if lst is None:
+                buf[k] = lst = []
+            if combiner is not None:
+                lst.append(combiner(k, itertools.repeat(v, n)) if n > 1 else v)
+            elif n == 1:
+                lst.append(v)
+            else:
+                lst.extend(itertools.repeat(v, n))
+        self.pending.clear()
+
+    def fast(self, mapper: Callable[[Any, Any], Any], batch: list[Record]) -> bool:
+        """Count a batch's pairs in C if it qualifies; False (having changed nothing) if not.
+
+        Equal pairs are counted, not kept: the combiner (or the buffer) later
+        sees ``repeat(value, n)``, the same multiset. So only values that are
+        interchangeable when equal qualify: ints, strings, bytes, None, and
+        bools but never bools with ints (1 == True) nor floats (0.0 == -0.0).
+        """
+        counts: dict[Any, int] = {}
+        try:
+            outs = map(_iterable, map(mapper, map(_first, batch), map(_second, batch)))
+            _count_elements(counts, itertools.chain.from_iterable(outs))
+        except Exception:
+            return False  # a dict or a string, an unhashable pair, or the mapper raised
+        if not counts:
+            return True
+        if set(map(type, counts)) != {tuple} or set(map(len, counts)) != {2}:
+            return False
+        kinds = set(map(type, map(_second, counts)))
+        if not kinds <= _SCALARS or (int in kinds and bool in kinds):
+            return False
+        pending = self.pending
+        get = pending.get
+        n = 0
+        for pair, c in counts.items():
+            pending[pair] = get(pair, 0) + c
+            n += c
+        self.held += n
+        self.emitted += n
+        return True
+
+    def _add_pairs(self, pairs: Any) -> None:
+        buf, combiner = self.buf, self.combiner
+        get = buf.get
+        n = 0
+        for k, v in pairs:
+            lst = get(k)
+            if lst is None:
+                buf[k] = [v]
+            else:
+                lst.append(v)
+                if combiner is not None and len(lst) >= COMBINE_AT:
+                    combined = combiner(k, iter(lst))
+                    lst.clear()
+                    lst.append(combined)
+            n += 1
+        self.held += n
+        self.emitted += n
+
+    def slow(self, mapper: Callable[[Any, Any], Any], batch: list[tuple[int, Record]]) -> None:
+        """The per-record loop: every pair checked, a failure pinned on its record."""
+        i = -1
+        try:
+            for i, (key, value) in batch:  # noqa: B007 - i names the bad record
+                out = mapper(key, value)
+                if out is None:
+                    continue
+                if type(out) is dict:
+                    out = out.items()
+                elif isinstance(out, (str, bytes)):
+                    raise TypeError(
+                        f"mapper returned a {type(out).__name__}; "
+                        "it must return or yield (key, value) pairs"
+                    )
+                self._add_pairs(_checked_pairs(out))
+        except Exception as exc:
+            raise RecordFailed(i) from exc
+
+
+def _checked_pairs(out: Any) -> Iterator[tuple[Any, Any]]:
+    for pair in out:
+        if type(pair) is not tuple:
+            if not isinstance(pair, list):
+                raise userfn.bad_pair("mapper", pair)
+            pair = tuple(pair)
+        if len(pair) != 2:
+            raise userfn.bad_pair("mapper", pair)
+        try:
+            hash(pair[0])
+        except TypeError:
+            raise TypeError(
+                f"mapper yielded an unhashable key of type {type(pair[0]).__name__}: "
+                f"{pair[0]!r:.80}"
+            ) from None
+        yield pair
 
 
 class Executor:
@@ -188,113 +330,122 @@ class Executor:
         records_blob: bytes | None,
         counters: dict[str, int],
     ) -> dict[str, Any]:
-        records = open_split(spec["split"], records_blob)
-        skip = set(spec.get("skip") or ())
+        reader = read_split(spec["split"], records_blob)
         R = spec["num_reducers"]
-        mapper = fns["mapper"]
-        combiner = fns["combiner"]
         part = userfn.checked_partitioner(fns["partitioner"], R)
         stem = os.path.join(shuffle.job_dir(self.data_dir, job_id), f"m{task:05d}-a{attempt}")
         spill_dir = stem + ".spills"
         spills: list[tuple[str, list[shuffle.Segment]]] = []
-        buf: dict[Any, list[Any]] = {}
-        get = buf.get
-        pairs = 0  # pairs the mapper emitted
-        kept = 0  # values in buf at the last compaction
-        base = 0  # pairs at the last compaction
-        total = len(records)
-        combine_at = self.settings.combine_records
-        spill_at = self.settings.spill_records
-        i = 0
-        try:
-            for i in range(total):
-                if i in skip:
-                    counters["zmqmr.skipped_records"] = counters.get("zmqmr.skipped_records", 0) + 1
-                    continue
-                key, value = records[i]
-                out = mapper(key, value)
-                if out is None:
-                    continue
-                if type(out) is dict:
-                    out = out.items()
-                elif isinstance(out, (str, bytes)):
-                    raise TypeError(
-                        f"mapper returned a {type(out).__name__}; "
-                        "it must return or yield (key, value) pairs"
-                    )
-                for pair in out:
-                    if type(pair) is not tuple:
-                        if not isinstance(pair, list):
-                            raise userfn.bad_pair("mapper", pair)
-                        pair = tuple(pair)
-                    try:
-                        k, v = pair
-                    except ValueError:
-                        raise userfn.bad_pair("mapper", pair) from None
-                    try:
-                        lst = get(k)
-                    except TypeError:
-                        raise TypeError(
-                            f"mapper yielded an unhashable key of type "
-                            f"{type(k).__name__}: {k!r:.80}"
-                        ) from None
-                    if lst is None:
-                        buf[k] = [v]
-                    else:
-                        lst.append(v)
-                    pairs += 1
-                if i & 511 == 0:
-                    self.progress(i / total)
-                    if kept + pairs - base >= combine_at:
-                        if combiner is not None:
-                            kept = self._combine(buf, combiner)
-                        else:
-                            kept += pairs - base
-                        base = pairs
-                        if kept >= spill_at:
-                            spills.append(self._spill(buf, part, R, spill_dir, len(spills)))
-                            buf.clear()
-                            kept = 0
-        except Exception as exc:
-            raise RecordFailed(i) from exc
-        counters["zmqmr.map_input_records"] = total - counters.get("zmqmr.skipped_records", 0)
-        counters["zmqmr.map_output_records"] = pairs
+        combiner = fns["combiner"]
         path = shuffle.map_output_path(self.data_dir, job_id, task, attempt)
-        writer = shuffle.MapOutputWriter(path, R)
+        # The record loop makes millions of short-lived tuples and no cycles worth
+        # chasing: the cyclic collector would only slow it down.
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
         try:
-            if not spills:
-                if combiner is not None:
-                    self._combine(buf, combiner)
-                for groups in self._partitioned(buf, part, R):
-                    writer.write_segment(groups)
-            else:
-                if buf:
-                    spills.append(self._spill(buf, part, R, spill_dir, len(spills)))
-                    buf.clear()
-                for r in range(R):
-                    streams = [
-                        shuffle.file_segment_groups(p, segs[r].offset, segs[r].length)
-                        for p, segs in spills
-                    ]
-                    writer.write_segment(self._merge_runs(streams, combiner))
-            segments = writer.close()
-        except BaseException:
-            writer.abort()
-            raise
+            buf, n_in, n_out = self._map_records(
+                fns["mapper"],
+                combiner,
+                reader,
+                set(spec.get("skip") or ()),
+                counters,
+                lambda b: spills.append(self._spill(b, part, R, spill_dir, len(spills))),
+            )
+            counters["zmqmr.map_input_records"] = n_in
+            counters["zmqmr.map_output_records"] = n_out
+            writer = shuffle.MapOutputWriter(path, R)
+            try:
+                if not spills:
+                    if combiner is not None:
+                        self._combine(buf, combiner)
+                    for groups in self._partitioned(buf, part, R):
+                        writer.write_segment(groups)
+                else:
+                    if buf:
+                        spills.append(self._spill(buf, part, R, spill_dir, len(spills)))
+                        buf.clear()
+                    for r in range(R):
+                        streams = [
+                            shuffle.file_segment_groups(p, segs[r].offset, segs[r].length)
+                            for p, segs in spills
+                        ]
+                        writer.write_segment(self._merge_runs(streams, combiner))
+                segments = writer.close()
+            except BaseException:
+                writer.abort()
+                raise
         finally:
             shutil.rmtree(spill_dir, ignore_errors=True)
+            if gc_was_enabled:
+                gc.enable()
         return {
             "sizes": [s.length for s in segments],
             "groups": [s.groups for s in segments],
             "bytes": writer.bytes_written,
         }
 
+    def _map_records(
+        self,
+        mapper: Callable[[Any, Any], Any],
+        combiner: Callable[..., Any] | None,
+        reader: SplitReader,
+        skip: set[int],
+        counters: dict[str, int],
+        spill: Callable[[dict[Any, list[Any]]], None],
+    ) -> tuple[dict[Any, list[Any]], int, int]:
+        """Call the mapper on every record and group its pairs by key: a dict of lists.
+
+        Records go in batches. A batch whose pairs are all well-formed and whose
+        values are all one immutable scalar (word count's ``(word, 1)``) is
+        grouped in C: its keys are counted, and the combiner later sees each
+        key's values as ``repeat(value, n)``, the same multiset. Any other batch,
+        and any batch in which the mapper raised, goes through the per-record
+        loop, which checks each pair and names the record that failed (user
+        counters are rolled back first, so nothing counts twice).
+
+        With a combiner a key's list is combined whenever it reaches COMBINE_AT
+        values and the buffer spills past ``spill_records`` keys; without one it
+        spills past ``spill_records`` values. Returns the buffer, the records
+        read and the pairs emitted.
+        """
+        g = _Grouper(buf={}, combiner=combiner)
+        spill_at = self.settings.spill_records
+        records = iter(reader)
+        index = read = skipped = 0
+        while True:
+            batch = list(itertools.islice(records, BATCH_RECORDS))
+            if not batch:
+                break
+            base, index = index, index + len(batch)
+            if skip and any(base <= r < index for r in skip):
+                kept = [(i, rec) for i, rec in enumerate(batch, base) if i not in skip]
+                skipped += len(batch) - len(kept)
+                g.flush()
+                g.slow(mapper, kept)
+            else:
+                snapshot = dict(counters)
+                if not g.fast(mapper, batch):
+                    counters.clear()
+                    counters.update(snapshot)
+                    g.flush()
+                    g.slow(mapper, list(enumerate(batch, base)))
+            read += len(batch)
+            self.progress(reader.fraction())
+            if (len(g.buf) + len(g.pending) if combiner is not None else g.held) >= spill_at:
+                g.flush()
+                spill(g.buf)
+                g.buf.clear()
+                g.held = 0
+        g.flush()
+        if skipped:
+            counters["zmqmr.skipped_records"] = skipped
+        return g.buf, read - skipped, g.emitted
+
     @staticmethod
-    def _combine(buf: dict[Any, list[Any]], combiner: Callable[..., Any]) -> int:
+    def _combine(buf: dict[Any, list[Any]], combiner: Callable[..., Any]) -> None:
         for k, lst in buf.items():
             if len(lst) > 1:
                 buf[k] = [combiner(k, iter(lst))]
-        return len(buf)
 
     @staticmethod
     def _partitioned(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import glob
 import os
 import pickle
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import cloudpickle
@@ -125,45 +125,64 @@ def record_splits(records: Sequence[Any], split_bytes: int) -> tuple[list[SplitD
     return descs, blobs
 
 
-def _read_range(path: str, start: int, end: int) -> tuple[int, bytes]:
-    """The bytes of the lines starting in [start, end), and the offset of the first."""
+#: Text splits are read this many bytes at a time, so memory does not grow with split size.
+READ_CHUNK = 1024 * 1024
+
+
+class SplitReader:
+    """The records of one split, read lazily; ``fraction`` says how far it has got."""
+
+    def __init__(self, records: Iterator[Record], total: int) -> None:
+        self._records = records
+        self.total = max(1, total)
+        self.done = 0  # bytes (text) or records (others) consumed
+
+    def __iter__(self) -> Iterator[Record]:
+        return self._records
+
+    def fraction(self) -> float:
+        return min(1.0, self.done / self.total)
+
+
+def _text_records(reader: SplitReader, path: str, start: int, end: int) -> Iterator[Record]:
     with open(path, "rb") as f:
         if start > 0:
             f.seek(start - 1)
             pos = start - 1 + len(f.readline())
         else:
             pos = 0
-        if pos >= end:
-            return pos, b""
         f.seek(pos)
-        data = f.read(end - pos)
-        if data and not data.endswith(b"\n"):
-            data += f.readline()
-    return pos, data
+        while pos < end:
+            data = f.read(min(READ_CHUNK, end - pos))
+            if not data:
+                return
+            if not data.endswith(b"\n"):
+                cut = data.rfind(b"\n")
+                if pos + len(data) >= end or cut < 0:
+                    data += f.readline()  # finish the line (the one crossing end, or a long one)
+                else:
+                    data = data[: cut + 1]  # whole lines only; the rest is read next time
+                    f.seek(pos + len(data))
+            if data.isascii():
+                lines = data.decode("ascii").split("\n")
+                if data.endswith(b"\n"):
+                    lines.pop()
+                for line in lines:
+                    yield (path, pos), line
+                    pos += len(line) + 1
+            else:
+                raw_lines = data.split(b"\n")
+                if data.endswith(b"\n"):
+                    raw_lines.pop()
+                for raw in raw_lines:
+                    yield (path, pos), raw.decode("utf-8", "surrogateescape")
+                    pos += len(raw) + 1
+            reader.done = pos - start
 
 
 def read_text_split(path: str, start: int, end: int) -> list[Record]:
     """Records ``((path, byte_offset), line)`` of the lines starting in ``[start, end)``."""
-    pos, data = _read_range(path, start, end)
-    if not data:
-        return []
-    if data.isascii():
-        lines = data.decode("ascii").split("\n")
-        if data.endswith(b"\n"):
-            lines.pop()
-        out = []
-        for line in lines:
-            out.append(((path, pos), line))
-            pos += len(line) + 1
-        return out
-    raw_lines = data.split(b"\n")
-    if data.endswith(b"\n"):
-        raw_lines.pop()
-    out = []
-    for raw in raw_lines:
-        out.append(((path, pos), raw.decode("utf-8", "surrogateescape")))
-        pos += len(raw) + 1
-    return out
+    return open_split({"kind": "text", "path": path, "start": start, "end": end})
 
 
 def read_whole_file(path: str) -> str:
@@ -171,16 +190,35 @@ def read_whole_file(path: str) -> str:
         return f.read().decode("utf-8", "surrogateescape")
 
 
+def _counted(reader: SplitReader, records: Iterable[Record]) -> Iterator[Record]:
+    for record in records:
+        yield record
+        reader.done += 1
+
+
 def open_split(desc: SplitDesc, blob: bytes | None = None) -> list[Record]:
     """The records of one split, in order."""
+    return list(read_split(desc, blob))
+
+
+def read_split(desc: SplitDesc, blob: bytes | None = None) -> SplitReader:
+    """The records of one split, in order, read as they are consumed."""
     kind = desc.get("kind")
     if kind == "text":
-        return read_text_split(desc["path"], int(desc["start"]), int(desc["end"]))
+        start, end = int(desc["start"]), int(desc["end"])
+        reader = SplitReader(iter(()), end - start)
+        reader._records = _text_records(reader, desc["path"], start, end)
+        return reader
     if kind == "files":
-        return [(p, read_whole_file(p)) for p in desc["paths"]]
+        paths = desc["paths"]
+        reader = SplitReader(iter(()), len(paths))
+        reader._records = _counted(reader, ((p, read_whole_file(p)) for p in paths))
+        return reader
     if kind == "records":
         if blob is None:
             raise ValueError("a records split needs its blob")
         records = pickle.loads(blob)
-        return list(records)
+        reader = SplitReader(iter(()), len(records))
+        reader._records = _counted(reader, records)
+        return reader
     raise ValueError(f"unknown split kind {kind!r}")

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import userfn
-from .inputs import open_split
+from .inputs import read_split
 from .job import Job, JobResult, make_splits
 
 
@@ -31,7 +31,7 @@ def run_serial(job: Job) -> JobResult:
         n_in = n_out = 0
         for desc in descs:
             blob = blobs[desc["blob"]] if desc["kind"] == "records" else None
-            for key, value in open_split(desc, blob):
+            for key, value in read_split(desc, blob):
                 n_in += 1
                 for k, v in userfn.output_pairs(job.mapper(key, value)):
                     try:

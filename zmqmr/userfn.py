@@ -96,7 +96,13 @@ def checked_partitioner(
     if partitioner is None:
         if num_partitions == 1:
             return lambda key: 0
-        return lambda key: zlib.crc32(_stable_bytes(key)) % num_partitions
+
+        def default(key: Any) -> int:
+            if type(key) is str:  # the common case, without a detour through _stable_bytes
+                return zlib.crc32(key.encode("utf-8", "surrogatepass")) % num_partitions
+            return zlib.crc32(_stable_bytes(key)) % num_partitions
+
+        return default
 
     def part(key: Any) -> int:
         p = partitioner(key, num_partitions)

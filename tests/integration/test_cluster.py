@@ -264,3 +264,53 @@ def test_client_without_master_gets_an_error_not_a_hang():
             client.run(zmqmr.Job(wc_mapper, wc_reducer, inputs=[(1, 2)]))
     finally:
         client.close()
+
+
+# -- the map side's fast path must not change any answer ----------------------------------
+
+
+def test_equal_values_of_different_types_keep_their_types(cluster):
+    # 1 == 1.0 == True and 0.0 == -0.0: counting equal pairs must not merge them
+    values = [1, 1.0, True, 0.0, -0.0, "1", b"1", None, 1, 1]
+
+    def mapper(key, value):
+        yield key % 3, value
+
+    job = zmqmr.Job(
+        mapper,
+        lambda k, vs: sorted(map(repr, vs)),
+        inputs=[(i, values[i % len(values)]) for i in range(3000)],
+        num_reducers=2,
+    )
+    assert list(cluster.client().run(job).items()) == list(zmqmr.run_serial(job).items())
+
+
+def test_dict_outputs_and_tuple_keys_group_as_pairs(cluster):
+    def mapper(key, value):
+        if key % 2:
+            return {(key % 5, "odd"): value}
+        return [((key % 5, "even"), value)]
+
+    job = zmqmr.Job(
+        mapper, lambda k, vs: sum(vs), inputs=[(i, i) for i in range(5000)], num_reducers=3
+    )
+    assert list(cluster.client().run(job).items()) == list(zmqmr.run_serial(job).items())
+
+
+def test_counters_count_once_when_a_batch_falls_back_to_the_checked_loop(cluster):
+    def mapper(key, value):
+        zmqmr.increment("calls")
+        if key == 700:
+            return {99: 1}  # a dict output sends its batch down the checked loop
+        return [(key % 4, 1)]
+
+    job = zmqmr.Job(mapper, lambda k, vs: sum(vs), inputs=[(i, i) for i in range(5000)])
+    result = cluster.client().run(job)
+    assert result.counters["calls"] == 5000
+    assert dict(result.items()) == dict(zmqmr.run_serial(job).items())
+
+
+def test_unhashable_key_is_named_in_the_error(cluster):
+    job = zmqmr.Job(lambda k, v: [([k], v)], wc_reducer, inputs=[(1, 2)], max_attempts=1)
+    with pytest.raises(zmqmr.JobFailed, match="unhashable key of type list"):
+        cluster.client().run(job)

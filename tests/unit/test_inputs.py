@@ -13,6 +13,7 @@ from zmqmr.errors import JobSubmitError
 from zmqmr.inputs import (
     WholeFiles,
     open_split,
+    read_split,
     record_splits,
     resolve_paths,
     text_splits,
@@ -128,9 +129,12 @@ def test_splits_cover_each_file_in_split_size_ranges(tmp_path):
     assert len(text_splits([a], 30)) == 1 and len(text_splits([a], 1000)) == 1
 
 
-def test_random_contents_and_split_sizes_read_like_the_file(tmp_path):
-    # hypothesis is not installed here: a seeded random loop plays its part
-    rng = random.Random(20240501)
+@pytest.mark.parametrize("read_chunk", [1, 2, 5, 13, 1024 * 1024])
+def test_random_contents_and_split_sizes_read_like_the_file(tmp_path, monkeypatch, read_chunk):
+    # hypothesis is not installed here: a seeded random loop plays its part; tiny
+    # read chunks put chunk boundaries inside lines, at newlines and past split ends
+    monkeypatch.setattr("zmqmr.inputs.READ_CHUNK", read_chunk)
+    rng = random.Random(20240501 + read_chunk)
     pieces = [b"a", b"bc", b" ", b"\n", b"\n", b"\r\n", "é".encode(), "日".encode(), b"\xff"]
     path = str(tmp_path / "random.txt")
     for case in range(400):
@@ -256,6 +260,17 @@ def test_records_with_lambdas_travel_by_cloudpickle():
     descs, blobs = record_splits([("f", lambda: 42)], 1024)
     ((key, fn),) = open_split(descs[0], blobs[0])
     assert key == "f" and fn() == 42
+
+
+def test_reader_reports_the_fraction_of_its_split_consumed(tmp_path, monkeypatch):
+    monkeypatch.setattr("zmqmr.inputs.READ_CHUNK", 10)
+    path = write(tmp_path, "f.txt", b"".join(b"line %02d\n" % i for i in range(20)))
+    reader = read_split({"kind": "text", "path": path, "start": 0, "end": 160})
+    seen = []
+    for _ in reader:
+        seen.append(reader.fraction())
+    assert len(seen) == 20 and seen == sorted(seen) and 0 < seen[10] < 1
+    assert reader.fraction() == 1.0
 
 
 def test_open_split_refuses_unknown_kind_and_records_without_blob():
