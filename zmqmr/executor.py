@@ -106,7 +106,7 @@ _first = operator.itemgetter(0)
 _second = operator.itemgetter(1)
 _not_none = functools.partial(operator.is_not, None)
 #: Records per batch of the map loop.
-BATCH_RECORDS = 1024
+BATCH_RECORDS = 8192
 #: Values that are interchangeable when equal: safe to count instead of keep.
 _SCALARS = frozenset({int, str, bytes, bool, type(None)})
 
