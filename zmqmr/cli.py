@@ -47,6 +47,7 @@ def _parse_sets(pairs: list[str], cls: Any) -> dict[str, Any]:
 
 def _stop_on_signals(event: threading.Event) -> None:
     def handler(signum: int, frame: Any) -> None:
+        log.info("stopping on %s", signal.Signals(signum).name)
         event.set()
 
     signal.signal(signal.SIGTERM, handler)

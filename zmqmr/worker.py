@@ -35,6 +35,8 @@ from .security import MEMBER, Gatekeeper, HandshakeWatch, check_bind, load_keys
 
 log = logging.getLogger(__name__)
 
+#: Map outputs live in this subdirectory of --data-dir.
+DATA_SUBDIR = "zmqmr-maps"
 #: Before the first WELCOME, assume these (the master's reply overrides them).
 DEFAULT_HEARTBEAT = 1.0
 DEFAULT_TIMEOUT = 10.0
@@ -68,7 +70,9 @@ class Worker:
         self.master = master
         self.settings = settings or WorkerSettings()
         self._own_data_dir = data_dir is None
-        self.data_dir = os.path.abspath(data_dir or tempfile.mkdtemp(prefix="zmqmr-worker-"))
+        self.base_dir = os.path.abspath(data_dir or tempfile.mkdtemp(prefix="zmqmr-worker-"))
+        # The worker owns this subdirectory only: whatever else is in --data-dir stays.
+        self.data_dir = os.path.join(self.base_dir, DATA_SUBDIR)
         self.shuffle_bind = shuffle_bind or self._default_shuffle_bind(master)
         self.keys_dir = keys_dir
         self.keys = load_keys(keys_dir, MEMBER) if keys_dir else None
@@ -117,10 +121,9 @@ class Worker:
         )
 
     def _clear_data_dir(self) -> None:
+        """Remove map outputs a previous worker left (they belong to a dead incarnation)."""
         for entry in os.listdir(self.data_dir):
-            path = os.path.join(self.data_dir, entry)
-            if os.path.isdir(path):
-                shutil.rmtree(path, ignore_errors=True)
+            shutil.rmtree(os.path.join(self.data_dir, entry), ignore_errors=True)
 
     def _spawn(self) -> Slot:
         parent, child = self._mp.Pipe()
@@ -156,9 +159,9 @@ class Worker:
             self.gatekeeper.stop()
         self.ctx.term()
         if self._own_data_dir:
-            shutil.rmtree(self.data_dir, ignore_errors=True)
+            shutil.rmtree(self.base_dir, ignore_errors=True)
         else:
-            self._clear_data_dir()
+            shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def _kill(self, slot: Slot) -> None:
         if slot.proc.is_alive():

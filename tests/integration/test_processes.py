@@ -223,3 +223,26 @@ def test_status_against_no_master_fails_quickly():
     )
     assert out.returncode == 1 and "MasterUnavailable" in out.stderr
     assert time.monotonic() - t < 15
+
+
+def test_worker_leaves_other_files_in_its_data_dir_alone(tmp_path):
+    data = tmp_path / "data"
+    (data / "precious").mkdir(parents=True)
+    (data / "precious" / "thesis.tex").write_text("do not delete")
+    (data / "notes.txt").write_text("mine")
+    with zmqmr.LocalCluster(workers=0) as c:
+        proc = subprocess.Popen(
+            ZMQMR + ["worker", "--master", c.worker_address, "--data-dir", str(data)],
+            env=ENV,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            c.wait_for_workers(1)
+            job = zmqmr.Job(wc_mapper, wc_reducer, inputs=[(1, "a b a")])
+            assert dict(c.client().run(job).items()) == {"a": 2, "b": 1}
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    assert (data / "precious" / "thesis.tex").read_text() == "do not delete"
+    assert (data / "notes.txt").read_text() == "mine"
+    assert sorted(os.listdir(data)) == ["notes.txt", "precious"]  # its own subdir is gone

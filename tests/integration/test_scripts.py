@@ -141,19 +141,9 @@ class Lab:
         return _run([os.path.join(SCRIPTS, name), *args], timeout=timeout, env=env)
 
     def start_workers(self, hosts: str, *args: str, **kw) -> subprocess.CompletedProcess:
-        return self.script(
-            "start-workers.sh",
-            hosts,
-            "--master",
-            self.master,
-            "--python",
-            sys.executable,
-            "--run-dir",
-            os.path.join(self.tmp, "run"),
-            *self.insecure,
-            *args,
-            **kw,
-        )
+        run_dir = os.path.join(self.tmp, "run")
+        common = ["--master", self.master, "--python", sys.executable, "--run-dir", run_dir]
+        return self.script("start-workers.sh", hosts, *common, *self.insecure, *args, **kw)
 
     def stop_workers(self, hosts: str, *args: str) -> subprocess.CompletedProcess:
         return self.script(
@@ -184,6 +174,23 @@ class Lab:
             with contextlib.suppress(OSError), open(os.path.join(self.tmp, f"sshd{i}.log")) as f:
                 logs.append(f"--- sshd on {self.hostnames[i]}:\n{f.read()[-2000:]}")
         return "\n".join(logs)
+
+
+def _run_job(client: zmqmr.Client, job: zmqmr.Job, *run_dirs: str):
+    """Run a job, or fail within a minute with what the master and workers say."""
+    handle = client.submit(job)
+    try:
+        return handle.wait(timeout=60, progress=False)
+    except TimeoutError:
+        logs = []
+        for run_dir in run_dirs:
+            for name in sorted(os.listdir(run_dir)):
+                if name.endswith(".log"):
+                    with open(os.path.join(run_dir, name)) as f:
+                        logs.append(f"--- {name}:\n{f.read()[-3000:]}")
+        why = f"progress {handle.progress()}\nstatus {client.status()}\n" + "\n".join(logs)
+        handle.cancel()
+        raise AssertionError(f"the job did not finish in 60s\n{why}") from None
 
 
 def _lines(out: str) -> dict[str, str]:
@@ -298,20 +305,7 @@ def lab(tmp_path_factory) -> Iterator[Lab]:
             _ip("netns", "add", ns)
             made.append(ns)
             _ip("-n", ns, "link", "set", "lo", "up")
-            _ip(
-                "-n",
-                ns,
-                "link",
-                "add",
-                "eth0",
-                "type",
-                "veth",
-                "peer",
-                "name",
-                f"p{i}",
-                "netns",
-                lan_ns,
-            )
+            _ip(*f"-n {ns} link add eth0 type veth peer name p{i} netns {lan_ns}".split())
             _ip("-n", lan_ns, "link", "set", f"p{i}", "master", "br0", "up")
             _ip("-n", ns, "addr", "add", f"{lab.address(i)}/24", "dev", "eth0")
             _ip("-n", ns, "link", "set", "eth0", "up")
@@ -333,18 +327,9 @@ def lab(tmp_path_factory) -> Iterator[Lab]:
         lab.insecure = ["--insecure"] if "--insecure" in help_text else []
         lab.master = f"tcp://{lab.net}.1:{free_port()}"
         lab.client = f"tcp://127.0.0.1:{free_port()}"
-        p = lab.script(
-            "start-master.sh",
-            "--bind",
-            lab.master,
-            "--client-bind",
-            lab.client,
-            "--python",
-            sys.executable,
-            "--run-dir",
-            os.path.join(tmp, "master-run"),
-            *lab.insecure,
-        )
+        run_dir = os.path.join(tmp, "master-run")
+        args = ["--bind", lab.master, "--client-bind", lab.client, "--run-dir", run_dir]
+        p = lab.script("start-master.sh", *args, "--python", sys.executable, *lab.insecure)
         assert p.returncode == 0 and p.stdout.startswith("master: started"), p.stdout + p.stderr
         yield lab
     finally:
@@ -354,14 +339,8 @@ def lab(tmp_path_factory) -> Iterator[Lab]:
 def _teardown(lab: Lab, made: list[str], tag: str) -> None:
     """Stop everything this module started, whatever state it is in."""
     if lab.master:
-        lab.script(
-            "start-master.sh",
-            "--stop",
-            "--grace",
-            "5",
-            "--run-dir",
-            os.path.join(lab.tmp, "master-run"),
-        )
+        run_dir = os.path.join(lab.tmp, "master-run")
+        lab.script("start-master.sh", "--stop", "--grace", "5", "--run-dir", run_dir)
     for ns in made:  # sshd's, workers, executors: everything in the namespaces
         for pid in lab.processes_in(ns):
             with contextlib.suppress(OSError):
@@ -453,7 +432,7 @@ def test_word_count_runs_on_the_lab(lab, first_start):
         split_size=256 * 1024,  # a dozen map tasks or so: both machines get some
     )
     with zmqmr.Client(lab.client, timeout=30) as client:
-        result = client.run(job, progress=False)
+        result = _run_job(client, job, *(os.path.join(lab.tmp, d) for d in ("run", "master-run")))
     assert dict(result.items()) == count_words(BOOKS)
     # reducers fetched from the shuffle servers on the machines' own addresses
     assert result.stats["fetch_failures"] == 0 and result.stats["reexecuted_maps"] == 0
@@ -476,41 +455,21 @@ def test_a_lab_with_keys(lab, first_start):
         shutil.copy2(os.path.join(keys, name), members)
     master, client = f"tcp://{lab.net}.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
     run_dir = os.path.join(lab.tmp, "run-keys")
+    common = ["--python", sys.executable, "--run-dir", run_dir]
     p = lab.script(
-        "start-master.sh",
-        "--bind",
-        master,
-        "--client-bind",
-        client,
-        "--keys",
-        keys,
-        "--python",
-        sys.executable,
-        "--run-dir",
-        run_dir,
+        "start-master.sh", "--bind", master, "--client-bind", client, "--keys", keys, *common
     )
     assert p.returncode == 0 and p.stdout.startswith("master: started"), p.stdout + p.stderr
     hosts = lab.hosts_file("hosts-keys", "".join(f"{lab.address(i)}\n" for i in range(LABS)))
     try:
-        p = lab.script(
-            "start-workers.sh",
-            hosts,
-            "--master",
-            master,
-            "--keys",
-            members,
-            "--python",
-            sys.executable,
-            "--run-dir",
-            run_dir,
-        )
+        p = lab.script("start-workers.sh", hosts, "--master", master, "--keys", members, *common)
         assert p.returncode == 0, p.stdout + p.stderr
         with zmqmr.Client(client, keys=members, timeout=30) as c:
             _wait_for(lambda: len(c.status()["workers"]) == LABS, 20, "the workers with keys")
             job = zmqmr.Job(
                 wc_mapper, wc_reducer, inputs=BOOKS[:3], num_reducers=2, split_size=128 * 1024
             )
-            assert dict(c.run(job, progress=False).items()) == count_words(BOOKS[:3])
+            assert dict(_run_job(c, job, run_dir).items()) == count_words(BOOKS[:3])
         # without the keys, the master does not answer
         with pytest.raises(zmqmr.MasterUnavailable), zmqmr.Client(client, timeout=2) as c:
             c.status()
@@ -527,15 +486,10 @@ def test_a_refused_login_and_a_missing_python_are_reported(lab, first_start):
     assert p.returncode == 1, p.stdout + p.stderr
     assert "failed: ssh exited 255: " in p.stdout and "Permission denied" in p.stdout, p.stdout
     # No worker runs under this run directory, so the Python is looked for.
+    elsewhere = os.path.join(lab.tmp, "elsewhere")
+    python = "/nonexistent/python3"
     p = lab.script(
-        "start-workers.sh",
-        one,
-        "--master",
-        lab.master,
-        "--python",
-        "/nonexistent/python3",
-        "--run-dir",
-        os.path.join(lab.tmp, "elsewhere"),
+        "start-workers.sh", one, "--master", lab.master, "--python", python, "--run-dir", elsewhere
     )
     assert p.returncode == 1, p.stdout + p.stderr
     said = _lines(p.stdout)[lab.address(0)]
