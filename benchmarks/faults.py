@@ -12,7 +12,7 @@ Prints each wall time and its ratio to the no-fault run, and checks every
 answer against run_serial. Targets (issue 3): kill <= 1.5x, slow with backups
 <= 1.3x, slow without backups >= 2x.
 
-    python benchmarks/faults.py [--copies 6] [--reducers 4]
+    python benchmarks/faults.py [--copies 24] [--reducers 4]
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def run(scenario: str, inputs: list[str], reducers: int, split_size: int) -> tup
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--copies", type=int, default=6, help="copies of the 8 books (default 6)")
+    ap.add_argument("--copies", type=int, default=24, help="copies of the 8 books (default 24)")
     ap.add_argument("--reducers", type=int, default=4)
     ap.add_argument("--split-size", type=int, default=1 << 20)
     ap.add_argument("--only", default="none,kill,slow+backup,slow-nobackup")
