@@ -1,0 +1,42 @@
+"""A Jepsen-style chaos harness for zmqmr (DESIGN.md §6).
+
+A cluster of real processes (``ChaosCluster``), nemeses that kill, pause,
+slow, corrupt and cut off its nodes (``NEMESES``), schedules drawn from a
+seed (``make_schedule``), a history of every fault (``History``), and a
+checker that compares the job's answer with ``zmqmr.run_serial``
+(``check``). ``run_scenario(Scenario(...))`` puts them together for one job;
+``soak`` runs many. ``python -m chaos`` is the command line; see
+docs/chaos.md.
+
+This package sits beside ``zmqmr`` and uses its public API (plus
+``zmqmr.cli.job_from_file``, the job-file convention of ``zmqmr run``); zmqmr
+never imports it.
+"""
+
+from .checker import Outcome, Verdict, check
+from .cluster import ChaosCluster
+from .history import History
+from .nemesis import NEMESES, Nemesis
+from .runner import Report, Scenario, run_scenario
+from .schedule import KINDS, TOLERATED, Fault, make_schedule, parse_kinds
+from .soak import SoakResult, soak
+
+__all__ = [
+    "KINDS",
+    "NEMESES",
+    "TOLERATED",
+    "ChaosCluster",
+    "Fault",
+    "History",
+    "Nemesis",
+    "Outcome",
+    "Report",
+    "Scenario",
+    "SoakResult",
+    "Verdict",
+    "check",
+    "make_schedule",
+    "parse_kinds",
+    "run_scenario",
+    "soak",
+]

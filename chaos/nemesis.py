@@ -1,0 +1,260 @@
+"""Nemeses: the faults the harness injects, each a small class with start and stop.
+
+A nemesis carries out one scheduled ``Fault`` on a ``ChaosCluster``:
+``start(now)`` injects it, ``stop(now)`` undoes it when its duration is over,
+``tick(now)`` lets a fault that acts over time (a duty cycle, a watch for new
+files) do its next step and say when it wants the next tick, and ``heal(now)``
+undoes whatever is still in force when the job has ended. Every action is
+written to the history. ``now`` is seconds since the master accepted the job.
+
+The runner calls all of these from one thread, the one that started the
+cluster's processes (restarts must come from it: see ``chaos.cluster``).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Any, ClassVar
+
+from .cluster import ChaosCluster
+from .history import History
+from .schedule import CORRUPT, KILL, KILL_MASTER, PARTITION, PAUSE, SLOW, Fault
+
+
+class Nemesis:
+    kind: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+
+    def __init__(self, fault: Fault, cluster: ChaosCluster, history: History) -> None:
+        self.fault = fault
+        self.cluster = cluster
+        self.history = history
+        self.target = fault.target
+
+    def record(self, now: float, action: str, **detail: Any) -> None:
+        self.history.record(now, self.kind, self.target, action, self.fault.index, **detail)
+
+    def start(self, now: float) -> None:
+        raise NotImplementedError
+
+    def stop(self, now: float) -> None:
+        """Undo the fault (its duration is over)."""
+
+    def tick(self, now: float) -> float | None:
+        """Do the next step; return when to be ticked again (None: not needed)."""
+        return None
+
+    def heal(self, now: float) -> None:
+        """The job has ended: undo what is still in force (a kill stays a kill)."""
+        self.stop(now)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.fault.describe()}>"
+
+
+class Kill(Nemesis):
+    kind = KILL
+    description = (
+        "SIGKILL a worker's process group (the worker and its executors), as when a "
+        "machine dies; optionally start it again after a delay, with an empty disk."
+    )
+
+    def start(self, now: float) -> None:
+        pid = self.cluster.node(self.target).pid
+        was = self.cluster.kill(self.target)
+        self.record(now, "kill", pid=pid, was_running=was)
+
+    def stop(self, now: float) -> None:
+        pid = self.cluster.restart(self.target)
+        self.record(now, "restart", pid=pid)
+
+    def heal(self, now: float) -> None:
+        pass  # a dead node stays dead; the cluster is torn down anyway
+
+
+class KillMaster(Kill):
+    kind = KILL_MASTER
+    description = (
+        "SIGKILL the master; optionally restart it at the same addresses. The master "
+        "keeps its jobs in memory, so the client must get a clear error (never a hang, "
+        "never a wrong answer)."
+    )
+
+
+class Pause(Nemesis):
+    kind = PAUSE
+    description = (
+        "SIGSTOP a worker's process group, later SIGCONT it: shorter than worker_timeout "
+        "(nobody should notice) or longer (declared dead, work given away, comes back fenced)."
+    )
+
+    def start(self, now: float) -> None:
+        ok = self.cluster.pause(self.target)
+        self.record(now, "pause", ok=ok, length=self.fault.params.get("length"))
+
+    def stop(self, now: float) -> None:
+        ok = self.cluster.resume(self.target)
+        self.record(now, "resume", ok=ok)
+
+
+class Slow(Nemesis):
+    kind = SLOW
+    description = (
+        "Make a worker a straggler: SIGSTOP its process group for most of every period "
+        "and SIGCONT it for the rest (a duty cycle), so backup tasks are needed."
+    )
+
+    def __init__(self, fault: Fault, cluster: ChaosCluster, history: History) -> None:
+        super().__init__(fault, cluster, history)
+        self.period = float(fault.params["period"])
+        self.stopped_for = self.period * float(fault.params["stopped"])
+        self.stopped = False
+        self.cycles = 0
+        self.next = 0.0
+        self.active = False
+
+    def start(self, now: float) -> None:
+        self.active = True
+        self.record(
+            now, "slow", period=self.period, stopped=round(self.stopped_for / self.period, 3)
+        )
+        self.next = now
+
+    def tick(self, now: float) -> float | None:
+        if not self.active:
+            return None
+        if now < self.next:
+            return self.next
+        if self.stopped:
+            self.cluster.resume(self.target)
+            self.stopped = False
+            self.next = now + self.period - self.stopped_for
+        else:
+            if not self.cluster.pause(self.target):
+                self.next = now + self.period  # not running (killed?): try later
+                return self.next
+            self.stopped = True
+            self.cycles += 1
+            self.next = now + self.stopped_for
+        return self.next
+
+    def stop(self, now: float) -> None:
+        if not self.active:
+            return
+        self.active = False
+        self.cluster.resume(self.target)
+        self.stopped = False
+        self.record(now, "normal", cycles=self.cycles)
+
+
+#: Bytes at the end of a map output file that hold its index and footer (roughly).
+TAIL = 128
+
+
+class Corrupt(Nemesis):
+    kind = CORRUPT
+    description = (
+        "Damage a worker's map output files as they appear, while reducers still need "
+        "them: flip a byte, truncate the file, or delete it. Checksums must catch it "
+        "and the map must run again."
+    )
+
+    #: How often to look for new map outputs (seconds).
+    EVERY = 0.01
+
+    def __init__(self, fault: Fault, cluster: ChaosCluster, history: History) -> None:
+        super().__init__(fault, cluster, history)
+        self.modes: list[str] = list(fault.params["modes"])
+        self.rng = random.Random(f"corrupt/{fault.params['seed']}")
+        self.damaged: set[str] = set()
+        self.active = False
+
+    def start(self, now: float) -> None:
+        self.active = True
+        self.record(now, "watch", modes=list(self.modes))
+        self.tick(now)
+
+    def _outputs(self) -> list[str]:
+        root = self.cluster.data_dir(self.target)
+        found = []
+        for dirpath, _, files in os.walk(root):
+            for name in files:
+                if name.endswith(".out"):
+                    found.append(os.path.join(dirpath, name))
+        return sorted(p for p in found if p not in self.damaged)
+
+    def tick(self, now: float) -> float | None:
+        if not self.active:
+            return None
+        while self.modes:
+            outputs = self._outputs()
+            if not outputs:
+                break
+            path = outputs[0]
+            mode = self.modes[0]
+            detail = self._damage(path, mode)
+            self.damaged.add(path)
+            if detail is None:  # gone before we got to it (a lost attempt, say)
+                continue
+            self.modes.pop(0)
+            self.record(now, mode, file=os.path.relpath(path, self.cluster.dir), **detail)
+        if not self.modes:
+            self.stop(now)
+            return None
+        return now + self.EVERY
+
+    def _damage(self, path: str, mode: str) -> dict[str, Any] | None:
+        try:
+            size = os.path.getsize(path)
+            if mode == "delete" or size == 0:  # an empty file cannot be flipped or cut
+                os.remove(path)
+                return {"size": size, "deleted": True}
+            if mode == "truncate":
+                new = self.rng.randrange(size)
+                os.truncate(path, new)
+                return {"size": size, "to": new}
+            # A third of the flips hit the tail: the index and footer that say where
+            # every partition's segment lies, the rest anywhere (mostly block data).
+            if self.rng.random() < 1 / 3:
+                offset = self.rng.randrange(max(0, size - TAIL), size)
+            else:
+                offset = self.rng.randrange(size)
+            with open(path, "r+b") as f:
+                f.seek(offset)
+                byte = f.read(1)
+                f.seek(offset)
+                f.write(bytes([byte[0] ^ 0xFF]))
+            return {"size": size, "offset": offset}
+        except (OSError, IndexError):
+            return None
+
+    def stop(self, now: float) -> None:
+        if self.active:
+            self.active = False
+            self.record(now, "unwatch", left=len(self.modes))
+
+
+class Partition(Nemesis):
+    kind = PARTITION
+    description = (
+        "Cut a worker off the network: take its link down (its own network namespace, "
+        "as root), later bring it up. Needs root; skipped with the reason otherwise."
+    )
+
+    def start(self, now: float) -> None:
+        self.cluster.link(self.target, up=False)
+        self.record(now, "link-down", length=self.fault.params.get("length"))
+
+    def stop(self, now: float) -> None:
+        self.cluster.link(self.target, up=True)
+        self.record(now, "link-up")
+
+
+NEMESES: dict[str, type[Nemesis]] = {
+    cls.kind: cls for cls in (Kill, Pause, Slow, Corrupt, Partition, KillMaster)
+}
+
+
+def make(fault: Fault, cluster: ChaosCluster, history: History) -> Nemesis:
+    return NEMESES[fault.kind](fault, cluster, history)

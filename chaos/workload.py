@@ -1,0 +1,85 @@
+"""Jobs for chaos runs: a job file as ``zmqmr run`` reads it, and pacing.
+
+A job file defines ``mapper`` and ``reducer`` at module level, and optionally
+``combiner`` and ``partitioner`` (``zmqmr.cli.load_job_file``, the same
+convention as ``zmqmr run``). The built-in workloads are two of the examples:
+word count and an inverted index, over the Gutenberg books beside the
+repository.
+
+Pacing: a word count over a few megabytes finishes in about a second, before
+most faults land. ``paced(job, seconds)`` returns the same job with each
+mapper and reducer call delayed by ``seconds`` (sleeping, so it costs no
+CPU); the answer is unchanged, and the oracle runs the job unpaced.
+"""
+
+from __future__ import annotations
+
+import copy
+import glob
+import os
+import time
+from typing import Any
+
+import zmqmr
+from zmqmr.cli import job_from_file
+
+from .cluster import REPO
+
+EXAMPLES = os.path.join(REPO, "examples")
+BOOKS_DIR = os.path.normpath(os.path.join(REPO, "..", "shared", "data", "gutenberg"))
+#: Built-in workloads by short name.
+WORKLOADS = {
+    "wordcount": os.path.join(EXAMPLES, "wordcount.py"),
+    "inverted_index": os.path.join(EXAMPLES, "inverted_index.py"),
+}
+
+
+def books() -> list[str]:
+    return sorted(glob.glob(os.path.join(BOOKS_DIR, "*.txt")))
+
+
+def resolve_job_file(name_or_path: str) -> str:
+    """A workload's short name (``wordcount``) or a path -> the job file's path."""
+    return WORKLOADS.get(name_or_path, name_or_path)
+
+
+def expand_inputs(patterns: list[str]) -> list[str]:
+    """Globs expanded and sorted (a pattern that matches nothing is kept, for the error)."""
+    out: list[str] = []
+    for p in patterns:
+        matches = sorted(glob.glob(os.path.expanduser(p)))
+        out.extend(matches or [p])
+    return out
+
+
+def load_job(
+    job_file: str, inputs: list[str], reducers: int, split_size: int, output_dir: str | None
+) -> zmqmr.Job:
+    try:
+        job = job_from_file(resolve_job_file(job_file), inputs, reducers, output_dir, split_size)
+    except SystemExit as exc:  # zmqmr's CLI helper exits with a message on a bad job file
+        raise zmqmr.JobSubmitError(str(exc.code)) from None
+    return job  # type: ignore[no-any-return]
+
+
+class Paced:
+    """A user function, delayed by ``seconds`` per call; the same answer, later."""
+
+    def __init__(self, fn: Any, seconds: float) -> None:
+        self.fn = fn
+        self.seconds = seconds
+        self.__name__ = getattr(fn, "__name__", "paced")
+
+    def __call__(self, key: Any, value: Any) -> Any:
+        time.sleep(self.seconds)
+        return self.fn(key, value)
+
+
+def paced(job: zmqmr.Job, seconds: float) -> zmqmr.Job:
+    """A copy of ``job`` whose mapper and reducer sleep ``seconds`` per call."""
+    if seconds <= 0:
+        return job
+    out = copy.copy(job)
+    out.mapper = Paced(job.mapper, seconds)
+    out.reducer = Paced(job.reducer, seconds)
+    return out

@@ -1,0 +1,108 @@
+"""`python -m chaos`: run and soak print a report and the seed, and exit non-zero on failure."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import chaos_support
+import pytest
+from chaos_support import HERE, REPO, slow
+
+pytestmark = pytest.mark.chaos
+
+
+def chaos_cli(*args, timeout=300):
+    env = {**os.environ, "PYTHONPATH": REPO}
+    return subprocess.run(
+        [sys.executable, "-m", "chaos", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_run_prints_a_passing_report_with_the_seed_and_a_replay_command(tmp_path):
+    history = tmp_path / "history.jsonl"
+    proc = chaos_cli(
+        "run",
+        "--job",
+        "examples/wordcount.py",
+        "--inputs",
+        *chaos_support.FEW_BOOKS,
+        "--workers",
+        "3",
+        "--nemesis",
+        "kill,pause",
+        "--seed",
+        "7",
+        "--window",
+        "2.5",
+        "--history",
+        str(history),
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "verdict: PASS  (seed 7)" in out
+    assert "replay: python -m chaos run --job examples/wordcount.py" in out and "--seed 7" in out
+    for section in ("schedule (", "history:", "summary: faults injected", "outcome: succeeded"):
+        assert section in out
+    records = [json.loads(line) for line in history.read_text().splitlines()]
+    assert {r["nemesis"] for r in records} >= {None}
+    faults = [r for r in records if r.get("fault") is not None]
+    assert faults and {r["nemesis"] for r in faults} <= {"kill", "pause"}
+    assert all({"time", "nemesis", "target", "action"} <= set(r) for r in records)
+
+
+def test_run_exits_non_zero_on_a_wrong_answer_and_prints_the_seed():
+    proc = chaos_cli(
+        "run",
+        "--job",
+        os.path.join(HERE, "wrong_wordcount.py"),
+        "--inputs",
+        chaos_support.BOOKS[0],
+        "--workers",
+        "2",
+        "--nemesis",
+        "none",
+        "--seed",
+        "99",
+        "--json",
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["verdict"] == "FAIL"
+    assert report["scenario"]["seed"] == 99 and "--seed 99" in report["replay"]
+    assert any(c["name"] == "records" and not c["ok"] for c in report["checks"])
+    assert report["directory"] and os.path.isdir(report["directory"])  # kept for the post-mortem
+    with open(os.path.join(report["directory"], "report.txt")) as f:
+        assert "verdict: FAIL" in f.read()
+    shutil.rmtree(report["directory"])
+
+
+def test_nemeses_lists_every_nemesis_with_what_it_does():
+    proc = chaos_cli("nemeses")
+    assert proc.returncode == 0
+    for kind in ("kill:", "pause:", "slow:", "corrupt:", "partition:", "kill-master:"):
+        assert kind in proc.stdout
+
+
+def test_unknown_nemesis_is_a_usage_error():
+    proc = chaos_cli("run", "--nemesis", "kill,explode")
+    assert proc.returncode == 2 and "unknown nemesis 'explode'" in proc.stderr
+
+
+@slow
+def test_soak_runs_jobs_and_prints_the_table_and_seed(tmp_path):
+    proc = chaos_cli(
+        "soak", "--jobs", "2", "--seed", "3", "--json", str(tmp_path / "r.jsonl"), timeout=600
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "soak seed 3" in proc.stdout and "| jobs | 2 |" in proc.stdout
+    assert "| jobs failed | 0 |" in proc.stdout
+    assert len((tmp_path / "r.jsonl").read_text().splitlines()) == 2
