@@ -19,7 +19,7 @@ DEFAULT_CLIENT_BIND = f"tcp://127.0.0.1:{DEFAULT_CLIENT_PORT}"
 MiB = 1024 * 1024
 
 #: Text inputs are cut into splits of about this many bytes.
-DEFAULT_SPLIT_SIZE = 8 * MiB
+DEFAULT_SPLIT_SIZE = 32 * MiB
 #: In-memory records are cut into splits of about this many pickled bytes.
 DEFAULT_RECORD_SPLIT_BYTES = 1 * MiB
 #: Results returned through the master (no output_dir) may total this much.
