@@ -593,9 +593,7 @@ class Executor:
         work_dir: str,
     ) -> tuple[dict[str, Any], bytes | None]:
         segments = self.fetch_all(job_id, task, attempt, spec, work_dir)
-        total_groups = max(
-            1, sum(loc["groups"][task] for loc in spec["locations"] if "groups" in loc) or 1
-        )
+        total_groups = max(1, sum(loc["groups"][task] for loc in spec["locations"]))
         streams = [seg.groups() for seg in segments]
         output_dir = spec.get("output_dir")
         limit = spec.get("result_limit", 64 * 1024 * 1024)

@@ -522,11 +522,19 @@ class MasterState:
                     None,
                 )
                 return
+            groups = info.get("groups")
+            if not (
+                isinstance(groups, list)
+                and len(groups) == len(sizes)
+                and all(isinstance(g, int) and g >= 0 for g in groups)
+            ):
+                groups = [0] * len(sizes)  # unknown: reducers then report fetch progress only
             task.output = {
                 "worker": att.worker,
                 "attempt": att.id,
                 "address": self.workers[att.worker].shuffle,
                 "sizes": sizes,
+                "groups": groups,
             }
         else:
             task.result = ev.result
@@ -860,6 +868,7 @@ class MasterState:
             "attempt": task.output["attempt"],
             "address": task.output["address"],
             "size": task.output["sizes"],
+            "groups": task.output["groups"],
         }
 
     def _pick_worker(self, job: Job, task: Task) -> Worker | None:

@@ -109,7 +109,7 @@ class Cluster:
         at: float | None = None,
     ) -> list[object]:
         r = a.spec["num_reducers"]
-        info = {"sizes": [10] * r, "counters": counters or {}}
+        info = {"sizes": [10] * r, "groups": [3] * r, "counters": counters or {}}
         return self(AttemptDone(worker or a.worker, a.attempt, info), at)
 
     def reduce_done(
@@ -273,6 +273,7 @@ def test_reduces_start_only_after_every_map_and_carry_every_map_location():
                 "attempt": by_task[i].attempt,
                 "address": address(by_task[i].worker),
                 "size": [10, 10],
+                "groups": [3, 3],
             }
             for i in range(5)
         ]
@@ -468,7 +469,13 @@ def test_dead_worker_completed_maps_rerun_while_completed_reduces_stay_done():
             A,
             reduces[A].attempt,
             1,
-            {"map_task": 1, "attempt": m1_again.attempt, "address": address(C), "size": [10, 10]},
+            {
+                "map_task": 1,
+                "attempt": m1_again.attempt,
+                "address": address(C),
+                "size": [10, 10],
+                "groups": [3, 3],
+            },
         )
     ]
     c.reduce_done(reduces[A])
@@ -604,6 +611,7 @@ def test_fetch_failure_of_current_map_output_reruns_map_and_relocates_reducer():
                 "attempt": rerun.attempt,
                 "address": address(rerun.worker),
                 "size": [10],
+                "groups": [3],
             },
         )
     ]
@@ -639,6 +647,7 @@ def test_fetch_failure_with_stale_map_attempt_gets_current_location_at_once():
                 "attempt": rerun.attempt,
                 "address": address(rerun.worker),
                 "size": [10],
+                "groups": [3],
             },
         )
     ]
@@ -935,3 +944,14 @@ def test_status_lists_workers_and_jobs():
 def test_unknown_event_type_is_a_programming_error():
     with pytest.raises(TypeError, match="unknown event"):
         MasterState().handle(object(), 0.0)
+
+
+def test_map_completion_without_group_counts_still_gives_reducers_a_location():
+    c = Cluster()
+    c.register(A, slots=2)
+    (m0,) = assigns(c.submit(spec=make_spec(maps=1, reducers=2)))
+    cmds = c(AttemptDone(A, m0.attempt, {"sizes": [5, 7], "groups": "junk"}))
+    assert len(assigns(cmds, "reduce")) == 2
+    (r0, r1) = assigns(cmds, "reduce")
+    assert r0.spec["locations"][0]["groups"] == [0, 0]
+    assert r0.spec["locations"][0]["size"] == [5, 7]
