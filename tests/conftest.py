@@ -6,6 +6,7 @@ import glob
 import os
 import re
 import socket
+import subprocess
 import time
 from collections import Counter
 
@@ -37,6 +38,19 @@ def count_words(paths) -> Counter:
             for line in f:
                 c.update(WORD.findall(line.lower()))
     return c
+
+
+def stop_processes(procs, grace: float = 10.0) -> None:
+    """SIGTERM every process, then SIGKILL whichever is still there after ``grace``."""
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(grace)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
 
 
 def free_port() -> int:

@@ -8,7 +8,6 @@ job. Only the standard library is imported here.
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass
 
 DEFAULT_WORKER_PORT = 5555
@@ -83,9 +82,3 @@ class WorkerSettings:
 def _positive(name: str, value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
         raise ValueError(f"{name} must be a positive number, got {value!r}")
-
-
-def env_float(name: str, default: float) -> float:
-    """A float from the environment, for settings a process inherits."""
-    raw = os.environ.get(name)
-    return default if raw is None or raw == "" else float(raw)

@@ -204,37 +204,9 @@ class _Grouper:
         i = -1
         try:
             for i, (key, value) in batch:  # noqa: B007 - i names the bad record
-                out = mapper(key, value)
-                if out is None:
-                    continue
-                if type(out) is dict:
-                    out = out.items()
-                elif isinstance(out, (str, bytes)):
-                    raise TypeError(
-                        f"mapper returned a {type(out).__name__}; "
-                        "it must return or yield (key, value) pairs"
-                    )
-                self._add_pairs(_checked_pairs(out))
+                self._add_pairs(userfn.output_pairs(mapper(key, value)))
         except Exception as exc:
             raise RecordFailed(i) from exc
-
-
-def _checked_pairs(out: Any) -> Iterator[tuple[Any, Any]]:
-    for pair in out:
-        if type(pair) is not tuple:
-            if not isinstance(pair, list):
-                raise userfn.bad_pair("mapper", pair)
-            pair = tuple(pair)
-        if len(pair) != 2:
-            raise userfn.bad_pair("mapper", pair)
-        try:
-            hash(pair[0])
-        except TypeError:
-            raise TypeError(
-                f"mapper yielded an unhashable key of type {type(pair[0]).__name__}: "
-                f"{pair[0]!r:.80}"
-            ) from None
-        yield pair
 
 
 class Executor:

@@ -132,10 +132,6 @@ class PreparedJob:
     code: bytes
     records: list[bytes] = field(default_factory=list)
 
-    def split_blob(self, index: int) -> bytes | None:
-        desc = self.spec["splits"][index]
-        return self.records[desc["blob"]] if desc["kind"] == "records" else None
-
 
 def make_splits(job: Job) -> tuple[list[dict[str, Any]], list[bytes]]:
     src = job.inputs

@@ -34,13 +34,7 @@ def run_serial(job: Job) -> JobResult:
             for key, value in read_split(desc, blob):
                 n_in += 1
                 for k, v in userfn.output_pairs(job.mapper(key, value)):
-                    try:
-                        groups.setdefault(k, []).append(v)
-                    except TypeError:
-                        raise TypeError(
-                            f"mapper yielded an unhashable key of type "
-                            f"{type(k).__name__}: {k!r:.80}"
-                        ) from None
+                    groups.setdefault(k, []).append(v)
                     n_out += 1
         counters["zmqmr.map_input_records"] = n_in
         counters["zmqmr.map_output_records"] = n_out

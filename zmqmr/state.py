@@ -286,7 +286,6 @@ class Task:
     result: bytes | None = None
     info: dict[str, Any] = field(default_factory=dict)
     duration: float = 0.0
-    last_error: dict[str, str] | None = None
     bad_records: dict[int, int] = field(default_factory=dict)
     #: The worker whose copy of this map output was lost: run it elsewhere if we can.
     lost_on: bytes | None = None
@@ -609,7 +608,6 @@ class MasterState:
         _, task = self._finish_attempt(att)
         job.stats["failed_attempts"] += 1
         task.failures += 1
-        task.last_error = error
         if record is not None and att.kind == MAP:
             task.bad_records[record] = task.bad_records.get(record, 0) + 1
         w = self.workers.get(att.worker)

@@ -124,14 +124,16 @@ def bad_pair(fn: str, pair: Any) -> TypeError:
 
 
 def output_pairs(out: Any, fn: str = "mapper") -> Iterator[Pair]:
-    """The pairs a mapper returned or yielded, each checked to be a pair."""
+    """The pairs a mapper returned or yielded, each checked to be a pair with a hashable key."""
     if out is None:
         return
     if isinstance(out, dict):
         yield from out.items()
         return
     if isinstance(out, (str, bytes)):
-        raise TypeError(f"{fn} returned a {type(out).__name__}; it must return or yield pairs")
+        raise TypeError(
+            f"{fn} returned a {type(out).__name__}; it must return or yield (key, value) pairs"
+        )
     try:
         it = iter(out)
     except TypeError:
@@ -144,6 +146,12 @@ def output_pairs(out: Any, fn: str = "mapper") -> Iterator[Pair]:
                 pair = (pair[0], pair[1])
             else:
                 raise bad_pair(fn, pair)
+        try:
+            hash(pair[0])
+        except TypeError:
+            raise TypeError(
+                f"{fn} yielded an unhashable key of type {type(pair[0]).__name__}: {pair[0]!r:.80}"
+            ) from None
         yield pair
 
 

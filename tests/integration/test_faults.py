@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from conftest import REPO, count_words, free_port, wc_mapper, wc_reducer
+from conftest import REPO, count_words, free_port, stop_processes, wc_mapper, wc_reducer
 
 import zmqmr
 
@@ -355,15 +355,7 @@ def test_workers_reregister_with_a_master_restarted_at_the_same_address(books, t
         with zmqmr.Client(address) as cl:
             assert dict(cl.run(job).items()) == count_words(books[:2])
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_processes(procs)
 
 
 def test_backups_are_not_launched_for_even_tasks():

@@ -12,7 +12,7 @@ from collections import Counter
 
 import psutil
 import pytest
-from conftest import REPO, count_words, free_port, wc_mapper, wc_reducer
+from conftest import REPO, count_words, free_port, stop_processes, wc_mapper, wc_reducer
 
 import zmqmr
 
@@ -151,14 +151,7 @@ def separate_cluster(tmp_path):
     try:
         yield address, procs
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_processes(procs)
         for log in logs:
             log.close()
 
