@@ -24,9 +24,9 @@ worker, and a closed pipe covers the rest.
 
 from __future__ import annotations
 
+import array
 import concurrent.futures
 import ctypes
-import functools
 import gc
 import itertools
 import operator
@@ -37,7 +37,7 @@ import sys
 import time
 import traceback
 from collections import _count_elements  # type: ignore[attr-defined]
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -49,6 +49,14 @@ from .errors import ShuffleError
 from .inputs import Record, SplitReader, read_split
 from .job import part_name, temp_part_name
 from .security import MEMBER, Keys, load_keys
+
+speedups: Any
+try:
+    from . import _speedups as speedups
+except ImportError:  # not built: the executor counts pairs in pure Python, more slowly
+    speedups = None
+if os.environ.get("ZMQMR_NO_SPEEDUPS"):  # to measure or debug the pure-Python path
+    speedups = None
 
 PR_SET_PDEATHSIG = 1
 PROGRESS_EVERY = 0.5  # seconds between progress reports
@@ -102,13 +110,12 @@ def remove_paths(paths: list[str]) -> None:
                 pass
 
 
-_first = operator.itemgetter(0)
 _second = operator.itemgetter(1)
-_not_none = functools.partial(operator.is_not, None)
-#: Records per batch of the map loop.
-BATCH_RECORDS = 8192
 #: Values that are interchangeable when equal: safe to count instead of keep.
 _SCALARS = frozenset({int, str, bytes, bool, type(None)})
+
+
+_UNSET = object()
 
 
 class _NotFast(Exception):
@@ -125,20 +132,54 @@ def _iterable(out: Any) -> Any:
 
 
 class _Grouper:
-    """A map task's buffer: key -> list of values, plus run-length counts of one value."""
+    """A map task's buffer: key -> list of values, plus run-length counts of one value.
+
+    Pairs whose values are interchangeable when equal are counted rather than
+    kept, in C: the combiner (or the buffer) later sees ``repeat(value, n)``,
+    the same multiset. Two counting paths give the same results:
+
+    * ``single``: the keys of the pairs whose value is ``single_value`` (word
+      count's 1), each with a slot in ``single_counts``, native int64s. Used
+      while every pair of the task has that one value, with the ``_speedups``
+      extension (``speedups.count_outputs``).
+    * ``pending``: (key, value) -> n, by ``collections``' own C counter. Used
+      otherwise, and when the extension is not built.
+
+    Any batch neither path takes goes to the checked per-record loop.
+    """
 
     def __init__(self, buf: dict[Any, list[Any]], combiner: Callable[..., Any] | None) -> None:
         self.buf = buf
         self.combiner = combiner
+        self.single: dict[Any, int] = {}  # key -> its slot in single_counts
+        self.single_counts = bytearray()  # per slot: times (key, single_value) was emitted
+        self.single_value: Any = _UNSET
+        self.use_single = speedups is not None
         self.pending: dict[tuple[Any, Any], int] = {}  # (key, value) -> times emitted
-        self.held = 0  # values buffered (pending included)
+        self.pending_kinds: set[type] = set()  # the types of the values in pending
+        self.held = 0  # values buffered (counted ones included)
         self.emitted = 0  # pairs the mapper emitted
+
+    def keys_held(self) -> int:
+        """An upper bound on the distinct keys held: the buffer plus both counts."""
+        return len(self.buf) + len(self.single) + len(self.pending)
 
     def flush(self) -> None:
         """Move the run-length counts into the buffer."""
+        counts = array.array("q")
+        counts.frombytes(self.single_counts)
+        value = self.single_value
+        self._flush_counts(zip(zip(self.single, itertools.repeat(value)), counts))
+        self.single.clear()
+        self.single_counts.clear()
+        self._flush_counts(self.pending.items())
+        self.pending.clear()
+        self.pending_kinds.clear()
+
+    def _flush_counts(self, counted: Any) -> None:
         buf, combiner = self.buf, self.combiner
         get = buf.get
-        for (k, v), n in self.pending.items():
+        for (k, v), n in counted:
             lst = get(k)
             if lst is None:
                 buf[k] = lst = []
@@ -148,29 +189,53 @@ class _Grouper:
                 lst.append(v)
             else:
                 lst.extend(itertools.repeat(v, n))
-        self.pending.clear()
 
-    def fast(self, mapper: Callable[[Any, Any], Any], batch: list[Record]) -> bool:
+    def fast(self, mapper: Callable[[Any, Any], Any], keys: list[Any], values: list[Any]) -> bool:
         """Count a batch's pairs in C if it qualifies; False (having changed nothing) if not.
 
-        Equal pairs are counted, not kept: the combiner (or the buffer) later
-        sees ``repeat(value, n)``, the same multiset. So only values that are
-        interchangeable when equal qualify: ints, strings, bytes, None, and
-        bools but never bools with ints (1 == True) nor floats (0.0 == -0.0).
+        Only values that are interchangeable when equal qualify: ints, strings,
+        bytes, None, and bools; never floats (0.0 == -0.0). On the ``pending``
+        path never bools with ints either (1 == True would merge them).
         """
+        outs = map(mapper, keys, values)
+        if self.use_single:
+            return self._fast_single(outs)
+        return self._fast_pairs(outs)
+
+    def _fast_single(self, outs: Any) -> bool:
+        index, counts = self.single, self.single_counts
+        known, saved = len(index), bytes(counts)
+        try:
+            got = speedups.count_outputs(index, counts, outs, self.single_value, _UNSET)
+        except Exception:
+            got = False  # the mapper raised, or a key is unhashable
+        if not got:
+            # Undo: the batch's new keys are the index's last; the counts come back whole.
+            for key in list(itertools.islice(index, known, None)):
+                del index[key]
+            counts[:] = saved
+            if got is None:
+                self.use_single = False  # not one value throughout: this task counts pairs
+            return False
+        n, self.single_value = got
+        self.held += n
+        self.emitted += n
+        return True
+
+    def _fast_pairs(self, outs: Any) -> bool:
         counts: dict[Any, int] = {}
         try:
-            outs = map(_iterable, map(mapper, map(_first, batch), map(_second, batch)))
-            _count_elements(counts, itertools.chain.from_iterable(outs))
+            _count_elements(counts, itertools.chain.from_iterable(map(_iterable, outs)))
         except Exception:
             return False  # a dict or a string, an unhashable pair, or the mapper raised
         if not counts:
             return True
         if set(map(type, counts)) != {tuple} or set(map(len, counts)) != {2}:
             return False
-        kinds = set(map(type, map(_second, counts)))
+        kinds = self.pending_kinds | set(map(type, map(_second, counts)))
         if not kinds <= _SCALARS or (int in kinds and bool in kinds):
             return False
+        self.pending_kinds = kinds
         pending = self.pending
         get = pending.get
         n = 0
@@ -199,11 +264,13 @@ class _Grouper:
         self.held += n
         self.emitted += n
 
-    def slow(self, mapper: Callable[[Any, Any], Any], batch: list[tuple[int, Record]]) -> None:
+    def slow(
+        self, mapper: Callable[[Any, Any], Any], records: Iterable[tuple[int, Record]]
+    ) -> None:
         """The per-record loop: every pair checked, a failure pinned on its record."""
         i = -1
         try:
-            for i, (key, value) in batch:  # noqa: B007 - i names the bad record
+            for i, (key, value) in records:  # noqa: B007 - i names the bad record
                 self._add_pairs(userfn.output_pairs(mapper(key, value)))
         except Exception as exc:
             raise RecordFailed(i) from exc
@@ -382,28 +449,25 @@ class Executor:
         """
         g = _Grouper(buf={}, combiner=combiner)
         spill_at = self.settings.spill_records
-        records = iter(reader)
         index = read = skipped = 0
-        while True:
-            batch = list(itertools.islice(records, BATCH_RECORDS))
-            if not batch:
-                break
-            base, index = index, index + len(batch)
+        for keys, values in reader.batches():
+            base, index = index, index + len(keys)
             if skip and any(base <= r < index for r in skip):
-                kept = [(i, rec) for i, rec in enumerate(batch, base) if i not in skip]
-                skipped += len(batch) - len(kept)
+                records = enumerate(zip(keys, values), base)
+                kept = [(i, rec) for i, rec in records if i not in skip]
+                skipped += len(keys) - len(kept)
                 g.flush()
                 g.slow(mapper, kept)
             else:
                 snapshot = dict(counters)
-                if not g.fast(mapper, batch):
+                if not g.fast(mapper, keys, values):
                     counters.clear()
                     counters.update(snapshot)
                     g.flush()
-                    g.slow(mapper, list(enumerate(batch, base)))
-            read += len(batch)
+                    g.slow(mapper, enumerate(zip(keys, values), base))
+            read += len(keys)
             self.progress(reader.fraction())
-            if (len(g.buf) + len(g.pending) if combiner is not None else g.held) >= spill_at:
+            if (g.keys_held() if combiner is not None else g.held) >= spill_at:
                 g.flush()
                 spill(g.buf)
                 g.buf.clear()

@@ -14,6 +14,7 @@ a file is read exactly once, whatever the split size.
 from __future__ import annotations
 
 import glob
+import itertools
 import os
 import pickle
 from collections.abc import Iterable, Iterator, Sequence
@@ -127,24 +128,38 @@ def record_splits(records: Sequence[Any], split_bytes: int) -> tuple[list[SplitD
 
 #: Text splits are read this many bytes at a time, so memory does not grow with split size.
 READ_CHUNK = 1024 * 1024
+#: Records per batch for whole files and in-memory records (a text batch is one chunk).
+BATCH_RECORDS = 8192
+
+#: A batch of records as two parallel lists: keys and values.
+Batch = tuple[list[Any], list[Any]]
+_plus_one = (1).__add__
 
 
 class SplitReader:
-    """The records of one split, read lazily; ``fraction`` says how far it has got."""
+    """The records of one split, read lazily in batches; ``fraction`` says how far it has got.
 
-    def __init__(self, records: Iterator[Record], total: int) -> None:
-        self._records = records
+    ``batches()`` yields ``(keys, values)`` lists (the executor's form: no
+    record tuples are built); iterating yields ``(key, value)`` records.
+    """
+
+    def __init__(self, batches: Iterator[Batch], total: int) -> None:
+        self._batches = batches
         self.total = max(1, total)
         self.done = 0  # bytes (text) or records (others) consumed
 
+    def batches(self) -> Iterator[Batch]:
+        return self._batches
+
     def __iter__(self) -> Iterator[Record]:
-        return self._records
+        for keys, values in self._batches:
+            yield from zip(keys, values)
 
     def fraction(self) -> float:
         return min(1.0, self.done / self.total)
 
 
-def _text_records(reader: SplitReader, path: str, start: int, end: int) -> Iterator[Record]:
+def _text_batches(reader: SplitReader, path: str, start: int, end: int) -> Iterator[Batch]:
     with open(path, "rb") as f:
         if start > 0:
             f.seek(start - 1)
@@ -163,21 +178,31 @@ def _text_records(reader: SplitReader, path: str, start: int, end: int) -> Itera
                 else:
                     data = data[: cut + 1]  # whole lines only; the rest is read next time
                     f.seek(pos + len(data))
+            # A multi-byte UTF-8 sequence never contains b"\n", so decoding the chunk
+            # and splitting it gives the same lines as splitting and decoding each.
             if data.isascii():
                 lines = data.decode("ascii").split("\n")
-                if data.endswith(b"\n"):
-                    lines.pop()
-                for line in lines:
-                    yield (path, pos), line
-                    pos += len(line) + 1
+                sizes = map(len, lines)
             else:
-                raw_lines = data.split(b"\n")
-                if data.endswith(b"\n"):
-                    raw_lines.pop()
-                for raw in raw_lines:
-                    yield (path, pos), raw.decode("utf-8", "surrogateescape")
-                    pos += len(raw) + 1
+                lines = data.decode("utf-8", "surrogateescape").split("\n")
+                sizes = map(len, data.split(b"\n"))
+            if data.endswith(b"\n"):
+                lines.pop()
+            # Byte offsets: pos, then each previous offset plus its line and newline.
+            offsets = itertools.accumulate(map(_plus_one, sizes), initial=pos)
+            keys = list(zip(itertools.repeat(path, len(lines)), offsets))
+            pos += len(data)
             reader.done = pos - start
+            yield keys, lines
+
+
+def _list_batches(reader: SplitReader, records: Iterable[Record], size: int) -> Iterator[Batch]:
+    it = iter(records)
+    while batch := list(itertools.islice(it, size)):
+        keys = [r[0] for r in batch]
+        values = [r[1] for r in batch]
+        reader.done += len(batch)
+        yield keys, values
 
 
 def read_text_split(path: str, start: int, end: int) -> list[Record]:
@@ -188,12 +213,6 @@ def read_text_split(path: str, start: int, end: int) -> list[Record]:
 def read_whole_file(path: str) -> str:
     with open(path, "rb") as f:
         return f.read().decode("utf-8", "surrogateescape")
-
-
-def _counted(reader: SplitReader, records: Iterable[Record]) -> Iterator[Record]:
-    for record in records:
-        yield record
-        reader.done += 1
 
 
 def open_split(desc: SplitDesc, blob: bytes | None = None) -> list[Record]:
@@ -207,18 +226,19 @@ def read_split(desc: SplitDesc, blob: bytes | None = None) -> SplitReader:
     if kind == "text":
         start, end = int(desc["start"]), int(desc["end"])
         reader = SplitReader(iter(()), end - start)
-        reader._records = _text_records(reader, desc["path"], start, end)
+        reader._batches = _text_batches(reader, desc["path"], start, end)
         return reader
     if kind == "files":
         paths = desc["paths"]
         reader = SplitReader(iter(()), len(paths))
-        reader._records = _counted(reader, ((p, read_whole_file(p)) for p in paths))
+        files = ((p, read_whole_file(p)) for p in paths)
+        reader._batches = _list_batches(reader, files, 1)  # a file at a time: files are big
         return reader
     if kind == "records":
         if blob is None:
             raise ValueError("a records split needs its blob")
         records = pickle.loads(blob)
         reader = SplitReader(iter(()), len(records))
-        reader._records = _counted(reader, records)
+        reader._batches = _list_batches(reader, records, BATCH_RECORDS)
         return reader
     raise ValueError(f"unknown split kind {kind!r}")

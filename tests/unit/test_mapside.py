@@ -1,0 +1,334 @@
+"""The map side's grouping, in process and without sockets: the C counting path,
+the pure-Python one, and the checked per-record loop must give the same buffer."""
+
+from __future__ import annotations
+
+import array
+import itertools
+import os
+from collections import defaultdict
+from typing import Any
+
+import pytest
+
+import zmqmr
+from zmqmr import executor as executor_mod
+from zmqmr import inputs
+from zmqmr.config import WorkerSettings
+from zmqmr.executor import Executor, RecordFailed
+
+UNSET = object()
+
+
+@pytest.fixture(params=["speedups", "pure"])
+def counting_path(request, monkeypatch):
+    """Run a test once with the C extension and once as if it were not built."""
+    if request.param == "pure":
+        monkeypatch.setattr(executor_mod, "speedups", None)
+    return request.param
+
+
+def test_the_extension_is_built():
+    # zmqmr works without it (the "pure" runs prove that), but the map side is
+    # about twice as slow: an install that silently lost it should not pass.
+    assert executor_mod.speedups is not None, (
+        "zmqmr._speedups was not compiled (is a C compiler and Python.h present?)"
+    )
+
+
+class _Conn:
+    def __init__(self) -> None:
+        self.sent: list[Any] = []
+
+    def send(self, msg: Any) -> None:
+        self.sent.append(msg)
+
+
+def map_side(
+    mapper,
+    records: list[tuple[Any, Any]],
+    combiner=None,
+    batch: int = 100,
+    skip: set[int] | None = None,
+    spill_records: int = 400_000,
+    data_dir: str = "/nonexistent",
+) -> tuple[dict[Any, list[Any]], int, int, dict[str, int], list[dict[Any, list[Any]]]]:
+    """The executor's record loop over ``records`` cut into batches of ``batch``."""
+    ex = Executor(
+        _Conn(), data_dir, "tcp://127.0.0.1:1", WorkerSettings(spill_records=spill_records)
+    )
+    reader = inputs.SplitReader(iter(()), len(records))
+    reader._batches = inputs._list_batches(reader, records, batch)
+    counters: dict[str, int] = {}
+    spills: list[dict[Any, list[Any]]] = []
+    previous = zmqmr.userfn.counting(counters)
+    try:
+        buf, n_in, n_out = ex._map_records(
+            mapper, combiner, reader, skip or set(), counters, lambda b: spills.append(dict(b))
+        )
+    finally:
+        zmqmr.userfn.counting(previous)
+    return buf, n_in, n_out, counters, spills
+
+
+def typed(values) -> list[tuple[str, str]]:
+    """A multiset of values that tells 1, 1.0 and True apart."""
+    return sorted((type(v).__name__, repr(v)) for v in values)
+
+
+def expected_groups(mapper, records) -> dict[Any, list[tuple[str, str]]]:
+    groups: dict[Any, list[Any]] = defaultdict(list)
+    for key, value in records:
+        for k, v in zmqmr.userfn.output_pairs(mapper(key, value)):
+            groups[k].append(v)
+    return {k: typed(vs) for k, vs in groups.items()}
+
+
+def total(x: Any, y: Any) -> Any:
+    return x + y
+
+
+def combine_sum(key, values):
+    return sum(values)
+
+
+LINES = [(i, " ".join(f"w{(i * 7 + j) % 13}" for j in range(i % 9))) for i in range(1000)]
+
+
+def words(key, line):
+    for w in line.split():
+        yield w, 1
+
+
+@pytest.mark.parametrize("batch", [1, 7, 1000])
+def test_word_count_with_a_combiner_sums_exactly(counting_path, batch):
+    buf, n_in, n_out, _, _ = map_side(words, LINES, combiner=combine_sum, batch=batch)
+    want: dict[str, int] = defaultdict(int)
+    for _, line in LINES:
+        for w in line.split():
+            want[w] += 1
+    assert {k: sum(vs) for k, vs in buf.items()} == want
+    assert n_in == len(LINES) and n_out == sum(want.values())
+
+
+MAPPERS = {
+    "one value": lambda k, v: [(k % 5, 1), (k % 3, 1)],
+    "ints that vary": lambda k, v: [(k % 5, k % 4)],
+    "one big int": lambda k, v: [(k % 5, 10**30)],
+    "1 then True": lambda k, v: [(k % 5, 1 if k < 500 else True)],
+    "equal values of several types": lambda k, v: [
+        (k % 4, [1, 1.0, True, 0.0, -0.0, "1", b"1", None][k % 8])
+    ],
+    "floats": lambda k, v: [(k % 3, 0.0 if k % 2 else -0.0)],
+    "lists as pairs": lambda k, v: [[k % 3, 1]],
+    "dict outputs": lambda k, v: {k % 3: 1},
+    "None outputs": lambda k, v: None if k % 2 else [(k % 3, "x")],
+    "tuple keys": lambda k, v: [((k % 3, "a"), 1)],
+    "a value switch mid-batch": lambda k, v: [(k % 3, "a" if k != 555 else "b")],
+    "mutable values": lambda k, v: [(k % 3, [k])],
+}
+
+
+@pytest.mark.parametrize("name", sorted(MAPPERS))
+@pytest.mark.parametrize("combiner", [None, "repr-list"])
+def test_buffer_holds_exactly_the_emitted_values(counting_path, name, combiner):
+    mapper = MAPPERS[name]
+    records = [(i, i) for i in range(1000)]
+    if combiner is None:
+        buf, _, n_out, _, _ = map_side(mapper, records)
+        got = {k: typed(vs) for k, vs in buf.items()}
+        assert got == expected_groups(mapper, records)
+    else:
+        # A combiner that keeps the typed multiset, so nothing can hide in a sum.
+        def keep(key, values):
+            out = []
+            for v in values:
+                out.extend(v if isinstance(v, Bag) else [v])
+            return Bag(out)
+
+        buf, _, n_out, _, _ = map_side(mapper, records, combiner=keep)
+        got = {}
+        for k, vs in buf.items():
+            flat: list[Any] = []
+            for v in vs:
+                flat.extend(v if isinstance(v, Bag) else [v])
+            got[k] = typed(flat)
+        assert got == expected_groups(mapper, records)
+    assert n_out == sum(len(vs) for vs in expected_groups(mapper, records).values())
+
+
+class Bag(list):
+    """A combiner's partial result, told apart from a user's list value."""
+
+
+def test_a_batch_undone_midway_leaves_the_counts_exact(counting_path):
+    # The mapper fails once, on its first call for record 550, after the batch has
+    # counted pairs and seen new keys; the batch is undone and redone record by
+    # record, and later batches count on top of what the undo left.
+    failed: list[int] = []
+
+    def mapper(key, value):
+        if key == 550 and not failed:
+            failed.append(key)
+            raise RuntimeError("once")
+        return [(key % 997, 1), (key % 13, 1)]
+
+    buf, _, _, _, _ = map_side(mapper, [(i, i) for i in range(3000)], combine_sum, batch=100)
+    want: dict[int, int] = defaultdict(int)
+    for i in range(3000):
+        want[i % 997] += 1
+        want[i % 13] += 1
+    assert failed == [550]
+    assert {k: sum(vs) for k, vs in buf.items()} == want
+
+
+def test_mapper_failure_names_its_record_and_counts_nothing_twice(counting_path):
+    def mapper(key, value):
+        zmqmr.increment("calls")
+        if key == 437:
+            raise ValueError("bad record")
+        yield key % 3, 1
+
+    with pytest.raises(RecordFailed) as info:
+        map_side(mapper, [(i, i) for i in range(1000)])
+    assert info.value.index == 437
+    assert isinstance(info.value.__cause__, ValueError)
+
+
+def test_counters_survive_a_fallback_exactly_once(counting_path):
+    def mapper(key, value):
+        zmqmr.increment("calls")
+        return {key % 3: 1} if key == 250 else [(key % 3, 1)]
+
+    _, _, _, counters, _ = map_side(mapper, [(i, i) for i in range(1000)])
+    assert counters["calls"] == 1000
+
+
+@pytest.mark.parametrize(
+    "mapper, message",
+    [
+        (lambda k, v: ["ab"], "pair"),
+        (lambda k, v: [(1, 2, 3)], "pair"),
+        (lambda k, v: "ab", "returned a str"),
+        (lambda k, v: [([k], 1)], "unhashable key of type list"),
+    ],
+)
+def test_bad_outputs_fail_with_a_message_that_says_so(counting_path, mapper, message):
+    with pytest.raises(RecordFailed) as info:
+        map_side(mapper, [(i, i) for i in range(10)])
+    assert info.value.index == 0
+    assert message in str(info.value.__cause__)
+
+
+def test_skipped_records_are_not_mapped(counting_path):
+    seen: list[int] = []
+
+    def mapper(key, value):
+        seen.append(key)
+        return [(key % 2, 1)]
+
+    buf, n_in, _, counters, _ = map_side(mapper, [(i, i) for i in range(300)], skip={5, 150})
+    assert 5 not in seen and 150 not in seen
+    assert n_in == 298 and counters["zmqmr.skipped_records"] == 2
+    assert sum(len(vs) for vs in buf.values()) == 298
+
+
+def test_buffer_spills_past_its_key_budget(counting_path):
+    records = [(i, i) for i in range(1000)]
+    buf, _, _, _, spills = map_side(
+        lambda k, v: [(k, 1)], records, combiner=combine_sum, spill_records=300
+    )
+    assert spills, "the buffer never spilled"
+    keys = [k for s in [*spills, buf] for k in s]
+    assert sorted(keys) == list(range(1000))
+
+
+# -- the extension itself -------------------------------------------------------------------
+
+needs_ext = pytest.mark.skipif(executor_mod.speedups is None, reason="zmqmr._speedups not built")
+
+
+@needs_ext
+def test_count_outputs_counts_keys_of_one_value():
+    from zmqmr._speedups import count_outputs
+
+    index: dict[Any, int] = {}
+    counts = bytearray()
+    outs = [[("a", 1), ("b", 1)], None, iter([("a", 1)]), (), [(10**20, 1)]]
+    assert count_outputs(index, counts, outs, UNSET, UNSET) == (4, 1)
+    assert count_outputs(index, counts, [[("b", 1), ("c", 1)]], 1, UNSET) == (2, 1)
+    assert index == {"a": 0, "b": 1, 10**20: 2, "c": 3}
+    assert list(array.array("q", bytes(counts))) == [2, 2, 1, 1]
+
+
+@needs_ext
+@pytest.mark.parametrize(
+    "outs, value",
+    [
+        ([[("a", 1)], [("b", 2)]], UNSET),  # another value
+        ([[("a", 1)], [("b", True)]], UNSET),  # equal but another type
+        ([[("a", 1.0)]], UNSET),  # floats never qualify
+        ([[("a", [1])]], UNSET),  # nor mutable values
+        ([[("a", 1)]], "x"),  # not the value asked for
+        ([[["a", 1]]], UNSET),  # a list, not a tuple
+        ([[("a", 1, 2)]], UNSET),
+        ([{"a": 1}], UNSET),  # dict outputs
+        (["ab"], UNSET),  # str outputs
+        ([b"ab"], UNSET),
+    ],
+)
+def test_count_outputs_refuses_what_does_not_qualify(outs, value):
+    from zmqmr._speedups import count_outputs
+
+    assert count_outputs({}, bytearray(), outs, value, UNSET) is None
+
+
+@needs_ext
+def test_count_outputs_takes_equal_values_of_the_same_type():
+    from zmqmr._speedups import count_outputs
+
+    big = 10**30
+    outs = [[("a", int(str(big)))], [("b", int(str(big)))]]  # equal, not identical
+    assert count_outputs({}, bytearray(), outs, big, UNSET) == (2, big)
+    outs = [[("a", "x" * 3)], [("a", "".join("xxx"))]]
+    assert count_outputs({}, bytearray(), outs, UNSET, UNSET) == (2, "xxx")
+
+
+@needs_ext
+def test_count_outputs_lets_errors_through():
+    from zmqmr._speedups import count_outputs
+
+    def failing():
+        yield "a", 1
+        raise KeyError("mapper")
+
+    index: dict[Any, int] = {}
+    counts = bytearray()
+    with pytest.raises(KeyError):
+        count_outputs(index, counts, [failing()], UNSET, UNSET)
+    assert index == {"a": 0} and len(counts) == 8  # made counts stay made
+    with pytest.raises(TypeError, match="unhashable"):
+        count_outputs({}, bytearray(), [[([1], 1)]], UNSET, UNSET)
+    with pytest.raises(TypeError):
+        count_outputs({}, bytearray(), 5, UNSET, UNSET)
+    with pytest.raises(TypeError):
+        count_outputs({}, b"", [], UNSET, UNSET)
+    with pytest.raises(ValueError, match="disagree"):
+        count_outputs({"a": 0}, bytearray(), [[("a", 1)]], UNSET, UNSET)
+    with pytest.raises(ValueError, match="disagree"):
+        count_outputs({}, bytearray(8), [[("a", 1)]], UNSET, UNSET)
+
+
+def test_text_batches_give_the_lines_and_byte_offsets_of_a_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(inputs, "READ_CHUNK", 16)
+    lines = ["", "ascii", "naïve café", "\udcff raw", "x" * 40, "", "日本語", "last"]
+    data = "\n".join(lines).encode("utf-8", "surrogateescape")
+    path = os.path.join(tmp_path, "f.txt")
+    with open(path, "wb") as f:
+        f.write(data)
+    got = list(inputs.read_split({"kind": "text", "path": path, "start": 0, "end": len(data)}))
+    offsets = [
+        0,
+        *itertools.accumulate(len(ln.encode("utf-8", "surrogateescape")) + 1 for ln in lines),
+    ]
+    assert got == [((path, off), ln) for off, ln in zip(offsets, lines)]
