@@ -1,10 +1,11 @@
 """Client, JobHandle and the progress line.
 
 A client talks to the master's client port with a DEALER socket: SUBMIT, then
-POLL until the job ends. Every request waits at most ``timeout`` seconds for
-an answer; silence raises ``MasterUnavailable`` instead of hanging, and the
-socket is closed and reopened (Lazy Pirate) so a late reply cannot confuse
-the next request.
+POLL until the job ends. Polls are long: the master holds each answer until the
+job ends or a couple of seconds pass, so the end is seen at once. Every request
+waits at most ``timeout`` seconds for an answer; silence raises
+``MasterUnavailable`` instead of hanging, and the socket is closed and reopened
+(Lazy Pirate) so a late reply cannot confuse the next request.
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ from .security import MEMBER, HandshakeWatch, load_keys
 
 log = logging.getLogger(__name__)
 
-POLL_INTERVAL = 0.1
-POLL_INTERVAL_MAX = 0.5
+#: Longest a waiting client's long poll asks the master to hold its answer (seconds),
+#: and how often the progress line is redrawn.
+LONG_POLL = 2.0
+PROGRESS_EVERY = 0.5
 
 
 class Client:
@@ -185,12 +188,15 @@ class JobHandle:
         self._outcome: protocol.Message | None = None
         self._last: dict[str, Any] = {}
 
-    def _poll(self) -> protocol.Message:
+    def _poll(self, wait: float = 0.0) -> protocol.Message:
         if self._outcome is not None:
             return self._outcome
+        header: dict[str, Any] = {"job": self.job_id}
+        if wait > 0:
+            header["wait"] = wait
         msg = self.client.request(
             protocol.POLL,
-            {"job": self.job_id},
+            header,
             answers=(protocol.PROGRESS, protocol.RESULT, protocol.JOB_FAILED),
             job=self.job_id,
         )
@@ -232,11 +238,16 @@ class JobHandle:
         stream: IO[str] = sys.stderr
         show = stream.isatty() if progress is None else progress
         deadline = None if timeout is None else time.monotonic() + timeout
-        interval = POLL_INTERVAL
+        # Long polls: the master answers at the job's end, or after ``wait`` with progress.
+        # The answer must come well within the client's own request timeout.
+        longest = min(PROGRESS_EVERY if show else LONG_POLL, self.client.timeout / 2)
         line = ""
         try:
             while True:
-                msg = self._poll()
+                wait = longest
+                if deadline is not None:
+                    wait = min(wait, deadline - time.monotonic())
+                msg = self._poll(wait=max(0.0, wait))
                 if msg.type != protocol.PROGRESS:
                     break
                 if show:
@@ -245,8 +256,6 @@ class JobHandle:
                     stream.flush()
                 if deadline is not None and time.monotonic() >= deadline:
                     raise TimeoutError(f"job {self.job_id} still running after {timeout}s")
-                time.sleep(interval)
-                interval = min(interval * 1.5, POLL_INTERVAL_MAX)
         finally:
             if show and line:
                 stream.write("\n")

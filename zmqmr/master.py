@@ -75,7 +75,9 @@ class Master:
         next_beat = time.monotonic()
         try:
             while not self.stop_event.is_set():
-                wait = max(0.0, min(next_beat - time.monotonic(), 0.25))
+                wake = self.state.wake_at()  # a long poll falling due
+                due = next_beat if wake is None else min(next_beat, wake)
+                wait = max(0.0, min(due - time.monotonic(), 0.25))
                 events = dict(poller.poll(int(wait * 1000) + 1))
                 if self.workers in events:
                     self._drain(self.workers, self._worker_event)
@@ -87,6 +89,8 @@ class Master:
                     self._execute(self.state.handle(state.Tick(), now))
                     for wid in list(self.state.workers):
                         self._send(self.workers, wid, protocol.HEARTBEAT, {"progress": []})
+                elif wake is not None and now >= wake:
+                    self._execute(self.state.handle(state.Tick(), now))
             self._execute(self.state.handle(state.Shutdown(), time.monotonic()))
             self.close(linger=500)  # let the goodbyes out
         except BaseException:
@@ -151,7 +155,7 @@ class Master:
         if t == protocol.SUBMIT:
             return state.JobSubmitted(cid, msg["job"], msg["spec"], msg.blobs[0], msg.blobs[1:])
         if t == protocol.POLL:
-            return state.PollJob(cid, msg["job"])
+            return state.PollJob(cid, msg["job"], float(msg.header.get("wait", 0)))
         if t == protocol.CANCEL_JOB:
             return state.CancelJob(cid, msg["job"])
         if t == protocol.STATUS:

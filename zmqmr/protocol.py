@@ -31,6 +31,9 @@ MAX_HEADER_BYTES = 64 * 1024 * 1024
 #: Upper bound on frames in one message (a job's in-memory record splits).
 MAX_BLOBS = 100_000
 
+#: Longest a long poll may ask the master to hold its answer (seconds).
+MAX_POLL_WAIT = 60.0
+
 # Field kinds in schemas.
 INT = "int"  # a non-negative int (ids, counts, offsets)
 NUM = "num"  # an int or float
@@ -39,6 +42,7 @@ BOOL = "bool"
 LIST = "list"
 DICT = "dict"
 OPT_STR = "str|None"
+WAIT = "wait"  # seconds, a number in [0, MAX_POLL_WAIT]
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,7 @@ class Schema:
     fields: dict[str, str]
     min_blobs: int = 0
     max_blobs: int = 0
+    optional: dict[str, str] = field(default_factory=dict)  # checked when present
 
 
 # -- worker <-> master --------------------------------------------------------
@@ -66,7 +71,8 @@ BYE = "BYE"  # a worker is leaving
 SUBMIT = "SUBMIT"  # blobs: [job code, *split records]
 ACCEPTED = "ACCEPTED"
 REJECTED = "REJECTED"
-POLL = "POLL"  # how is this job doing? answered by PROGRESS, RESULT or JOB_FAILED
+POLL = "POLL"  # how is this job doing? answered by PROGRESS, RESULT or JOB_FAILED;
+# with "wait": s, the answer waits up to s seconds for the job to end (a long poll)
 PROGRESS = "PROGRESS"
 RESULT = "RESULT"  # blobs: one encoded result per partition (or none)
 JOB_FAILED = "JOB_FAILED"
@@ -107,7 +113,7 @@ SCHEMAS: dict[str, Schema] = {
     SUBMIT: Schema({"job": STR, "spec": DICT}, 1, MAX_BLOBS),
     ACCEPTED: Schema({"job": STR}),
     REJECTED: Schema({"job": STR, "error": DICT}),
-    POLL: Schema({"job": STR}),
+    POLL: Schema({"job": STR}, optional={"wait": WAIT}),
     PROGRESS: Schema({"job": STR, "progress": DICT}),
     RESULT: Schema({"job": STR, "summary": DICT}, 0, MAX_BLOBS),
     JOB_FAILED: Schema({"job": STR, "error": DICT}),
@@ -157,10 +163,20 @@ def _check_field(mtype: str, name: str, kind: str, value: Any) -> None:
         ok = isinstance(value, list)
     elif kind == DICT:
         ok = isinstance(value, dict)
+    elif kind == WAIT:
+        ok = (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and 0 <= value <= MAX_POLL_WAIT
+        )
     else:  # pragma: no cover - a schema typo
         raise AssertionError(kind)
     if not ok:
-        raise ProtocolError(f"{mtype}: field {name!r} must be {kind}, got {type(value).__name__}")
+        if kind == WAIT:
+            want, got = f"a number of seconds in [0, {MAX_POLL_WAIT:g}]", f"{value!r:.40}"
+        else:
+            want, got = kind, type(value).__name__
+        raise ProtocolError(f"{mtype}: field {name!r} must be {want}, got {got}")
 
 
 def _check(mtype: str, header: Any, nblobs: int) -> Schema:
@@ -173,6 +189,9 @@ def _check(mtype: str, header: Any, nblobs: int) -> Schema:
         if name not in header:
             raise ProtocolError(f"{mtype}: missing field {name!r}")
         _check_field(mtype, name, kind, header[name])
+    for name, kind in schema.optional.items():
+        if name in header:
+            _check_field(mtype, name, kind, header[name])
     if not schema.min_blobs <= nblobs <= schema.max_blobs:
         raise ProtocolError(
             f"{mtype}: {nblobs} blob frames, expected {schema.min_blobs}..{schema.max_blobs}"

@@ -44,6 +44,7 @@ The rules, after DESIGN.md §3 and the MapReduce paper:
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import statistics
 from dataclasses import dataclass, field
@@ -129,8 +130,12 @@ class JobSubmitted:
 
 @dataclass(slots=True)
 class PollJob:
+    """How is this job doing? With ``wait`` > 0, the answer waits for the job's end
+    until ``now + wait`` (a long poll): the client learns of the end at once."""
+
     client: bytes
     job_id: str
+    wait: float = 0.0
 
 
 @dataclass(slots=True)
@@ -375,6 +380,8 @@ class MasterState:
         self.workers: dict[bytes, Worker] = {}
         self.jobs: dict[str, Job] = {}  # in order of arrival
         self.attempts: dict[int, Attempt] = {}
+        #: Long polls not yet answered: job id -> [(client, answer-by time)].
+        self.waiting: dict[str, list[tuple[bytes, float]]] = {}
         self._ids = itertools.count(1)
 
     # -- entry point ----------------------------------------------------------
@@ -386,7 +393,37 @@ class MasterState:
             raise TypeError(f"unknown event {type(event).__name__}")
         handler(event, now, out)
         self._schedule(now, out)
+        if self.waiting:
+            self._answer_waiting(now, out)
         return out
+
+    def wake_at(self) -> float | None:
+        """When a long poll falls due, if one is waiting: handle a Tick then."""
+        deadlines = [t for polls in self.waiting.values() for _, t in polls]
+        return min(deadlines) if deadlines else None
+
+    def _answer_waiting(self, now: float, out: list[object]) -> None:
+        """Give ended jobs' outcomes to their long polls, and progress to those due."""
+        for job_id, polls in list(self.waiting.items()):
+            job = self.jobs.get(job_id)
+            if job is None:  # cannot happen while polls wait; answered UnknownJob if it does
+                del self.waiting[job_id]
+                for client, _ in polls:
+                    self._on_PollJob(PollJob(client, job_id), now, out)
+                continue
+            outcome = job.outcome
+            if outcome is not None:
+                del self.waiting[job_id]
+                out.extend(dataclasses.replace(outcome, client=client) for client, _ in polls)
+                del self.jobs[job_id]  # delivered: forget it
+                continue
+            due = [client for client, t in polls if t <= now]
+            if due:
+                polls[:] = [(c, t) for c, t in polls if t > now]
+                if not polls:
+                    del self.waiting[job_id]
+                progress = self.progress(job, now)
+                out.extend(SendProgress(client, job_id, progress) for client in due)
 
     # -- workers --------------------------------------------------------------
 
@@ -706,10 +743,12 @@ class MasterState:
             )
             return
         if job.outcome is not None:
-            outcome = job.outcome
-            outcome.client = ev.client
-            out.append(outcome)
+            out.append(dataclasses.replace(job.outcome, client=ev.client))
             del self.jobs[job.id]  # delivered: forget it
+            self.waiting.pop(job.id, None)
+            return
+        if ev.wait > 0:
+            self.waiting.setdefault(job.id, []).append((ev.client, now + ev.wait))
             return
         out.append(SendProgress(ev.client, job.id, self.progress(job, now)))
 
@@ -764,7 +803,9 @@ class MasterState:
         self._forget_old(now)
 
     def _forget_old(self, now: float) -> None:
-        finished = [j for j in self.jobs.values() if j.outcome is not None]
+        finished = [
+            j for j in self.jobs.values() if j.outcome is not None and j.id not in self.waiting
+        ]
         for job in finished[: max(0, len(finished) - KEEP_FINISHED)]:
             del self.jobs[job.id]
 

@@ -103,6 +103,20 @@ def test_encode_without_header_is_an_empty_object():
 # -- malformed frames ------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("wait", [-1, 61, "1", True, None, float("nan"), float("inf"), [1]])
+def test_poll_wait_must_be_seconds_in_range(wait):
+    with pytest.raises(ProtocolError, match="wait"):
+        protocol.decode(frames_of(protocol.POLL, {"job": "j1", "wait": wait}))
+    with pytest.raises(ProtocolError, match="wait"):
+        protocol.encode(protocol.POLL, {"job": "j1", "wait": wait})
+
+
+@pytest.mark.parametrize("wait", [0, 0.5, 2, 60])
+def test_poll_wait_round_trips(wait):
+    msg = protocol.decode(protocol.encode(protocol.POLL, {"job": "j1", "wait": wait}))
+    assert msg["wait"] == wait
+
+
 def test_wrong_version_is_refused():
     frames = protocol.encode(protocol.POLL, {"job": "j1"})
     with pytest.raises(ProtocolError, match="version"):

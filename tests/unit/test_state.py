@@ -351,6 +351,45 @@ def test_job_completion_returns_result_with_counters_and_drops_job_on_workers():
     assert isinstance(again, SendJobFailed) and again.error["type"] == "UnknownJob"
 
 
+def test_long_poll_is_answered_when_the_job_ends_not_before():
+    c = Cluster()
+    c.register(A)
+    (m0,) = assigns(c.submit(spec=make_spec(maps=1, reducers=1)))
+    assert c(PollJob(CLIENT, "j1", wait=5.0), at=1.0) == []  # held
+    assert c.state.wake_at() == 6.0
+    (r0,) = assigns(c.map_done(m0, at=2.0))
+    cmds = c.reduce_done(r0, at=3.0)
+    (reply,) = of(cmds, SendResult)
+    assert reply.client == CLIENT and reply.job_id == "j1" and reply.blobs == [b"result-0"]
+    assert c.state.wake_at() is None and "j1" not in c.state.jobs  # delivered, forgotten
+
+
+def test_long_poll_falls_due_with_progress_and_a_failed_job_answers_at_once():
+    c = Cluster()
+    c.register(A)
+    (m0,) = assigns(c.submit(spec=make_spec(maps=1, reducers=1, max_attempts=1)))
+    other = b"client-2"
+    assert c(PollJob(CLIENT, "j1", wait=2.0), at=1.0) == []
+    assert c(PollJob(other, "j1", wait=4.0), at=1.5) == []
+    assert of(c(Tick(), at=2.9), SendProgress) == []
+    (due,) = of(c(Tick(), at=3.0), SendProgress)
+    assert due.client == CLIENT and due.progress["maps"] == 1
+    assert c.state.wake_at() == 5.5
+    cmds = c.fail(m0, at=4.0)
+    (failed,) = of(cmds, SendJobFailed)
+    assert failed.client == other and failed.error["type"] == "ValueError"
+    assert c.state.waiting == {}
+
+
+def test_poll_without_wait_is_answered_at_once_and_an_unknown_job_too():
+    c = Cluster()
+    c.register(A)
+    c.submit()
+    assert isinstance(c.poll(), SendProgress)
+    (reply,) = c(PollJob(CLIENT, "nope", wait=3.0))
+    assert isinstance(reply, SendJobFailed) and reply.error["type"] == "UnknownJob"
+
+
 def test_job_with_output_dir_reports_its_part_files():
     c = Cluster()
     c.register(A)
