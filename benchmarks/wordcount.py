@@ -14,7 +14,9 @@ One invocation generates a Zipf-distributed corpus (or reuses one), then runs
   ``combiner = reducer = sum``; timed from cluster start-up to the result
   dict in hand.
 
-and, only when named in ``--only``, ``zmqmr-imc``: the same count written with
+and, only when named in ``--only``, ``zmqmr-py``: the zmqmr run with the
+optional C counting loop turned off (``ZMQMR_NO_SPEEDUPS=1``), and ``zmqmr-imc``:
+the same count written with
 in-mapper combining (``WholeFiles`` chunks, a ``Counter`` per chunk), to show
 zmqmr's cost once the per-pair work is gone.
 
@@ -58,7 +60,7 @@ from typing import Any
 MiB = 1024 * 1024
 KINDS = ("serial", "pool", "zmqmr")
 #: Optional contenders, run only when named in --only.
-EXTRA_KINDS = ("zmqmr-imc",)
+EXTRA_KINDS = ("zmqmr-py", "zmqmr-imc")
 VOCAB_SIZE = 50_000
 ZIPF_S = 1.1
 SAMPLE_INTERVAL = 0.05
@@ -177,8 +179,22 @@ def run_zmqmr(args: argparse.Namespace) -> tuple[dict[str, int], dict[str, Any]]
         "shutdown": t3 - t2,
         "stats": result.stats,
         "counters": result.counters,
+        "speedups": speedups_on(),
     }
     return counts, info
+
+
+def speedups_on() -> bool:
+    """Whether zmqmr's executors count in C (they inherit this process's environment)."""
+    import zmqmr.executor
+
+    return zmqmr.executor.speedups is not None
+
+
+def run_zmqmr_py(args: argparse.Namespace) -> tuple[dict[str, int], dict[str, Any]]:
+    """zmqmr with its optional C counting loop turned off (ZMQMR_NO_SPEEDUPS=1)."""
+    os.environ["ZMQMR_NO_SPEEDUPS"] = "1"
+    return run_zmqmr(args)
 
 
 def chunk_mapper(path: str, text: str) -> Any:
@@ -235,6 +251,7 @@ def run_zmqmr_imc(args: argparse.Namespace) -> tuple[dict[str, int], dict[str, A
         "shutdown": t3 - t2,
         "stats": result.stats,
         "counters": result.counters,
+        "speedups": speedups_on(),
     }
     return counts, info
 
@@ -243,6 +260,7 @@ RUNNERS = {
     "serial": run_serial,
     "pool": run_pool,
     "zmqmr": run_zmqmr,
+    "zmqmr-py": run_zmqmr_py,
     "zmqmr-imc": run_zmqmr_imc,
 }
 
@@ -552,6 +570,8 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> None:
                 f"re-executions {st.get('reexecutions', 0)}, "
                 f"backups {st.get('backups_launched', 0)})"
             )
+            if "speedups" in info:
+                extra += f"; C counting loop {'on' if info['speedups'] else 'off'}"
         print(f"      {extra}")
     print()
     by = {r["kind"]: r for r in runs}
@@ -571,6 +591,9 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> None:
             f"zmqmr max RSS of any process = {peak:.0f} MB   "
             f"(target < {TARGET_RSS_MB} MB: {verdict})"
         )
+    if base and "zmqmr-py" in by:
+        r = by["zmqmr-py"]
+        print(f"zmqmr-py / serial = {r['info']['wall'] / base:.2f}   (without the C counting loop)")
     if base and "zmqmr-imc" in by:
         r = by["zmqmr-imc"]
         print(
