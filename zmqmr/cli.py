@@ -23,7 +23,7 @@ from .config import (
     ClusterSettings,
     WorkerSettings,
 )
-from .errors import ZmqmrError
+from .errors import ClusterError, ZmqmrError
 
 log = logging.getLogger("zmqmr")
 
@@ -65,9 +65,18 @@ def cmd_master(args: argparse.Namespace) -> int:
     from .security import MASTER, load_keys
 
     keys = load_keys(args.keys, MASTER) if args.keys else None
-    master = Master(
-        args.bind, args.client_bind, ClusterSettings(**overrides), keys=keys, insecure=args.insecure
-    )
+    import zmq
+
+    try:
+        master = Master(
+            args.bind,
+            args.client_bind,
+            ClusterSettings(**overrides),
+            keys=keys,
+            insecure=args.insecure,
+        )
+    except zmq.ZMQError as exc:  # the port is taken, or the address is not this machine's
+        raise ClusterError(f"the master cannot bind: {exc}") from None
     if args.announce:
         tmp = args.announce + ".tmp"
         with open(tmp, "w") as f:

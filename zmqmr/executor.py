@@ -63,6 +63,9 @@ PROGRESS_EVERY = 0.5  # seconds between progress reports
 #: With a combiner, a key's buffered values are combined when there are this many.
 COMBINE_AT = 32
 FETCH_PARALLEL = 4
+#: A reduce whose fetched segments are all in memory and hold at most this many
+#: bytes groups them in a dict (decoded, they take a few times this much).
+HASH_GROUP_BYTES = 16 * 1024 * 1024
 
 
 def die_with_parent(parent_pid: int) -> None:
@@ -631,6 +634,11 @@ class Executor:
         segments = self.fetch_all(job_id, task, attempt, spec, work_dir)
         total_groups = max(1, sum(loc["groups"][task] for loc in spec["locations"]))
         streams = [seg.groups() for seg in segments]
+        in_memory = all(seg.data is not None for seg in segments)
+        if in_memory and sum(seg.length for seg in segments) <= HASH_GROUP_BYTES:
+            groups = userfn.hash_merged(streams)
+        else:
+            groups = userfn.merged(streams)
         output_dir = spec.get("output_dir")
         limit = spec.get("result_limit", 64 * 1024 * 1024)
         out = None
@@ -645,7 +653,7 @@ class Executor:
         too_big = False
         n = 0
         try:
-            for k, v in userfn.reduce_groups(fns["reducer"], userfn.merged(streams), counters):
+            for k, v in userfn.reduce_groups(fns["reducer"], groups, counters):
                 n += 1
                 if out is not None:
                     out.write(f"{k}\t{v}\n")

@@ -8,6 +8,7 @@ and removes every file they made.
 
 from __future__ import annotations
 
+import compileall
 import json
 import os
 import shutil
@@ -22,7 +23,23 @@ from .client import Client
 from .config import ClusterSettings, WorkerSettings
 from .errors import ClusterError
 
-_PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_PKG_DIR = os.path.dirname(os.path.abspath(__file__))
+_PKG_PARENT = os.path.dirname(_PKG_DIR)
+
+
+def _cache_bytecode() -> None:
+    """Compile zmqmr's modules to bytecode once, before starting processes that import them.
+
+    Under PYTHONDONTWRITEBYTECODE, or in an editable install that has not been
+    imported yet, there is no bytecode, so the master, every worker and every
+    executor would each compile zmqmr's sources again (about 0.1 s of CPU
+    apiece, at the moment a job starts). A no-op when the bytecode is up to
+    date (pip compiles regular installs) or the package directory is read-only.
+    """
+    try:
+        compileall.compile_dir(_PKG_DIR, maxlevels=0, quiet=2)
+    except OSError:
+        pass
 
 
 def _settings_args(values: dict[str, Any]) -> list[str]:
@@ -96,6 +113,7 @@ class LocalCluster:
         )
 
     def start(self) -> LocalCluster:
+        _cache_bytecode()
         self.dir = tempfile.mkdtemp(prefix="zmqmr-local-")
         try:
             announce = os.path.join(self.dir, "master.json")

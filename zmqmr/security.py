@@ -28,8 +28,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import zmq
-import zmq.auth
-from zmq.auth.thread import ThreadAuthenticator
 
 from .errors import SecurityError
 
@@ -64,6 +62,9 @@ class Keys:
 
 def load_keys(directory: str, role: str) -> Keys:
     """The keys of ``role`` (``"master"`` or ``"member"``) from a key directory."""
+    # Imported here, with keys only: zmq.auth pulls in asyncio (~40 ms a process).
+    from zmq.auth import load_certificate
+
     directory = os.path.abspath(os.path.expanduser(directory))
     if not os.path.isdir(directory):
         raise SecurityError(
@@ -75,7 +76,7 @@ def load_keys(directory: str, role: str) -> Keys:
         if not os.path.isfile(path):
             raise SecurityError(f"{path} is missing (make keys with zmqmr keygen {directory})")
         try:
-            return zmq.auth.load_certificate(path)
+            return load_certificate(path)
         except (OSError, ValueError) as exc:
             raise SecurityError(f"{path} is not a key file: {exc}") from exc
 
@@ -87,7 +88,7 @@ def load_keys(directory: str, role: str) -> Keys:
     authorised = set()
     for path in glob.glob(os.path.join(directory, "*.key")):
         try:
-            authorised.add(zmq.auth.load_certificate(path)[0])
+            authorised.add(load_certificate(path)[0])
         except (OSError, ValueError):
             log.warning("ignoring %s: not a public key file", path)
     return Keys(directory, public, secret, master_public, member_public, frozenset(authorised))
@@ -99,6 +100,8 @@ class Gatekeeper:
     def __init__(self, ctx: zmq.Context[Any], keys: Keys) -> None:
         self.keys = keys
         self.refused = 0
+        from zmq.auth.thread import ThreadAuthenticator
+
         self.auth = ThreadAuthenticator(ctx, log=logging.getLogger(__name__ + ".zap"))
         self.auth.start()
         self.auth.configure_curve_callback(ZAP_DOMAIN, credentials_provider=self)

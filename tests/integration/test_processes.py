@@ -218,6 +218,25 @@ def test_status_against_no_master_fails_quickly():
     assert time.monotonic() - t < 15
 
 
+def test_master_on_a_taken_port_says_so_without_a_traceback():
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = subprocess.run(
+            ZMQMR + ["master", "--bind", f"tcp://127.0.0.1:{port}"],
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert out.returncode == 1
+    assert "cannot bind" in out.stderr and "in use" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
 def test_worker_leaves_other_files_in_its_data_dir_alone(tmp_path):
     data = tmp_path / "data"
     (data / "precious").mkdir(parents=True)

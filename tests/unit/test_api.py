@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 
 import pytest
 
@@ -205,3 +206,18 @@ def test_valid_job_passes_validation_and_is_named_after_its_mapper():
     job.validate()
     assert job.name == "words"
     assert zmqmr.Job(words, total, [], name="custom").name == "custom"
+
+
+def test_local_cluster_caches_the_package_bytecode_for_its_processes():
+    # Every process a LocalCluster starts imports zmqmr; without bytecode on disk
+    # (PYTHONDONTWRITEBYTECODE, a fresh editable install) each would compile it again.
+    import importlib.util
+
+    from zmqmr import local
+
+    pyc = importlib.util.cache_from_source(local.__file__)
+    if os.path.exists(pyc):
+        os.remove(pyc)
+    local._cache_bytecode()
+    assert os.path.exists(pyc)
+    assert os.path.getmtime(pyc) >= os.path.getmtime(local.__file__)

@@ -177,6 +177,39 @@ def test_merged_interleaves_sorted_streams():
     assert [k for k, _ in userfn.merged(streams)] == ["a", "a", "b", "c"]
 
 
+def test_hash_merged_groups_like_merge_then_groupby():
+    # Random sorted streams with repeated keys across streams, and equal keys of
+    # different types (1, 1.0, True): both paths give the same groups, keys and
+    # value order, so the reducer sees the same calls.
+    import random
+
+    rng = random.Random(7)
+    for _ in range(50):
+        streams = []
+        for s in range(rng.randint(1, 6)):
+            keys = sorted(set(rng.choice([0, 1, 1.0, True, 2, 2.5, 3, 10]) for _ in range(5)))
+            streams.append(
+                [(k, [f"s{s}-{k!r}-{j}" for j in range(rng.randint(1, 3))]) for k in keys]
+            )
+        want = list(
+            reduce_groups(
+                lambda k, vs: (type(k), list(vs)), userfn.merged([iter(s) for s in streams])
+            )
+        )
+        got = list(
+            reduce_groups(
+                lambda k, vs: (type(k), list(vs)), userfn.hash_merged([iter(s) for s in streams])
+            )
+        )
+        assert got == want
+
+
+def test_hash_merged_streams_of_unorderable_keys_say_so():
+    streams = [iter([(1, [1])]), iter([("a", [2])])]
+    with pytest.raises(TypeError, match="mutually orderable"):
+        list(userfn.hash_merged(streams))
+
+
 # -- grouping --------------------------------------------------------------------------
 
 
