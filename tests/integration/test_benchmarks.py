@@ -1,0 +1,65 @@
+"""The benchmark scripts run end to end at a small size, and their answer checks hold.
+
+Speed is not asserted here (these machines are shared and noisy); what is
+checked is that every contender runs and that all answers agree, which the
+scripts themselves verify and report through their exit status.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from conftest import REPO
+
+ENV = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def test_wordcount_benchmark_runs_every_contender_and_they_agree(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    out = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, "benchmarks", "wordcount.py"),
+            "--size",
+            "2MB",
+            "--corpus",
+            str(corpus),
+            "--split-size",
+            "512KB",
+            "--repeat",
+            "1",
+            "--only",
+            "serial,pool,zmqmr,zmqmr-py",
+        ],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "answers: all 4 runs agree" in out.stdout
+    for name in ("serial", "pool", "zmqmr", "zmqmr-py"):
+        assert any(line.startswith(name + " ") for line in out.stdout.splitlines()), name
+    assert "C counting loop on" in out.stdout and "C counting loop off" in out.stdout
+
+
+def test_faults_benchmark_gets_the_right_answer_with_a_killed_worker():
+    out = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, "benchmarks", "faults.py"),
+            "--copies",
+            "1",
+            "--only",
+            "none,kill",
+        ],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith(("none ", "kill "))]
+    assert len(lines) == 2 and all("answer right" in ln for ln in lines), out.stdout
