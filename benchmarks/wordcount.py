@@ -151,7 +151,8 @@ def run_pool(args: argparse.Namespace) -> tuple[dict[str, int], dict[str, Any]]:
     return counts, {"wall": t2 - t0, "startup": t1 - t0, "shutdown": t3 - t2, "tasks": len(tasks)}
 
 
-def run_zmqmr(args: argparse.Namespace) -> tuple[dict[str, int], dict[str, Any]]:
+def run_on_cluster(args: argparse.Namespace, job_of: Any) -> tuple[dict[str, int], dict[str, Any]]:
+    """Start a LocalCluster, run ``job_of()`` on it, and time start-up, job and shutdown."""
     import zmqmr
 
     t0 = time.perf_counter()
@@ -159,16 +160,7 @@ def run_zmqmr(args: argparse.Namespace) -> tuple[dict[str, int], dict[str, Any]]
     cluster.start()
     try:
         t1 = time.perf_counter()
-        job = zmqmr.Job(
-            mapper=mapper,
-            reducer=reducer,
-            combiner=reducer,
-            inputs=[args.corpus],
-            num_reducers=args.reducers,
-            split_size=args.split_size,
-            name="wordcount",
-        )
-        result = cluster.client().run(job, progress=False)
+        result = cluster.client().run(job_of(), progress=False)
         counts = dict(result.items())
         t2 = time.perf_counter()
     finally:
@@ -184,6 +176,23 @@ def run_zmqmr(args: argparse.Namespace) -> tuple[dict[str, int], dict[str, Any]]
         "speedups": speedups_on(),
     }
     return counts, info
+
+
+def run_zmqmr(args: argparse.Namespace) -> tuple[dict[str, int], dict[str, Any]]:
+    import zmqmr
+
+    def job_of() -> Any:
+        return zmqmr.Job(
+            mapper=mapper,
+            reducer=reducer,
+            combiner=reducer,
+            inputs=[args.corpus],
+            num_reducers=args.reducers,
+            split_size=args.split_size,
+            name="wordcount",
+        )
+
+    return run_on_cluster(args, job_of)
 
 
 def speedups_on() -> bool:
@@ -224,12 +233,9 @@ def run_zmqmr_imc(args: argparse.Namespace) -> tuple[dict[str, int], dict[str, A
             paths.append(os.path.join(chunk_dir, f"chunk-{n:05d}.txt"))
             with open(paths[-1], "wb") as f:
                 f.write(read_range(args.corpus, start, end))
-        t0 = time.perf_counter()
-        cluster = zmqmr.LocalCluster(workers=args.workers)
-        cluster.start()
-        try:
-            t1 = time.perf_counter()
-            job = zmqmr.Job(
+
+        def job_of() -> Any:
+            return zmqmr.Job(
                 mapper=chunk_mapper,
                 reducer=reducer,
                 combiner=reducer,
@@ -238,24 +244,10 @@ def run_zmqmr_imc(args: argparse.Namespace) -> tuple[dict[str, int], dict[str, A
                 split_size=1,  # WholeFiles groups files up to split_size: one chunk per task
                 name="wordcount-imc",
             )
-            result = cluster.client().run(job, progress=False)
-            counts = dict(result.items())
-            t2 = time.perf_counter()
-        finally:
-            cluster.close()
-        t3 = time.perf_counter()
+
+        return run_on_cluster(args, job_of)
     finally:
         shutil.rmtree(chunk_dir, ignore_errors=True)
-    info = {
-        "wall": t2 - t0,
-        "startup": t1 - t0,
-        "job": t2 - t1,
-        "shutdown": t3 - t2,
-        "stats": result.stats,
-        "counters": result.counters,
-        "speedups": speedups_on(),
-    }
-    return counts, info
 
 
 RUNNERS = {

@@ -16,29 +16,25 @@ from conftest import REPO
 ENV = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 
-def test_wordcount_benchmark_runs_every_contender_and_they_agree(tmp_path):
-    corpus = tmp_path / "corpus.txt"
+def run_script(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``benchmarks/NAME`` with ``args``; fail the test, showing its output, if it fails."""
     out = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(REPO, "benchmarks", "wordcount.py"),
-            "--size",
-            "2MB",
-            "--corpus",
-            str(corpus),
-            "--split-size",
-            "512KB",
-            "--repeat",
-            "1",
-            "--only",
-            "serial,pool,zmqmr,zmqmr-py",
-        ],
+        [sys.executable, os.path.join(REPO, "benchmarks", name), *args],
         env=ENV,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert out.returncode == 0, out.stdout + out.stderr
+    return out
+
+
+def test_wordcount_benchmark_runs_every_contender_and_they_agree(tmp_path):
+    out = run_script(
+        "wordcount.py",
+        *("--size", "2MB", "--corpus", str(tmp_path / "corpus.txt"), "--split-size", "512KB"),
+        *("--repeat", "1", "--only", "serial,pool,zmqmr,zmqmr-py"),
+    )
     assert "answers: all 4 runs agree" in out.stdout
     for name in ("serial", "pool", "zmqmr", "zmqmr-py"):
         assert any(line.startswith(name + " ") for line in out.stdout.splitlines()), name
@@ -46,20 +42,6 @@ def test_wordcount_benchmark_runs_every_contender_and_they_agree(tmp_path):
 
 
 def test_faults_benchmark_gets_the_right_answer_with_a_killed_worker():
-    out = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(REPO, "benchmarks", "faults.py"),
-            "--copies",
-            "1",
-            "--only",
-            "none,kill",
-        ],
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert out.returncode == 0, out.stdout + out.stderr
+    out = run_script("faults.py", "--copies", "1", "--only", "none,kill")
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith(("none ", "kill "))]
     assert len(lines) == 2 and all("answer right" in ln for ln in lines), out.stdout

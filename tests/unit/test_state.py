@@ -148,6 +148,19 @@ def of(cmds: list[object], cls: type) -> list[Any]:
     return [c for c in cmds if isinstance(c, cls)]
 
 
+def relocated(reducer: Assign, map_task: int, rerun: Assign) -> Relocate:
+    """The Relocate a running reducer gets once map ``map_task`` reran as ``rerun``
+    (with the output sizes ``Cluster.map_done`` reports)."""
+    location = {
+        "map_task": map_task,
+        "attempt": rerun.attempt,
+        "address": address(rerun.worker),
+        "size": [10] * rerun.spec["num_reducers"],
+        "groups": [3] * rerun.spec["num_reducers"],
+    }
+    return Relocate(reducer.worker, reducer.attempt, map_task, location)
+
+
 def run_maps_on(c: Cluster, cmds: list[object]) -> list[object]:
     """Complete every map Assign in ``cmds``, and those they lead to; the last commands."""
     pending = assigns(cmds, "map")
@@ -503,20 +516,8 @@ def test_dead_worker_completed_maps_rerun_while_completed_reduces_stay_done():
     (m1_again,) = assigns(cmds)
     cmds = c.map_done(m1_again)
     assert assigns(cmds) == []  # the committed reduce is not run again
-    assert of(cmds, Relocate) == [
-        Relocate(
-            A,
-            reduces[A].attempt,
-            1,
-            {
-                "map_task": 1,
-                "attempt": m1_again.attempt,
-                "address": address(C),
-                "size": [10, 10],
-                "groups": [3, 3],
-            },
-        )
-    ]
+    assert m1_again.worker == C
+    assert of(cmds, Relocate) == [relocated(reduces[A], 1, m1_again)]
     c.reduce_done(reduces[A])
     reply = c.poll()
     assert isinstance(reply, SendResult)
@@ -640,20 +641,7 @@ def test_fetch_failure_of_current_map_output_reruns_map_and_relocates_reducer():
     # a second report about the same output while the map reruns changes nothing
     assert c(FetchFailed(r0.worker, r0.attempt, 1, lost.attempt, "checksum")) == []
     cmds = c.map_done(rerun)
-    assert of(cmds, Relocate) == [
-        Relocate(
-            r0.worker,
-            r0.attempt,
-            1,
-            {
-                "map_task": 1,
-                "attempt": rerun.attempt,
-                "address": address(rerun.worker),
-                "size": [10],
-                "groups": [3],
-            },
-        )
-    ]
+    assert of(cmds, Relocate) == [relocated(r0, 1, rerun)]
     assert assigns(cmds) == []  # the running reducer is not replaced
     assert c.stats()["fetch_failures"] == 2 and c.stats()["reexecuted_maps"] == 1
 
@@ -676,20 +664,7 @@ def test_fetch_failure_with_stale_map_attempt_gets_current_location_at_once():
     (rerun,) = assigns(c(FetchFailed(r0.worker, r0.attempt, 1, lost.attempt, "timeout")))
     c.map_done(rerun)
     cmds = c(FetchFailed(r0.worker, r0.attempt, 1, lost.attempt, "timeout"))
-    assert cmds == [
-        Relocate(
-            r0.worker,
-            r0.attempt,
-            1,
-            {
-                "map_task": 1,
-                "attempt": rerun.attempt,
-                "address": address(rerun.worker),
-                "size": [10],
-                "groups": [3],
-            },
-        )
-    ]
+    assert cmds == [relocated(r0, 1, rerun)]
     assert c.stats()["reexecuted_maps"] == 1
 
 
