@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 
 import pytest
 from conftest import REPO, count_words, free_port, stop_processes, wc_mapper, wc_reducer
@@ -174,13 +175,20 @@ def test_executor_crash_fails_only_that_attempt_and_the_task_is_retried(tmp_path
     assert result.stats["failed_attempts"] == 1
 
 
-def test_worker_where_a_job_keeps_failing_gets_no_more_of_its_tasks():
+def test_worker_where_a_job_keeps_failing_gets_no_more_of_its_tasks(tmp_path):
+    failures = str(tmp_path)
     with zmqmr.LocalCluster(workers=2, **FAST) as c:
         broken = c.worker_pids[0]
 
         def mapper(key, value):
             if os.getppid() == broken:  # executors are children of their worker
+                open(os.path.join(failures, uuid.uuid4().hex), "w").close()
                 raise RuntimeError("this host is broken")
+            # The healthy worker holds its first task until the broken one has
+            # failed three times, so the job cannot end before it is left out.
+            deadline = time.monotonic() + 60
+            while len(os.listdir(failures)) < 3 and time.monotonic() < deadline:
+                time.sleep(0.01)
             yield value, 1
 
         records = [(i, i % 5) for i in range(400)]
@@ -191,6 +199,7 @@ def test_worker_where_a_job_keeps_failing_gets_no_more_of_its_tasks():
     assert dict(result.items()) == {i: 80 for i in range(5)}
     # worker_job_failures (3) failures, then the broken worker is left out
     assert result.stats["failed_attempts"] == 3
+    assert len(os.listdir(failures)) == 3
     assert result.stats["maps"] >= 8
 
 
