@@ -9,21 +9,24 @@
 #include <stdint.h>
 
 PyDoc_STRVAR(count_outputs_doc,
-"count_outputs(index, counts, outputs, value, unset) -> (n, value) or None\n\n"
-"Count the keys of the pairs in ``outputs``, an iterable of mapper results\n"
+"count_outputs(index, counts, outputs, value, unset) -> (n, value, stopped, pair)\n\n"
+"Count the keys of the pairs in ``outputs``, an iterator of mapper results\n"
 "(each None or an iterable of pairs), while every pair is an exact 2-tuple\n"
-"whose value is ``value``: the same object, or of exactly the same type and\n"
-"equal. If ``value`` is ``unset``, the first pair's value is taken, provided\n"
-"its type is exactly int, bool, str, bytes or None (values that are\n"
-"interchangeable when equal).\n\n"
+"with a hashable key whose value is ``value``: the same object, or of\n"
+"exactly the same type and equal. If ``value`` is ``unset``, the first\n"
+"pair's value is taken, provided its type is exactly int, bool, str, bytes\n"
+"or None (values that are interchangeable when equal).\n\n"
 "``index`` (a dict) maps each key to its slot and ``counts`` (a bytearray)\n"
 "holds one native int64 per slot: a new key gets slot ``len(index)`` and\n"
 "``counts`` grows by one int64. So counting allocates nothing per pair.\n\n"
-"Returns the number of pairs counted and the value, or None at the first\n"
-"result or pair that does not qualify (a dict, str or bytes result; anything\n"
-"but such a pair). Errors raised while iterating, or by hashing a key,\n"
-"propagate. On None or an error, counts already made stay made: the caller\n"
-"undoes them (new keys are the last ones of ``index``).");
+"Returns the number of pairs counted and the value, and where counting\n"
+"stopped, so that the caller goes on from there and nothing is taken twice:\n"
+"``stopped`` is None when ``outputs`` is exhausted; the result itself when it\n"
+"does not qualify (a dict, str or bytes, or not iterable), with ``pair`` =\n"
+"``unset``; or, at the first pair that does not qualify, the iterator of its\n"
+"result, part-consumed, and that pair. ``outputs`` is left just past the\n"
+"result counting stopped in. Errors raised while iterating, or by a key's\n"
+"``__eq__``, propagate, and counts already made stay made.");
 
 static int
 interchangeable(PyObject *v)
@@ -32,11 +35,15 @@ interchangeable(PyObject *v)
         || PyBool_Check(v) || v == Py_None;
 }
 
-/* Add one to key's count. 0 on success, -1 on error. */
+/* Add one to key's count. 1: counted; 0: the key is unhashable; -1: error. */
 static int
 count_key(PyObject *index, PyObject *counts, PyObject *key)
 {
     PyObject *slot = PyDict_GetItemWithError(index, key); /* borrowed */
+    if (slot == NULL && PyErr_ExceptionMatches(PyExc_TypeError)) {
+        PyErr_Clear(); /* unhashable: the caller's checked path says so */
+        return 0;
+    }
     if (slot != NULL) {
         Py_ssize_t i = PyLong_AsSsize_t(slot);
         if (i < 0 || (size_t)(i + 1) * sizeof(int64_t) > (size_t)PyByteArray_GET_SIZE(counts)) {
@@ -46,7 +53,7 @@ count_key(PyObject *index, PyObject *counts, PyObject *key)
             return -1;
         }
         ((int64_t *)PyByteArray_AS_STRING(counts))[i] += 1;
-        return 0;
+        return 1;
     }
     if (PyErr_Occurred()) {
         return -1;
@@ -71,10 +78,10 @@ count_key(PyObject *index, PyObject *counts, PyObject *key)
         return -1;
     }
     ((int64_t *)PyByteArray_AS_STRING(counts))[i] = 1;
-    return 0;
+    return 1;
 }
 
-/* 1: counted; 0: the pair does not qualify; -1: error. */
+/* 1: counted; 0: the pair does not qualify (and *value is as it was); -1: error. */
 static int
 count_pair(PyObject *index, PyObject *counts, PyObject *pair, PyObject **value, PyObject *unset)
 {
@@ -82,6 +89,7 @@ count_pair(PyObject *index, PyObject *counts, PyObject *pair, PyObject **value, 
         return 0;
     }
     PyObject *v = PyTuple_GET_ITEM(pair, 1);
+    PyObject *before = *value;
     if (v != *value) {
         if (*value == unset) {
             if (!interchangeable(v)) {
@@ -99,7 +107,11 @@ count_pair(PyObject *index, PyObject *counts, PyObject *pair, PyObject **value, 
             }
         }
     }
-    return count_key(index, counts, PyTuple_GET_ITEM(pair, 0)) < 0 ? -1 : 1;
+    int ok = count_key(index, counts, PyTuple_GET_ITEM(pair, 0));
+    if (ok == 0) {
+        *value = before; /* nothing was counted with it */
+    }
+    return ok;
 }
 
 static PyObject *
@@ -121,58 +133,70 @@ count_outputs(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nar
     if (outputs == NULL) {
         return NULL;
     }
-    PyObject *held = NULL; /* a strong reference to value once it comes from a pair */
+    PyObject *held = NULL;    /* a strong reference to value once it comes from a pair */
+    PyObject *stopped = NULL; /* where counting stopped: a result or its iterator */
+    PyObject *refused = NULL; /* the pair counting stopped at */
     Py_ssize_t n = 0;
-    int ok = 1;
+    int failed = 0;
     PyObject *out;
-    while (ok > 0 && (out = PyIter_Next(outputs)) != NULL) {
+    while (stopped == NULL && (out = PyIter_Next(outputs)) != NULL) {
         if (out == Py_None) {
             Py_DECREF(out);
             continue;
         }
         if (PyDict_Check(out) || PyUnicode_Check(out) || PyBytes_Check(out)) {
-            Py_DECREF(out);
-            ok = 0;
+            stopped = out;
             break;
         }
         PyObject *pairs = PyObject_GetIter(out);
-        Py_DECREF(out);
         if (pairs == NULL) {
-            ok = -1;
+            if (!PyErr_ExceptionMatches(PyExc_TypeError)) {
+                Py_DECREF(out);
+                failed = 1;
+                break;
+            }
+            PyErr_Clear(); /* not iterable: the caller's checked path says so */
+            stopped = out;
             break;
         }
+        Py_DECREF(out);
         PyObject *pair;
         while ((pair = PyIter_Next(pairs)) != NULL) {
             PyObject *before = value;
-            ok = count_pair(index, counts, pair, &value, unset);
-            if (ok > 0 && value != before) {
+            int ok = count_pair(index, counts, pair, &value, unset);
+            if (ok < 0) {
+                Py_DECREF(pair);
+                failed = 1;
+                break;
+            }
+            if (ok == 0) {
+                stopped = Py_NewRef(pairs);
+                refused = pair;
+                break;
+            }
+            if (value != before) {
                 Py_XSETREF(held, Py_NewRef(value));
             }
             Py_DECREF(pair);
-            if (ok <= 0) {
-                break;
-            }
             n++;
         }
         Py_DECREF(pairs);
-        if (ok > 0 && PyErr_Occurred()) {
-            ok = -1;
+        if (failed || PyErr_Occurred()) {
+            failed = 1;
+            break;
         }
     }
-    if (ok > 0 && PyErr_Occurred()) {
-        ok = -1;
+    if (!failed && stopped == NULL && PyErr_Occurred()) {
+        failed = 1;
     }
     Py_DECREF(outputs);
-    PyObject *result;
-    if (ok < 0) {
-        result = NULL;
+    PyObject *result = NULL;
+    if (!failed) {
+        result = Py_BuildValue("(nOOO)", n, value, stopped ? stopped : Py_None,
+                               refused ? refused : unset);
     }
-    else if (ok == 0) {
-        result = Py_NewRef(Py_None);
-    }
-    else {
-        result = Py_BuildValue("(nO)", n, value);
-    }
+    Py_XDECREF(stopped);
+    Py_XDECREF(refused);
     Py_XDECREF(held);
     return result;
 }

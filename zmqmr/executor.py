@@ -25,8 +25,10 @@ worker, and a closed pipe covers the rest.
 from __future__ import annotations
 
 import array
+import bisect
 import concurrent.futures
 import ctypes
+import functools
 import gc
 import itertools
 import operator
@@ -36,6 +38,7 @@ import signal
 import sys
 import time
 import traceback
+import types
 from collections import _count_elements  # type: ignore[attr-defined]
 from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.connection import Connection
@@ -116,39 +119,41 @@ def remove_paths(paths: list[str]) -> None:
 _second = operator.itemgetter(1)
 #: Values that are interchangeable when equal: safe to count instead of keep.
 _SCALARS = frozenset({int, str, bytes, bool, type(None)})
-
+#: The most pairs the pair-counting path holds at once.
+PAIRS_CHUNK = 65536
 
 _UNSET = object()
+_PLAIN = frozenset({list, tuple, types.GeneratorType})
 
 
-class _NotFast(Exception):
-    """A mapper output the fast path does not take (a dict, a string)."""
+def _last_read(records: Iterator[Any], last: int) -> int:
+    """The index of the record that ``records``, a list's iterator, gave last.
 
-
-def _iterable(out: Any) -> Any:
-    if out is None:
-        return ()
-    kind = type(out)
-    if kind is dict or kind is str or kind is bytes:
-        raise _NotFast
-    return out
+    ``last`` is the index of the list's final record.
+    """
+    return last - operator.length_hint(records)
 
 
 class _Grouper:
-    """A map task's buffer: key -> list of values, plus run-length counts of one value.
+    """A map task's buffer: key -> list of values, plus run-length counts of values.
 
     Pairs whose values are interchangeable when equal are counted rather than
-    kept, in C: the combiner (or the buffer) later sees ``repeat(value, n)``,
-    the same multiset. Two counting paths give the same results:
+    kept: the combiner (or the buffer) later sees ``repeat(value, n)``, the same
+    multiset. Three paths, tried in this order, give the same buffer:
 
     * ``single``: the keys of the pairs whose value is ``single_value`` (word
-      count's 1), each with a slot in ``single_counts``, native int64s. Used
-      while every pair of the task has that one value, with the ``_speedups``
-      extension (``speedups.count_outputs``).
-    * ``pending``: (key, value) -> n, by ``collections``' own C counter. Used
-      otherwise, and when the extension is not built.
+      count's 1), each with a slot in ``single_counts``, native int64s, counted
+      in C by ``speedups.count_outputs``. Used while every pair of the task has
+      that one value, when the ``_speedups`` extension is built.
+    * ``pending``: (key, value) -> n, counted by ``collections``' own C counter
+      over chunks of up to PAIRS_CHUNK pairs. Used while every pair is an exact
+      2-tuple with an interchangeable value (and never ints with bools: 1 ==
+      True would merge them).
+    * the checked loop, which keeps every value and pins a bad pair on its record.
 
-    Any batch neither path takes goes to the checked per-record loop.
+    Each of the mapper's results is read exactly once: where one path stops,
+    the next goes on from the result (or pair) it stopped at. So the mapper is
+    called once per record, and its side effects and counters happen once.
     """
 
     def __init__(self, buf: dict[Any, list[Any]], combiner: Callable[..., Any] | None) -> None:
@@ -160,6 +165,7 @@ class _Grouper:
         self.use_single = speedups is not None
         self.pending: dict[tuple[Any, Any], int] = {}  # (key, value) -> times emitted
         self.pending_kinds: set[type] = set()  # the types of the values in pending
+        self.countable = True  # False once a chunk's pairs could not all be counted
         self.held = 0  # values buffered (counted ones included)
         self.emitted = 0  # pairs the mapper emitted
 
@@ -193,60 +199,82 @@ class _Grouper:
             else:
                 lst.extend(itertools.repeat(v, n))
 
-    def fast(self, mapper: Callable[[Any, Any], Any], keys: list[Any], values: list[Any]) -> bool:
-        """Count a batch's pairs in C if it qualifies; False (having changed nothing) if not.
+    def add(self, results: Iterator[Any], first: int, where: Callable[[], int]) -> None:
+        """Group the pairs of ``results``: the mapper's results for records ``first`` on.
 
-        Only values that are interchangeable when equal qualify: ints, strings,
-        bytes, None, and bools; never floats (0.0 == -0.0). On the ``pending``
-        path never bools with ints either (1 == True would merge them).
+        ``where()`` is the index of the record whose result was read last. A bad
+        pair raises RecordFailed naming its record. The mapper's own errors
+        propagate (with ``where()``, the caller knows the record).
         """
-        outs = map(mapper, keys, values)
         if self.use_single:
-            return self._fast_single(outs)
-        return self._fast_pairs(outs)
+            index, counts = self.single, self.single_counts
+            n, self.single_value, stopped, pair = speedups.count_outputs(
+                index, counts, results, self.single_value, _UNSET
+            )
+            self.held += n
+            self.emitted += n
+            if stopped is None:
+                return
+            # Not one value throughout: this task counts pairs from here on,
+            # starting with what is left of the result counting stopped in.
+            self.use_single = False
+            first = where()
+            rest = stopped if pair is _UNSET else itertools.chain((pair,), stopped)
+            results = itertools.chain((rest,), results)
+        self._add_results(results, first)
 
-    def _fast_single(self, outs: Any) -> bool:
-        index, counts = self.single, self.single_counts
-        known, saved = len(index), bytes(counts)
+    def _add_results(self, results: Iterator[Any], first: int) -> None:
+        starts: list[int] = []  # per result, the position of its first pair in the stream
+        chunk: list[Any] = []
+        taken = 0  # pairs in earlier chunks
+        mark, items = starts.append, userfn.result_items
+
+        def opened(out: Any) -> Any:
+            mark(taken + len(chunk))  # chunk grows pair by pair as extend() reads
+            return out if type(out) in _PLAIN else items(out)
+
+        stream = itertools.chain.from_iterable(map(opened, results))
+        while True:
+            chunk.extend(itertools.islice(stream, PAIRS_CHUNK))
+            if not chunk:
+                return
+            if not (self.countable and self._count_pairs(chunk)):
+                pairs = iter(chunk)
+                try:
+                    self._add_pairs(userfn.checked_pairs(pairs))
+                except Exception as exc:
+                    at = taken + len(chunk) - operator.length_hint(pairs) - 1
+                    raise RecordFailed(first + bisect.bisect_right(starts, at) - 1) from exc
+            taken += len(chunk)
+            chunk.clear()
+
+    def _count_pairs(self, chunk: list[Any]) -> bool:
+        """Count the chunk into ``pending`` if every pair qualifies; if not, change nothing."""
         try:
-            got = speedups.count_outputs(index, counts, outs, self.single_value, _UNSET)
+            # The types of every value, not of the counted ones: counting merges
+            # equal pairs, and (k, 1) would hide (k, 1.0) or (k, True).
+            kinds = self.pending_kinds | set(map(type, map(_second, chunk)))
         except Exception:
-            got = False  # the mapper raised, or a key is unhashable
-        if not got:
-            # Undo: the batch's new keys are the index's last; the counts come back whole.
-            for key in list(itertools.islice(index, known, None)):
-                del index[key]
-            counts[:] = saved
-            if got is None:
-                self.use_single = False  # not one value throughout: this task counts pairs
+            kinds = {object}  # an item that is not a sequence of two or more
+        if not kinds <= _SCALARS or (int in kinds and bool in kinds):
+            self.countable = False
             return False
-        n, self.single_value = got
-        self.held += n
-        self.emitted += n
-        return True
-
-    def _fast_pairs(self, outs: Any) -> bool:
         counts: dict[Any, int] = {}
         try:
-            _count_elements(counts, itertools.chain.from_iterable(map(_iterable, outs)))
+            _count_elements(counts, chunk)
         except Exception:
-            return False  # a dict or a string, an unhashable pair, or the mapper raised
-        if not counts:
-            return True
-        if set(map(type, counts)) != {tuple} or set(map(len, counts)) != {2}:
+            self.countable = False  # an unhashable key, or a key's own error
             return False
-        kinds = self.pending_kinds | set(map(type, map(_second, counts)))
-        if not kinds <= _SCALARS or (int in kinds and bool in kinds):
+        if set(map(type, counts)) != {tuple} or set(map(len, counts)) != {2}:
+            self.countable = False
             return False
         self.pending_kinds = kinds
         pending = self.pending
         get = pending.get
-        n = 0
         for pair, c in counts.items():
             pending[pair] = get(pair, 0) + c
-            n += c
-        self.held += n
-        self.emitted += n
+        self.held += len(chunk)
+        self.emitted += len(chunk)
         return True
 
     def _add_pairs(self, pairs: Any) -> None:
@@ -437,13 +465,11 @@ class Executor:
     ) -> tuple[dict[Any, list[Any]], int, int]:
         """Call the mapper on every record and group its pairs by key: a dict of lists.
 
-        Records go in batches. A batch whose pairs are all well-formed and whose
-        values are all one immutable scalar (word count's ``(word, 1)``) is
-        grouped in C: its keys are counted, and the combiner later sees each
-        key's values as ``repeat(value, n)``, the same multiset. Any other batch,
-        and any batch in which the mapper raised, goes through the per-record
-        loop, which checks each pair and names the record that failed (user
-        counters are rolled back first, so nothing counts twice).
+        Records go in batches, through ``_Grouper``: while the pairs are of one
+        immutable value (word count's ``(word, 1)``) their keys are counted in
+        C, and the combiner later sees each key's values as ``repeat(value,
+        n)``, the same multiset. The mapper is called once per record whatever
+        path its pairs take, and an error is pinned on the record it came from.
 
         With a combiner a key's list is combined whenever it reaches COMBINE_AT
         values and the buffer spills past ``spill_records`` keys; without one it
@@ -462,12 +488,14 @@ class Executor:
                 g.flush()
                 g.slow(mapper, kept)
             else:
-                snapshot = dict(counters)
-                if not g.fast(mapper, keys, values):
-                    counters.clear()
-                    counters.update(snapshot)
-                    g.flush()
-                    g.slow(mapper, enumerate(zip(keys, values), base))
+                keys_read = iter(keys)
+                where = functools.partial(_last_read, keys_read, index - 1)
+                try:
+                    g.add(map(mapper, keys_read, values), base, where)
+                except RecordFailed:
+                    raise
+                except Exception as exc:
+                    raise RecordFailed(where()) from exc
             read += len(keys)
             self.progress(reader.fraction())
             if (g.keys_held() if combiner is not None else g.held) >= spill_at:

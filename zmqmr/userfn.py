@@ -123,24 +123,30 @@ def bad_pair(fn: str, pair: Any) -> TypeError:
     return TypeError(f"{fn} must yield (key, value) pairs, got {type(pair).__name__} {pair!r:.80}")
 
 
-def output_pairs(out: Any, fn: str = "mapper") -> Iterator[Pair]:
-    """The pairs a mapper returned or yielded, each checked to be a pair with a hashable key."""
+def result_items(out: Any, fn: str = "mapper") -> Iterable[Any]:
+    """What a mapper's result holds, unchecked: a dict's items, or the iterable itself.
+
+    None holds nothing; a str, bytes or anything not iterable is an error.
+    """
     if out is None:
-        return
+        return ()
     if isinstance(out, dict):
-        yield from out.items()
-        return
+        return out.items()
     if isinstance(out, (str, bytes)):
         raise TypeError(
             f"{fn} returned a {type(out).__name__}; it must return or yield (key, value) pairs"
         )
     try:
-        it = iter(out)
+        return iter(out)
     except TypeError:
         raise TypeError(
             f"{fn} returned {type(out).__name__}; it must return or yield (key, value) pairs"
         ) from None
-    for pair in it:
+
+
+def checked_pairs(items: Iterable[Any], fn: str = "mapper") -> Iterator[Pair]:
+    """``items``, each checked to be a pair (a 2-list becomes a tuple) with a hashable key."""
+    for pair in items:
         if type(pair) is not tuple or len(pair) != 2:
             if isinstance(pair, (tuple, list)) and len(pair) == 2:
                 pair = (pair[0], pair[1])
@@ -153,6 +159,11 @@ def output_pairs(out: Any, fn: str = "mapper") -> Iterator[Pair]:
                 f"{fn} yielded an unhashable key of type {type(pair[0]).__name__}: {pair[0]!r:.80}"
             ) from None
         yield pair
+
+
+def output_pairs(out: Any, fn: str = "mapper") -> Iterator[Pair]:
+    """The pairs a mapper returned or yielded, each checked to be a pair with a hashable key."""
+    return checked_pairs(result_items(out, fn), fn)
 
 
 def unorderable(keys: Iterable[Any]) -> TypeError:

@@ -119,6 +119,8 @@ MAPPERS = {
     "equal values of several types": lambda k, v: [
         (k % 4, [1, 1.0, True, 0.0, -0.0, "1", b"1", None][k % 8])
     ],
+    "1, 1.0 and True under one key": lambda k, v: [(k % 2, [1, 1.0, True][k % 3])],
+    "1 and True under one key, no floats": lambda k, v: [(k % 2, 1 if k % 3 else True)],
     "floats": lambda k, v: [(k % 3, 0.0 if k % 2 else -0.0)],
     "lists as pairs": lambda k, v: [[k % 3, 1]],
     "dict outputs": lambda k, v: {k % 3: 1},
@@ -132,12 +134,17 @@ MAPPERS = {
 @pytest.mark.parametrize("name", sorted(MAPPERS))
 @pytest.mark.parametrize("combiner", [None, "repr-list"])
 def test_buffer_holds_exactly_the_emitted_values(counting_path, name, combiner):
-    mapper = MAPPERS[name]
+    seen: list[int] = []
+
+    def mapper(key, value):
+        seen.append(key)
+        return MAPPERS[name](key, value)
+
     records = [(i, i) for i in range(1000)]
     if combiner is None:
         buf, _, n_out, _, _ = map_side(mapper, records)
         got = {k: typed(vs) for k, vs in buf.items()}
-        assert got == expected_groups(mapper, records)
+        assert got == expected_groups(MAPPERS[name], records)
     else:
         # A combiner that keeps the typed multiset, so nothing can hide in a sum.
         def keep(key, values):
@@ -153,37 +160,20 @@ def test_buffer_holds_exactly_the_emitted_values(counting_path, name, combiner):
             for v in vs:
                 flat.extend(v if isinstance(v, Bag) else [v])
             got[k] = typed(flat)
-        assert got == expected_groups(mapper, records)
-    assert n_out == sum(len(vs) for vs in expected_groups(mapper, records).values())
+        assert got == expected_groups(MAPPERS[name], records)
+    assert seen == list(range(1000)), "a record was mapped twice, or not at all"
+    assert n_out == sum(len(vs) for vs in expected_groups(MAPPERS[name], records).values())
 
 
 class Bag(list):
     """A combiner's partial result, told apart from a user's list value."""
 
 
-def test_a_batch_undone_midway_leaves_the_counts_exact(counting_path):
-    # The mapper fails once, on its first call for record 550, after the batch has
-    # counted pairs and seen new keys; the batch is undone and redone record by
-    # record, and later batches count on top of what the undo left.
-    failed: list[int] = []
+def test_mapper_failure_names_its_record_and_maps_nothing_twice(counting_path):
+    seen: list[int] = []
 
     def mapper(key, value):
-        if key == 550 and not failed:
-            failed.append(key)
-            raise RuntimeError("once")
-        return [(key % 997, 1), (key % 13, 1)]
-
-    buf, _, _, _, _ = map_side(mapper, [(i, i) for i in range(3000)], combine_sum, batch=100)
-    want: dict[int, int] = defaultdict(int)
-    for i in range(3000):
-        want[i % 997] += 1
-        want[i % 13] += 1
-    assert failed == [550]
-    assert {k: sum(vs) for k, vs in buf.items()} == want
-
-
-def test_mapper_failure_names_its_record_and_counts_nothing_twice(counting_path):
-    def mapper(key, value):
+        seen.append(key)
         zmqmr.increment("calls")
         if key == 437:
             raise ValueError("bad record")
@@ -193,15 +183,93 @@ def test_mapper_failure_names_its_record_and_counts_nothing_twice(counting_path)
         map_side(mapper, [(i, i) for i in range(1000)])
     assert info.value.index == 437
     assert isinstance(info.value.__cause__, ValueError)
+    assert seen == list(range(438))
 
 
-def test_counters_survive_a_fallback_exactly_once(counting_path):
+def test_side_effects_and_counters_happen_once_per_record_across_every_switch(counting_path):
+    # The results switch from one value to many, to dicts, to float values and
+    # back, within batches and across them: each switch hands the rest of the
+    # result over to the next path, which must not call the mapper again.
     def mapper(key, value):
         zmqmr.increment("calls")
-        return {key % 3: 1} if key == 250 else [(key % 3, 1)]
+        if key % 97 == 5:
+            return {key % 3: 1}
+        if key > 600:
+            yield key % 3, float(key % 2)
+        yield key % 7, 1
+        if key > 300:
+            yield key % 5, key % 4
 
-    _, _, _, counters, _ = map_side(mapper, [(i, i) for i in range(1000)])
-    assert counters["calls"] == 1000
+    records = [(i, i) for i in range(1000)]
+    buf, n_in, _, counters, _ = map_side(mapper, records, batch=64)
+    assert counters["calls"] == 1000 and n_in == 1000
+    assert {k: typed(vs) for k, vs in buf.items()} == expected_groups(mapper, records)
+
+
+@pytest.fixture(params=[1, 5, 65536])
+def pairs_chunk(request, monkeypatch):
+    """Run a test with the pair-counting path reading chunks of several sizes."""
+    monkeypatch.setattr(executor_mod, "PAIRS_CHUNK", request.param)
+    return request.param
+
+
+BAD_AT = 777
+
+
+def switching(bad):
+    """A mapper of one value, then of several, then a bad result or pair at BAD_AT."""
+
+    def mapper(key, value):
+        if key == BAD_AT:
+            return bad(key)
+        return [(key % 11, 1), (key % 3, 1 if key < 300 else key % 4)]
+
+    return mapper
+
+
+def raising_midway(key):
+    yield key % 3, 1
+    raise KeyError("midway")
+
+
+BAD_RESULTS = {
+    "not a pair": (lambda k: [(k % 3, 1), "ab"], TypeError, "pair"),
+    "a triple": (lambda k: [(k % 3, 1, 2)], TypeError, "pair"),
+    "a str result": (lambda k: "ab", TypeError, "returned a str"),
+    "an int result": (lambda k: 5, TypeError, "returned int"),
+    "an unhashable key": (lambda k: [(k % 3, 1), ([k], 1)], TypeError, "unhashable key"),
+    "an error midway": (raising_midway, KeyError, "midway"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_RESULTS))
+@pytest.mark.parametrize("batch", [1, 100, 1000])
+def test_bad_results_are_pinned_on_their_record_on_every_path(
+    counting_path, pairs_chunk, name, batch
+):
+    bad, kind, message = BAD_RESULTS[name]
+    with pytest.raises(RecordFailed) as info:
+        map_side(switching(bad), [(i, i) for i in range(1000)], batch=batch)
+    assert info.value.index == BAD_AT
+    assert isinstance(info.value.__cause__, kind)
+    assert message in str(info.value.__cause__)
+
+
+def test_a_combiner_error_is_pinned_on_the_record_that_reached_it(counting_path):
+    def combiner(key, values):
+        values = list(values)
+        if any(isinstance(v, float) for v in values):
+            raise ArithmeticError("no floats")
+        return sum(values)
+
+    def mapper(key, value):  # floats are never counted: they reach the combiner as pairs
+        return [(0, 1.5 if key >= 500 else 1)] * 4
+
+    with pytest.raises(RecordFailed) as info:
+        map_side(mapper, [(i, i) for i in range(1000)], combiner=combiner)
+    # the 32nd value of key 0 arrives at record 507 (500 + 31 // 4)
+    assert info.value.index == 507
+    assert isinstance(info.value.__cause__, ArithmeticError)
 
 
 @pytest.mark.parametrize(
@@ -255,32 +323,52 @@ def test_count_outputs_counts_keys_of_one_value():
     index: dict[Any, int] = {}
     counts = bytearray()
     outs = [[("a", 1), ("b", 1)], None, iter([("a", 1)]), (), [(10**20, 1)]]
-    assert count_outputs(index, counts, outs, UNSET, UNSET) == (4, 1)
-    assert count_outputs(index, counts, [[("b", 1), ("c", 1)]], 1, UNSET) == (2, 1)
+    assert count_outputs(index, counts, outs, UNSET, UNSET) == (4, 1, None, UNSET)
+    assert count_outputs(index, counts, [[("b", 1), ("c", 1)]], 1, UNSET) == (2, 1, None, UNSET)
     assert index == {"a": 0, "b": 1, 10**20: 2, "c": 3}
     assert list(array.array("q", bytes(counts))) == [2, 2, 1, 1]
 
 
 @needs_ext
 @pytest.mark.parametrize(
-    "outs, value",
+    "refused, value",
     [
-        ([[("a", 1)], [("b", 2)]], UNSET),  # another value
-        ([[("a", 1)], [("b", True)]], UNSET),  # equal but another type
-        ([[("a", 1.0)]], UNSET),  # floats never qualify
-        ([[("a", [1])]], UNSET),  # nor mutable values
-        ([[("a", 1)]], "x"),  # not the value asked for
-        ([[["a", 1]]], UNSET),  # a list, not a tuple
-        ([[("a", 1, 2)]], UNSET),
-        ([{"a": 1}], UNSET),  # dict outputs
-        (["ab"], UNSET),  # str outputs
-        ([b"ab"], UNSET),
+        (("b", 2), UNSET),  # another value
+        (("b", True), UNSET),  # equal but another type
+        (("b", 1.0), UNSET),  # floats never qualify
+        (("b", [1]), UNSET),  # nor mutable values
+        (("b", 1), "x"),  # not the value asked for
+        (["b", 1], UNSET),  # a list, not a tuple
+        (("b", 1, 2), UNSET),
+        (([1], 1), UNSET),  # an unhashable key
     ],
 )
-def test_count_outputs_refuses_what_does_not_qualify(outs, value):
+def test_count_outputs_stops_at_a_pair_that_does_not_qualify(refused, value):
     from zmqmr._speedups import count_outputs
 
-    assert count_outputs({}, bytearray(), outs, value, UNSET) is None
+    index: dict[Any, int] = {}
+    counts = bytearray()
+    first = [("a", 1)] if value is UNSET else [("a", value)]
+    outs = iter([first, [("a", first[0][1]), refused, ("c", 9)], [("d", 1)]])
+    n, got, stopped, pair = count_outputs(index, counts, outs, value, UNSET)
+    # it stops inside the second result, and hands back exactly what it did not take
+    assert (n, got) == (2, first[0][1])
+    assert pair is refused
+    assert list(stopped) == [("c", 9)]
+    assert list(outs) == [[("d", 1)]]
+    assert index == {"a": 0} and list(array.array("q", bytes(counts))) == [2]
+
+
+@needs_ext
+@pytest.mark.parametrize("result", [{"a": 1}, "ab", b"ab", 5])
+def test_count_outputs_stops_at_a_result_that_does_not_qualify(result):
+    from zmqmr._speedups import count_outputs
+
+    outs = iter([[("a", 1)], result, [("b", 1)]])
+    n, value, stopped, pair = count_outputs({}, bytearray(), outs, UNSET, UNSET)
+    assert (n, value, pair) == (1, 1, UNSET)
+    assert stopped is result
+    assert list(outs) == [[("b", 1)]]
 
 
 @needs_ext
@@ -289,9 +377,17 @@ def test_count_outputs_takes_equal_values_of_the_same_type():
 
     big = 10**30
     outs = [[("a", int(str(big)))], [("b", int(str(big)))]]  # equal, not identical
-    assert count_outputs({}, bytearray(), outs, big, UNSET) == (2, big)
+    assert count_outputs({}, bytearray(), outs, big, UNSET) == (2, big, None, UNSET)
     outs = [[("a", "x" * 3)], [("a", "".join("xxx"))]]
-    assert count_outputs({}, bytearray(), outs, UNSET, UNSET) == (2, "xxx")
+    assert count_outputs({}, bytearray(), outs, UNSET, UNSET) == (2, "xxx", None, UNSET)
+
+
+class Unequal:
+    def __hash__(self) -> int:
+        return 1
+
+    def __eq__(self, other: object) -> bool:
+        raise LookupError("eq")
 
 
 @needs_ext
@@ -307,8 +403,8 @@ def test_count_outputs_lets_errors_through():
     with pytest.raises(KeyError):
         count_outputs(index, counts, [failing()], UNSET, UNSET)
     assert index == {"a": 0} and len(counts) == 8  # made counts stay made
-    with pytest.raises(TypeError, match="unhashable"):
-        count_outputs({}, bytearray(), [[([1], 1)]], UNSET, UNSET)
+    with pytest.raises(LookupError):
+        count_outputs({}, bytearray(), [[(Unequal(), 1), (Unequal(), 1)]], UNSET, UNSET)
     with pytest.raises(TypeError):
         count_outputs({}, bytearray(), 5, UNSET, UNSET)
     with pytest.raises(TypeError):
