@@ -119,8 +119,9 @@ def remove_paths(paths: list[str]) -> None:
 _second = operator.itemgetter(1)
 #: Values that are interchangeable when equal: safe to count instead of keep.
 _SCALARS = frozenset({int, str, bytes, bool, type(None)})
-#: The most pairs the pair-counting path holds at once.
-PAIRS_CHUNK = 65536
+#: The pairs the pair-counting path takes at a time: few enough to stay in the
+#: CPU's caches (and let Python reuse the tuples), enough to spread its checks.
+PAIRS_CHUNK = 1024
 
 _UNSET = object()
 _PLAIN = frozenset({list, tuple, types.GeneratorType})
@@ -238,8 +239,11 @@ class _Grouper:
             chunk.extend(itertools.islice(stream, PAIRS_CHUNK))
             if not chunk:
                 return
-            if not (self.countable and self._count_pairs(chunk)):
-                pairs = iter(chunk)
+            counted = self._count_pairs(chunk) if self.countable else 0
+            if counted < len(chunk):
+                pairs: Any = iter(chunk)
+                if counted:
+                    pairs.__setstate__(counted)  # the checked loop goes on from there
                 try:
                     self._add_pairs(userfn.checked_pairs(pairs))
                 except Exception as exc:
@@ -248,34 +252,34 @@ class _Grouper:
             taken += len(chunk)
             chunk.clear()
 
-    def _count_pairs(self, chunk: list[Any]) -> bool:
-        """Count the chunk into ``pending`` if every pair qualifies; if not, change nothing."""
+    def _count_pairs(self, chunk: list[Any]) -> int:
+        """Count the chunk's pairs into ``pending`` while they qualify; return how many."""
         try:
-            # The types of every value, not of the counted ones: counting merges
-            # equal pairs, and (k, 1) would hide (k, 1.0) or (k, True).
+            # Every pair's value type, not just the counted ones': counting
+            # merges equal pairs, and (k, 1) would hide (k, 1.0) or (k, True).
             kinds = self.pending_kinds | set(map(type, map(_second, chunk)))
         except Exception:
             kinds = {object}  # an item that is not a sequence of two or more
-        if not kinds <= _SCALARS or (int in kinds and bool in kinds):
+        if (
+            not kinds <= _SCALARS
+            or (int in kinds and bool in kinds)
+            or set(map(type, chunk)) != {tuple}
+            or set(map(len, chunk)) != {2}
+        ):
             self.countable = False
-            return False
-        counts: dict[Any, int] = {}
+            return 0
+        self.pending_kinds = kinds
+        pairs = iter(chunk)
         try:
-            _count_elements(counts, chunk)
+            _count_elements(self.pending, pairs)
         except Exception:
             self.countable = False  # an unhashable key, or a key's own error
-            return False
-        if set(map(type, counts)) != {tuple} or set(map(len, counts)) != {2}:
-            self.countable = False
-            return False
-        self.pending_kinds = kinds
-        pending = self.pending
-        get = pending.get
-        for pair, c in counts.items():
-            pending[pair] = get(pair, 0) + c
-        self.held += len(chunk)
-        self.emitted += len(chunk)
-        return True
+            taken = len(chunk) - operator.length_hint(pairs) - 1
+        else:
+            taken = len(chunk)
+        self.held += taken
+        self.emitted += taken
+        return taken
 
     def _add_pairs(self, pairs: Any) -> None:
         buf, combiner = self.buf, self.combiner
