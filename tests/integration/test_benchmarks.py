@@ -45,3 +45,11 @@ def test_faults_benchmark_gets_the_right_answer_with_a_killed_worker():
     out = run_script("faults.py", "--copies", "1", "--only", "none,kill")
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith(("none ", "kill "))]
     assert len(lines) == 2 and all("answer right" in ln for ln in lines), out.stdout
+
+
+def test_mapside_benchmark_calls_every_mapper_once_per_record_with_the_right_counts():
+    out = run_script("mapside.py", "--size", "1MB", "--repeat", "1")
+    rows = [ln.split() for ln in out.stdout.splitlines()]
+    calls = {row[0]: row[3] for row in rows if row and row[0] in ("ones", "ones-py", "floats")}
+    assert calls == {"ones": "1.00", "ones-py": "1.00", "floats": "1.00"}, out.stdout
+    assert any(row and row[0] == "switching" for row in rows), out.stdout
