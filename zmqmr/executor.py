@@ -40,7 +40,7 @@ import time
 import traceback
 import types
 from collections import _count_elements  # type: ignore[attr-defined]
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -49,7 +49,7 @@ import cloudpickle
 from . import shuffle, userfn
 from .config import WorkerSettings
 from .errors import ShuffleError
-from .inputs import Record, SplitReader, read_split
+from .inputs import SplitReader, read_split
 from .job import part_name, temp_part_name
 from .security import MEMBER, Keys, load_keys
 
@@ -133,6 +133,18 @@ def _last_read(records: Iterator[Any], last: int) -> int:
     ``last`` is the index of the list's final record.
     """
     return last - operator.length_hint(records)
+
+
+def _skipping(
+    mapper: Callable[[Any, Any], Any],
+    keys: Iterator[Any],
+    values: list[Any],
+    base: int,
+    skip: set[int],
+) -> Iterator[Any]:
+    """The mapper's results for records ``base`` on, None for those in ``skip`` (not mapped)."""
+    numbered = zip(itertools.count(base), keys, values)
+    return (None if i in skip else mapper(k, v) for i, k, v in numbered)
 
 
 class _Grouper:
@@ -298,17 +310,6 @@ class _Grouper:
             n += 1
         self.held += n
         self.emitted += n
-
-    def slow(
-        self, mapper: Callable[[Any, Any], Any], records: Iterable[tuple[int, Record]]
-    ) -> None:
-        """The per-record loop: every pair checked, a failure pinned on its record."""
-        i = -1
-        try:
-            for i, (key, value) in records:  # noqa: B007 - i names the bad record
-                self._add_pairs(userfn.output_pairs(mapper(key, value)))
-        except Exception as exc:
-            raise RecordFailed(i) from exc
 
 
 class Executor:
@@ -485,21 +486,19 @@ class Executor:
         index = read = skipped = 0
         for keys, values in reader.batches():
             base, index = index, index + len(keys)
-            if skip and any(base <= r < index for r in skip):
-                records = enumerate(zip(keys, values), base)
-                kept = [(i, rec) for i, rec in records if i not in skip]
-                skipped += len(keys) - len(kept)
-                g.flush()
-                g.slow(mapper, kept)
-            else:
-                keys_read = iter(keys)
-                where = functools.partial(_last_read, keys_read, index - 1)
-                try:
-                    g.add(map(mapper, keys_read, values), base, where)
-                except RecordFailed:
-                    raise
-                except Exception as exc:
-                    raise RecordFailed(where()) from exc
+            keys_read = iter(keys)
+            where = functools.partial(_last_read, keys_read, index - 1)
+            results: Iterator[Any] = map(mapper, keys_read, values)
+            dropped = sum(base <= r < index for r in skip) if skip else 0
+            if dropped:
+                skipped += dropped
+                results = _skipping(mapper, keys_read, values, base, skip)
+            try:
+                g.add(results, base, where)
+            except RecordFailed:
+                raise
+            except Exception as exc:
+                raise RecordFailed(where()) from exc
             read += len(keys)
             self.progress(reader.fraction())
             if (g.keys_held() if combiner is not None else g.held) >= spill_at:

@@ -301,6 +301,17 @@ def test_skipped_records_are_not_mapped(counting_path):
     assert sum(len(vs) for vs in buf.values()) == 298
 
 
+def test_a_failure_after_a_skipped_record_is_pinned_on_its_own_record(counting_path):
+    def mapper(key, value):
+        if key in (5, 9):
+            raise ValueError(key)
+        return [(key % 2, 1)]
+
+    with pytest.raises(RecordFailed) as info:
+        map_side(mapper, [(i, i) for i in range(300)], skip={5})
+    assert info.value.index == 9
+
+
 def test_buffer_spills_past_its_key_budget(counting_path):
     records = [(i, i) for i in range(1000)]
     buf, _, _, _, spills = map_side(
