@@ -103,8 +103,8 @@ def run_map(path: str, mapper: Callable[..., Any], c_loop: bool, work: str) -> C
     finally:
         executor.speedups = saved
     got: Counter[str] = Counter()
-    _, data = shuffle.read_segment(shuffle.map_output_path(work, "bench", 0, 0), 0)
-    for key, values in shuffle.segment_groups(data):
+    output = shuffle.local_segment(shuffle.map_output_path(work, "bench", 0, 0), 0)
+    for key, values in output.groups():
         got[key] += int(sum(values))
     return got
 
