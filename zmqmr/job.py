@@ -10,7 +10,6 @@ input or an unpicklable function fails at submit. ``JobResult`` is what
 from __future__ import annotations
 
 import os
-import pickle
 import site
 import sys
 import sysconfig
@@ -21,6 +20,7 @@ from typing import Any
 import cloudpickle
 
 from . import inputs as _inputs
+from . import pickling
 from .config import DEFAULT_RECORD_SPLIT_BYTES, DEFAULT_SPLIT_SIZE
 from .errors import JobSubmitError
 from .inputs import WholeFiles
@@ -194,7 +194,7 @@ def pickle_functions(job: Job) -> bytes:
                 registered.append(mod)
             except (ValueError, TypeError):
                 pass
-        return cloudpickle.dumps(fns, protocol=pickle.HIGHEST_PROTOCOL)
+        return pickling.dumps(fns)
     except Exception as exc:
         raise JobSubmitError(f"the job's functions cannot be pickled: {exc!r}") from exc
     finally:

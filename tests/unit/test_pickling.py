@@ -1,0 +1,105 @@
+"""Shipped functions keep their file names and source lines in remote tracebacks."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+
+import cloudpickle
+
+from zmqmr import pickling
+
+USER_MODULE = '''\
+import re
+
+WORD = re.compile(r"[a-z]+")
+
+
+def helper(word):
+    if word == "boom":
+        raise ValueError("the helper saw " + word)
+    return word
+
+
+def mapper(key, line):
+    for word in WORD.findall(line):
+        yield helper(word), 1
+
+
+def outer():
+    def inner(x):
+        return 1 // x
+    return inner
+'''
+
+# Runs in a fresh interpreter, where the user's file no longer exists.
+RECEIVER = textwrap.dedent(
+    """
+    import pickle, sys, traceback
+    fns = pickle.loads(sys.stdin.buffer.read())
+    for name, call in (("mapper", lambda: list(fns["mapper"](0, "a boom"))),
+                       ("inner", lambda: fns["inner"](0))):
+        try:
+            call()
+        except Exception as exc:
+            print("".join(traceback.format_exception(exc)))
+            print("=====")
+    """
+)
+
+
+def _load_user_module(tmp_path):
+    path = tmp_path / "userjob.py"
+    path.write_text(USER_MODULE)
+    spec = importlib.util.spec_from_file_location("userjob_for_pickling", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod, str(path)
+
+
+def _ship(tmp_path):
+    mod, path = _load_user_module(tmp_path)
+    cloudpickle.register_pickle_by_value(sys.modules.setdefault(mod.__name__, mod))
+    try:
+        blob = pickling.dumps({"mapper": mod.mapper, "inner": mod.outer()})
+    finally:
+        cloudpickle.unregister_pickle_by_value(mod)
+        del sys.modules[mod.__name__]
+    return blob, path
+
+
+def test_remote_traceback_names_the_users_file_line_and_source(tmp_path):
+    blob, path = _ship(tmp_path)
+    os.remove(path)  # the receiver must get the source from the pickle, not the disk
+    out = subprocess.run(
+        [sys.executable, "-c", RECEIVER], input=blob, capture_output=True, check=True, timeout=60
+    ).stdout.decode()
+    mapper_tb, inner_tb, _ = out.split("=====")
+    assert f'File "{path}", line 8, in helper' in mapper_tb
+    assert 'raise ValueError("the helper saw " + word)' in mapper_tb
+    assert f'File "{path}", line 14, in mapper' in mapper_tb
+    assert "yield helper(word), 1" in mapper_tb
+    assert "<dynamic-code>" not in mapper_tb
+    # a nested function's code object travels inside its parent's constants
+    assert f'File "{path}", line 19, in inner' in inner_tb
+    assert "return 1 // x" in inner_tb
+
+
+def test_shipped_functions_still_behave_the_same(tmp_path):
+    blob, _ = _ship(tmp_path)
+    fns = pickle.loads(blob)
+    assert list(fns["mapper"](0, "one two")) == [("one", 1), ("two", 1)]
+    assert fns["inner"](1) == 1
+
+
+def test_a_function_without_readable_source_still_ships():
+    namespace: dict = {}
+    exec(compile("def f(x):\n    return x + 1\n", "<no-such-file>", "exec"), namespace)
+    fn = pickle.loads(pickling.dumps(namespace["f"]))
+    assert fn(1) == 2
+    assert fn.__code__.co_filename == "<no-such-file>"
