@@ -13,7 +13,7 @@ import cloudpickle
 
 from zmqmr import pickling
 
-USER_MODULE = '''\
+USER_MODULE = """\
 import re
 
 WORD = re.compile(r"[a-z]+")
@@ -34,7 +34,7 @@ def outer():
     def inner(x):
         return 1 // x
     return inner
-'''
+"""
 
 # Runs in a fresh interpreter, where the user's file no longer exists.
 RECEIVER = textwrap.dedent(
