@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import wordcount  # noqa: E402 - the corpus generator and the word-count functions
 
-from zmqmr import executor, shuffle  # noqa: E402
+from zmqmr import executor, protocol, shuffle  # noqa: E402
 from zmqmr.config import WorkerSettings  # noqa: E402
 
 CALLS = [0]
@@ -97,8 +97,8 @@ def run_map(path: str, mapper: Callable[..., Any], c_loop: bool, work: str) -> C
         ex = executor.Executor(conn, work, "tcp://127.0.0.1:1", WorkerSettings())
         os.makedirs(shuffle.job_dir(work, "bench"), exist_ok=True)
         fns = {"mapper": mapper, "reducer": total, "combiner": total, "partitioner": None}
-        split = {"kind": "text", "path": path, "start": 0, "end": os.path.getsize(path)}
-        spec = {"split": split, "num_reducers": 1}
+        split = protocol.Split("text", path, 0, os.path.getsize(path))
+        spec = protocol.TaskSpec("bench", 1, 1, None, True, 0, split=split)
         ex.run_map(fns, "bench", 0, 0, spec, None, {})
     finally:
         executor.speedups = saved

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import time
 from collections import Counter
+from typing import Any
 
 import psutil
 import pytest
@@ -38,6 +39,24 @@ def count_words(paths) -> Counter:
             for line in f:
                 c.update(WORD.findall(line.lower()))
     return c
+
+
+def partition_groups(r: int, p: int) -> list[tuple[Any, list[Any]]]:
+    """Sorted groups for partition ``p`` of ``r``; every third partition is empty."""
+    if p % 3 == 1:
+        return []
+    return [(f"key-{p}-{i:04d}", [i, i * 2, f"v{i}"]) for i in range(5 + p)]
+
+
+def write_output(path: str, r: int, groups=partition_groups) -> list[list[Any]]:
+    from zmqmr.shuffle import MapOutputWriter
+
+    w = MapOutputWriter(path, r)
+    written = [groups(r, p) for p in range(r)]
+    for g in written:
+        w.write_segment(g)
+    w.close()
+    return written
 
 
 def stop_processes(procs, grace: float = 10.0) -> None:

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import zmq
 
@@ -43,7 +44,8 @@ class Client:
     """A connection to a master's client port.
 
     ``keys`` names a key directory for CURVE (see ``zmqmr keygen``); ``timeout``
-    bounds every wait for the master's answer, in seconds.
+    bounds every wait for the master's answer, in seconds. A client may be used
+    from several threads at once: each thread talks over a socket of its own.
     """
 
     def __init__(self, address: str, keys: str | None = None, timeout: float = 10.0) -> None:
@@ -51,31 +53,46 @@ class Client:
         self.keys = load_keys(keys, MEMBER) if keys else None
         self.timeout = timeout
         self._ctx: zmq.Context[Any] = zmq.Context()
-        self._sock: zmq.Socket[Any] | None = None
-        self._watch: HandshakeWatch | None = None
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._open: set[tuple[zmq.Socket[Any], HandshakeWatch]] = set()
 
     def _socket(self) -> zmq.Socket[Any]:
-        if self._sock is None:
+        sock: zmq.Socket[Any] | None = getattr(self._local, "sock", None)
+        if sock is None:
             sock = self._ctx.socket(zmq.DEALER)
             sock.linger = 0
             sock.setsockopt(zmq.IDENTITY, f"c-{uuid.uuid4().hex}".encode())
             if self.keys is not None:
                 self.keys.client(sock, self.keys.master_public)
-            self._watch = HandshakeWatch(sock)
-            sock.connect(self.address)
-            self._sock = sock
-        return self._sock
+            watch = HandshakeWatch(sock)
+            try:
+                sock.connect(self.address)
+            except zmq.ZMQError:
+                watch.close()
+                sock.close(0)
+                raise
+            self._local.sock, self._local.watch = sock, watch
+            with self._lock:
+                self._open.add((sock, watch))
+        return sock
 
     def _close_socket(self) -> None:
-        if self._watch is not None:
-            self._watch.close()
-            self._watch = None
-        if self._sock is not None:
-            self._sock.close(0)
-            self._sock = None
+        sock = getattr(self._local, "sock", None)
+        if sock is not None:
+            watch = self._local.watch
+            with self._lock:
+                self._open.discard((sock, watch))
+            watch.close()
+            sock.close(0)
+            self._local.sock = self._local.watch = None
 
     def close(self) -> None:
-        self._close_socket()
+        with self._lock:
+            for sock, watch in self._open:
+                watch.close()
+                sock.close(0)
+            self._open.clear()
         self._ctx.term()
 
     def __enter__(self) -> Client:
@@ -84,22 +101,25 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def send(self, msg: protocol.Message) -> None:
+        """Send one message that expects no answer."""
+        self._socket().send_multipart(protocol.encode(msg), copy=False)
+
     def request(
         self,
-        mtype: str,
-        header: dict[str, Any],
-        blobs: list[bytes] | tuple[()] = (),
-        answers: tuple[str, ...] = (),
+        msg: protocol.Message,
+        answers: tuple[type[A], ...],
         job: str | None = None,
-    ) -> protocol.Message:
+    ) -> A:
         """Send one request and wait for its answer (of a type in ``answers``)."""
         sock = self._socket()
-        sock.send_multipart(protocol.encode(mtype, header, blobs), copy=False)
+        sock.send_multipart(protocol.encode(msg), copy=False)
         deadline = time.monotonic() + self.timeout
         while True:
             left = deadline - time.monotonic()
             if left <= 0 or not sock.poll(int(left * 1000) + 1):
-                failure = self._watch.failure() if self._watch else None
+                watch = getattr(self._local, "watch", None)
+                failure = watch.failure() if watch is not None else None
                 self._close_socket()
                 if failure:
                     raise MasterUnavailable(
@@ -110,29 +130,30 @@ class Client:
                     f"no answer from the master at {self.address} within {self.timeout:g}s"
                 )
             try:
-                msg = protocol.decode(sock.recv_multipart())
+                reply = protocol.decode(sock.recv_multipart())
             except protocol.ProtocolError as exc:
                 log.warning("dropping a malformed reply: %s", exc)
                 continue
-            if msg.type in answers and (job is None or msg.header.get("job") == job):
-                return msg
-            log.debug("ignoring a stale %s", msg.type)
+            if isinstance(reply, answers) and (job is None or getattr(reply, "job", None) == job):
+                return reply
+            log.debug("ignoring a stale %s", reply.TYPE)
 
     def submit(self, job: Job) -> JobHandle:
         """Send ``job`` to the master; returns at once with a handle."""
         prepared = prepare(job)
         job_id = uuid.uuid4().hex[:16]
+        try:
+            spec = protocol.JobSpec.from_json(prepared.spec, "job")
+        except protocol.ProtocolError as exc:
+            raise JobSubmitError(f"the job cannot be sent: {exc}") from None
         reply = self.request(
-            protocol.SUBMIT,
-            {"job": job_id, "spec": prepared.spec},
-            [prepared.code, *prepared.records],
-            answers=(protocol.ACCEPTED, protocol.REJECTED),
+            protocol.Submit(job_id, spec, blobs=[prepared.code, *prepared.records]),
+            (protocol.Accepted, protocol.Rejected),
             job=job_id,
         )
-        if reply.type == protocol.REJECTED:
-            raise JobSubmitError(reply["error"].get("message", "rejected"))
-        spec = prepared.spec
-        return JobHandle(self, job_id, spec["name"], spec["num_reducers"], spec["output_dir"])
+        if isinstance(reply, protocol.Rejected):
+            raise JobSubmitError(reply.error.message)
+        return JobHandle(self, job_id, spec.name, spec.num_reducers, spec.output_dir)
 
     def run(self, job: Job, progress: bool | None = None) -> JobResult:
         """Run ``job`` and wait for it; a progress line shows on a TTY.
@@ -144,14 +165,18 @@ class Client:
 
     def status(self) -> dict[str, Any]:
         """Workers (slots, last heartbeat) and jobs (task counts) as the master sees them."""
-        reply = self.request(protocol.STATUS, {}, answers=(protocol.STATUS_REPLY,))
-        status: dict[str, Any] = reply["status"]
+        reply = self.request(protocol.StatusRequest(), (protocol.StatusReply,))
+        status = reply.status.to_json()
+        for j in status["jobs"]:  # one flat row per job, as `zmqmr status` prints it
+            j.update(j.pop("progress"))
         return status
 
 
-def _error(error: dict[str, Any]) -> Exception:
-    kind = error.get("type", "")
-    message = error.get("message", "job failed")
+A = TypeVar("A", bound=protocol.Message)
+
+
+def _error(error: protocol.ErrorInfo) -> Exception:
+    kind, message = error.type, error.message or "job failed"
     if kind == "JobSubmitError":
         return JobSubmitError(message)
     if kind == "JobCancelled":
@@ -163,10 +188,13 @@ def _error(error: dict[str, Any]) -> Exception:
     return JobFailed(
         message,
         remote_type=kind,
-        remote_message=error.get("user_message", message),
-        remote_traceback=error.get("traceback", ""),
-        task=error.get("task", ""),
+        remote_message=error.user_message or message,
+        remote_traceback=error.traceback,
+        task=error.task,
     )
+
+
+Outcome = protocol.Progress | protocol.Result | protocol.JobFailed
 
 
 class JobHandle:
@@ -185,50 +213,46 @@ class JobHandle:
         self.job_id = job_id
         self.name = name
         self.num_reducers = num_reducers
-        self._outcome: protocol.Message | None = None
+        self._outcome: protocol.Result | protocol.JobFailed | None = None
         self._last: dict[str, Any] = {}
 
-    def _poll(self, wait: float = 0.0) -> protocol.Message:
+    def _poll(self, wait: float = 0.0) -> Outcome:
         if self._outcome is not None:
             return self._outcome
-        header: dict[str, Any] = {"job": self.job_id}
-        if wait > 0:
-            header["wait"] = wait
         msg = self.client.request(
-            protocol.POLL,
-            header,
-            answers=(protocol.PROGRESS, protocol.RESULT, protocol.JOB_FAILED),
+            protocol.Poll(self.job_id, wait),
+            (protocol.Progress, protocol.Result, protocol.JobFailed),
             job=self.job_id,
         )
-        if msg.type == protocol.PROGRESS:
-            self._last = msg["progress"]
-        else:
-            self._outcome = msg
+        if isinstance(msg, protocol.Progress):
+            self._last = msg.progress.to_json()
+            return msg
+        assert isinstance(msg, (protocol.Result, protocol.JobFailed))
+        self._outcome = msg
         return msg
 
     def progress(self) -> dict[str, Any]:
         """The job's state and task counts: maps_done/maps, reduces_done/reduces, elapsed."""
         msg = self._poll()
-        if msg.type == protocol.RESULT:
-            stats = msg["summary"]["stats"]
+        if isinstance(msg, protocol.Result):
+            stats = msg.summary.stats
             return {
                 "state": "succeeded",
-                "maps": stats["maps"],
-                "maps_done": stats["maps"],
-                "reduces": stats["reduces"],
-                "reduces_done": stats["reduces"],
+                "maps": int(stats["maps"]),
+                "maps_done": int(stats["maps"]),
+                "reduces": int(stats["reduces"]),
+                "reduces_done": int(stats["reduces"]),
                 "running": 0,
                 "elapsed": stats["total_seconds"],
             }
-        if msg.type == protocol.JOB_FAILED:
-            return {**self._last, "state": "failed", "error": msg["error"].get("message", "")}
+        if isinstance(msg, protocol.JobFailed):
+            return {**self._last, "state": "failed", "error": msg.error.message}
         return dict(self._last)
 
     def cancel(self) -> None:
         """Ask the master to stop the job; ``wait`` then raises JobCancelled."""
         if self._outcome is None:
-            sock = self.client._socket()
-            sock.send_multipart(protocol.encode(protocol.CANCEL_JOB, {"job": self.job_id}))
+            self.client.send(protocol.CancelJob(self.job_id))
 
     def wait(self, timeout: float | None = None, progress: bool | None = None) -> JobResult:
         """Block until the job ends; returns its JobResult or raises its error.
@@ -248,10 +272,10 @@ class JobHandle:
                 if deadline is not None:
                     wait = min(wait, deadline - time.monotonic())
                 msg = self._poll(wait=max(0.0, wait))
-                if msg.type != protocol.PROGRESS:
+                if not isinstance(msg, protocol.Progress):
                     break
                 if show:
-                    line = _render(self.name, msg["progress"])
+                    line = _render(self.name, msg.progress.to_json())
                     stream.write("\r" + line)
                     stream.flush()
                 if deadline is not None and time.monotonic() >= deadline:
@@ -260,8 +284,8 @@ class JobHandle:
             if show and line:
                 stream.write("\n")
                 stream.flush()
-        if msg.type == protocol.JOB_FAILED:
-            raise _error(msg["error"])
+        if isinstance(msg, protocol.JobFailed):
+            raise _error(msg.error)
         result = _result(self.job_id, msg)
         if self.output_dir:
             remove_temp_parts(self.output_dir)
@@ -280,13 +304,9 @@ def _loader(blob: bytes) -> Callable[[], list[tuple[Any, Any]]]:
     return lambda: list(shuffle.segment_groups(blob))
 
 
-def _result(job_id: str, msg: protocol.Message) -> JobResult:
-    summary = msg["summary"]
-    partitions = [_loader(b) for b in msg.blobs] if summary.get("returned") else None
+def _result(job_id: str, msg: protocol.Result) -> JobResult:
+    summary = msg.summary
+    partitions = [_loader(b) for b in msg.blobs] if summary.returned else None
     return JobResult(
-        job_id,
-        partitions,
-        list(summary.get("output_files") or []),
-        dict(summary.get("counters", {})),
-        dict(summary.get("stats", {})),
+        job_id, partitions, list(summary.output_files), dict(summary.counters), dict(summary.stats)
     )

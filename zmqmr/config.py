@@ -37,6 +37,18 @@ class ClusterSettings:
     result_limit: int = DEFAULT_RESULT_LIMIT
     #: No backup for an attempt younger than this, however slow it looks.
     speculation_min_seconds: float = 2.0
+    #: A worker gets at most this many slots, whatever it claims.
+    max_worker_slots: int = 64
+    #: Queued attempts per slot a worker may hold while a job has more idle tasks
+    #: than the cluster has free slots (0: never queue).
+    prefetch: int = 1
+    #: An attempt whose worker reports no progress for this many heartbeats, while
+    #: other attempts of its phase progress, gets a backup elsewhere.
+    stall_heartbeats: int = 5
+
+    @property
+    def stall_seconds(self) -> float:
+        return max(self.stall_heartbeats * self.heartbeat_interval, self.speculation_min_seconds)
 
     def __post_init__(self) -> None:
         _positive("heartbeat_interval", self.heartbeat_interval)
@@ -49,6 +61,14 @@ class ClusterSettings:
         _positive("worker_job_failures", self.worker_job_failures)
         _positive("result_limit", self.result_limit)
         _positive("speculation_min_seconds", self.speculation_min_seconds)
+        _positive("max_worker_slots", self.max_worker_slots)
+        _positive("stall_heartbeats", self.stall_heartbeats)
+        if (
+            isinstance(self.prefetch, bool)
+            or not isinstance(self.prefetch, int)
+            or self.prefetch < 0
+        ):
+            raise ValueError(f"prefetch must be an int >= 0, got {self.prefetch!r}")
 
     @classmethod
     def field_names(cls) -> frozenset[str]:

@@ -8,15 +8,11 @@ output (several at a time, from disk past a memory budget), merges the sorted
 streams, groups by key, calls the reducer, and commits its part file by
 write-then-rename.
 
-The worker talks to its executors over a multiprocessing pipe::
+The worker talks to its executors over a multiprocessing pipe, with the typed
+objects of ``zmqmr.protocol``::
 
-    worker -> executor: ("run", attempt, job, kind, task, spec, code|None, records|None)
-                        ("relocate", map_task, location)   while a reduce waits
-                        ("forget", job)
-    executor -> worker: ("progress", attempt, fraction)
-                        ("done", attempt, info, result|None)
-                        ("failed", attempt, kind, error, record|None)
-                        ("fetch_failed", attempt, map_task, map_attempt, reason)
+    worker -> executor: RunAttempt, Relocate (while a reduce waits), DropJob
+    executor -> worker: AttemptProgress, Done, Failed, FetchFailed
 
 An executor dies with its worker: ``PR_SET_PDEATHSIG`` covers SIGKILL of the
 worker, and a closed pipe covers the rest.
@@ -46,7 +42,7 @@ from typing import Any
 
 import cloudpickle
 
-from . import shuffle, userfn
+from . import protocol, shuffle, userfn
 from .config import WorkerSettings
 from .errors import ShuffleError
 from .inputs import SplitReader, read_split
@@ -339,43 +335,35 @@ class Executor:
                 msg = self.conn.recv()
             except (EOFError, OSError):
                 return
-            if msg[0] == "run":
-                self.run(*msg[1:])
-            elif msg[0] == "forget":
-                self.jobs.pop(msg[1], None)
+            if isinstance(msg, protocol.RunAttempt):
+                self.run(msg)
+            elif isinstance(msg, protocol.DropJob):
+                self.jobs.pop(msg.job, None)
 
     def progress(self, fraction: float) -> None:
         now = time.monotonic()
         if now >= self._next_progress:
             self._next_progress = now + PROGRESS_EVERY
-            self.conn.send(("progress", self._attempt, fraction))
+            self.conn.send(protocol.AttemptProgress(self._attempt, min(1.0, max(0.0, fraction))))
 
-    def run(
-        self,
-        attempt: int,
-        job_id: str,
-        kind: str,
-        task: int,
-        spec: dict[str, Any],
-        code: bytes | None,
-        records: bytes | None,
-    ) -> None:
+    def run(self, msg: protocol.RunAttempt) -> None:
+        attempt, job_id, task, spec = msg.attempt, msg.job, msg.task, msg.spec
         self._attempt = attempt
         self._next_progress = time.monotonic() + PROGRESS_EVERY
         counters: dict[str, int] = {}
         previous = userfn.counting(counters)
         record = None
         try:
-            if code is not None:
-                self.jobs[job_id] = cloudpickle.loads(code)
+            if msg.code is not None:
+                self.jobs[job_id] = cloudpickle.loads(msg.code)
             fns = self.jobs[job_id]
             os.makedirs(shuffle.job_dir(self.data_dir, job_id), exist_ok=True)
-            if kind == "map":
-                info = self.run_map(fns, job_id, task, attempt, spec, records, counters)
+            if msg.kind == "map":
+                report = self.run_map(fns, job_id, task, attempt, spec, msg.records, counters)
                 result = None
             else:
-                info, result = self.run_reduce(fns, job_id, task, attempt, spec, counters)
-            info["counters"] = counters
+                report, result = self.run_reduce(fns, job_id, task, attempt, spec, counters)
+            report.counters = counters
         except RecordFailed as exc:
             cause = exc.__cause__ or exc
             record = exc.index
@@ -386,12 +374,12 @@ class Executor:
             return
         finally:
             userfn.counting(previous)
-        self.conn.send(("done", attempt, info, result))
+        self.conn.send(protocol.Done(attempt, report, blobs=[] if result is None else [result]))
 
     def _fail(self, attempt: int, exc: BaseException, record: int | None) -> None:
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        error = {"type": type(exc).__name__, "message": str(exc), "traceback": tb}
-        self.conn.send(("failed", attempt, "user", error, record))
+        error = protocol.ErrorInfo.make(type(exc).__name__, str(exc), tb)
+        self.conn.send(protocol.Failed(attempt, "user", error, record))
 
     # -- map ------------------------------------------------------------------
 
@@ -401,12 +389,13 @@ class Executor:
         job_id: str,
         task: int,
         attempt: int,
-        spec: dict[str, Any],
+        spec: protocol.TaskSpec,
         records_blob: bytes | None,
         counters: dict[str, int],
-    ) -> dict[str, Any]:
-        reader = read_split(spec["split"], records_blob)
-        R = spec["num_reducers"]
+    ) -> protocol.Report:
+        assert spec.split is not None
+        reader = read_split(spec.split.to_json(), records_blob)
+        R = spec.num_reducers
         part = userfn.checked_partitioner(fns["partitioner"], R)
         stem = os.path.join(shuffle.job_dir(self.data_dir, job_id), f"m{task:05d}-a{attempt}")
         spill_dir = stem + ".spills"
@@ -422,7 +411,7 @@ class Executor:
                 fns["mapper"],
                 combiner,
                 reader,
-                set(spec.get("skip") or ()),
+                set(spec.skip),
                 counters,
                 lambda b: spills.append(self._spill(b, part, R, spill_dir, len(spills))),
             )
@@ -453,11 +442,12 @@ class Executor:
             shutil.rmtree(spill_dir, ignore_errors=True)
             if gc_was_enabled:
                 gc.enable()
-        return {
-            "sizes": [s.length for s in segments],
-            "groups": [s.groups for s in segments],
-            "bytes": writer.bytes_written,
-        }
+        return protocol.Report(
+            segments=[
+                protocol.Segment(r, s.length, s.groups) for r, s in enumerate(segments) if s.length
+            ],
+            bytes=writer.bytes_written,
+        )
 
     def _map_records(
         self,
@@ -572,69 +562,87 @@ class Executor:
             self._zctx = zmq.Context()
         return self._zctx
 
-    def _fetch_one(
-        self, job_id: str, partition: int, loc: dict[str, Any], spill_path: str | None
-    ) -> shuffle.Fetched:
-        if loc["address"] == self.shuffle_address:
-            path = shuffle.map_output_path(self.data_dir, job_id, loc["map_task"], loc["attempt"])
-            return shuffle.local_segment(path, partition)
-        request = {
-            "job": job_id,
-            "map_task": loc["map_task"],
-            "attempt": loc["attempt"],
-            "partition": partition,
-        }
-        s = self.settings
-        return shuffle.fetch_segment(
-            self.zctx,
-            loc["address"],
-            request,
-            chunk=s.fetch_chunk,
-            timeout=s.fetch_timeout,
-            retries=s.fetch_retries,
-            spill_path=spill_path,
-            keys=self.keys,
-        )
+    def _fetch_from(
+        self, job_id: str, partition: int, address: str, wanted: list[shuffle.Wanted]
+    ) -> tuple[dict[int, shuffle.Fetched], dict[int, ShuffleError]]:
+        """Segments of map outputs on one worker: read locally, or over one connection."""
+        if address != self.shuffle_address:
+            s = self.settings
+            return shuffle.fetch_segments(
+                self.zctx,
+                address,
+                job_id,
+                partition,
+                wanted,
+                chunk=s.fetch_chunk,
+                timeout=s.fetch_timeout,
+                retries=s.fetch_retries,
+                keys=self.keys,
+            )
+        fetched: dict[int, shuffle.Fetched] = {}
+        failed: dict[int, ShuffleError] = {}
+        for w in wanted:
+            path = shuffle.map_output_path(self.data_dir, job_id, w.map_task, w.attempt)
+            try:
+                fetched[w.map_task] = shuffle.local_segment(path, partition)
+            except ShuffleError as exc:
+                failed[w.map_task] = exc
+            except OSError as exc:
+                failed[w.map_task] = ShuffleError(str(exc))
+        return fetched, failed
 
     def fetch_all(
-        self, job_id: str, partition: int, attempt: int, spec: dict[str, Any], work_dir: str
+        self, job_id: str, attempt: int, spec: protocol.TaskSpec, work_dir: str
     ) -> list[shuffle.Fetched]:
-        """Every map output's segment for ``partition``, waiting out lost ones."""
-        locations = {loc["map_task"]: loc for loc in spec["locations"]}
-        num_maps = spec["num_maps"]
+        """This partition's segment of every map output that has one, waiting out lost ones.
+
+        Segments are fetched per worker (several workers at a time), several
+        segments per request; those past ``reduce_memory`` go to files.
+        """
+        assert spec.partition is not None
+        partition = spec.partition
+        locations = {loc.map_task: loc for loc in spec.locations}
         fetched: dict[int, shuffle.Fetched] = {}
         waiting: dict[int, int] = {}  # map task -> the attempt whose output was lost
         mem = 0
+        total = max(1, len(locations))
         with concurrent.futures.ThreadPoolExecutor(FETCH_PARALLEL) as pool:
-            while len(fetched) < num_maps:
-                todo = [m for m in range(num_maps) if m not in fetched and m not in waiting]
-                futures = {}
-                for m in todo:
-                    loc = locations[m]
-                    size = loc["size"][partition]
+            while len(fetched) < len(locations):
+                by_address: dict[str, list[shuffle.Wanted]] = {}
+                for m, loc in locations.items():
+                    if m in fetched or m in waiting:
+                        continue
+                    if loc.size == 0:  # a re-executed map with nothing for this partition
+                        fetched[m] = shuffle.Fetched(0, data=b"")
+                        continue
                     spill = None
-                    if mem + size > self.settings.reduce_memory:
-                        spill = os.path.join(work_dir, f"m{m}-a{loc['attempt']}")
+                    if mem + loc.size > self.settings.reduce_memory:
+                        spill = os.path.join(work_dir, f"m{m}-a{loc.attempt}")
                     else:
-                        mem += size
-                    futures[pool.submit(self._fetch_one, job_id, partition, loc, spill)] = m
+                        mem += loc.size
+                    want = shuffle.Wanted(m, loc.attempt, spill)
+                    by_address.setdefault(loc.address, []).append(want)
+                futures = [
+                    pool.submit(self._fetch_from, job_id, partition, address, wanted)
+                    for address, wanted in by_address.items()
+                ]
                 for fut in concurrent.futures.as_completed(futures):
-                    m = futures[fut]
-                    try:
-                        fetched[m] = fut.result()
-                    except (ShuffleError, OSError) as exc:
-                        waiting[m] = locations[m]["attempt"]
-                        self.conn.send(("fetch_failed", attempt, m, waiting[m], str(exc)))
-                    self.progress(0.5 * len(fetched) / num_maps)
+                    got, failed = fut.result()
+                    fetched.update(got)
+                    for m, reason in failed.items():
+                        waiting[m] = locations[m].attempt
+                        why = str(reason)[: protocol.MAX_TEXT]
+                        self.conn.send(protocol.FetchFailed(attempt, m, waiting[m], why))
+                    self.progress(0.5 * len(fetched) / total)
                 while waiting:
                     msg = self.conn.recv()
-                    if msg[0] != "relocate":
+                    if not isinstance(msg, protocol.Relocate):
                         continue
-                    _, m, loc = msg
-                    locations[m] = loc
-                    if m in waiting and loc["attempt"] != waiting[m]:
-                        del waiting[m]
-        return [fetched[m] for m in range(num_maps)]
+                    loc = msg.location
+                    locations[loc.map_task] = loc
+                    if loc.map_task in waiting and loc.attempt != waiting[loc.map_task]:
+                        del waiting[loc.map_task]
+        return [fetched[m] for m in sorted(locations)]
 
     def run_reduce(
         self,
@@ -642,9 +650,9 @@ class Executor:
         job_id: str,
         task: int,
         attempt: int,
-        spec: dict[str, Any],
+        spec: protocol.TaskSpec,
         counters: dict[str, int],
-    ) -> tuple[dict[str, Any], bytes | None]:
+    ) -> tuple[protocol.Report, bytes | None]:
         work_dir = os.path.join(shuffle.job_dir(self.data_dir, job_id), f"r{task:05d}-a{attempt}")
         os.makedirs(work_dir, exist_ok=True)
         try:
@@ -658,20 +666,20 @@ class Executor:
         job_id: str,
         task: int,
         attempt: int,
-        spec: dict[str, Any],
+        spec: protocol.TaskSpec,
         counters: dict[str, int],
         work_dir: str,
-    ) -> tuple[dict[str, Any], bytes | None]:
-        segments = self.fetch_all(job_id, task, attempt, spec, work_dir)
-        total_groups = max(1, sum(loc["groups"][task] for loc in spec["locations"]))
+    ) -> tuple[protocol.Report, bytes | None]:
+        segments = self.fetch_all(job_id, attempt, spec, work_dir)
+        total_groups = max(1, sum(loc.groups for loc in spec.locations))
         streams = [seg.groups() for seg in segments]
         in_memory = all(seg.data is not None for seg in segments)
         if in_memory and sum(seg.length for seg in segments) <= HASH_GROUP_BYTES:
             groups = userfn.hash_merged(streams)
         else:
             groups = userfn.merged(streams)
-        output_dir = spec.get("output_dir")
-        limit = spec.get("result_limit", 64 * 1024 * 1024)
+        output_dir = spec.output_dir
+        limit = spec.result_limit
         out = None
         tmp = final = ""
         if output_dir:
@@ -716,12 +724,8 @@ class Executor:
                 out.close()
                 remove_paths([tmp])
         counters["zmqmr.reduce_output_records"] = n
-        info = {
-            "too_big": too_big,
-            "output_file": final or None,
-            "fetched_bytes": sum(s.length for s in segments),
-        }
-        return info, (None if too_big else b"".join(blocks))
+        report = protocol.Report(too_big=too_big, output_file=final or None)
+        return report, (None if too_big else b"".join(blocks))
 
 
 def main(

@@ -11,10 +11,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 import zmq
 
+from . import events as events_
 from . import protocol, state
 from .config import DEFAULT_CLIENT_BIND, DEFAULT_WORKER_BIND, ClusterSettings
 from .errors import ProtocolError
@@ -48,6 +49,7 @@ class Master:
         self.client_address = self.clients.getsockopt_string(zmq.LAST_ENDPOINT)
         self.stop_event = threading.Event()
         self.dropped = 0
+        self._seq = 0
 
     def _router(self, bind: str) -> zmq.Socket[Any]:
         sock = self.ctx.socket(zmq.ROUTER)
@@ -73,6 +75,7 @@ class Master:
         poller.register(self.clients, zmq.POLLIN)
         interval = self.settings.heartbeat_interval
         next_beat = time.monotonic()
+        beat = protocol.encode(protocol.Heartbeat())
         try:
             while not self.stop_event.is_set():
                 wake = self.state.wake_at()  # a long poll falling due
@@ -80,171 +83,172 @@ class Master:
                 wait = max(0.0, min(due - time.monotonic(), 0.25))
                 events = dict(poller.poll(int(wait * 1000) + 1))
                 if self.workers in events:
-                    self._drain(self.workers, self._worker_event)
+                    self._drain(self.workers, True)
                 if self.clients in events:
-                    self._drain(self.clients, self._client_event)
+                    self._drain(self.clients, False)
                 now = time.monotonic()
+                if now >= next_beat or (wake is not None and now >= wake):
+                    self._handle(events_.Tick(stimulus=self._stimulus("tick")))
                 if now >= next_beat:
                     next_beat = now + interval
-                    self._execute(self.state.handle(state.Tick(), now))
                     for wid in list(self.state.workers):
-                        self._send(self.workers, wid, protocol.HEARTBEAT, {"progress": []})
-                elif wake is not None and now >= wake:
-                    self._execute(self.state.handle(state.Tick(), now))
-            self._execute(self.state.handle(state.Shutdown(), time.monotonic()))
+                        self._send_frames(self.workers, wid, beat, "HEARTBEAT")
+            self._handle(events_.Shutdown(stimulus="shutdown"))
             self.close(linger=500)  # let the goodbyes out
         except BaseException:
             self.close()
             raise
 
-    def _drain(self, sock: zmq.Socket[Any], to_event: Any) -> None:
+    def _stimulus(self, what: str) -> str:
+        self._seq += 1
+        return f"{what}-{self._seq}"
+
+    def _drain(self, sock: zmq.Socket[Any], from_workers: bool) -> None:
         for _ in range(1000):  # bounded, so one busy socket cannot starve the other
             try:
                 frames = sock.recv_multipart(flags=zmq.NOBLOCK, copy=True)
             except zmq.Again:
                 return
+            if len(frames) < 2:
+                continue  # a ROUTER always gives an identity; nothing to answer
+            peer = bytes(frames[0])
             try:
-                identity, msg = protocol.split_routed(frames)
-                event = to_event(identity, msg)
+                msg = protocol.decode(frames[1:])
+                stimulus = self._stimulus(msg.TYPE.lower())
+                event = (_worker_event if from_workers else _client_event)(peer, msg, stimulus)
             except ProtocolError as exc:
                 self.dropped += 1
-                log.warning("dropping a malformed message: %s", exc)
-                continue
-            if event is not None:
-                self._execute(self.state.handle(event, time.monotonic()))
+                side = "worker" if from_workers else "client"
+                log.warning("dropping a malformed message from %s %r: %s", side, peer[:64], exc)
+                if not from_workers or peer not in self.state.workers:
+                    continue
+                event = events_.WorkerMisbehaved(
+                    peer, str(exc)[:200], stimulus=self._stimulus("malformed")
+                )
+            self._handle(event)
 
-    @staticmethod
-    def _worker_event(wid: bytes, msg: protocol.Message) -> object | None:
-        t = msg.type
-        if t == protocol.READY:
-            return state.WorkerReady(wid, msg["slots"], msg["shuffle"], msg["host"], msg["pid"])
-        if t == protocol.HEARTBEAT:
-            progress = []
-            for item in msg["progress"]:
-                if (
-                    not isinstance(item, list)
-                    or len(item) != 2
-                    or not isinstance(item[0], int)
-                    or not isinstance(item[1], (int, float))
-                ):
-                    raise ProtocolError("HEARTBEAT: progress must be [attempt, fraction] pairs")
-                progress.append((item[0], float(item[1])))
-            return state.WorkerSeen(wid, progress)
-        if t == protocol.DONE:
-            return state.AttemptDone(
-                wid, msg["attempt"], msg["info"], msg.blobs[0] if msg.blobs else None
-            )
-        if t == protocol.FAILED:
-            record = msg.header.get("record")
-            if record is not None and (not isinstance(record, int) or record < 0):
-                raise ProtocolError("FAILED: record must be a non-negative int")
-            return state.AttemptFailed(
-                wid, msg["attempt"], msg["kind"], protocol.check_error(msg["error"]), record
-            )
-        if t == protocol.FETCH_FAILED:
-            return state.FetchFailed(
-                wid, msg["attempt"], msg["map_task"], msg["map_attempt"], msg["reason"]
-            )
-        if t == protocol.BYE:
-            return state.WorkerLeft(wid)
-        raise ProtocolError(f"{t} is not a worker's message")
+    def _handle(self, event: events_.Event) -> None:
+        """Hand one event to the state and carry out its commands; nothing escapes."""
+        try:
+            commands = self.state.handle(event, time.monotonic())
+        except Exception:
+            log.exception("the state machine failed on %s; the event is dropped", event.stimulus)
+            return
+        for cmd in commands:
+            try:
+                self._execute(cmd)
+            except Exception:
+                log.exception("could not carry out %s [%s]", type(cmd).__name__, cmd.stimulus)
 
-    @staticmethod
-    def _client_event(cid: bytes, msg: protocol.Message) -> object | None:
-        t = msg.type
-        if t == protocol.SUBMIT:
-            return state.JobSubmitted(cid, msg["job"], msg["spec"], msg.blobs[0], msg.blobs[1:])
-        if t == protocol.POLL:
-            return state.PollJob(cid, msg["job"], float(msg.header.get("wait", 0)))
-        if t == protocol.CANCEL_JOB:
-            return state.CancelJob(cid, msg["job"])
-        if t == protocol.STATUS:
-            return state.StatusRequest(cid)
-        raise ProtocolError(f"{t} is not a client's message")
-
-    def _send(
-        self,
-        sock: zmq.Socket[Any],
-        peer: bytes,
-        mtype: str,
-        header: dict[str, Any],
-        blobs: list[bytes] | tuple[()] = (),
+    def _send_frames(
+        self, sock: zmq.Socket[Any], peer: bytes, frames: list[bytes], what: str
     ) -> None:
         try:
-            sock.send_multipart(
-                protocol.routed(peer, protocol.encode(mtype, header, blobs)),
-                flags=zmq.NOBLOCK,
-                copy=False,
-            )
+            sock.send_multipart(protocol.routed(peer, frames), flags=zmq.NOBLOCK, copy=False)
         except zmq.ZMQError as exc:  # EHOSTUNREACH (gone) or EAGAIN (queue full)
-            log.debug("could not send %s to %r: %s", mtype, peer, exc)
+            log.debug("could not send %s to %r: %s", what, peer[:64], exc)
 
-    def _execute(self, commands: list[object]) -> None:
+    def _send(self, sock: zmq.Socket[Any], peer: bytes, msg: protocol.Message) -> None:
+        self._send_frames(sock, peer, protocol.encode(msg), msg.TYPE)
+
+    def _execute(self, cmd: events_.Command) -> None:
         w, c = self.workers, self.clients
-        for cmd in commands:
-            if isinstance(cmd, state.Assign):
+        match cmd:
+            case events_.Assign():
+                log.debug(
+                    "assign %s %s task %d of job %s to %r: %s [%s]",
+                    f"attempt {cmd.attempt}",
+                    cmd.kind,
+                    cmd.task,
+                    cmd.job_id,
+                    cmd.worker[:64],
+                    cmd.reason,
+                    cmd.stimulus,
+                )
                 blobs = [b for b in (cmd.code, cmd.records) if b is not None]
-                self._send(
-                    w,
-                    cmd.worker,
-                    protocol.ASSIGN,
-                    {
-                        "attempt": cmd.attempt,
-                        "job": cmd.job_id,
-                        "kind": cmd.kind,
-                        "task": cmd.task,
-                        "spec": cmd.spec,
-                        "has_code": cmd.code is not None,
-                        "has_records": cmd.records is not None,
-                    },
-                    blobs,
+                assign = protocol.Assign(
+                    cmd.attempt,
+                    cmd.job_id,
+                    cmd.kind,
+                    cmd.task,
+                    cmd.spec,
+                    has_code=cmd.code is not None,
+                    has_records=cmd.records is not None,
+                    blobs=blobs,
                 )
-            elif isinstance(cmd, state.Cancel):
-                self._send(w, cmd.worker, protocol.CANCEL, {"attempt": cmd.attempt})
-            elif isinstance(cmd, state.Relocate):
-                self._send(
-                    w,
-                    cmd.worker,
-                    protocol.RELOCATE,
-                    {"attempt": cmd.attempt, "map_task": cmd.map_task, "location": cmd.location},
-                )
-            elif isinstance(cmd, state.DropJob):
-                self._send(w, cmd.worker, protocol.DROP_JOB, {"job": cmd.job_id})
-            elif isinstance(cmd, state.Welcome):
-                self._send(
-                    w,
-                    cmd.worker,
-                    protocol.WELCOME,
-                    {
-                        "heartbeat_interval": self.settings.heartbeat_interval,
-                        "worker_timeout": self.settings.worker_timeout,
-                    },
-                )
-            elif isinstance(cmd, state.Reregister):
-                self._send(w, cmd.worker, protocol.RECONNECT, {})
-            elif isinstance(cmd, state.JobAccepted):
-                self._send(c, cmd.client, protocol.ACCEPTED, {"job": cmd.job_id})
-            elif isinstance(cmd, state.JobRejected):
-                self._send(
-                    c, cmd.client, protocol.REJECTED, {"job": cmd.job_id, "error": cmd.error}
-                )
-            elif isinstance(cmd, state.SendProgress):
-                self._send(
-                    c, cmd.client, protocol.PROGRESS, {"job": cmd.job_id, "progress": cmd.progress}
-                )
-            elif isinstance(cmd, state.SendResult):
-                self._send(
-                    c,
-                    cmd.client,
-                    protocol.RESULT,
-                    {"job": cmd.job_id, "summary": cmd.summary},
-                    cmd.blobs,
-                )
-            elif isinstance(cmd, state.SendJobFailed):
-                self._send(
-                    c, cmd.client, protocol.JOB_FAILED, {"job": cmd.job_id, "error": cmd.error}
-                )
-            elif isinstance(cmd, state.SendStatus):
-                self._send(c, cmd.client, protocol.STATUS_REPLY, {"status": cmd.status})
-            else:  # pragma: no cover - a command the shell does not know is a bug
-                raise TypeError(f"unknown command {cmd!r}")
+                self._send(w, cmd.worker, assign)
+            case events_.Cancel():
+                log.debug("cancel attempt %d: %s [%s]", cmd.attempt, cmd.reason, cmd.stimulus)
+                self._send(w, cmd.worker, protocol.Cancel(cmd.attempt))
+            case events_.Relocate():
+                self._send(w, cmd.worker, protocol.Relocate(cmd.attempt, cmd.location))
+            case events_.DropJob():
+                self._send(w, cmd.worker, protocol.DropJob(cmd.job_id))
+            case events_.Welcome():
+                s = self.settings
+                self._send(w, cmd.worker, protocol.Welcome(s.heartbeat_interval, s.worker_timeout))
+            case events_.Reregister():
+                log.debug("asking %r to register: %s", cmd.worker[:64], cmd.reason)
+                self._send(w, cmd.worker, protocol.Reconnect())
+            case events_.JobAccepted():
+                self._send(c, cmd.client, protocol.Accepted(cmd.job_id))
+            case events_.JobRejected():
+                log.info("job %s rejected: %s [%s]", cmd.job_id, cmd.error.message, cmd.stimulus)
+                self._send(c, cmd.client, protocol.Rejected(cmd.job_id, cmd.error))
+            case events_.SendProgress():
+                self._send(c, cmd.client, protocol.Progress(cmd.job_id, cmd.progress))
+            case events_.SendResult():
+                self._send(c, cmd.client, protocol.Result(cmd.job_id, cmd.summary, blobs=cmd.blobs))
+            case events_.SendJobFailed():
+                self._send(c, cmd.client, protocol.JobFailed(cmd.job_id, cmd.error))
+            case events_.SendStatus():
+                self._send(c, cmd.client, protocol.StatusReply(cmd.status))
+            case events_.Note():
+                if cmd.reason:
+                    log.info("%s: %s [%s]", cmd.what, cmd.reason, cmd.stimulus)
+                else:
+                    log.info("%s [%s]", cmd.what, cmd.stimulus)
+            case _:
+                _unreachable(cmd)
+
+
+def _unreachable(x: NoReturn) -> NoReturn:  # pragma: no cover - mypy proves it
+    raise TypeError(f"unknown command {x!r}")
+
+
+def _worker_event(wid: bytes, msg: protocol.Message, stimulus: str) -> events_.Event:
+    match msg:
+        case protocol.Heartbeat():
+            return events_.WorkerSeen(wid, msg.progress, stimulus=stimulus)
+        case protocol.Done():
+            return events_.AttemptDone(wid, msg.attempt, msg.report, msg.result, stimulus=stimulus)
+        case protocol.Failed():
+            return events_.AttemptFailed(
+                wid, msg.attempt, msg.kind, msg.error, msg.record, stimulus=stimulus
+            )
+        case protocol.FetchFailed():
+            return events_.FetchFailed(
+                wid, msg.attempt, msg.map_task, msg.map_attempt, msg.reason, stimulus=stimulus
+            )
+        case protocol.Ready():
+            return events_.WorkerReady(
+                wid, msg.slots, msg.shuffle, msg.host, msg.pid, msg.held, stimulus=stimulus
+            )
+        case protocol.Bye():
+            return events_.WorkerLeft(wid, stimulus=stimulus)
+    raise ProtocolError(f"{msg.TYPE} is not a worker's message")
+
+
+def _client_event(cid: bytes, msg: protocol.Message, stimulus: str) -> events_.Event:
+    match msg:
+        case protocol.Submit():
+            return events_.JobSubmitted(
+                cid, msg.job, msg.spec, msg.blobs[0], msg.blobs[1:], stimulus=stimulus
+            )
+        case protocol.Poll():
+            return events_.PollJob(cid, msg.job, msg.wait, stimulus=stimulus)
+        case protocol.CancelJob():
+            return events_.CancelJob(cid, msg.job, stimulus=stimulus)
+        case protocol.StatusRequest():
+            return events_.StatusRequest(cid, stimulus=stimulus)
+    raise ProtocolError(f"{msg.TYPE} is not a client's message")

@@ -1,15 +1,21 @@
-"""The wire format: every message zmqmr sends over ZeroMQ, and its validation.
+"""The wire format: every message zmqmr sends, as a typed object validated whole.
 
-A message is a multipart frame list::
+A message on a socket is a multipart frame list::
 
     [VERSION, TYPE, HEADER, *BLOBS]
 
-VERSION is ``b"ZMQMR1"``; TYPE names the message; HEADER is a JSON object whose
-fields are checked against the schema of that type; BLOBS are opaque byte
-frames (pickled closures, in-memory records, encoded results). Nothing here
-unpickles anything: blobs stay bytes until a worker or a client decides to
-decode them. A message that does not fit its schema raises ``ProtocolError``,
-and the receiver logs and drops it.
+VERSION is ``b"ZMQMR2"``; TYPE names the message class; HEADER is a JSON
+object holding the message's fields; BLOBS are opaque byte frames (pickled
+closures, in-memory records, encoded results). ``decode`` checks the header
+whole, nested parts included (a job spec, an attempt's report, a map output's
+location, an error): every field's type and range, no unknown field, no
+missing one, no NaN or infinity, bounded lengths. What it returns is a typed
+object; a message that does not fit raises ``ProtocolError``, and whoever
+received it logs and drops it. Nothing here unpickles anything: blobs stay
+bytes until a worker or a client decides to decode them.
+
+The worker and its executors exchange the same objects over a pipe (pickled
+by multiprocessing), so one set of types describes every exchange.
 
 Over ROUTER sockets the peer identity comes first; ``split_routed`` and
 ``routed`` add and remove it. No other module builds or parses frame lists.
@@ -18,202 +24,911 @@ Imports: the standard library and ``zmqmr.errors`` only.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 from .errors import ProtocolError
 
-VERSION = b"ZMQMR1"
+VERSION = b"ZMQMR2"
 #: Upper bound on a JSON header; job specs with many splits are the largest.
 MAX_HEADER_BYTES = 64 * 1024 * 1024
 #: Upper bound on frames in one message (a job's in-memory record splits).
-MAX_BLOBS = 100_000
-
+MAX_BLOBS = 200_001
+#: The most map tasks (splits) and reduce tasks one job may have.
+MAX_MAP_TASKS = 200_000
+MAX_REDUCE_TASKS = 100_000
 #: Longest a long poll may ask the master to hold its answer (seconds).
 MAX_POLL_WAIT = 60.0
+#: Bounds on free text: names, paths, error messages and tracebacks.
+MAX_NAME = 200
+MAX_PATH = 4096
+MAX_TEXT = 256 * 1024
+#: Segments one FETCH may ask for; counters one attempt may report.
+MAX_FETCH_PARTS = 1024
+MAX_COUNTERS = 1024
+MAX_INT = 2**63 - 1
 
-# Field kinds in schemas.
-INT = "int"  # a non-negative int (ids, counts, offsets)
-NUM = "num"  # an int or float
-STR = "str"
-BOOL = "bool"
-LIST = "list"
-DICT = "dict"
-OPT_STR = "str|None"
-WAIT = "wait"  # seconds, a number in [0, MAX_POLL_WAIT]
+#: Job ids: what a client may name a job (they become directory names on workers).
+JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+# -- field kinds ----------------------------------------------------------------
+
+
+class Kind:
+    """How one field is checked (decoding) and written (encoding)."""
+
+    def check(self, value: Any, where: str) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def dump(self, value: Any) -> Any:
+        return value
+
+
+def _fail(where: str, want: str, value: Any) -> ProtocolError:
+    got = f"{value!r:.40}" if isinstance(value, (int, float, str)) else type(value).__name__
+    return ProtocolError(f"{where} must be {want}, got {got}")
 
 
 @dataclass(frozen=True)
-class Schema:
-    fields: dict[str, str]
-    min_blobs: int = 0
-    max_blobs: int = 0
-    optional: dict[str, str] = field(default_factory=dict)  # checked when present
+class Int(Kind):
+    lo: int = 0
+    hi: int = MAX_INT
+
+    def check(self, value: Any, where: str) -> int:
+        if type(value) is not int or not self.lo <= value <= self.hi:
+            raise _fail(where, f"an int in [{self.lo}, {self.hi}]", value)
+        return value
 
 
-# -- worker <-> master --------------------------------------------------------
-READY = "READY"  # worker registers: slots, shuffle address
-WELCOME = "WELCOME"  # master answers READY with the cluster's timing
-HEARTBEAT = "HEARTBEAT"  # both ways; from a worker it carries attempt progress
-ASSIGN = "ASSIGN"  # run one attempt; blobs: [job code]? [split records]?
-CANCEL = "CANCEL"  # stop an attempt and remove its files
-RELOCATE = "RELOCATE"  # a map output a reducer needs has a new location
-DROP_JOB = "DROP_JOB"  # the job ended: forget its code and delete its map outputs
-RECONNECT = "RECONNECT"  # the master does not know this worker: register again
-DONE = "DONE"  # an attempt succeeded; blobs: [encoded results]?
-FAILED = "FAILED"  # an attempt failed
-FETCH_FAILED = "FETCH_FAILED"  # a reducer cannot fetch one map output
-BYE = "BYE"  # a worker is leaving
+@dataclass(frozen=True)
+class Num(Kind):
+    lo: float = 0.0
+    hi: float = 1e12
 
-# -- client <-> master --------------------------------------------------------
-SUBMIT = "SUBMIT"  # blobs: [job code, *split records]
-ACCEPTED = "ACCEPTED"
-REJECTED = "REJECTED"
-POLL = "POLL"  # how is this job doing? answered by PROGRESS, RESULT or JOB_FAILED;
-# with "wait": s, the answer waits up to s seconds for the job to end (a long poll)
-PROGRESS = "PROGRESS"
-RESULT = "RESULT"  # blobs: one encoded result per partition (or none)
-JOB_FAILED = "JOB_FAILED"
-CANCEL_JOB = "CANCEL_JOB"
-STATUS = "STATUS"
-STATUS_REPLY = "STATUS_REPLY"
+    def check(self, value: Any, where: str) -> float:
+        if type(value) not in (int, float) or not math.isfinite(value):
+            raise _fail(where, "a finite number", value)
+        if not self.lo <= value <= self.hi:
+            raise _fail(where, f"a number in [{self.lo:g}, {self.hi:g}]", value)
+        return value  # type: ignore[no-any-return,unused-ignore]
 
-# -- reducer <-> shuffle server ------------------------------------------------
-FETCH = "FETCH"
-CHUNK = "CHUNK"  # blobs: [bytes of the segment from offset]
-FETCH_ERROR = "FETCH_ERROR"
 
-SCHEMAS: dict[str, Schema] = {
-    READY: Schema({"slots": INT, "shuffle": STR, "host": STR, "pid": INT}),
-    WELCOME: Schema({"heartbeat_interval": NUM, "worker_timeout": NUM}),
-    HEARTBEAT: Schema({"progress": LIST}),
-    ASSIGN: Schema(
-        {
-            "attempt": INT,
-            "job": STR,
-            "kind": STR,
-            "task": INT,
-            "spec": DICT,
-            "has_code": BOOL,
-            "has_records": BOOL,
-        },
-        0,
-        2,
-    ),
-    CANCEL: Schema({"attempt": INT}),
-    RELOCATE: Schema({"attempt": INT, "map_task": INT, "location": DICT}),
-    DROP_JOB: Schema({"job": STR}),
-    RECONNECT: Schema({}),
-    DONE: Schema({"attempt": INT, "info": DICT}, 0, 1),
-    FAILED: Schema({"attempt": INT, "kind": STR, "error": DICT}),
-    FETCH_FAILED: Schema({"attempt": INT, "map_task": INT, "map_attempt": INT, "reason": STR}),
-    BYE: Schema({}),
-    SUBMIT: Schema({"job": STR, "spec": DICT}, 1, MAX_BLOBS),
-    ACCEPTED: Schema({"job": STR}),
-    REJECTED: Schema({"job": STR, "error": DICT}),
-    POLL: Schema({"job": STR}, optional={"wait": WAIT}),
-    PROGRESS: Schema({"job": STR, "progress": DICT}),
-    RESULT: Schema({"job": STR, "summary": DICT}, 0, MAX_BLOBS),
-    JOB_FAILED: Schema({"job": STR, "error": DICT}),
-    CANCEL_JOB: Schema({"job": STR}),
-    STATUS: Schema({}),
-    STATUS_REPLY: Schema({"status": DICT}),
-    FETCH: Schema(
-        {
-            "job": STR,
-            "map_task": INT,
-            "attempt": INT,
-            "partition": INT,
-            "offset": INT,
-            "max_bytes": INT,
-        }
-    ),
-    CHUNK: Schema({"total": INT, "offset": INT}, 1, 1),
-    FETCH_ERROR: Schema({"reason": STR, "corrupt": BOOL}),
-}
+@dataclass(frozen=True)
+class Str(Kind):
+    max_len: int = MAX_NAME
+    pattern: re.Pattern[str] | None = None
+    choices: frozenset[str] | None = None
 
-_TYPES_BY_BYTES = {name.encode(): name for name in SCHEMAS}
+    def check(self, value: Any, where: str) -> str:
+        if type(value) is not str or len(value) > self.max_len:
+            raise _fail(where, f"a string of at most {self.max_len} characters", value)
+        if self.pattern is not None and not self.pattern.fullmatch(value):
+            raise _fail(where, f"a string matching {self.pattern.pattern}", value)
+        if self.choices is not None and value not in self.choices:
+            raise _fail(where, f"one of {sorted(self.choices)}", value)
+        return value
+
+
+@dataclass(frozen=True)
+class Bool(Kind):
+    def check(self, value: Any, where: str) -> bool:
+        if type(value) is not bool:
+            raise _fail(where, "true or false", value)
+        return value
+
+
+@dataclass(frozen=True)
+class Opt(Kind):
+    kind: Kind
+
+    def check(self, value: Any, where: str) -> Any:
+        return None if value is None else self.kind.check(value, where)
+
+    def dump(self, value: Any) -> Any:
+        return None if value is None else self.kind.dump(value)
+
+
+@dataclass(frozen=True)
+class ListOf(Kind):
+    item: Kind
+    max_len: int
+
+    def check(self, value: Any, where: str) -> list[Any]:
+        if type(value) is not list or len(value) > self.max_len:
+            raise _fail(where, f"a list of at most {self.max_len} items", value)
+        check = self.item.check
+        return [check(v, f"{where}[{i}]") for i, v in enumerate(value)]
+
+    def dump(self, value: Any) -> Any:
+        dump = self.item.dump
+        return [dump(v) for v in value]
+
+
+@dataclass(frozen=True)
+class DictOf(Kind):
+    """A JSON object of string keys to values of one kind."""
+
+    value: Kind
+    max_len: int
+
+    def check(self, value: Any, where: str) -> dict[str, Any]:
+        if type(value) is not dict or len(value) > self.max_len:
+            raise _fail(where, f"an object of at most {self.max_len} entries", value)
+        out = {}
+        for k, v in value.items():
+            if len(k) > MAX_NAME:
+                raise _fail(f"{where} key", f"at most {MAX_NAME} characters", k)
+            out[k] = self.value.check(v, f"{where}[{k!r:.40}]")
+        return out
+
+
+@dataclass(frozen=True)
+class Obj(Kind):
+    cls: type[Record]
+
+    def check(self, value: Any, where: str) -> Record:
+        return self.cls.from_json(value, where)
+
+    def dump(self, value: Any) -> Any:
+        return value.to_json()
+
+
+R = TypeVar("R", bound="Record")
+
+
+class Record:
+    """A typed object of the wire: a dataclass whose fields each have a ``Kind``.
+
+    A field with a default may be left out of the JSON; every other field must
+    be there, and no field that ``FIELDS`` does not name may be.
+    """
+
+    FIELDS: ClassVar[dict[str, Kind]] = {}
+    _required: ClassVar[frozenset[str]]
+
+    @classmethod
+    def _required_fields(cls) -> frozenset[str]:
+        req = cls.__dict__.get("_required")
+        if req is None:
+            req = frozenset(
+                f.name
+                for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+                if f.name in cls.FIELDS
+                and f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING
+            )
+            cls._required = req
+        return req
+
+    @classmethod
+    def from_json(cls: type[R], value: Any, where: str = "") -> R:
+        where = where or cls.__name__
+        if type(value) is not dict:
+            raise _fail(where, "an object", value)
+        fields = cls.FIELDS
+        for name in value:
+            if name not in fields:
+                raise ProtocolError(f"{where}: unknown field {name!r:.40}")
+        missing = cls._required_fields() - value.keys()
+        if missing:
+            raise ProtocolError(f"{where}: missing field {sorted(missing)[0]!r}")
+        args = {name: fields[name].check(v, f"{where}.{name}") for name, v in value.items()}
+        obj = cls(**args)
+        obj.validate(where)
+        return obj
+
+    def validate(self, where: str) -> None:
+        """Checks across fields; raise ProtocolError."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {name: kind.dump(getattr(self, name)) for name, kind in self.FIELDS.items()}
+
+
+# -- nested parts ------------------------------------------------------------------
+
+JOB = Str(64, pattern=JOB_ID)
+NAME = Str(MAX_NAME)
+PATH = Str(MAX_PATH)
+TEXT = Str(MAX_TEXT)
+ENDPOINT = Str(300)
+TASK_KIND = Str(choices=frozenset({"map", "reduce"}))
+COUNT = Int()
+SIGNED = Int(-MAX_INT, MAX_INT)
+SECONDS = Num(0.0, 1e9)
 
 
 @dataclass(slots=True)
-class Message:
+class ErrorInfo(Record):
+    """An error as it travels: the user's exception, or the master's reason."""
+
     type: str
-    header: dict[str, Any]
-    blobs: list[bytes] = field(default_factory=list)
+    message: str
+    traceback: str = ""
+    task: str = ""
+    user_message: str = ""
+    FIELDS: ClassVar[dict[str, Kind]] = {
+        "type": NAME,
+        "message": TEXT,
+        "traceback": TEXT,
+        "task": NAME,
+        "user_message": TEXT,
+    }
 
-    def __getitem__(self, name: str) -> Any:
-        return self.header[name]
-
-
-def _check_field(mtype: str, name: str, kind: str, value: Any) -> None:
-    ok: bool
-    if kind == INT:
-        ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
-    elif kind == NUM:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    elif kind == STR:
-        ok = isinstance(value, str)
-    elif kind == OPT_STR:
-        ok = value is None or isinstance(value, str)
-    elif kind == BOOL:
-        ok = isinstance(value, bool)
-    elif kind == LIST:
-        ok = isinstance(value, list)
-    elif kind == DICT:
-        ok = isinstance(value, dict)
-    elif kind == WAIT:
-        ok = (
-            isinstance(value, (int, float))
-            and not isinstance(value, bool)
-            and 0 <= value <= MAX_POLL_WAIT
+    @classmethod
+    def make(cls, type_name: str, message: str, traceback: str = "", **extra: str) -> ErrorInfo:
+        """An ErrorInfo with every text cut to what the wire takes (the tail of a traceback)."""
+        return cls(
+            type_name[:MAX_NAME],
+            message[:MAX_TEXT],
+            traceback[-MAX_TEXT:],
+            extra.get("task", "")[:MAX_NAME],
+            extra.get("user_message", "")[:MAX_TEXT],
         )
-    else:  # pragma: no cover - a schema typo
-        raise AssertionError(kind)
-    if not ok:
-        if kind == WAIT:
-            want, got = f"a number of seconds in [0, {MAX_POLL_WAIT:g}]", f"{value!r:.40}"
-        else:
-            want, got = kind, type(value).__name__
-        raise ProtocolError(f"{mtype}: field {name!r} must be {want}, got {got}")
 
 
-def _check(mtype: str, header: Any, nblobs: int) -> Schema:
-    schema = SCHEMAS.get(mtype)
-    if schema is None:
-        raise ProtocolError(f"unknown message type {mtype!r}")
-    if not isinstance(header, dict):
-        raise ProtocolError(f"{mtype}: header must be a JSON object")
-    for name, kind in schema.fields.items():
-        if name not in header:
-            raise ProtocolError(f"{mtype}: missing field {name!r}")
-        _check_field(mtype, name, kind, header[name])
-    for name, kind in schema.optional.items():
-        if name in header:
-            _check_field(mtype, name, kind, header[name])
-    if not schema.min_blobs <= nblobs <= schema.max_blobs:
-        raise ProtocolError(
-            f"{mtype}: {nblobs} blob frames, expected {schema.min_blobs}..{schema.max_blobs}"
-        )
-    return schema
+@dataclass(slots=True)
+class Split(Record):
+    """One map task's input: a byte range of a text file, whole files, or a records blob."""
+
+    kind: str
+    path: str | None = None
+    start: int | None = None
+    end: int | None = None
+    paths: list[str] | None = None
+    blob: int | None = None
+    count: int | None = None
+    first: int | None = None
+    FIELDS: ClassVar[dict[str, Kind]] = {
+        "kind": Str(choices=frozenset({"text", "files", "records"})),
+        "path": Opt(PATH),
+        "start": Opt(COUNT),
+        "end": Opt(COUNT),
+        "paths": Opt(ListOf(PATH, 100_000)),
+        "blob": Opt(Int(0, MAX_BLOBS)),
+        "count": Opt(COUNT),  # records: how many, and the index of the first
+        "first": Opt(COUNT),
+    }
+    _NEEDS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "text": ("path", "start", "end"),
+        "files": ("paths",),
+        "records": ("blob",),
+    }
+
+    def validate(self, where: str) -> None:
+        for name in self._NEEDS[self.kind]:
+            if getattr(self, name) is None:
+                raise ProtocolError(f"{where}: a {self.kind} split needs {name!r}")
+        if self.kind == "text" and self.start > self.end:  # type: ignore[operator]
+            raise ProtocolError(f"{where}: start {self.start} is past end {self.end}")
+        if self.kind == "files" and not self.paths:
+            raise ProtocolError(f"{where}: a files split needs at least one path")
+
+    def to_json(self) -> dict[str, Any]:
+        return {n: v for n in self.FIELDS if (v := getattr(self, n)) is not None}
 
 
-def encode(
-    mtype: str, header: dict[str, Any] | None = None, blobs: Sequence[bytes] = ()
-) -> list[bytes]:
-    """Frames for one message; raises ProtocolError if it breaks its schema."""
-    header = {} if header is None else header
-    _check(mtype, header, len(blobs))
+@dataclass(slots=True)
+class JobSpec(Record):
+    """What a client submits besides the blobs: settings and splits."""
+
+    name: str
+    num_reducers: int
+    splits: list[Split]
+    max_attempts: int = 4
+    output_dir: str | None = None
+    speculative: bool = True
+    skip_bad_records: bool = False
+    task_timeout: float | None = None
+    has_combiner: bool = False
+    FIELDS: ClassVar[dict[str, Kind]] = {
+        "name": NAME,
+        "num_reducers": Int(1, MAX_REDUCE_TASKS),
+        "splits": ListOf(Obj(Split), MAX_MAP_TASKS),
+        "max_attempts": Int(1, 1000),
+        "output_dir": Opt(PATH),
+        "speculative": Bool(),
+        "skip_bad_records": Bool(),
+        "task_timeout": Opt(Num(0.001, 1e9)),
+        "has_combiner": Bool(),
+    }
+
+    def validate(self, where: str) -> None:
+        if not self.splits:
+            raise ProtocolError(f"{where}: a job needs at least one split")
+
+
+@dataclass(slots=True)
+class Location(Record):
+    """Where a reducer finds its segment of one map output, and how big it is."""
+
+    map_task: int
+    attempt: int
+    address: str
+    size: int
+    groups: int = 0
+    FIELDS: ClassVar[dict[str, Kind]] = {
+        "map_task": COUNT,
+        "attempt": COUNT,
+        "address": ENDPOINT,
+        "size": COUNT,
+        "groups": COUNT,
+    }
+
+
+@dataclass(slots=True)
+class TaskSpec(Record):
+    """What one attempt needs to know about its job and task."""
+
+    name: str
+    num_reducers: int
+    num_maps: int
+    output_dir: str | None
+    has_combiner: bool
+    result_limit: int
+    split: Split | None = None
+    skip: list[int] = field(default_factory=list)
+    partition: int | None = None
+    #: A reduce's non-empty segments, one per map output that has data for it.
+    locations: list[Location] = field(default_factory=list)
+    FIELDS: ClassVar[dict[str, Kind]] = {
+        "name": NAME,
+        "num_reducers": Int(1, MAX_REDUCE_TASKS),
+        "num_maps": Int(1, MAX_MAP_TASKS),
+        "output_dir": Opt(PATH),
+        "has_combiner": Bool(),
+        "result_limit": COUNT,
+        "split": Opt(Obj(Split)),
+        "skip": ListOf(COUNT, 100_000),
+        "partition": Opt(COUNT),
+        "locations": ListOf(Obj(Location), MAX_MAP_TASKS),
+    }
+
+
+@dataclass(slots=True)
+class Segment(Record):
+    """One non-empty partition of a map output."""
+
+    partition: int
+    size: int
+    groups: int
+    FIELDS: ClassVar[dict[str, Kind]] = {
+        "partition": Int(0, MAX_REDUCE_TASKS),
+        "size": Int(1, MAX_INT),
+        "groups": COUNT,
+    }
+
+
+@dataclass(slots=True)
+class Report(Record):
+    """What a finished attempt tells the master (map: its segments; reduce: its file)."""
+
+    counters: dict[str, int] = field(default_factory=dict)
+    segments: list[Segment] = field(default_factory=list)
+    output_file: str | None = None
+    too_big: bool = False
+    bytes: int = 0
+    FIELDS: ClassVar[dict[str, Kind]] = {
+        "counters": DictOf(SIGNED, MAX_COUNTERS),
+        "segments": ListOf(Obj(Segment), MAX_REDUCE_TASKS),
+        "output_file": Opt(PATH),
+        "too_big": Bool(),
+        "bytes": COUNT,
+    }
+
+
+@dataclass(slots=True)
+class AttemptProgress(Record):
+    attempt: int
+    fraction: float
+    FIELDS: ClassVar[dict[str, Kind]] = {"attempt": COUNT, "fraction": Num(0.0, 1.0)}
+
+
+@dataclass(slots=True)
+class HeldOutput(Record):
+    """A map output a (re-)registering worker still has on disk."""
+
+    job: str
+    task: int
+    attempt: int
+    FIELDS: ClassVar[dict[str, Kind]] = {"job": JOB, "task": COUNT, "attempt": COUNT}
+
+
+@dataclass(slots=True)
+class JobProgress(Record):
+    state: str
+    maps: int
+    maps_done: int
+    reduces: int
+    reduces_done: int
+    running: int
+    elapsed: float
+    workers: int
+    FIELDS: ClassVar[dict[str, Kind]] = {
+        "state": NAME,
+        "maps": COUNT,
+        "maps_done": COUNT,
+        "reduces": COUNT,
+        "reduces_done": COUNT,
+        "running": COUNT,
+        "elapsed": SECONDS,
+        "workers": COUNT,
+    }
+
+
+@dataclass(slots=True)
+class Summary(Record):
+    """A succeeded job's counters, stats and output files."""
+
+    counters: dict[str, int]
+    stats: dict[str, float]
+    output_files: list[str]
+    returned: bool
+    FIELDS: ClassVar[dict[str, Kind]] = {
+        "counters": DictOf(SIGNED, 100_000),
+        "stats": DictOf(Num(-1e18, 1e18), 1000),
+        "output_files": ListOf(PATH, MAX_REDUCE_TASKS),
+        "returned": Bool(),
+    }
+
+
+@dataclass(slots=True)
+class WorkerStatus(Record):
+    id: str
+    host: str
+    pid: int
+    slots: int
+    running: int
+    last_heartbeat: float
+    shuffle: str
+    FIELDS: ClassVar[dict[str, Kind]] = {
+        "id": NAME,
+        "host": NAME,
+        "pid": COUNT,
+        "slots": COUNT,
+        "running": COUNT,
+        "last_heartbeat": SECONDS,
+        "shuffle": ENDPOINT,
+    }
+
+
+@dataclass(slots=True)
+class JobStatus(Record):
+    id: str
+    name: str
+    progress: JobProgress
+    FIELDS: ClassVar[dict[str, Kind]] = {"id": JOB, "name": NAME, "progress": Obj(JobProgress)}
+
+
+@dataclass(slots=True)
+class ClusterStatus(Record):
+    workers: list[WorkerStatus]
+    jobs: list[JobStatus]
+    FIELDS: ClassVar[dict[str, Kind]] = {
+        "workers": ListOf(Obj(WorkerStatus), 100_000),
+        "jobs": ListOf(Obj(JobStatus), 100_000),
+    }
+
+
+@dataclass(slots=True)
+class FetchPart(Record):
+    map_task: int
+    attempt: int
+    offset: int = 0
+    FIELDS: ClassVar[dict[str, Kind]] = {"map_task": COUNT, "attempt": COUNT, "offset": COUNT}
+
+
+@dataclass(slots=True)
+class ChunkPart(Record):
+    """One segment's bytes from ``offset`` in the reply's blob; ``total`` is its length."""
+
+    map_task: int
+    offset: int
+    total: int
+    FIELDS: ClassVar[dict[str, Kind]] = {"map_task": COUNT, "offset": COUNT, "total": COUNT}
+
+
+# -- messages ------------------------------------------------------------------------
+
+M = TypeVar("M", bound="Message")
+
+
+class Message(Record):
+    """A record that travels as one multipart message: its type, header and blobs."""
+
+    TYPE: ClassVar[str]
+    BLOBS: ClassVar[tuple[int, int]] = (0, 0)
+    blobs: list[bytes]
+
+    def validate_blobs(self) -> None:
+        """Checks between the header and the blobs; raise ProtocolError."""
+
+
+def _message(type_name: str, blobs: tuple[int, int] = (0, 0)) -> Any:
+    def register(cls: type[M]) -> type[M]:
+        cls.TYPE = type_name
+        cls.BLOBS = blobs
+        if type_name in MESSAGES:  # pragma: no cover - a typo in this module
+            raise AssertionError(type_name)
+        MESSAGES[type_name] = cls
+        return cls
+
+    return register
+
+
+MESSAGES: dict[str, type[Message]] = {}
+
+
+def _blobs() -> Any:
+    return field(default_factory=list, kw_only=True)
+
+
+# worker <-> master
+
+
+@_message("READY")
+@dataclass(slots=True)
+class Ready(Message):
+    """A worker registers: its slots, shuffle address, and the map outputs it holds."""
+
+    slots: int
+    shuffle: str
+    host: str
+    pid: int
+    held: list[HeldOutput] = field(default_factory=list)
+    blobs: list[bytes] = _blobs()
+    FIELDS: ClassVar[dict[str, Kind]] = {
+        "slots": Int(1, 1 << 20),
+        "shuffle": ENDPOINT,
+        "host": NAME,
+        "pid": COUNT,
+        "held": ListOf(Obj(HeldOutput), 1_000_000),
+    }
+
+
+@_message("WELCOME")
+@dataclass(slots=True)
+class Welcome(Message):
+    heartbeat_interval: float
+    worker_timeout: float
+    blobs: list[bytes] = _blobs()
+    FIELDS: ClassVar[dict[str, Kind]] = {
+        "heartbeat_interval": Num(0.001, 3600.0),
+        "worker_timeout": Num(0.001, 86400.0),
+    }
+
+
+@_message("HEARTBEAT")
+@dataclass(slots=True)
+class Heartbeat(Message):
+    """Both ways; from a worker it carries the progress of its running attempts."""
+
+    progress: list[AttemptProgress] = field(default_factory=list)
+    blobs: list[bytes] = _blobs()
+    FIELDS: ClassVar[dict[str, Kind]] = {"progress": ListOf(Obj(AttemptProgress), 4096)}
+
+
+@_message("ASSIGN", (0, 2))
+@dataclass(slots=True)
+class Assign(Message):
+    """Run one attempt. Blobs: the job's code (first time on this worker), split records."""
+
+    attempt: int
+    job: str
+    kind: str
+    task: int
+    spec: TaskSpec
+    has_code: bool = False
+    has_records: bool = False
+    blobs: list[bytes] = _blobs()
+    FIELDS: ClassVar[dict[str, Kind]] = {
+        "attempt": COUNT,
+        "job": JOB,
+        "kind": TASK_KIND,
+        "task": COUNT,
+        "spec": Obj(TaskSpec),
+        "has_code": Bool(),
+        "has_records": Bool(),
+    }
+
+    def validate_blobs(self) -> None:
+        if len(self.blobs) != self.has_code + self.has_records:
+            raise ProtocolError(f"ASSIGN: {len(self.blobs)} blobs for its has_code/has_records")
+
+    @property
+    def code(self) -> bytes | None:
+        return self.blobs[0] if self.has_code else None
+
+    @property
+    def records(self) -> bytes | None:
+        return self.blobs[-1] if self.has_records else None
+
+
+@_message("CANCEL")
+@dataclass(slots=True)
+class Cancel(Message):
+    """Stop an attempt and remove its files."""
+
+    attempt: int
+    blobs: list[bytes] = _blobs()
+    FIELDS: ClassVar[dict[str, Kind]] = {"attempt": COUNT}
+
+
+@_message("RELOCATE")
+@dataclass(slots=True)
+class Relocate(Message):
+    """A map output that a running reducer needs has a new location."""
+
+    attempt: int
+    location: Location
+    blobs: list[bytes] = _blobs()
+    FIELDS: ClassVar[dict[str, Kind]] = {"attempt": COUNT, "location": Obj(Location)}
+
+
+@_message("DROP_JOB")
+@dataclass(slots=True)
+class DropJob(Message):
+    """The job ended: forget its code and delete its map outputs."""
+
+    job: str
+    blobs: list[bytes] = _blobs()
+    FIELDS: ClassVar[dict[str, Kind]] = {"job": JOB}
+
+
+@_message("RECONNECT")
+@dataclass(slots=True)
+class Reconnect(Message):
+    """The master does not know this worker: register again."""
+
+    blobs: list[bytes] = _blobs()
+    FIELDS: ClassVar[dict[str, Kind]] = {}
+
+
+@_message("DONE", (0, 1))
+@dataclass(slots=True)
+class Done(Message):
+    """An attempt succeeded. Blob: its encoded results, for a reduce returning them."""
+
+    attempt: int
+    report: Report
+    blobs: list[bytes] = _blobs()
+    FIELDS: ClassVar[dict[str, Kind]] = {"attempt": COUNT, "report": Obj(Report)}
+
+    @property
+    def result(self) -> bytes | None:
+        return self.blobs[0] if self.blobs else None
+
+
+@_message("FAILED")
+@dataclass(slots=True)
+class Failed(Message):
+    """An attempt failed: ``user`` (an exception), ``crash`` (the executor died),
+    ``lost`` (not the task's fault). ``record`` pins a map failure on a record."""
+
+    attempt: int
+    kind: str
+    error: ErrorInfo
+    record: int | None = None
+    blobs: list[bytes] = _blobs()
+    FIELDS: ClassVar[dict[str, Kind]] = {
+        "attempt": COUNT,
+        "kind": Str(choices=frozenset({"user", "crash", "lost"})),
+        "error": Obj(ErrorInfo),
+        "record": Opt(COUNT),
+    }
+
+
+@_message("FETCH_FAILED")
+@dataclass(slots=True)
+class FetchFailed(Message):
+    """A reducer cannot fetch one map output."""
+
+    attempt: int
+    map_task: int
+    map_attempt: int
+    reason: str
+    blobs: list[bytes] = _blobs()
+    FIELDS: ClassVar[dict[str, Kind]] = {
+        "attempt": COUNT,
+        "map_task": COUNT,
+        "map_attempt": COUNT,
+        "reason": TEXT,
+    }
+
+
+@_message("BYE")
+@dataclass(slots=True)
+class Bye(Message):
+    """A worker is leaving."""
+
+    blobs: list[bytes] = _blobs()
+    FIELDS: ClassVar[dict[str, Kind]] = {}
+
+
+# client <-> master
+
+
+@_message("SUBMIT", (1, MAX_BLOBS))
+@dataclass(slots=True)
+class Submit(Message):
+    """Blobs: the job's code, then one per records split."""
+
+    job: str
+    spec: JobSpec
+    blobs: list[bytes] = _blobs()
+    FIELDS: ClassVar[dict[str, Kind]] = {"job": JOB, "spec": Obj(JobSpec)}
+
+    def validate_blobs(self) -> None:
+        records = len(self.blobs) - 1
+        for i, split in enumerate(self.spec.splits):
+            if split.kind == "records" and not (split.blob is not None and split.blob < records):
+                raise ProtocolError(f"SUBMIT: split {i} names records blob {split.blob}, not sent")
+
+
+@_message("ACCEPTED")
+@dataclass(slots=True)
+class Accepted(Message):
+    job: str
+    blobs: list[bytes] = _blobs()
+    FIELDS: ClassVar[dict[str, Kind]] = {"job": JOB}
+
+
+@_message("REJECTED")
+@dataclass(slots=True)
+class Rejected(Message):
+    job: str
+    error: ErrorInfo
+    blobs: list[bytes] = _blobs()
+    FIELDS: ClassVar[dict[str, Kind]] = {"job": JOB, "error": Obj(ErrorInfo)}
+
+
+@_message("POLL")
+@dataclass(slots=True)
+class Poll(Message):
+    """How is this job doing? With ``wait`` > 0, the answer waits up to that many
+    seconds for the job's end (a long poll)."""
+
+    job: str
+    wait: float = 0.0
+    blobs: list[bytes] = _blobs()
+    FIELDS: ClassVar[dict[str, Kind]] = {"job": JOB, "wait": Num(0.0, MAX_POLL_WAIT)}
+
+
+@_message("PROGRESS")
+@dataclass(slots=True)
+class Progress(Message):
+    job: str
+    progress: JobProgress
+    blobs: list[bytes] = _blobs()
+    FIELDS: ClassVar[dict[str, Kind]] = {"job": JOB, "progress": Obj(JobProgress)}
+
+
+@_message("RESULT", (0, MAX_REDUCE_TASKS))
+@dataclass(slots=True)
+class Result(Message):
+    """Blobs: one encoded result per partition, when ``summary.returned``."""
+
+    job: str
+    summary: Summary
+    blobs: list[bytes] = _blobs()
+    FIELDS: ClassVar[dict[str, Kind]] = {"job": JOB, "summary": Obj(Summary)}
+
+
+@_message("JOB_FAILED")
+@dataclass(slots=True)
+class JobFailed(Message):
+    job: str
+    error: ErrorInfo
+    blobs: list[bytes] = _blobs()
+    FIELDS: ClassVar[dict[str, Kind]] = {"job": JOB, "error": Obj(ErrorInfo)}
+
+
+@_message("CANCEL_JOB")
+@dataclass(slots=True)
+class CancelJob(Message):
+    job: str
+    blobs: list[bytes] = _blobs()
+    FIELDS: ClassVar[dict[str, Kind]] = {"job": JOB}
+
+
+@_message("STATUS")
+@dataclass(slots=True)
+class StatusRequest(Message):
+    blobs: list[bytes] = _blobs()
+    FIELDS: ClassVar[dict[str, Kind]] = {}
+
+
+@_message("STATUS_REPLY")
+@dataclass(slots=True)
+class StatusReply(Message):
+    status: ClusterStatus
+    blobs: list[bytes] = _blobs()
+    FIELDS: ClassVar[dict[str, Kind]] = {"status": Obj(ClusterStatus)}
+
+
+# reducer <-> shuffle server
+
+
+@_message("FETCH")
+@dataclass(slots=True)
+class Fetch(Message):
+    """Bytes of several map outputs' segments for one partition, from their offsets."""
+
+    job: str
+    partition: int
+    parts: list[FetchPart]
+    max_bytes: int
+    blobs: list[bytes] = _blobs()
+    FIELDS: ClassVar[dict[str, Kind]] = {
+        "job": JOB,
+        "partition": Int(0, MAX_REDUCE_TASKS),
+        "parts": ListOf(Obj(FetchPart), MAX_FETCH_PARTS),
+        "max_bytes": Int(1, 1 << 31),
+    }
+
+    def validate(self, where: str) -> None:
+        if not self.parts:
+            raise ProtocolError(f"{where}: no parts asked for")
+
+
+@_message("CHUNKS", (0, MAX_FETCH_PARTS))
+@dataclass(slots=True)
+class Chunks(Message):
+    """One blob per part, in the order asked; the answer may stop short of the parts
+    asked for (at ``max_bytes``), and a part's blob may stop short of its end."""
+
+    parts: list[ChunkPart]
+    blobs: list[bytes] = _blobs()
+    FIELDS: ClassVar[dict[str, Kind]] = {"parts": ListOf(Obj(ChunkPart), MAX_FETCH_PARTS)}
+
+    def validate_blobs(self) -> None:
+        if len(self.blobs) != len(self.parts):
+            raise ProtocolError(f"CHUNKS: {len(self.blobs)} blobs for {len(self.parts)} parts")
+
+
+@_message("FETCH_ERROR")
+@dataclass(slots=True)
+class FetchError(Message):
+    """``map_task`` (if any) names the output that cannot be served; ``corrupt`` says
+    whether it failed its checksum (final) rather than being missing."""
+
+    reason: str
+    corrupt: bool
+    map_task: int | None = None
+    blobs: list[bytes] = _blobs()
+    FIELDS: ClassVar[dict[str, Kind]] = {
+        "reason": TEXT,
+        "corrupt": Bool(),
+        "map_task": Opt(COUNT),
+    }
+
+
+_TYPES_BY_BYTES = {name.encode(): cls for name, cls in MESSAGES.items()}
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not a number")
+
+
+def encode(msg: Message) -> list[bytes]:
+    """Frames for one message."""
+    lo, hi = msg.BLOBS
+    if not lo <= len(msg.blobs) <= hi:
+        raise ProtocolError(f"{msg.TYPE}: {len(msg.blobs)} blob frames, expected {lo}..{hi}")
     try:
-        raw = json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
+        raw = json.dumps(msg.to_json(), separators=(",", ":"), allow_nan=False).encode()
     except (TypeError, ValueError) as exc:
-        raise ProtocolError(f"{mtype}: header is not JSON: {exc}") from exc
-    return [VERSION, mtype.encode(), raw, *blobs]
+        raise ProtocolError(f"{msg.TYPE}: header is not JSON: {exc}") from exc
+    return [VERSION, msg.TYPE.encode(), raw, *msg.blobs]
 
 
 def decode(frames: Sequence[bytes | memoryview]) -> Message:
-    """The message in ``frames``; raises ProtocolError if it is malformed."""
+    """The message in ``frames``; raises ProtocolError if any part of it is malformed."""
     if len(frames) < 3:
         raise ProtocolError(f"{len(frames)} frames, expected at least 3")
     if len(frames) - 3 > MAX_BLOBS:
@@ -221,18 +936,22 @@ def decode(frames: Sequence[bytes | memoryview]) -> Message:
     version, raw_type, raw_header = (bytes(f) for f in frames[:3])
     if version != VERSION:
         raise ProtocolError(f"version frame {version[:16]!r}, expected {VERSION!r}")
-    mtype = _TYPES_BY_BYTES.get(raw_type)
-    if mtype is None:
+    cls = _TYPES_BY_BYTES.get(raw_type)
+    if cls is None:
         raise ProtocolError(f"unknown message type {raw_type[:32]!r}")
+    lo, hi = cls.BLOBS
+    if not lo <= len(frames) - 3 <= hi:
+        raise ProtocolError(f"{cls.TYPE}: {len(frames) - 3} blob frames, expected {lo}..{hi}")
     if len(raw_header) > MAX_HEADER_BYTES:
-        raise ProtocolError(f"{mtype}: header of {len(raw_header)} bytes is too large")
+        raise ProtocolError(f"{cls.TYPE}: header of {len(raw_header)} bytes is too large")
     try:
-        header = json.loads(raw_header)
+        header = json.loads(raw_header, parse_constant=_no_constants)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise ProtocolError(f"{mtype}: header is not JSON: {exc}") from exc
-    blobs = [bytes(f) for f in frames[3:]]
-    _check(mtype, header, len(blobs))
-    return Message(mtype, header, blobs)
+        raise ProtocolError(f"{cls.TYPE}: header is not JSON: {exc}") from exc
+    msg = cls.from_json(header, cls.TYPE)
+    msg.blobs = [bytes(f) for f in frames[3:]]
+    msg.validate_blobs()
+    return msg
 
 
 def routed(identity: bytes, frames: list[bytes]) -> list[bytes]:
@@ -247,13 +966,22 @@ def split_routed(frames: Sequence[bytes]) -> tuple[bytes, Message]:
     return bytes(frames[0]), decode(frames[1:])
 
 
-def error_dict(type_name: str, message: str, traceback: str = "") -> dict[str, str]:
-    """The shape of every error carried in a header."""
-    return {"type": type_name, "message": message, "traceback": traceback}
+# -- the worker <-> executor pipe ----------------------------------------------------
 
 
-def check_error(value: Any) -> dict[str, str]:
-    """An error dict from a header, with missing fields filled in."""
-    if not isinstance(value, dict):
-        raise ProtocolError("error must be an object")
-    return {k: str(value.get(k, "")) for k in ("type", "message", "traceback")}
+@dataclass(slots=True)
+class RunAttempt:
+    """Worker -> executor: run this attempt. ``code`` is sent once per executor and job."""
+
+    attempt: int
+    job: str
+    kind: str
+    task: int
+    spec: TaskSpec
+    code: bytes | None
+    records: bytes | None
+
+
+#: Executor -> worker: AttemptProgress, Done, Failed, FetchFailed.
+#: Worker -> executor: RunAttempt, Relocate (while a reduce waits), DropJob.
+PIPE_TYPES = (RunAttempt, Relocate, DropJob, AttemptProgress, Done, Failed, FetchFailed)

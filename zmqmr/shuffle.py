@@ -71,6 +71,30 @@ def map_output_path(data_dir: str, job_id: str, task: int, attempt: int) -> str:
     return os.path.join(job_dir(data_dir, job_id), f"m{task:05d}-a{attempt}.out")
 
 
+_OUTPUT_NAME = re.compile(r"m(\d{5,})-a(\d+)\.out")
+
+
+def held_outputs(data_dir: str) -> list[tuple[str, int, int]]:
+    """``(job, map task, attempt)`` of every finished map output under ``data_dir``."""
+    found = []
+    try:
+        jobs = os.listdir(data_dir)
+    except OSError:
+        return []
+    for job in jobs:
+        if not _JOB_ID.match(job):
+            continue
+        try:
+            names = os.listdir(os.path.join(data_dir, job))
+        except OSError:
+            continue
+        for name in names:
+            m = _OUTPUT_NAME.fullmatch(name)
+            if m:
+                found.append((job, int(m.group(1)), int(m.group(2))))
+    return sorted(found)
+
+
 # -- blocks ------------------------------------------------------------------------
 
 
@@ -328,26 +352,32 @@ class ShuffleServer:
                     reply = self.handle(frames)
                 except ProtocolError as exc:
                     log.warning("shuffle: dropping malformed request: %s", exc)
-                    reply = protocol.encode(
-                        protocol.FETCH_ERROR, {"reason": "malformed", "corrupt": False}
-                    )
+                    reply = protocol.encode(protocol.FetchError("malformed request", False))
                 sock.send_multipart(reply, copy=False)
 
     def handle(self, frames: list[bytes]) -> list[bytes]:
+        """Serve the parts asked for, in order, up to ``max_bytes`` in all."""
         msg = protocol.decode(frames)
-        if msg.type != protocol.FETCH:
-            raise ProtocolError(f"shuffle server got {msg.type}")
+        if not isinstance(msg, protocol.Fetch):
+            raise ProtocolError(f"shuffle server got {msg.TYPE}")
         self.requests += 1
-        try:
-            path = map_output_path(self.data_dir, msg["job"], msg["map_task"], msg["attempt"])
-            total, data = read_segment(
-                path, msg["partition"], msg["offset"], msg["max_bytes"] or -1
-            )
-        except CorruptOutput as exc:
-            return protocol.encode(protocol.FETCH_ERROR, {"reason": str(exc), "corrupt": True})
-        except (OSError, ValueError, ShuffleError) as exc:
-            return protocol.encode(protocol.FETCH_ERROR, {"reason": str(exc), "corrupt": False})
-        return protocol.encode(protocol.CHUNK, {"total": total, "offset": msg["offset"]}, [data])
+        budget = msg.max_bytes
+        parts: list[protocol.ChunkPart] = []
+        blobs: list[bytes] = []
+        for part in msg.parts:
+            if budget <= 0:
+                break
+            try:
+                path = map_output_path(self.data_dir, msg.job, part.map_task, part.attempt)
+                total, data = read_segment(path, msg.partition, part.offset, budget)
+            except CorruptOutput as exc:
+                return protocol.encode(protocol.FetchError(str(exc), True, part.map_task))
+            except (OSError, ValueError, ShuffleError) as exc:
+                return protocol.encode(protocol.FetchError(str(exc), False, part.map_task))
+            parts.append(protocol.ChunkPart(part.map_task, part.offset, total))
+            blobs.append(data)
+            budget -= len(data)
+        return protocol.encode(protocol.Chunks(parts, blobs=blobs))
 
 
 # -- the fetch ---------------------------------------------------------------------------
@@ -368,34 +398,93 @@ class Fetched:
         return file_segment_groups(self.path, 0, self.length)
 
 
-def fetch_segment(
+@dataclass(slots=True)
+class Wanted:
+    """One segment a reducer wants from a server: where its bytes go, how far it got."""
+
+    map_task: int
+    attempt: int
+    spill_path: str | None = None
+    offset: int = 0
+    total: int = -1
+    parts: list[bytes] | None = None
+    out: Any = None
+
+    def take(self, total: int, data: bytes) -> None:
+        if self.total >= 0 and total != self.total:
+            raise CorruptOutput(f"map task {self.map_task}: segment length changed")
+        self.total = total
+        if not data and self.offset < total:
+            raise CorruptOutput(f"map task {self.map_task}: empty chunk before the segment's end")
+        if self.spill_path is not None:
+            if self.out is None:
+                self.out = open(self.spill_path, "wb")  # noqa: SIM115 - closed in finish()
+            self.out.write(data)
+        else:
+            if self.parts is None:
+                self.parts = []
+            self.parts.append(data)
+        self.offset += len(data)
+
+    @property
+    def complete(self) -> bool:
+        return 0 <= self.total <= self.offset
+
+    def finish(self) -> Fetched:
+        """The verified segment; raises CorruptOutput."""
+        if self.spill_path is not None:
+            if self.out is None:
+                self.out = open(self.spill_path, "wb")  # noqa: SIM115 - closed just below
+            self.out.close()
+            self.out = None
+            verify_file_segment(self.spill_path, 0, self.total)
+            return Fetched(self.total, path=self.spill_path)
+        data = b"".join(self.parts or ())
+        verify_segment(data)
+        return Fetched(self.total, data=data)
+
+    def abandon(self) -> None:
+        if self.out is not None:
+            self.out.close()
+            self.out = None
+
+
+def fetch_segments(
     ctx: zmq.Context[Any],
     address: str,
-    request: dict[str, Any],
+    job: str,
+    partition: int,
+    wanted: list[Wanted],
     *,
     chunk: int,
     timeout: float,
     retries: int,
-    spill_path: str | None,
     keys: Keys | None = None,
-) -> Fetched:
-    """One partition of one map output, fetched Lazy Pirate style and verified.
+) -> tuple[dict[int, Fetched], dict[int, ShuffleError]]:
+    """One partition of several map outputs on one server, over one connection.
 
-    Each request waits ``timeout`` seconds; on silence the REQ socket is closed
-    and a new one opened, up to ``retries`` tries per chunk. With
-    ``spill_path`` the bytes go to that file instead of memory. Raises
-    ShuffleError when the server cannot serve it, CorruptOutput when the bytes
-    fail their checks.
+    Each request asks for every segment not yet complete (up to
+    ``MAX_FETCH_PARTS``), from where each got to, and ``chunk`` bytes in all;
+    it waits ``timeout`` seconds, and on silence the REQ socket is closed and
+    a new one opened (Lazy Pirate), up to ``retries`` tries. Returns the
+    verified segments by map task, and the error of each that failed:
+    ``CorruptOutput`` when its bytes failed their checks, else ``ShuffleError``
+    (the server could not serve it, or went silent).
     """
-    parts: list[bytes] = []
-    out = open(spill_path, "wb") if spill_path else None  # noqa: SIM115 - closed below
+    fetched: dict[int, Fetched] = {}
+    failed: dict[int, ShuffleError] = {}
+    todo = {w.map_task: w for w in wanted}
     sock: zmq.Socket[Any] | None = None
-    offset, total = 0, -1
     try:
-        while total < 0 or offset < total:
-            frames = protocol.encode(
-                protocol.FETCH, {**request, "offset": offset, "max_bytes": chunk}
+        while todo:
+            asked = list(todo.values())[: protocol.MAX_FETCH_PARTS]
+            request = protocol.Fetch(
+                job,
+                partition,
+                [protocol.FetchPart(w.map_task, w.attempt, w.offset) for w in asked],
+                chunk,
             )
+            frames = protocol.encode(request)
             reply = None
             for _ in range(retries):
                 if sock is None:
@@ -406,40 +495,58 @@ def fetch_segment(
                     sock.connect(address)
                 sock.send_multipart(frames)
                 if sock.poll(int(timeout * 1000)):
-                    reply = protocol.decode(sock.recv_multipart())
+                    try:
+                        reply = protocol.decode(sock.recv_multipart())
+                    except ProtocolError as exc:
+                        reply = protocol.FetchError(f"malformed reply: {exc}", False)
                     break
                 sock.close(0)
                 sock = None
             if reply is None:
-                raise ShuffleError(f"no answer from {address} after {retries} tries")
-            if reply.type == protocol.FETCH_ERROR:
-                cls = CorruptOutput if reply["corrupt"] else ShuffleError
-                raise cls(f"{address}: {reply['reason']}")
-            if reply.type != protocol.CHUNK or reply["offset"] != offset:
-                raise ShuffleError(f"{address}: unexpected reply {reply.type}")
-            total = reply["total"]
-            data = reply.blobs[0]
-            if not data and offset < total:
-                raise CorruptOutput(f"{address}: empty chunk before the end of the segment")
-            if out is not None:
-                out.write(data)
-            else:
-                parts.append(data)
-            offset += len(data)
-    except ProtocolError as exc:
-        raise ShuffleError(f"{address}: malformed reply: {exc}") from exc
+                reply = protocol.FetchError(f"no answer after {retries} tries", False)
+            if isinstance(reply, protocol.FetchError):
+                victims = [reply.map_task] if reply.map_task in todo else list(todo)
+                cls = CorruptOutput if reply.corrupt else ShuffleError
+                for m in victims:
+                    todo.pop(m).abandon()
+                    failed[m] = cls(f"{address}: {reply.reason}")
+                continue
+            if not isinstance(reply, protocol.Chunks) or not reply.parts:
+                for w in todo.values():
+                    w.abandon()
+                    failed[w.map_task] = ShuffleError(f"{address}: unexpected reply")
+                todo.clear()
+                continue
+            moved = False
+            for part, data in zip(reply.parts, reply.blobs):
+                want = todo.get(part.map_task)
+                if want is None or part.offset != want.offset:
+                    continue
+                moved = True
+                try:
+                    want.take(part.total, data)
+                    if want.complete:
+                        del todo[want.map_task]
+                        fetched[want.map_task] = want.finish()
+                except CorruptOutput as exc:
+                    todo.pop(want.map_task, None)
+                    want.abandon()
+                    failed[want.map_task] = CorruptOutput(f"{address}: {exc}")
+                except OSError as exc:
+                    todo.pop(want.map_task, None)
+                    want.abandon()
+                    failed[want.map_task] = ShuffleError(f"{address}: {exc}")
+            if not moved:  # a reply that answers nothing asked: do not ask forever
+                for w in todo.values():
+                    w.abandon()
+                    failed[w.map_task] = ShuffleError(f"{address}: a reply that asks nothing")
+                todo.clear()
     finally:
         if sock is not None:
             sock.close(0)
-        if out is not None:
-            out.close()
-    if out is not None:
-        assert spill_path is not None
-        verify_file_segment(spill_path, 0, total)
-        return Fetched(total, path=spill_path)
-    data = b"".join(parts)
-    verify_segment(data)
-    return Fetched(total, data=data)
+        for w in todo.values():
+            w.abandon()
+    return fetched, failed
 
 
 def local_segment(path: str, partition: int) -> Fetched:

@@ -1,10 +1,9 @@
 """MasterState: the whole scheduling policy of the master, and nothing else.
 
-Rule 1: everything that decides what the cluster does lives in this file.
-``MasterState.handle(event, now)`` takes one event (a worker registered, an
-attempt finished, a client submitted a job, the clock ticked) and returns the
-commands the shell must carry out (assign, cancel, relocate, reply). It
-imports neither ``zmq`` nor ``time``: the clock is passed in, so unit tests
+Rule 1: everything that decides what the cluster does lives here (with the
+small decisions of ``policy.py``). ``MasterState.handle(event, now)`` takes one
+event of ``zmqmr.events`` and returns the commands the shell must carry out.
+It imports neither ``zmq`` nor ``time``: the clock is passed in, so unit tests
 drive it with a fake one and assert on the commands.
 
 The rules, after DESIGN.md §3 and the MapReduce paper:
@@ -12,364 +11,115 @@ The rules, after DESIGN.md §3 and the MapReduce paper:
 * Liveness: any message from a worker counts as a heartbeat. A worker silent
   for ``worker_timeout`` is dead; its running attempts and its completed map
   tasks (their output lived on its disk) go back to idle. Completed reduce
-  tasks stay done: their output is committed. Worker losses never count
-  against a task's ``max_attempts``.
+  tasks stay done. Worker losses never count against a task's ``max_attempts``.
 * Fencing: every attempt has an id; a completion from an attempt that is not
   running any more (its worker was declared dead, it lost to a backup, it was
-  cancelled) is ignored. A message from a worker we do not know (or declared
-  dead) gets RECONNECT: it must register again as a new incarnation.
-* User failures (an exception, a crashed executor, a timeout) fail that attempt;
+  cancelled) is ignored. A message from a worker we do not know gets
+  RECONNECT: it must register again as a new incarnation. A worker that sends
+  anything malformed is dropped the same way.
+* User failures (an exception, a crashed executor, a timeout) fail the attempt;
   the task is retried until ``max_attempts`` attempts failed, then the job
   fails with the user's error. A worker on which ``worker_job_failures``
-  attempts of a job failed gets no more tasks of that job (unless no other
-  worker is left).
-* Fetch failures: one report from a reducer (it has already retried with
-  timeouts, and a checksum or a missing file is final) marks that map output
-  lost; the map task runs again, and every running reducer of the job is told
-  the new location when it completes.
-* Backup tasks: when a phase has no idle task left and slots are free, a
-  running attempt that has run longer than its peers' typical (median) task
-  time and ``speculation_min_seconds``, and whose estimated time to finish
-  (from its progress rate, as in LATE) exceeds twice the typical time (or,
-  with no progress reported, that has run three typical times), gets one
-  backup on another worker; the first to finish wins, the other is
-  cancelled.
-* Jobs run in order of arrival: free slots go to the oldest job with work.
-* Reduce tasks start when every map task of their job has completed. If a
-  map output is lost while reducers run and no slot is free for the map, the
-  newest reducer of that job is preempted (not a failure): reducers waiting
-  for that output must not hold every slot.
-* A map whose output was lost runs on another worker when one has a slot.
+  attempts of a job failed (or stalled) gets no more of its tasks, unless no
+  other worker is left.
+* Fetch failures: one report marks that map output lost, because the reducer
+  has already retried it with timeouts, and a checksum failure or a missing
+  file does not heal by asking again. The map runs again (elsewhere when it
+  can), and every running reducer of the job is told the new location.
+* Placement: attempts go to the least loaded worker (``policy.LoadIndex``);
+  claimed slots are capped at ``max_worker_slots``. Jobs run in order of
+  arrival: free slots go to the oldest job with idle work.
+* Backups: when a phase has no idle task left and a slot is free, each running
+  attempt that ``policy.straggler`` names gets one backup on another worker;
+  the first to finish wins and the others are cancelled.
+* Reduce tasks start when every map task of their job has completed. If a map
+  output is lost while reducers run and no slot is free for the map, the
+  newest reducer of that job is preempted (not a failure).
+
+Cost: every event costs O(1) or O(log n) in tasks and workers (plus the
+messages it produces): counts of done tasks, idle queues per phase, a heap of
+workers with room, workers ordered by when they were last heard from, and a
+per-partition index of non-empty map-output segments. Only the clock's Tick
+looks at running attempts (timeouts, speculation), never at every task.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import heapq
 import itertools
-import statistics
-from dataclasses import dataclass, field
-from typing import Any
+from collections import OrderedDict, deque
+from typing import Any, NoReturn
 
+from . import policy
 from .config import ClusterSettings
-
-IDLE, RUNNING, DONE = "idle", "running", "done"
-MAP, REDUCE = "map", "reduce"
-#: Job states.
-QUEUED, ACTIVE, SUCCEEDED, FAILED, CANCELLED = (
-    "queued",
-    "running",
-    "succeeded",
-    "failed",
-    "cancelled",
+from .events import (
+    Assign,
+    AttemptDone,
+    AttemptFailed,
+    Cancel,
+    CancelJob,
+    Command,
+    DropJob,
+    Event,
+    FetchFailed,
+    JobAccepted,
+    JobRejected,
+    JobSubmitted,
+    Note,
+    PollJob,
+    Relocate,
+    Reregister,
+    SendJobFailed,
+    SendProgress,
+    SendResult,
+    SendStatus,
+    Shutdown,
+    StatusRequest,
+    Tick,
+    Welcome,
+    WorkerLeft,
+    WorkerMisbehaved,
+    WorkerReady,
+    WorkerSeen,
 )
-#: Finished jobs whose outcome no client has collected are kept up to this many.
-KEEP_FINISHED = 64
-#: A record on which the mapper failed this many times is skipped (skip_bad_records).
-BAD_RECORD_FAILURES = 2
-
-
-# -- events ---------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class WorkerReady:
-    worker: bytes
-    slots: int
-    shuffle: str
-    host: str
-    pid: int
-
-
-@dataclass(slots=True)
-class WorkerSeen:
-    """Any message from a worker; a heartbeat also carries attempt progress."""
-
-    worker: bytes
-    progress: list[tuple[int, float]] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class WorkerLeft:
-    worker: bytes
-
-
-@dataclass(slots=True)
-class AttemptDone:
-    worker: bytes
-    attempt: int
-    info: dict[str, Any]
-    result: bytes | None = None
-
-
-@dataclass(slots=True)
-class AttemptFailed:
-    worker: bytes
-    attempt: int
-    kind: str  # "user" (exception), "crash" (executor died), "lost" (not the task's fault)
-    error: dict[str, str]
-    record: int | None = None
-
-
-@dataclass(slots=True)
-class FetchFailed:
-    worker: bytes
-    attempt: int
-    map_task: int
-    map_attempt: int
-    reason: str
-
-
-@dataclass(slots=True)
-class JobSubmitted:
-    client: bytes
-    job_id: str
-    spec: dict[str, Any]
-    code: bytes
-    records: list[bytes]
-
-
-@dataclass(slots=True)
-class PollJob:
-    """How is this job doing? With ``wait`` > 0, the answer waits for the job's end
-    until ``now + wait`` (a long poll): the client learns of the end at once."""
-
-    client: bytes
-    job_id: str
-    wait: float = 0.0
-
-
-@dataclass(slots=True)
-class CancelJob:
-    client: bytes
-    job_id: str
-
-
-@dataclass(slots=True)
-class StatusRequest:
-    client: bytes
-
-
-@dataclass(slots=True)
-class Tick:
-    pass
-
-
-@dataclass(slots=True)
-class Shutdown:
-    """The master is stopping: tell clients and workers before it goes."""
-
-
-# -- commands --------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Welcome:
-    worker: bytes
-
-
-@dataclass(slots=True)
-class Reregister:
-    worker: bytes
-
-
-@dataclass(slots=True)
-class Assign:
-    worker: bytes
-    attempt: int
-    job_id: str
-    kind: str
-    task: int
-    spec: dict[str, Any]
-    code: bytes | None = None
-    records: bytes | None = None
-
-
-@dataclass(slots=True)
-class Cancel:
-    worker: bytes
-    attempt: int
-
-
-@dataclass(slots=True)
-class Relocate:
-    worker: bytes
-    attempt: int
-    map_task: int
-    location: dict[str, Any]
-
-
-@dataclass(slots=True)
-class DropJob:
-    worker: bytes
-    job_id: str
-
-
-@dataclass(slots=True)
-class JobAccepted:
-    client: bytes
-    job_id: str
-
-
-@dataclass(slots=True)
-class JobRejected:
-    client: bytes
-    job_id: str
-    error: dict[str, str]
-
-
-@dataclass(slots=True)
-class SendProgress:
-    client: bytes
-    job_id: str
-    progress: dict[str, Any]
-
-
-@dataclass(slots=True)
-class SendResult:
-    client: bytes
-    job_id: str
-    summary: dict[str, Any]
-    blobs: list[bytes]
-
-
-@dataclass(slots=True)
-class SendJobFailed:
-    client: bytes
-    job_id: str
-    error: dict[str, str]
-
-
-@dataclass(slots=True)
-class SendStatus:
-    client: bytes
-    status: dict[str, Any]
-
-
-# -- the tables ------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Worker:
-    id: bytes
-    slots: int
-    shuffle: str
-    host: str
-    pid: int
-    last_seen: float
-    running: set[int] = field(default_factory=set)
-    has_code: set[str] = field(default_factory=set)
-    failures: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def free(self) -> int:
-        return self.slots - len(self.running)
-
-
-@dataclass(slots=True)
-class Attempt:
-    id: int
-    job_id: str
-    kind: str
-    task: int
-    worker: bytes
-    start: float
-    backup: bool = False
-    progress: float = 0.0
-
-
-@dataclass(slots=True)
-class Task:
-    kind: str
-    index: int
-    status: str = IDLE
-    running: list[int] = field(default_factory=list)
-    failures: int = 0
-    attempts: int = 0
-    #: Map: where the winning output lives ({"worker", "attempt", "address", "sizes"}).
-    output: dict[str, Any] | None = None
-    #: Reduce: the encoded results, when they come back through the master.
-    result: bytes | None = None
-    info: dict[str, Any] = field(default_factory=dict)
-    duration: float = 0.0
-    bad_records: dict[int, int] = field(default_factory=dict)
-    #: The worker whose copy of this map output was lost: run it elsewhere if we can.
-    lost_on: bytes | None = None
-
-
-@dataclass(slots=True)
-class Job:
-    id: str
-    client: bytes
-    spec: dict[str, Any]
-    code: bytes
-    records: list[bytes]
-    maps: list[Task]
-    reduces: list[Task]
-    submitted: float
-    status: str = QUEUED
-    started: float | None = None
-    maps_done_at: float | None = None
-    finished: float | None = None
-    excluded: set[bytes] = field(default_factory=set)
-    stats: dict[str, int] = field(
-        default_factory=lambda: dict.fromkeys(
-            (
-                "map_attempts",
-                "reduce_attempts",
-                "failed_attempts",
-                "lost_attempts",
-                "reexecuted_maps",
-                "fetch_failures",
-                "backups_launched",
-                "backups_won",
-                "backups_cancelled",
-                "timeouts",
-                "skipped_records",
-                "preempted_reduces",
-            ),
-            0,
-        )
-    )
-    outcome: SendResult | SendJobFailed | None = None
-
-    @property
-    def num_reducers(self) -> int:
-        return len(self.reduces)
-
-    def tasks(self, kind: str) -> list[Task]:
-        return self.maps if kind == MAP else self.reduces
-
-    def maps_complete(self) -> bool:
-        return all(t.status == DONE for t in self.maps)
-
-
-def _spec_error(spec: Any, nblobs: int) -> str | None:
-    """Why a submitted spec cannot run, or None."""
-    if not isinstance(spec, dict):
-        return "spec must be an object"
-    r = spec.get("num_reducers")
-    if not isinstance(r, int) or isinstance(r, bool) or r < 1:
-        return "num_reducers must be an int >= 1"
-    ma = spec.get("max_attempts")
-    if not isinstance(ma, int) or isinstance(ma, bool) or ma < 1:
-        return "max_attempts must be an int >= 1"
-    tt = spec.get("task_timeout")
-    if tt is not None and (not isinstance(tt, (int, float)) or isinstance(tt, bool) or tt <= 0):
-        return "task_timeout must be a positive number or null"
-    splits = spec.get("splits")
-    if not isinstance(splits, list) or not splits:
-        return "splits must be a non-empty list"
-    for s in splits:
-        if not isinstance(s, dict) or s.get("kind") not in ("text", "files", "records"):
-            return "each split must be an object with a known kind"
-        if s["kind"] == "records":
-            b = s.get("blob")
-            if not isinstance(b, int) or isinstance(b, bool) or not 0 <= b < nblobs:
-                return "a records split names a blob that was not sent"
-    od = spec.get("output_dir")
-    if od is not None and not isinstance(od, str):
-        return "output_dir must be a string or null"
-    return None
+from .protocol import (
+    ClusterStatus,
+    ErrorInfo,
+    JobProgress,
+    JobStatus,
+    Location,
+    Summary,
+    TaskSpec,
+    WorkerStatus,
+)
+from .tables import (
+    ACTIVE,
+    BAD_RECORD_FAILURES,
+    CANCELLED,
+    DONE,
+    FAILED,
+    IDLE,
+    KEEP_FINISHED,
+    MAP,
+    QUEUED,
+    REDUCE,
+    RUNNING,
+    SUCCEEDED,
+    Attempt,
+    Job,
+    MapOutput,
+    Task,
+    Worker,
+    add_counters,
+)
+
+
+def _unreachable(x: NoReturn) -> NoReturn:  # pragma: no cover - mypy proves it
+    raise TypeError(f"unknown event {x!r}")
+
+
+def _times(n: int) -> str:
+    return "once" if n == 1 else f"{n} times"
 
 
 class MasterState:
@@ -377,480 +127,524 @@ class MasterState:
 
     def __init__(self, settings: ClusterSettings | None = None) -> None:
         self.settings = settings or ClusterSettings()
-        self.workers: dict[bytes, Worker] = {}
+        #: Ordered by when each was last heard from, so the silent ones come first.
+        self.workers: OrderedDict[bytes, Worker] = OrderedDict()
         self.jobs: dict[str, Job] = {}  # in order of arrival
+        self.active: dict[str, Job] = {}  # queued or running, in order of arrival
+        self.finished: OrderedDict[str, Job] = OrderedDict()  # ended, not yet collected
         self.attempts: dict[int, Attempt] = {}
-        #: Long polls not yet answered: job id -> [(client, answer-by time)].
-        self.waiting: dict[str, list[tuple[bytes, float]]] = {}
+        self.load = policy.LoadIndex(self.settings.prefetch)
+        #: Slots not running anything, over all workers.
+        self.free_slots = 0
+        #: Long polls: job id -> {poll id: client}, and a heap of (deadline, poll id, job id).
+        self.polls: dict[str, dict[int, bytes]] = {}
+        self._poll_deadlines: list[tuple[float, int, str]] = []
         self._ids = itertools.count(1)
+        self._dirty = False  # something may be placeable: run the scheduler
+        self._stimulus = ""
 
     # -- entry point ----------------------------------------------------------
 
-    def handle(self, event: object, now: float) -> list[object]:
-        out: list[object] = []
-        handler = getattr(self, "_on_" + type(event).__name__, None)
-        if handler is None:
-            raise TypeError(f"unknown event {type(event).__name__}")
-        handler(event, now, out)
-        self._schedule(now, out)
-        if self.waiting:
-            self._answer_waiting(now, out)
+    def handle(self, event: Event, now: float) -> list[Command]:
+        out: list[Command] = []
+        self._stimulus = event.stimulus
+        match event:
+            case WorkerReady():
+                self._on_ready(event, now, out)
+            case WorkerSeen():
+                self._on_seen(event, now, out)
+            case WorkerLeft():
+                w = self.workers.get(event.worker)
+                if w is not None:
+                    self._lose_worker(w, now, out, "it said goodbye")
+            case WorkerMisbehaved():
+                self._on_misbehaved(event, now, out)
+            case AttemptDone():
+                self._on_done(event, now, out)
+            case AttemptFailed():
+                self._on_failed(event, now, out)
+            case FetchFailed():
+                self._on_fetch_failed(event, now, out)
+            case JobSubmitted():
+                self._on_submitted(event, now, out)
+            case PollJob():
+                self._on_poll(event, now, out)
+            case CancelJob():
+                job = self.jobs.get(event.job_id)
+                if job is not None and not job.ended:
+                    self._end_job(job, CANCELLED, now, out, "a client cancelled it")
+                    error = ErrorInfo("JobCancelled", f"job {job.id} was cancelled")
+                    job.outcome = SendJobFailed(job.client, job.id, error)
+                    self._deliver(job, out)
+            case StatusRequest():
+                out.append(SendStatus(event.client, self.status(now)))
+            case Tick():
+                self._on_tick(now, out)
+            case Shutdown():
+                self._on_shutdown(now, out)
+            case _:
+                _unreachable(event)
+        if self._dirty:
+            self._schedule(now, out)
+        for cmd in out:
+            if not cmd.stimulus:
+                cmd.stimulus = self._stimulus
         return out
 
     def wake_at(self) -> float | None:
-        """When a long poll falls due, if one is waiting: handle a Tick then."""
-        deadlines = [t for polls in self.waiting.values() for _, t in polls]
-        return min(deadlines) if deadlines else None
+        """When the next long poll falls due, if one waits: handle a Tick then."""
+        return self._poll_deadlines[0][0] if self._poll_deadlines else None
 
-    def _answer_waiting(self, now: float, out: list[object]) -> None:
-        """Give ended jobs' outcomes to their long polls, and progress to those due."""
-        for job_id, polls in list(self.waiting.items()):
-            job = self.jobs.get(job_id)
-            if job is None:  # cannot happen while polls wait; answered UnknownJob if it does
-                del self.waiting[job_id]
-                for client, _ in polls:
-                    self._on_PollJob(PollJob(client, job_id), now, out)
-                continue
-            outcome = job.outcome
-            if outcome is not None:
-                del self.waiting[job_id]
-                out.extend(dataclasses.replace(outcome, client=client) for client, _ in polls)
-                del self.jobs[job_id]  # delivered: forget it
-                continue
-            due = [client for client, t in polls if t <= now]
-            if due:
-                polls[:] = [(c, t) for c, t in polls if t > now]
-                if not polls:
-                    del self.waiting[job_id]
-                progress = self.progress(job, now)
-                out.extend(SendProgress(client, job_id, progress) for client in due)
+    def _note(self, out: list[Command], what: str, reason: str = "") -> None:
+        out.append(Note(what, reason=reason))
 
     # -- workers --------------------------------------------------------------
 
-    def _known(self, worker: bytes, now: float, out: list[object]) -> Worker | None:
+    def _known(self, worker: bytes, now: float, out: list[Command]) -> Worker | None:
         w = self.workers.get(worker)
         if w is None:
-            out.append(Reregister(worker))
+            out.append(Reregister(worker, reason="this worker is not registered"))
             return None
         w.last_seen = now
+        self.workers.move_to_end(worker)
         return w
 
-    def _on_WorkerReady(self, ev: WorkerReady, now: float, out: list[object]) -> None:
-        if ev.worker in self.workers:  # registered twice: the old incarnation is gone
-            self._lose_worker(self.workers[ev.worker], now, out)
-        self.workers[ev.worker] = Worker(
-            ev.worker, max(1, ev.slots), ev.shuffle, ev.host, ev.pid, last_seen=now
-        )
-        out.append(Welcome(ev.worker))
+    def _on_ready(self, ev: WorkerReady, now: float, out: list[Command]) -> None:
+        old = self.workers.get(ev.worker)
+        if old is not None:
+            self._lose_worker(old, now, out, "it registered again as a new incarnation")
+        slots = min(ev.slots, self.settings.max_worker_slots)
+        w = Worker(ev.worker, slots, ev.shuffle, ev.host, ev.pid, now, now)
+        self.workers[w.id] = w
+        self.free_slots += slots
+        self.load.update(w)
+        self._dirty = True
+        capped = f" (it claimed {ev.slots}; max_worker_slots)" if slots < ev.slots else ""
+        self._note(out, f"worker {w.name} joined with {slots} slots{capped}", "READY")
+        out.append(Welcome(w.id))
+        for job_id in sorted({h.job for h in ev.held}):
+            if job_id in self.active:  # outputs of an earlier incarnation: dropped at its end
+                self.active[job_id].holders.add(w.id)
+            else:
+                out.append(DropJob(w.id, job_id, reason="it holds files of an ended job"))
 
-    def _on_WorkerSeen(self, ev: WorkerSeen, now: float, out: list[object]) -> None:
+    def _on_seen(self, ev: WorkerSeen, now: float, out: list[Command]) -> None:
         w = self._known(ev.worker, now, out)
         if w is None:
             return
-        for attempt_id, fraction in ev.progress:
-            att = self.attempts.get(attempt_id)
-            if att is not None and att.worker == w.id:
-                att.progress = min(1.0, max(att.progress, float(fraction)))
+        for p in ev.progress:
+            att = w.running.get(p.attempt)
+            if att is not None and p.fraction > att.progress:
+                att.progress = p.fraction
+                w.last_activity = now
 
-    def _on_WorkerLeft(self, ev: WorkerLeft, now: float, out: list[object]) -> None:
+    def _on_misbehaved(self, ev: WorkerMisbehaved, now: float, out: list[Command]) -> None:
         w = self.workers.get(ev.worker)
         if w is not None:
-            self._lose_worker(w, now, out)
+            self._lose_worker(w, now, out, f"it sent a malformed message: {ev.problem}")
+        out.append(Reregister(ev.worker, reason=f"malformed message: {ev.problem}"))
 
-    def _lose_worker(self, w: Worker, now: float, out: list[object]) -> None:
+    def _lose_worker(self, w: Worker, now: float, out: list[Command], why: str) -> None:
         """Forget a worker: its attempts and its map outputs are gone with it."""
         del self.workers[w.id]
-        for attempt_id in list(w.running):
-            att = self.attempts.pop(attempt_id, None)
-            if att is None:
-                continue
-            job = self.jobs[att.job_id]
-            task = job.tasks(att.kind)[att.task]
-            task.running.remove(att.id)
-            job.stats["lost_attempts"] += 1
-            if task.status == RUNNING and not task.running:
-                task.status = IDLE
-        for job in self._active_jobs():
-            for task in job.maps:
-                if task.status == DONE and task.output and task.output["worker"] == w.id:
-                    self._map_output_lost(job, task)
+        self.load.remove(w.id)
+        self.free_slots -= max(0, w.slots - w.load)
+        lost = len(w.running)
+        for att in list(w.running.values()):
+            att.job.stats["lost_attempts"] += 1
+            self._end_attempt(att)
+        outputs = sorted(w.outputs)
+        for job_id, index in outputs:
+            job = self.jobs[job_id]
+            self._map_output_lost(job, job.maps[index], out, f"its output was on worker {w.name}")
+        for job in self.active.values():
+            job.excluded.discard(w.id)
+        self._note(
+            out,
+            f"worker {w.name} is gone: {lost} running attempts and {len(outputs)} map outputs lost",
+            why,
+        )
 
-    def _map_output_lost(self, job: Job, task: Task) -> None:
-        assert task.output is not None
-        task.lost_on = task.output["worker"]
-        task.status = IDLE if not task.running else RUNNING
+    # -- task status: the one place it changes ---------------------------------------
+
+    def _set_status(self, job: Job, task: Task, status: str) -> None:
+        was = task.status
+        if was == status:
+            return
+        if was == DONE:
+            job.done[task.kind] -= 1
+        task.status = status
+        if status == DONE:
+            job.done[task.kind] += 1
+        elif status == IDLE:
+            if task.lost_on is not None or task.failures:
+                job.idle[task.kind].appendleft(task)  # re-executions and retries first
+            else:
+                job.idle[task.kind].append(task)
+            self._dirty = True
+
+    def _end_attempt(self, att: Attempt, requeue: bool = True) -> None:
+        """Take a running attempt off every table; its task goes idle if nothing else
+        runs it (unless ``requeue`` is false: the attempt has just completed it)."""
+        del self.attempts[att.id]
+        job, task, w = att.job, att.task, att.worker
+        del job.running[att.id]
+        job.n_running[task.kind] -= 1
+        task.running.remove(att)
+        if w.running.pop(att.id, None) is not None and w.id in self.workers:
+            if w.load < w.slots:
+                self.free_slots += 1
+            self.load.update(w)
+            self._dirty = True
+        if requeue and task.status == RUNNING and not task.running:
+            self._set_status(job, task, IDLE)
+
+    def _map_output_lost(self, job: Job, task: Task, out: list[Command], why: str) -> None:
+        output = task.output
+        assert output is not None
+        w = self.workers.get(output.worker)
+        if w is not None:
+            w.outputs.discard((job.id, task.index))
+        task.lost_on = output.worker
         task.output = None
+        for seg in output.segments:
+            job.segments[seg.partition].pop(task.index, None)
+            job.shuffle_bytes -= seg.size
+        if task.report is not None:
+            add_counters(job.counters, task.report.counters, -1)
+            task.report = None
         job.stats["reexecuted_maps"] += 1
         job.maps_done_at = None
-
-    def _on_Tick(self, ev: Tick, now: float, out: list[object]) -> None:
-        timeout = self.settings.worker_timeout
-        for w in list(self.workers.values()):
-            if now - w.last_seen > timeout:
-                self._lose_worker(w, now, out)
-        for att in list(self.attempts.values()):
-            if self.attempts.get(att.id) is not att:
-                continue  # ended while handling an earlier one (its job failed)
-            job = self.jobs[att.job_id]
-            limit = job.spec.get("task_timeout")
-            if limit is not None and now - att.start > limit:
-                job.stats["timeouts"] += 1
-                out.append(Cancel(att.worker, att.id))
-                self._attempt_failed(
-                    job,
-                    att,
-                    now,
-                    out,
-                    {
-                        "type": "TaskTimeout",
-                        "message": f"{att.kind} task {att.task} ran longer than "
-                        f"task_timeout={limit}s",
-                        "traceback": "",
-                    },
-                    None,
-                )
+        self._set_status(job, task, RUNNING if task.running else IDLE)
+        self._note(out, f"job {job.id}: map task {task.index} will run again", why)
 
     # -- attempts ----------------------------------------------------------------
 
-    def _current(self, worker: bytes, attempt_id: int) -> Attempt | None:
-        att = self.attempts.get(attempt_id)
-        if att is None or att.worker != worker:
+    def _current(
+        self, worker: bytes, attempt_id: int, now: float, out: list[Command]
+    ) -> Attempt | None:
+        w = self._known(worker, now, out)
+        if w is None:
             return None
-        return att
+        return w.running.get(attempt_id)  # None: fenced (lost, cancelled, or beaten)
 
-    def _finish_attempt(self, att: Attempt) -> tuple[Job, Task]:
-        del self.attempts[att.id]
-        w = self.workers.get(att.worker)
-        if w is not None:
-            w.running.discard(att.id)
-        job = self.jobs[att.job_id]
-        task = job.tasks(att.kind)[att.task]
-        task.running.remove(att.id)
-        return job, task
-
-    def _on_AttemptDone(self, ev: AttemptDone, now: float, out: list[object]) -> None:
-        if self._known(ev.worker, now, out) is None:
-            return
-        att = self._current(ev.worker, ev.attempt)
+    def _on_done(self, ev: AttemptDone, now: float, out: list[Command]) -> None:
+        att = self._current(ev.worker, ev.attempt, now, out)
         if att is None:
-            return  # fenced: lost, cancelled, or beaten by another attempt
-        job, task = self._finish_attempt(att)
-        if task.status == DONE:
             return
-        info = ev.info if isinstance(ev.info, dict) else {}
-        if att.kind == MAP:
-            sizes = info.get("sizes")
-            if (
-                not isinstance(sizes, list)
-                or len(sizes) != job.num_reducers
-                or not all(isinstance(s, int) and s >= 0 for s in sizes)
-            ):
-                self._attempt_failed(
-                    job,
-                    att,
-                    now,
-                    out,
-                    {
-                        "type": "ProtocolError",
-                        "message": "map completion without valid sizes",
-                        "traceback": "",
-                    },
-                    None,
-                )
-                return
-            groups = info.get("groups")
-            if not (
-                isinstance(groups, list)
-                and len(groups) == len(sizes)
-                and all(isinstance(g, int) and g >= 0 for g in groups)
-            ):
-                groups = [0] * len(sizes)  # unknown: reducers then report fetch progress only
-            task.output = {
-                "worker": att.worker,
-                "attempt": att.id,
-                "address": self.workers[att.worker].shuffle,
-                "sizes": sizes,
-                "groups": groups,
-            }
+        job, task, w = att.job, att.task, att.worker
+        report = ev.report
+        if att.kind == MAP and any(s.partition >= len(job.reduces) for s in report.segments):
+            self._attempt_failed(
+                att, now, out, ErrorInfo("ProtocolError", "map segments name unknown partitions")
+            )
+            return
+        self._end_attempt(att, requeue=False)
+        w.last_activity = now
+        task.report = report
+        task.duration = now - att.start
+        if task.kind == MAP:
+            task.output = MapOutput(w.id, att.id, w.shuffle, report.segments)
+            w.outputs.add((job.id, task.index))
+            for seg in report.segments:
+                job.segments[seg.partition][task.index] = seg
+                job.shuffle_bytes += seg.size
         else:
             task.result = ev.result
-        task.status = DONE
-        task.info = info
-        task.duration = now - att.start
-        for other in list(task.running):  # the losers of a backup race
-            loser = self.attempts[other]
-            self._finish_attempt(loser)
-            out.append(Cancel(loser.worker, loser.id))
+        add_counters(job.counters, report.counters, 1)
+        job.durations[task.kind].add(task.duration)
+        self._set_status(job, task, DONE)
+        for loser in list(task.running):  # the losers of a backup race
+            self._end_attempt(loser)
+            out.append(Cancel(loser.worker.id, loser.id, reason=f"attempt {att.id} won"))
             if loser.backup:
                 job.stats["backups_cancelled"] += 1
         if att.backup:
             job.stats["backups_won"] += 1
-        if att.kind == MAP:
+            self._note(out, f"job {job.id}: the backup of {task.name} won", f"attempt {att.id}")
+        if task.kind == MAP:
             self._map_done(job, task, now, out)
-        else:
-            self._reduce_done(job, task, now, out)
-
-    def _map_done(self, job: Job, task: Task, now: float, out: list[object]) -> None:
-        assert task.output is not None
-        location = self._location(job, task)
-        for att in self.attempts.values():
-            if att.job_id == job.id and att.kind == REDUCE:
-                out.append(Relocate(att.worker, att.id, task.index, location))
-        if job.maps_done_at is None and job.maps_complete():
-            job.maps_done_at = now
-
-    def _reduce_done(self, job: Job, task: Task, now: float, out: list[object]) -> None:
-        if job.spec.get("output_dir") is None and task.info.get("too_big"):
-            self._fail_job(
-                job,
-                now,
-                out,
-                {
-                    "type": "ResultTooLarge",
-                    "message": f"the results of partition {task.index} exceed the "
-                    f"{self.settings.result_limit}-byte limit for results returned "
-                    "through the master; set output_dir to write them to files",
-                    "traceback": "",
-                },
-            )
-            return
-        if all(t.status == DONE for t in job.reduces):
+        elif job.spec.output_dir is None and report.too_big:
+            self._fail_job(job, now, out, self._too_big(f"the results of partition {task.index}"))
+        elif job.done[REDUCE] == len(job.reduces):
             self._succeed_job(job, now, out)
 
-    def _on_AttemptFailed(self, ev: AttemptFailed, now: float, out: list[object]) -> None:
-        if self._known(ev.worker, now, out) is None:
-            return
-        att = self._current(ev.worker, ev.attempt)
+    def _map_done(self, job: Job, task: Task, now: float, out: list[Command]) -> None:
+        if task.lost_on is not None:  # a re-execution: reducers may be waiting for it
+            for att in job.running.values():
+                if att.kind == REDUCE:
+                    loc = self._location(job, task, att.task.index)
+                    out.append(Relocate(att.worker.id, att.id, loc, reason="re-executed map"))
+            task.lost_on = None
+        if job.maps_complete and job.maps_done_at is None:
+            job.maps_done_at = now
+            self._note(out, f"job {job.id}: every map task is done; reduces start")
+            self._dirty = True
+
+    def _on_failed(self, ev: AttemptFailed, now: float, out: list[Command]) -> None:
+        att = self._current(ev.worker, ev.attempt, now, out)
         if att is None:
             return
-        job = self.jobs[att.job_id]
         if ev.kind == "lost":  # not the user's fault: the worker lost the job's code
-            _, task = self._finish_attempt(att)
-            job.stats["lost_attempts"] += 1
-            self.workers[ev.worker].has_code.discard(job.id)
-            if task.status == RUNNING and not task.running:
-                task.status = IDLE
+            att.job.stats["lost_attempts"] += 1
+            att.worker.has_code.discard(att.job.id)
+            self._end_attempt(att)
             return
-        self._attempt_failed(job, att, now, out, ev.error, ev.record)
+        self._attempt_failed(att, now, out, ev.error, ev.record)
 
     def _attempt_failed(
         self,
-        job: Job,
         att: Attempt,
         now: float,
-        out: list[object],
-        error: dict[str, str],
-        record: int | None,
+        out: list[Command],
+        error: ErrorInfo,
+        record: int | None = None,
     ) -> None:
-        _, task = self._finish_attempt(att)
+        job, task, w = att.job, att.task, att.worker
+        self._end_attempt(att)
+        w.last_activity = now
         job.stats["failed_attempts"] += 1
         task.failures += 1
-        if record is not None and att.kind == MAP:
+        if record is not None and task.kind == MAP:
             task.bad_records[record] = task.bad_records.get(record, 0) + 1
-        w = self.workers.get(att.worker)
-        if w is not None:
-            w.failures[job.id] = w.failures.get(job.id, 0) + 1
-            if w.failures[job.id] >= self.settings.worker_job_failures:
-                job.excluded.add(w.id)
+        self._strike(job, w, out, f"{task.name} failed there: {error.type}")
         if task.status == DONE:
             return
-        if task.failures >= job.spec["max_attempts"] and not self._skipping_helps(job, task):
-            self._fail_job(
-                job,
-                now,
-                out,
-                {
-                    "type": error.get("type", "Error"),
-                    "message": (
-                        f"{att.kind} task {att.task} failed {task.failures} times; "
-                        f"last error: {error.get('type', '')}: {error.get('message', '')}"
-                    ),
-                    "traceback": error.get("traceback", ""),
-                    "task": f"{att.kind} task {att.task}",
-                    "user_message": error.get("message", ""),
-                },
+        if task.failures >= job.spec.max_attempts and not self._skipping_helps(job, task):
+            failed = ErrorInfo(
+                error.type,
+                f"{task.name} failed {_times(task.failures)}; "
+                f"last error: {error.type}: {error.message}",
+                error.traceback,
+                task=task.name,
+                user_message=error.message,
             )
+            self._fail_job(job, now, out, failed)
             return
-        if not task.running:
-            task.status = IDLE
+        self._note(out, f"job {job.id}: {task.name} will be retried", f"{error.type} on {w.name}")
+
+    def _strike(self, job: Job, w: Worker, out: list[Command], why: str) -> None:
+        """Count a failure of ``job`` on ``w``; enough of them exclude it from the job."""
+        w.failures[job.id] = n = w.failures.get(job.id, 0) + 1
+        if n == self.settings.worker_job_failures and w.id in self.workers:
+            job.excluded.add(w.id)
+            self._note(out, f"job {job.id}: worker {w.name} gets no more of its tasks", why)
+            for att in [a for a in w.running.values() if a.job is job]:  # queued there, likely
+                self._end_attempt(att)
+                out.append(Cancel(w.id, att.id, reason=f"worker excluded from job {job.id}"))
 
     def _skipping_helps(self, job: Job, task: Task) -> bool:
         """With skip_bad_records, failures pinned on one record do not exhaust the task."""
-        if not job.spec.get("skip_bad_records") or task.kind != MAP:
+        if not job.spec.skip_bad_records or task.kind != MAP:
             return False
         pinned = sum(task.bad_records.values())
-        return task.failures - pinned < job.spec["max_attempts"] and len(task.bad_records) <= 1000
+        return task.failures - pinned < job.spec.max_attempts and len(task.bad_records) <= 1000
 
-    def _on_FetchFailed(self, ev: FetchFailed, now: float, out: list[object]) -> None:
-        if self._known(ev.worker, now, out) is None:
-            return
-        att = self._current(ev.worker, ev.attempt)
+    def _on_fetch_failed(self, ev: FetchFailed, now: float, out: list[Command]) -> None:
+        att = self._current(ev.worker, ev.attempt, now, out)
         if att is None or att.kind != REDUCE:
             return
-        job = self.jobs[att.job_id]
-        if not 0 <= ev.map_task < len(job.maps):
+        job = att.job
+        if not ev.map_task < len(job.maps):
             return
         job.stats["fetch_failures"] += 1
         task = job.maps[ev.map_task]
-        if task.status == DONE and task.output is not None:
-            if task.output["attempt"] == ev.map_attempt:
-                self._map_output_lost(job, task)
-            else:  # the reducer has an old location: tell it the current one
-                out.append(Relocate(att.worker, att.id, task.index, self._location(job, task)))
+        if task.status != DONE or task.output is None:
+            return  # running again already; the reducer hears when it is done
+        if task.output.attempt == ev.map_attempt:
+            self._map_output_lost(job, task, out, f"a reducer could not fetch it: {ev.reason}")
+        else:  # the reducer has an old location: tell it the current one
+            loc = self._location(job, task, att.task.index)
+            out.append(Relocate(att.worker.id, att.id, loc, reason="the reducer asked an old one"))
+
+    # -- the clock ----------------------------------------------------------------
+
+    def _on_tick(self, now: float, out: list[Command]) -> None:
+        timeout = self.settings.worker_timeout
+        while self.workers:
+            w = next(iter(self.workers.values()))
+            if now - w.last_seen <= timeout:
+                break
+            self._lose_worker(w, now, out, f"silent for {now - w.last_seen:.1f}s")
+        for job in list(self.active.values()):
+            self._check_timeouts(job, now, out)
+        for job in list(self.active.values()):
+            self._speculate(job, now, out)
+        heap = self._poll_deadlines
+        while heap and heap[0][0] <= now:
+            _, poll_id, job_id = heapq.heappop(heap)
+            client = self.polls.get(job_id, {}).pop(poll_id, None)
+            if client is not None:
+                out.append(SendProgress(client, job_id, self.progress(self.jobs[job_id], now)))
+
+    def _check_timeouts(self, job: Job, now: float, out: list[Command]) -> None:
+        limit = job.spec.task_timeout
+        if limit is None:
+            return
+        while job.running and not job.ended:
+            att = next(iter(job.running.values()))  # the oldest
+            if now - att.start <= limit:
+                return
+            job.stats["timeouts"] += 1
+            out.append(Cancel(att.worker.id, att.id, reason=f"task_timeout={limit:g}s"))
+            message = f"{att.task.name} ran longer than task_timeout={limit:g}s"
+            self._attempt_failed(att, now, out, ErrorInfo("TaskTimeout", message))
+
+    def _speculate(self, job: Job, now: float, out: list[Command]) -> None:
+        kind = job.phase
+        if not job.spec.speculative or job.ended or job.idle[kind] or self.free_slots <= 0:
+            return
+        running = [a for a in job.running.values() if a.kind == kind and len(a.task.running) == 1]
+        typical = job.durations[kind].median()
+        if typical is None:  # nothing finished yet: estimate from the attempts' progress
+            estimates = sorted((now - a.start) / a.progress for a in running if a.progress > 0)
+            typical = estimates[len(estimates) // 2] if estimates else None
+        s = self.settings
+        for att in running:
+            why = policy.straggler(
+                now=now,
+                start=att.start,
+                progress=att.progress,
+                quiet_since=max(att.start, att.worker.last_activity),
+                typical=typical,
+                stall_seconds=s.stall_seconds,
+                min_seconds=s.speculation_min_seconds,
+            )
+            if why is None:
+                continue
+            w = self._place(job, att.task, queue=False)
+            if w is None:
+                return
+            if now - att.worker.last_activity > s.stall_seconds:
+                self._strike(job, att.worker, out, f"{att.task.name} stalled there")
+            self._note(out, f"job {job.id}: backup of {att.task.name} on {w.name}", why)
+            self._assign(job, att.task, w, now, out, backup=True, reason=f"backup: {why}")
 
     # -- jobs -------------------------------------------------------------------
 
-    def _on_JobSubmitted(self, ev: JobSubmitted, now: float, out: list[object]) -> None:
-        problem = _spec_error(ev.spec, len(ev.records))
-        if problem is None and ev.job_id in self.jobs:
-            problem = f"job id {ev.job_id} is already in use"
-        if problem is not None:
-            out.append(
-                JobRejected(
-                    ev.client,
-                    ev.job_id,
-                    {"type": "JobSubmitError", "message": problem, "traceback": ""},
-                )
-            )
+    def _on_submitted(self, ev: JobSubmitted, now: float, out: list[Command]) -> None:
+        if ev.job_id in self.jobs:
+            error = ErrorInfo("JobSubmitError", f"job id {ev.job_id} is already in use")
+            out.append(JobRejected(ev.client, ev.job_id, error, reason="duplicate id"))
             return
         spec = ev.spec
-        job = Job(
-            id=ev.job_id,
-            client=ev.client,
-            spec=spec,
-            code=ev.code,
-            records=ev.records,
-            maps=[Task(MAP, i) for i in range(len(spec["splits"]))],
-            reduces=[Task(REDUCE, r) for r in range(spec["num_reducers"])],
-            submitted=now,
-        )
-        self.jobs[job.id] = job
+        maps = [Task(MAP, i) for i in range(len(spec.splits))]
+        reduces = [Task(REDUCE, r) for r in range(spec.num_reducers)]
+        job = Job(ev.job_id, ev.client, spec, ev.code, ev.records, maps, reduces, now)
+        job.idle = {MAP: deque(maps), REDUCE: deque(reduces)}
+        job.durations = {MAP: policy.RunningMedian(), REDUCE: policy.RunningMedian()}
+        job.segments = [{} for _ in reduces]
+        self.jobs[job.id] = self.active[job.id] = job
+        self._dirty = True
         out.append(JobAccepted(ev.client, job.id))
+        self._note(
+            out, f"job {job.id} ({spec.name}) accepted: {len(maps)} maps, {len(reduces)} reduces"
+        )
 
-    def _on_PollJob(self, ev: PollJob, now: float, out: list[object]) -> None:
+    def _on_poll(self, ev: PollJob, now: float, out: list[Command]) -> None:
         job = self.jobs.get(ev.job_id)
         if job is None:
-            out.append(
-                SendJobFailed(
-                    ev.client,
-                    ev.job_id,
-                    {
-                        "type": "UnknownJob",
-                        "traceback": "",
-                        "message": f"the master does not know job {ev.job_id} (was it restarted?)",
-                    },
-                )
-            )
-            return
-        if job.outcome is not None:
-            out.append(dataclasses.replace(job.outcome, client=ev.client))
-            del self.jobs[job.id]  # delivered: forget it
-            self.waiting.pop(job.id, None)
-            return
-        if ev.wait > 0:
-            self.waiting.setdefault(job.id, []).append((ev.client, now + ev.wait))
-            return
-        out.append(SendProgress(ev.client, job.id, self.progress(job, now)))
+            message = f"the master does not know job {ev.job_id} (was it restarted?)"
+            out.append(SendJobFailed(ev.client, ev.job_id, ErrorInfo("UnknownJob", message)))
+        elif job.outcome is not None:
+            out.append(_to(job.outcome, ev.client))
+            self._forget(job)
+        elif ev.wait > 0:
+            poll_id = next(self._ids)
+            self.polls.setdefault(job.id, {})[poll_id] = ev.client
+            heapq.heappush(self._poll_deadlines, (now + ev.wait, poll_id, job.id))
+        else:
+            out.append(SendProgress(ev.client, job.id, self.progress(job, now)))
 
-    def _on_CancelJob(self, ev: CancelJob, now: float, out: list[object]) -> None:
-        job = self.jobs.get(ev.job_id)
-        if job is None or job.outcome is not None:
+    def _deliver(self, job: Job, out: list[Command]) -> None:
+        """Give an ended job's outcome to its waiting long polls; else keep it to be collected."""
+        assert job.outcome is not None
+        waiting = self.polls.pop(job.id, None)
+        if waiting:
+            out.extend(_to(job.outcome, client) for client in waiting.values())
+            self._forget(job)
             return
-        self._end_job(job, CANCELLED, now, out)
-        job.outcome = SendJobFailed(
-            job.client,
-            job.id,
-            {"type": "JobCancelled", "message": f"job {job.id} was cancelled", "traceback": ""},
-        )
+        self.finished[job.id] = job
+        while len(self.finished) > KEEP_FINISHED:
+            _, old = self.finished.popitem(last=False)
+            del self.jobs[old.id]
 
-    def _on_Shutdown(self, ev: Shutdown, now: float, out: list[object]) -> None:
-        for job in self._active_jobs():
-            self._fail_job(
-                job,
-                now,
-                out,
-                {
-                    "type": "MasterShutdown",
-                    "traceback": "",
-                    "message": f"the master stopped while job {job.id} was running; "
-                    "submit it again",
-                },
-            )
-            assert job.outcome is not None
+    def _forget(self, job: Job) -> None:
+        self.jobs.pop(job.id, None)
+        self.finished.pop(job.id, None)
+        self.polls.pop(job.id, None)
+
+    def _on_shutdown(self, now: float, out: list[Command]) -> None:
+        for job in list(self.active.values()):
+            message = f"the master stopped while job {job.id} was running; submit it again"
+            self._end_job(job, FAILED, now, out, "the master is stopping")
+            job.outcome = SendJobFailed(job.client, job.id, ErrorInfo("MasterShutdown", message))
             out.append(job.outcome)  # pushed: the client need not poll for it
         for w in self.workers.values():
-            out.append(Reregister(w.id))  # drop your attempts; register with the next master
+            out.append(Reregister(w.id, reason="the master is stopping"))
         self.workers.clear()
 
-    def _on_StatusRequest(self, ev: StatusRequest, now: float, out: list[object]) -> None:
-        out.append(SendStatus(ev.client, self.status(now)))
-
-    def _active_jobs(self) -> list[Job]:
-        return [j for j in self.jobs.values() if j.status in (QUEUED, ACTIVE)]
-
-    def _end_job(self, job: Job, status: str, now: float, out: list[object]) -> None:
+    def _end_job(self, job: Job, status: str, now: float, out: list[Command], why: str) -> None:
         job.status = status
         job.finished = now
-        for att in [a for a in self.attempts.values() if a.job_id == job.id]:
-            self._finish_attempt(att)
-            out.append(Cancel(att.worker, att.id))
-        for w in self.workers.values():
-            if job.id in w.has_code:
-                w.has_code.discard(job.id)
-                out.append(DropJob(w.id, job.id))
+        del self.active[job.id]
+        for att in list(job.running.values()):
+            self._end_attempt(att)
+            out.append(Cancel(att.worker.id, att.id, reason=f"job {job.id} ended"))
+        for task in job.maps:
+            if task.output is not None:
+                w = self.workers.get(task.output.worker)
+                if w is not None:
+                    w.outputs.discard((job.id, task.index))
+        for wid in sorted(job.holders):
+            holder = self.workers.get(wid)
+            if holder is not None:
+                holder.has_code.discard(job.id)
+                out.append(DropJob(wid, job.id, reason=f"job {job.id} ended"))
         job.code = b""
         job.records = []
-        self._forget_old(now)
+        job.idle = {MAP: deque(), REDUCE: deque()}
+        self._note(out, f"job {job.id} {status} after {now - job.submitted:.1f}s", why)
 
-    def _forget_old(self, now: float) -> None:
-        finished = [
-            j for j in self.jobs.values() if j.outcome is not None and j.id not in self.waiting
-        ]
-        for job in finished[: max(0, len(finished) - KEEP_FINISHED)]:
-            del self.jobs[job.id]
-
-    def _fail_job(self, job: Job, now: float, out: list[object], error: dict[str, str]) -> None:
-        self._end_job(job, FAILED, now, out)
+    def _fail_job(self, job: Job, now: float, out: list[Command], error: ErrorInfo) -> None:
+        self._end_job(job, FAILED, now, out, f"{error.type}: {error.message}"[:300])
         job.outcome = SendJobFailed(job.client, job.id, error)
+        self._deliver(job, out)
 
-    def _succeed_job(self, job: Job, now: float, out: list[object]) -> None:
-        counters: dict[str, int] = {}
-        for task in itertools.chain(job.maps, job.reduces):
-            for name, n in task.info.get("counters", {}).items():
-                counters[name] = counters.get(name, 0) + n
-        output_dir = job.spec.get("output_dir")
+    def _too_big(self, what: str) -> ErrorInfo:
+        limit = self.settings.result_limit
+        return ErrorInfo(
+            "ResultTooLarge",
+            f"{what} exceed the {limit}-byte limit for results returned through the "
+            "master; set output_dir to write them to files",
+        )
+
+    def _succeed_job(self, job: Job, now: float, out: list[Command]) -> None:
         blobs = [t.result or b"" for t in job.reduces]
         returned = (
             all(t.result is not None for t in job.reduces)
-            and sum(len(b) for b in blobs) <= self.settings.result_limit
+            and sum(map(len, blobs)) <= self.settings.result_limit
         )
-        if not returned and output_dir is None:
-            self._fail_job(
-                job,
-                now,
-                out,
-                {
-                    "type": "ResultTooLarge",
-                    "traceback": "",
-                    "message": f"the results exceed the {self.settings.result_limit}-byte limit "
-                    "for results returned through the master; set output_dir",
-                },
-            )
+        if not returned and job.spec.output_dir is None:
+            self._fail_job(job, now, out, self._too_big("the results"))
             return
-        summary = {
-            "counters": counters,
-            "stats": self.job_stats(job, now),
-            "output_files": [t.info.get("output_file") for t in job.reduces] if output_dir else [],
-            "returned": returned,
-        }
-        self._end_job(job, SUCCEEDED, now, out)
+        files = [t.report.output_file or "" for t in job.reduces if t.report is not None]
+        self._end_job(job, SUCCEEDED, now, out, "every reduce task is done")
+        summary = Summary(
+            counters=dict(job.counters),
+            stats=self.job_stats(job, now),
+            output_files=files if job.spec.output_dir else [],
+            returned=returned,
+        )
         job.outcome = SendResult(job.client, job.id, summary, blobs if returned else [])
+        self._deliver(job, out)
 
-    def job_stats(self, job: Job, now: float) -> dict[str, Any]:
+    def job_stats(self, job: Job, now: float) -> dict[str, float]:
         end = job.finished if job.finished is not None else now
         start = job.started if job.started is not None else end
         maps_end = job.maps_done_at if job.maps_done_at is not None else end
-        stats: dict[str, Any] = dict(job.stats)
+        stats: dict[str, float] = dict(job.stats)
+        s = job.stats
         stats.update(
             maps=len(job.maps),
             reduces=len(job.reduces),
@@ -858,183 +652,184 @@ class MasterState:
             map_seconds=maps_end - start,
             reduce_seconds=end - maps_end,
             total_seconds=end - job.submitted,
-            shuffle_bytes=sum(sum(t.output["sizes"]) for t in job.maps if t.output),
-            reexecutions=job.stats["reexecuted_maps"]
-            + job.stats["failed_attempts"]
-            + job.stats["lost_attempts"],
+            shuffle_bytes=job.shuffle_bytes,
+            reexecutions=s["reexecuted_maps"] + s["failed_attempts"] + s["lost_attempts"],
         )
         return stats
 
     # -- views -------------------------------------------------------------------------
 
-    def progress(self, job: Job, now: float) -> dict[str, Any]:
-        return {
-            "state": job.status,
-            "maps": len(job.maps),
-            "maps_done": sum(t.status == DONE for t in job.maps),
-            "reduces": len(job.reduces),
-            "reduces_done": sum(t.status == DONE for t in job.reduces),
-            "running": sum(len(t.running) for t in itertools.chain(job.maps, job.reduces)),
-            "elapsed": now - job.submitted,
-        }
+    def progress(self, job: Job, now: float) -> JobProgress:
+        end = job.finished if job.finished is not None else now
+        return JobProgress(
+            state=job.status,
+            maps=len(job.maps),
+            maps_done=job.done[MAP],
+            reduces=len(job.reduces),
+            reduces_done=job.done[REDUCE],
+            running=len(job.running),
+            elapsed=max(0.0, end - job.submitted),
+            workers=len(self.workers),
+        )
 
-    def status(self, now: float) -> dict[str, Any]:
-        return {
-            "workers": [
-                {
-                    "id": w.id.decode(errors="replace"),
-                    "host": w.host,
-                    "pid": w.pid,
-                    "slots": w.slots,
-                    "running": len(w.running),
-                    "last_heartbeat": round(now - w.last_seen, 3),
-                    "shuffle": w.shuffle,
-                }
+    def status(self, now: float) -> ClusterStatus:
+        return ClusterStatus(
+            workers=[
+                WorkerStatus(
+                    id=w.id.decode(errors="replace")[:200],
+                    host=w.host,
+                    pid=w.pid,
+                    slots=w.slots,
+                    running=w.load,
+                    last_heartbeat=round(max(0.0, now - w.last_seen), 3),
+                    shuffle=w.shuffle,
+                )
                 for w in self.workers.values()
             ],
-            "jobs": [
-                {"id": j.id, "name": j.spec.get("name", ""), **self.progress(j, now)}
-                for j in self.jobs.values()
-            ],
-        }
+            jobs=[JobStatus(j.id, j.spec.name, self.progress(j, now)) for j in self.jobs.values()],
+        )
 
     # -- scheduling ----------------------------------------------------------------------
 
-    def _location(self, job: Job, task: Task) -> dict[str, Any]:
-        assert task.output is not None
-        return {
-            "map_task": task.index,
-            "attempt": task.output["attempt"],
-            "address": task.output["address"],
-            "size": task.output["sizes"],
-            "groups": task.output["groups"],
-        }
+    def _location(self, job: Job, task: Task, partition: int) -> Location:
+        out = task.output
+        assert out is not None
+        seg = job.segments[partition].get(task.index)
+        size, groups = (seg.size, seg.groups) if seg is not None else (0, 0)
+        return Location(task.index, out.attempt, out.address, size, groups)
 
-    def _pick_worker(self, job: Job, task: Task) -> Worker | None:
-        busy = {self.attempts[a].worker for a in task.running}
-        candidates = [w for w in self.workers.values() if w.free > 0 and w.id not in busy]
-        if task.lost_on is not None and any(w.id != task.lost_on for w in candidates):
-            candidates = [w for w in candidates if w.id != task.lost_on]
-        allowed = [w for w in candidates if w.id not in job.excluded]
-        if not allowed:
-            usable = [w for w in self.workers.values() if w.id not in job.excluded]
-            if usable:
-                return None  # a non-excluded worker exists; wait for it
-            allowed = candidates
-        if not allowed:
-            return None
-        return max(allowed, key=lambda w: (w.free, job.id in w.has_code))
+    def _place(self, job: Job, task: Task, queue: bool) -> Worker | None:
+        """The worker for ``task``'s next attempt: not one already running it, nor one
+        excluded from the job (unless every worker is), away from where its output
+        was lost when another has room."""
+        busy = {a.worker.id for a in task.running}
+        excluded = job.excluded
+
+        def ok(w: Any) -> bool:
+            return w.id not in busy and w.id not in excluded and w.id != task.lost_on
+
+        found = self.load.pick(ok, queue)
+        if found is None and task.lost_on is not None:
+            found = self.load.pick(lambda w: w.id not in busy and w.id not in excluded, queue)
+        if found is None and excluded and len(excluded) >= len(self.workers):
+            found = self.load.pick(lambda w: w.id not in busy, queue)
+        return found  # type: ignore[return-value]
 
     def _assign(
-        self, job: Job, task: Task, w: Worker, now: float, out: list[object], backup: bool = False
+        self,
+        job: Job,
+        task: Task,
+        w: Worker,
+        now: float,
+        out: list[Command],
+        backup: bool = False,
+        reason: str = "",
     ) -> None:
-        attempt_id = next(self._ids)
-        att = Attempt(attempt_id, job.id, task.kind, task.index, w.id, now, backup=backup)
-        self.attempts[attempt_id] = att
-        w.running.add(attempt_id)
-        task.running.append(attempt_id)
-        task.status = RUNNING
+        att = Attempt(next(self._ids), job, task, w, now, backup=backup)
+        self.attempts[att.id] = job.running[att.id] = w.running[att.id] = att
+        if w.load <= w.slots:
+            self.free_slots -= 1
+        self.load.update(w)
+        task.running.append(att)
+        job.n_running[task.kind] += 1
         task.attempts += 1
+        self._set_status(job, task, RUNNING)
         job.stats[f"{task.kind}_attempts"] += 1
         if backup:
             job.stats["backups_launched"] += 1
         if job.status == QUEUED:
             job.status = ACTIVE
             job.started = now
-        spec: dict[str, Any] = {
-            "name": job.spec.get("name", ""),
-            "num_reducers": job.num_reducers,
-            "num_maps": len(job.maps),
-            "output_dir": job.spec.get("output_dir"),
-            "has_combiner": bool(job.spec.get("has_combiner")),
-            "result_limit": self.settings.result_limit,
-        }
+            self._note(out, f"job {job.id} started")
+        spec = job.spec
+        ts = TaskSpec(
+            name=spec.name,
+            num_reducers=len(job.reduces),
+            num_maps=len(job.maps),
+            output_dir=spec.output_dir,
+            has_combiner=spec.has_combiner,
+            result_limit=self.settings.result_limit,
+        )
         records = None
         if task.kind == MAP:
-            split = job.spec["splits"][task.index]
-            spec["split"] = split
-            if split["kind"] == "records":
-                records = job.records[split["blob"]]
-            if job.spec.get("skip_bad_records"):
-                spec["skip"] = sorted(
-                    r for r, n in task.bad_records.items() if n >= BAD_RECORD_FAILURES
-                )
+            split = ts.split = spec.splits[task.index]
+            if split.kind == "records":
+                assert split.blob is not None
+                records = job.records[split.blob]
+            if spec.skip_bad_records:
+                ts.skip = sorted(r for r, n in task.bad_records.items() if n >= BAD_RECORD_FAILURES)
         else:
-            spec["partition"] = task.index
-            spec["locations"] = [self._location(job, m) for m in job.maps]
+            ts.partition = task.index
+            ts.locations = [
+                self._location(job, job.maps[m], task.index) for m in job.segments[task.index]
+            ]
         code = None
         if job.id not in w.has_code:
             code = job.code
             w.has_code.add(job.id)
-        out.append(Assign(w.id, attempt_id, job.id, task.kind, task.index, spec, code, records))
+            job.holders.add(w.id)
+        if not reason:
+            reason = "retry" if task.failures else "re-execution" if task.lost_on else "idle task"
+        out.append(
+            Assign(w.id, att.id, job.id, task.kind, task.index, ts, code, records, reason=reason)
+        )
 
-    def _schedule(self, now: float, out: list[object]) -> None:
-        if not any(w.free > 0 for w in self.workers.values()) and not any(
-            a.kind == REDUCE for a in self.attempts.values()
-        ):
-            return  # nothing to assign, and no reducer that could be holding a slot
-        for job in self._active_jobs():
-            kinds = [MAP, REDUCE] if job.maps_complete() else [MAP]
-            for kind in kinds:
-                for task in job.tasks(kind):
-                    if task.status != IDLE:
-                        continue
-                    w = self._pick_worker(job, task)
-                    if w is None and kind == MAP:
-                        w = self._preempt_reducer(job, task, out)
-                    if w is None:
-                        break
-                    self._assign(job, task, w, now, out)
-        for job in self._active_jobs():
-            if job.spec.get("speculative", True):
-                self._speculate(job, now, out)
+    def _schedule(self, now: float, out: list[Command]) -> None:
+        self._dirty = False
+        for job in list(self.active.values()):
+            self._fill(job, now, out)
 
-    def _preempt_reducer(self, job: Job, task: Task, out: list[object]) -> Worker | None:
+    def _fill(self, job: Job, now: float, out: list[Command]) -> None:
+        """Assign the job's idle tasks while workers have room for them."""
+        while not job.ended:
+            kind = MAP if job.idle[MAP] else REDUCE if job.maps_complete else None
+            if kind is None or not job.idle[kind]:
+                return
+            queue = job.idle[kind]
+            task = queue[0]
+            if task.status != IDLE:  # cannot happen: every push is a change to idle
+                queue.popleft()
+                continue
+            # Queue behind running attempts only while there is more work than free slots,
+            # and never a re-executed map: the reducers it would wait behind wait for it.
+            queue_ok = task.lost_on is None and len(queue) > self.free_slots
+            w = self._place(job, task, queue=queue_ok)
+            if w is None and kind == MAP and job.n_running[REDUCE]:
+                w = self._preempt_reducer(job, task, out)
+            if w is None:
+                return
+            queue.popleft()
+            self._assign(job, task, w, now, out)
+
+    def _preempt_reducer(self, job: Job, task: Task, out: list[Command]) -> Worker | None:
         """Free a slot for a map that must run again by stopping one of the job's reducers.
 
         Reducers waiting for this very map output could otherwise hold every
-        slot and wait forever. The newest reduce attempt goes; it is not a
-        failure, and the reduce runs again once every map output exists.
+        slot and wait forever. The newest reduce attempt goes (not on the worker
+        that lost the output, when another will do); it is not a failure, and the
+        reduce runs again once every map output exists.
         """
-        reducers = [a for a in self.attempts.values() if a.job_id == job.id and a.kind == REDUCE]
-        for att in sorted(reducers, key=lambda a: -a.start):
-            if att.worker == task.lost_on and len(reducers) > 1:
+        reducers = [a for a in reversed(job.running.values()) if a.kind == REDUCE]
+        for att in reducers:
+            if att.worker.id == task.lost_on and len(reducers) > 1:
                 continue
-            _, rtask = self._finish_attempt(att)
-            out.append(Cancel(att.worker, att.id))
+            self._end_attempt(att)
+            out.append(Cancel(att.worker.id, att.id, reason=f"preempted for {task.name}"))
             job.stats["preempted_reduces"] += 1
-            if rtask.status == RUNNING and not rtask.running:
-                rtask.status = IDLE
-            return self._pick_worker(job, task)
+            self._note(
+                out,
+                f"job {job.id}: reduce task {att.task.index} preempted on {att.worker.name}",
+                f"{task.name} must run again and no slot is free",
+            )
+            return self._place(job, task, queue=False)
         return None
 
-    def _speculate(self, job: Job, now: float, out: list[object]) -> None:
-        kind = REDUCE if job.maps_complete() else MAP
-        tasks = job.tasks(kind)
-        if any(t.status == IDLE for t in tasks):
-            return
-        done = [t.duration for t in tasks if t.status == DONE]
-        if not done:
-            return
-        typical = statistics.median(done)
-        for task in tasks:
-            if task.status != RUNNING or len(task.running) != 1:
-                continue
-            att = self.attempts[task.running[0]]
-            elapsed = now - att.start
-            if elapsed < max(typical, self.settings.speculation_min_seconds):
-                continue
-            # A fresh attempt would need about `typical`; back this one up only if
-            # it will need far longer. Its progress rate says how long (LATE);
-            # without progress (one long record, a paused worker) only a run of
-            # several typical task times marks it as a straggler.
-            if att.progress > 0:
-                slow = (1.0 - att.progress) * elapsed / att.progress > 2 * typical
-            else:
-                slow = elapsed > 3 * typical
-            if not slow:
-                continue
-            w = self._pick_worker(job, task)
-            if w is None:
-                return
-            self._assign(job, task, w, now, out, backup=True)
+
+def _to(outcome: SendResult | SendJobFailed, client: bytes) -> SendResult | SendJobFailed:
+    """The same outcome, addressed to ``client``."""
+    if isinstance(outcome, SendResult):
+        return SendResult(client, outcome.job_id, outcome.summary, outcome.blobs)
+    return SendJobFailed(client, outcome.job_id, outcome.error)
+
+
+__all__ = ["MasterState", "Job", "Task", "Attempt", "Worker"]

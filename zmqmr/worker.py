@@ -52,7 +52,7 @@ class Slot:
     job: str | None = None
     kind: str = ""
     task: int = 0
-    spec: dict[str, Any] = field(default_factory=dict)
+    spec: protocol.TaskSpec | None = None
     jobs: set[str] = field(default_factory=set)
     progress: float = 0.0
 
@@ -84,8 +84,8 @@ class Worker:
         self.timeout = DEFAULT_TIMEOUT
         self.code: dict[str, bytes] = {}
         self.slots: list[Slot] = []
-        self.pending: list[protocol.Message] = []
-        self.finished: dict[int, tuple[str, str, int, dict[str, Any]]] = {}
+        self.pending: list[protocol.Assign] = []
+        self.finished: dict[int, tuple[str, str, int, protocol.TaskSpec]] = {}
         self.sock: zmq.Socket[Any] | None = None
         self.watch: HandshakeWatch | None = None
         self.identity = b""
@@ -147,7 +147,7 @@ class Worker:
     def close(self) -> None:
         if self.sock is not None:
             try:
-                self._send(protocol.BYE, {})
+                self._send(protocol.Bye())
             except zmq.ZMQError:
                 pass
             self._close_master_socket(linger=200)
@@ -185,14 +185,11 @@ class Worker:
         self.welcomed = False
         self.last_heard = now
         self.next_heartbeat = now + self.heartbeat
+        held = [protocol.HeldOutput(*h) for h in shuffle.held_outputs(self.data_dir)]
         self._send(
-            protocol.READY,
-            {
-                "slots": len(self.slots),
-                "shuffle": self.shuffle_address,
-                "host": self.host,
-                "pid": os.getpid(),
-            },
+            protocol.Ready(
+                len(self.slots), self.shuffle_address, self.host[:200], os.getpid(), held
+            )
         )
 
     def _close_master_socket(self, linger: int = 0) -> None:
@@ -203,14 +200,12 @@ class Worker:
             self.sock.close(linger=linger)
             self.sock = None
 
-    def _send(
-        self, mtype: str, header: dict[str, Any], blobs: list[bytes] | tuple[()] = ()
-    ) -> None:
+    def _send(self, msg: protocol.Message) -> None:
         assert self.sock is not None
         try:
-            self.sock.send_multipart(protocol.encode(mtype, header, blobs), flags=zmq.NOBLOCK)
+            self.sock.send_multipart(protocol.encode(msg), flags=zmq.NOBLOCK)
         except zmq.Again:
-            log.warning("dropping %s: the queue to the master is full", mtype)
+            log.warning("dropping %s: the queue to the master is full", msg.TYPE)
 
     def _drop_attempts(self) -> None:
         """Forget every running attempt: the master has given them to others."""
@@ -271,8 +266,12 @@ class Worker:
                     self._executor_died(i)
         if now >= self.next_heartbeat:
             self.next_heartbeat = now + self.heartbeat
-            progress = [[s.attempt, s.progress] for s in self.slots if s.attempt is not None]
-            self._send(protocol.HEARTBEAT, {"progress": progress})
+            progress = [
+                protocol.AttemptProgress(s.attempt, s.progress)
+                for s in self.slots
+                if s.attempt is not None
+            ]
+            self._send(protocol.Heartbeat(progress))
         if now - self.last_heard > self.timeout:
             self._master_silent(now)
 
@@ -294,77 +293,67 @@ class Worker:
                 return
 
     def _on_master(self, msg: protocol.Message, now: float) -> None:
-        t = msg.type
-        if t == protocol.WELCOME:
-            self.welcomed = True
-            self.backoff = self.settings.reconnect_initial
-            self.heartbeat = float(msg["heartbeat_interval"])
-            self.timeout = float(msg["worker_timeout"])
-        elif t == protocol.HEARTBEAT:
-            pass
-        elif t == protocol.ASSIGN:
-            self._on_assign(msg)
-        elif t == protocol.CANCEL:
-            self._on_cancel(msg["attempt"])
-        elif t == protocol.RELOCATE:
-            for slot in self.slots:
-                if slot.attempt == msg["attempt"]:
-                    slot.conn.send(("relocate", msg["map_task"], msg["location"]))
-        elif t == protocol.DROP_JOB:
-            self._drop_job(msg["job"])
-        elif t == protocol.RECONNECT:
-            log.info("the master asks this worker to register again")
-            self._drop_attempts()
-            self._connect(now)
-        else:
-            log.warning("unexpected %s from the master", t)
+        match msg:
+            case protocol.Welcome():
+                self.welcomed = True
+                self.backoff = self.settings.reconnect_initial
+                self.heartbeat = msg.heartbeat_interval
+                self.timeout = msg.worker_timeout
+            case protocol.Heartbeat():
+                pass
+            case protocol.Assign():
+                self._on_assign(msg)
+            case protocol.Cancel():
+                self._on_cancel(msg.attempt)
+            case protocol.Relocate():
+                for slot in self.slots:
+                    if slot.attempt == msg.attempt:
+                        slot.conn.send(msg)
+            case protocol.DropJob():
+                self._drop_job(msg.job)
+            case protocol.Reconnect():
+                log.info("the master asks this worker to register again")
+                self._drop_attempts()
+                self._connect(now)
+            case _:
+                log.warning("unexpected %s from the master", msg.TYPE)
 
-    def _on_assign(self, msg: protocol.Message) -> None:
-        blobs = list(msg.blobs)
-        if msg["has_code"]:
-            if not blobs:
-                raise ProtocolError("ASSIGN says it has code but carries no blob")
-            self.code[msg["job"]] = blobs.pop(0)
+    def _on_assign(self, msg: protocol.Assign) -> None:
+        if msg.code is not None:
+            self.code[msg.job] = msg.code
         for i, slot in enumerate(self.slots):
             if slot.attempt is None:
-                self._start(i, msg, blobs[0] if msg["has_records"] and blobs else None)
+                self._start(i, msg)
                 return
         self.pending.append(msg)
 
-    def _start(self, i: int, msg: protocol.Message, records: bytes | None) -> None:
+    def _start(self, i: int, msg: protocol.Assign) -> None:
         slot = self.slots[i]
-        job = msg["job"]
-        attempt = msg["attempt"]
+        job = msg.job
         if job not in self.code:
-            self._send(
-                protocol.FAILED,
-                {
-                    "attempt": attempt,
-                    "kind": "lost",
-                    "error": protocol.error_dict("MissingCode", "this worker lost the job's code"),
-                },
-            )
+            error = protocol.ErrorInfo("MissingCode", "this worker lost the job's code")
+            self._send(protocol.Failed(msg.attempt, "lost", error))
             return
         code = None if job in slot.jobs else self.code[job]
-        slot.attempt, slot.job, slot.kind, slot.task = attempt, job, msg["kind"], msg["task"]
-        slot.spec, slot.progress = msg["spec"], 0.0
+        slot.attempt, slot.job, slot.kind, slot.task = msg.attempt, job, msg.kind, msg.task
+        slot.spec, slot.progress = msg.spec, 0.0
         slot.jobs.add(job)
-        slot.conn.send(("run", attempt, job, msg["kind"], msg["task"], msg["spec"], code, records))
+        slot.conn.send(
+            protocol.RunAttempt(msg.attempt, job, msg.kind, msg.task, msg.spec, code, msg.records)
+        )
 
     def _start_pending(self) -> None:
         while self.pending:
             free = [i for i, s in enumerate(self.slots) if s.attempt is None]
             if not free:
                 return
-            msg = self.pending.pop(0)
-            self._start(free[0], msg, msg.blobs[-1] if msg["has_records"] else None)
+            self._start(free[0], self.pending.pop(0))
 
     def _attempt_paths(
-        self, job: str, kind: str, task: int, attempt: int, spec: dict[str, Any]
+        self, job: str, kind: str, task: int, attempt: int, spec: protocol.TaskSpec | None
     ) -> list[str]:
-        return executor.attempt_paths(
-            self.data_dir, job, kind, task, attempt, spec.get("output_dir")
-        )
+        output_dir = spec.output_dir if spec is not None else None
+        return executor.attempt_paths(self.data_dir, job, kind, task, attempt, output_dir)
 
     def _cancel_slot(self, i: int) -> None:
         slot = self.slots[i]
@@ -380,7 +369,7 @@ class Worker:
                 self._cancel_slot(i)
                 self._start_pending()
                 return
-        self.pending = [m for m in self.pending if m["attempt"] != attempt]
+        self.pending = [m for m in self.pending if m.attempt != attempt]
         done = self.finished.pop(attempt, None)
         if done is not None:  # a finished attempt that lost: remove its output
             executor.remove_paths(self._attempt_paths(done[0], done[1], done[2], attempt, done[3]))
@@ -391,7 +380,7 @@ class Worker:
             if job in slot.jobs:
                 slot.jobs.discard(job)
                 if slot.proc.is_alive():
-                    slot.conn.send(("forget", job))
+                    slot.conn.send(protocol.DropJob(job))
         self.finished = {a: f for a, f in self.finished.items() if f[0] != job}
         shutil.rmtree(shuffle.job_dir(self.data_dir, job), ignore_errors=True)
 
@@ -405,40 +394,21 @@ class Worker:
             except (EOFError, OSError):
                 self._executor_died(i)
                 return
-            kind = msg[0]
-            if kind == "progress":
-                if msg[1] == slot.attempt:
-                    slot.progress = float(msg[2])
+            if isinstance(msg, protocol.AttemptProgress):
+                if msg.attempt == slot.attempt:
+                    slot.progress = msg.fraction
                 continue
-            if msg[1] != slot.attempt:
+            if not isinstance(msg, (protocol.Done, protocol.Failed, protocol.FetchFailed)):
+                log.warning("unexpected %s from an executor", type(msg).__name__)
                 continue
-            if kind == "fetch_failed":
-                _, attempt, map_task, map_attempt, reason = msg
-                self._send(
-                    protocol.FETCH_FAILED,
-                    {
-                        "attempt": attempt,
-                        "map_task": map_task,
-                        "map_attempt": map_attempt,
-                        "reason": reason,
-                    },
-                )
+            if msg.attempt != slot.attempt:
                 continue
-            if kind == "done":
-                _, attempt, info, result = msg
-                assert slot.job is not None
-                self.finished[attempt] = (slot.job, slot.kind, slot.task, slot.spec)
-                self._send(
-                    protocol.DONE,
-                    {"attempt": attempt, "info": info},
-                    [result] if result is not None else [],
-                )
-            elif kind == "failed":
-                _, attempt, fkind, error, record = msg
-                header = {"attempt": attempt, "kind": fkind, "error": error}
-                if record is not None:
-                    header["record"] = record
-                self._send(protocol.FAILED, header)
+            self._send(msg)
+            if isinstance(msg, protocol.FetchFailed):
+                continue
+            if isinstance(msg, protocol.Done):
+                assert slot.job is not None and slot.spec is not None
+                self.finished[msg.attempt] = (slot.job, slot.kind, slot.task, slot.spec)
             slot.attempt = None
             self._start_pending()
 
@@ -453,17 +423,9 @@ class Worker:
         )
         if slot.attempt is not None:
             log.warning("executor for attempt %s died with %s", slot.attempt, how)
-            self._send(
-                protocol.FAILED,
-                {
-                    "attempt": slot.attempt,
-                    "kind": "crash",
-                    "error": protocol.error_dict(
-                        "ExecutorDied",
-                        f"the executor running {slot.kind} task {slot.task} died with {how}",
-                    ),
-                },
-            )
+            message = f"the executor running {slot.kind} task {slot.task} died with {how}"
+            error = protocol.ErrorInfo("ExecutorDied", message)
+            self._send(protocol.Failed(slot.attempt, "crash", error))
             assert slot.job is not None
             executor.remove_paths(
                 self._attempt_paths(slot.job, slot.kind, slot.task, slot.attempt, slot.spec)

@@ -199,7 +199,9 @@ def test_worker_where_a_job_keeps_failing_gets_no_more_of_its_tasks(tmp_path):
     assert dict(result.items()) == {i: 80 for i in range(5)}
     # worker_job_failures (3) failures, then the broken worker is left out
     assert result.stats["failed_attempts"] == 3
-    assert len(os.listdir(failures)) == 3
+    # The worker may start the one attempt it holds queued (prefetch=1 per slot)
+    # before the cancel that its exclusion sends reaches it; that attempt is fenced.
+    assert 3 <= len(os.listdir(failures)) <= 4
     assert result.stats["maps"] >= 8
 
 

@@ -1,23 +1,17 @@
-"""Map output files (blocks, checksums, index) and the shuffle server and fetch.
-
-The server tests use a real REP socket on 127.0.0.1 in this process; every
-socket and context is closed and every server stopped.
-"""
+"""Map output files: blocks, checksums, the index; no sockets (see
+tests/integration/test_shuffle_server.py for the server and the fetch)."""
 
 from __future__ import annotations
 
 import array
 import dataclasses
 import os
-import time
-from collections.abc import Iterator
 from fractions import Fraction
 from typing import Any
 
 import pytest
-import zmq
+from conftest import write_output
 
-from zmqmr import protocol
 from zmqmr.errors import CorruptOutput, ShuffleError
 from zmqmr.shuffle import (
     BLOCK_GROUPS,
@@ -26,9 +20,7 @@ from zmqmr.shuffle import (
     FOOTER,
     INDEX_ENTRY,
     MapOutputWriter,
-    ShuffleServer,
     encode_block,
-    fetch_segment,
     file_segment_groups,
     iter_blocks,
     job_dir,
@@ -46,22 +38,6 @@ from zmqmr.shuffle import (
 class Point:
     x: int
     y: int
-
-
-def partition_groups(r: int, p: int) -> list[tuple[Any, list[Any]]]:
-    """Sorted groups for partition ``p`` of ``r``; every third partition is empty."""
-    if p % 3 == 1:
-        return []
-    return [(f"key-{p}-{i:04d}", [i, i * 2, f"v{i}"]) for i in range(5 + p)]
-
-
-def write_output(path: str, r: int, groups=partition_groups) -> list[list[Any]]:
-    w = MapOutputWriter(path, r)
-    written = [groups(r, p) for p in range(r)]
-    for g in written:
-        w.write_segment(g)
-    w.close()
-    return written
 
 
 def read_partition(path: str, p: int) -> list[Any]:
@@ -328,220 +304,3 @@ def test_map_output_path_lives_under_the_job_dir(tmp_path):
 
 
 # -- the server and the fetch ----------------------------------------------------------
-
-JOB = "job1"
-
-
-@pytest.fixture
-def ctx() -> Iterator[zmq.Context[Any]]:
-    context: zmq.Context[Any] = zmq.Context()
-    try:
-        yield context
-    finally:
-        context.destroy(linger=0)
-
-
-@pytest.fixture
-def data_dir(tmp_path) -> str:
-    d = tmp_path / "data"
-    d.mkdir()
-    return str(d)
-
-
-@pytest.fixture
-def server(ctx, data_dir) -> Iterator[ShuffleServer]:
-    srv = ShuffleServer(ctx, data_dir, "tcp://127.0.0.1:*")
-    address = srv.start()
-    assert address.startswith("tcp://127.0.0.1:")
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
-def served_output(data_dir: str, task: int = 0, attempt: int = 1, r: int = 3) -> list[list[Any]]:
-    os.makedirs(job_dir(data_dir, JOB), exist_ok=True)
-    groups = lambda r, p: [(f"k{p}-{i:03d}", [i, "v" * (i % 5)]) for i in range(40 * (p + 1))]  # noqa: E731
-    return write_output(map_output_path(data_dir, JOB, task, attempt), r, groups)
-
-
-def fetch(ctx, server, partition=0, job=JOB, task=0, attempt=1, **kw) -> Any:
-    options = {"chunk": 1 << 20, "timeout": 2.0, "retries": 3, "spill_path": None, **kw}
-    request = {"job": job, "map_task": task, "attempt": attempt, "partition": partition}
-    address = server if isinstance(server, str) else server.address
-    return fetch_segment(ctx, address, request, **options)
-
-
-def test_fetch_returns_the_segment_as_written(ctx, server, data_dir):
-    written = served_output(data_dir)
-    for p in range(3):
-        got = fetch(ctx, server, partition=p)
-        assert list(got.groups()) == written[p]
-        assert got.length == read_index(map_output_path(data_dir, JOB, 0, 1))[p].length
-
-
-def test_fetch_in_chunks_smaller_than_the_segment(ctx, server, data_dir):
-    written = served_output(data_dir)
-    length = read_index(map_output_path(data_dir, JOB, 0, 1))[2].length
-    before = server.requests
-    got = fetch(ctx, server, partition=2, chunk=7)
-    assert list(got.groups()) == written[2]
-    assert server.requests - before == -(-length // 7)
-
-
-def test_fetch_to_a_spill_file(ctx, server, data_dir, tmp_path):
-    written = served_output(data_dir)
-    spill = str(tmp_path / "spill.seg")
-    got = fetch(ctx, server, partition=1, chunk=7, spill_path=spill)
-    assert got.data is None and got.path == spill
-    assert os.path.getsize(spill) == got.length
-    assert list(got.groups()) == written[1]
-
-
-def test_fetch_of_an_empty_partition(ctx, server, data_dir):
-    os.makedirs(job_dir(data_dir, JOB))
-    write_output(map_output_path(data_dir, JOB, 0, 1), 2, lambda r, p: [] if p else [("a", [1])])
-    got = fetch(ctx, server, partition=1, chunk=7)
-    assert got.length == 0 and list(got.groups()) == []
-
-
-def test_fetch_of_a_missing_file_is_shuffle_error_not_corrupt(ctx, server, data_dir):
-    served_output(data_dir, attempt=1)
-    for kw in ({"attempt": 2}, {"task": 5}, {"job": "other"}):
-        with pytest.raises(ShuffleError) as info:
-            fetch(ctx, server, **kw)
-        assert not isinstance(info.value, CorruptOutput)
-
-
-def test_fetch_of_a_partition_that_does_not_exist_is_shuffle_error(ctx, server, data_dir):
-    served_output(data_dir, r=3)
-    with pytest.raises(ShuffleError):
-        fetch(ctx, server, partition=3)
-
-
-def test_fetch_of_a_corrupt_segment_is_corrupt_output(ctx, server, data_dir):
-    served_output(data_dir)
-    path = map_output_path(data_dir, JOB, 0, 1)
-    seg = read_index(path)[1]
-    with open(path, "r+b") as f:
-        f.seek(seg.offset + seg.length - 3)
-        byte = f.read(1)
-        f.seek(-1, os.SEEK_CUR)
-        f.write(bytes([byte[0] ^ 0xFF]))
-    with pytest.raises(CorruptOutput):
-        fetch(ctx, server, partition=1, chunk=7)
-    assert list(fetch(ctx, server, partition=0).groups())  # other segments still serve
-
-
-def test_fetch_of_a_segment_with_a_flipped_codec_bit_is_corrupt_output(ctx, server, data_dir):
-    # the codec byte is outside the payload: a flip there must still be caught
-    # before anything is decoded
-    served_output(data_dir)
-    path = map_output_path(data_dir, JOB, 0, 1)
-    seg = read_index(path)[1]
-    with open(path, "r+b") as f:
-        f.seek(seg.offset)
-        assert f.read(1) == bytes([CODEC_PICKLE])
-        f.seek(seg.offset)
-        f.write(bytes([CODEC_PICKLE ^ 1]))
-    with pytest.raises(CorruptOutput):
-        list(fetch(ctx, server, partition=1).groups())
-
-
-def test_fetch_of_a_file_with_a_corrupt_index_is_corrupt_output(ctx, server, data_dir):
-    served_output(data_dir)
-    path = map_output_path(data_dir, JOB, 0, 1)
-    size = os.path.getsize(path)
-    with open(path, "r+b") as f:
-        f.seek(size - FOOTER.size - 1)
-        f.write(b"\x99")
-    with pytest.raises(CorruptOutput):
-        fetch(ctx, server)
-
-
-def test_job_id_with_path_characters_is_refused_by_the_server(ctx, server, data_dir, tmp_path):
-    # a valid map output one level up, where "../x" would lead
-    outside = tmp_path / "x"
-    outside.mkdir()
-    write_output(str(outside / "m00000-a1.out"), 1)
-    with pytest.raises(ShuffleError) as info:
-        fetch(ctx, server, job="../x")
-    assert not isinstance(info.value, CorruptOutput)
-    reply = protocol.decode(
-        server.handle(
-            protocol.encode(
-                protocol.FETCH,
-                {
-                    "job": "../x",
-                    "map_task": 0,
-                    "attempt": 1,
-                    "partition": 0,
-                    "offset": 0,
-                    "max_bytes": 0,
-                },
-            )
-        )
-    )
-    assert reply.type == protocol.FETCH_ERROR and reply["corrupt"] is False
-
-
-def test_server_answers_a_malformed_request_and_keeps_serving(ctx, server, data_dir):
-    written = served_output(data_dir)
-    req = ctx.socket(zmq.REQ)
-    req.linger = 0
-    try:
-        req.connect(server.address)
-        req.send_multipart([b"garbage"])
-        assert req.poll(5000)
-        reply = protocol.decode(req.recv_multipart())
-        assert reply.type == protocol.FETCH_ERROR and reply["corrupt"] is False
-    finally:
-        req.close(0)
-    assert list(fetch(ctx, server).groups()) == written[0]
-
-
-def test_silent_server_is_shuffle_error_after_retries(ctx):
-    sink = ctx.socket(zmq.ROUTER)  # reads requests, never answers
-    sink.linger = 0
-    try:
-        port = sink.bind_to_random_port("tcp://127.0.0.1")
-        start = time.monotonic()
-        with pytest.raises(ShuffleError, match="3 tries") as info:
-            fetch(ctx, f"tcp://127.0.0.1:{port}", timeout=0.2, retries=3)
-        elapsed = time.monotonic() - start
-        assert not isinstance(info.value, CorruptOutput)
-        assert 0.5 <= elapsed < 5.0
-        received = 0
-        while sink.poll(200):
-            sink.recv_multipart()
-            received += 1
-        # one request per try, each on a fresh socket (a loaded machine may lose
-        # the last one to linger=0, so only the bounds are checked)
-        assert 1 <= received <= 3
-    finally:
-        sink.close(0)
-
-
-def test_closed_port_is_shuffle_error_after_retries(ctx):
-    probe = ctx.socket(zmq.REP)
-    port = probe.bind_to_random_port("tcp://127.0.0.1")
-    probe.close(0)
-    start = time.monotonic()
-    with pytest.raises(ShuffleError):
-        fetch(ctx, f"tcp://127.0.0.1:{port}", timeout=0.2, retries=2)
-    assert time.monotonic() - start < 5.0
-
-
-def test_server_stops_promptly(ctx, data_dir):
-    srv = ShuffleServer(ctx, data_dir, "tcp://127.0.0.1:*")
-    srv.start()
-    start = time.monotonic()
-    srv.stop()
-    assert time.monotonic() - start < 2.0
-    assert not srv._thread.is_alive()
-
-
-def test_server_that_cannot_bind_reports_it_at_start(ctx, data_dir):
-    srv = ShuffleServer(ctx, data_dir, "bogus://nowhere")
-    with pytest.raises(zmq.ZMQError):
-        srv.start()

@@ -1,0 +1,164 @@
+"""The master's small decisions, as pure functions and the structures that keep them cheap.
+
+``MasterState`` (state.py) owns the tables and the rules; what is here decides
+one thing each, with its constants in ``ClusterSettings``:
+
+* ``LoadIndex``: which worker gets the next attempt. Attempts go to the worker
+  that runs the fewest, so a worker that claims many slots gets no more than
+  its share; a worker may hold ``prefetch`` queued attempts per slot beyond its
+  slots only while the job has more idle tasks than the cluster has free slots
+  (small tasks then never wait a round trip; big ones never queue behind one
+  another near the end of a phase).
+* ``straggler``: whether a running attempt deserves a backup, and why (LATE's
+  estimate from progress; a worker silent while its peers progress).
+* ``RunningMedian``: the typical task time of a phase, in O(log n) a task.
+
+Imports: the standard library only.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Callable
+from typing import Protocol
+
+
+class Placeable(Protocol):
+    @property
+    def id(self) -> bytes: ...
+    @property
+    def slots(self) -> int: ...
+    @property
+    def load(self) -> int: ...
+
+
+class LoadIndex:
+    """Workers with room for another attempt, least loaded first.
+
+    A heap of ``(queued, load, seq, id, version)``; an entry is stale once its
+    worker's version moved on (``update`` pushes a fresh one), and stale
+    entries are dropped as they surface, so every change costs O(log n).
+    """
+
+    def __init__(self, prefetch: int) -> None:
+        self.prefetch = prefetch
+        self._heap: list[tuple[bool, int, int, bytes, int]] = []
+        self._version: dict[bytes, int] = {}
+        self._workers: dict[bytes, Placeable] = {}
+        self._seq = itertools.count()
+
+    def capacity(self, w: Placeable) -> int:
+        return w.slots * (1 + self.prefetch)
+
+    def update(self, w: Placeable) -> None:
+        """``w`` joined, or its load changed."""
+        version = self._version.get(w.id, 0) + 1
+        self._version[w.id] = version
+        self._workers[w.id] = w
+        if w.load < self.capacity(w):
+            entry = (w.load >= w.slots, w.load, next(self._seq), w.id, version)
+            heapq.heappush(self._heap, entry)
+        if len(self._heap) > 4 * len(self._workers) + 64:
+            self._compact()
+
+    def remove(self, worker: bytes) -> None:
+        self._version.pop(worker, None)
+        self._workers.pop(worker, None)
+
+    def _compact(self) -> None:
+        self._heap = [e for e in self._heap if self._version.get(e[3]) == e[4]]
+        heapq.heapify(self._heap)
+
+    def pick(self, ok: Callable[[Placeable], bool], queue: bool) -> Placeable | None:
+        """The least loaded worker that ``ok`` accepts: one with a free slot, or, when
+        ``queue`` is true, one with room in its queue. Costs O(log n) plus the
+        workers ``ok`` refuses."""
+        heap = self._heap
+        refused = []
+        found = None
+        while heap:
+            entry = heap[0]
+            queued, _, _, wid, version = entry
+            if self._version.get(wid) != version:
+                heapq.heappop(heap)
+                continue
+            if queued and not queue:
+                break
+            w = self._workers[wid]
+            if ok(w):
+                found = w
+                break
+            refused.append(heapq.heappop(heap))
+        for entry in refused:
+            heapq.heappush(heap, entry)
+        return found
+
+
+class RunningMedian:
+    """The median of a growing list of numbers: two heaps, O(log n) an insert."""
+
+    def __init__(self) -> None:
+        self._low: list[float] = []  # max-heap (negated): the smaller half
+        self._high: list[float] = []  # min-heap: the larger half
+
+    def __len__(self) -> int:
+        return len(self._low) + len(self._high)
+
+    def add(self, x: float) -> None:
+        if self._low and x > -self._low[0]:
+            heapq.heappush(self._high, x)
+        else:
+            heapq.heappush(self._low, -x)
+        if len(self._low) > len(self._high) + 1:
+            heapq.heappush(self._high, -heapq.heappop(self._low))
+        elif len(self._high) > len(self._low):
+            heapq.heappush(self._low, -heapq.heappop(self._high))
+
+    def median(self) -> float | None:
+        if not self._low:
+            return None
+        if len(self._low) > len(self._high):
+            return -self._low[0]
+        return (-self._low[0] + self._high[0]) / 2
+
+
+def straggler(
+    *,
+    now: float,
+    start: float,
+    progress: float,
+    quiet_since: float,
+    typical: float | None,
+    stall_seconds: float,
+    min_seconds: float,
+) -> str | None:
+    """Why a running attempt (the only one of its task) should get a backup, or None.
+
+    ``typical`` is the phase's typical task time (the median of finished ones,
+    or an estimate from the progress of running ones); ``quiet_since`` is when
+    the attempt, or its worker, last showed any progress (a queued attempt does
+    not count as quiet while the attempts ahead of it progress).
+
+    * Quiet: no progress for three typical times (and ``stall_seconds``). This
+      also catches a worker that reports progress it does not make: once its
+      claims stop moving, it is quiet.
+    * LATE (Zaharia et al.): past the typical time, its progress rate says it
+      needs more than twice the typical time to finish.
+    """
+    if typical is None:
+        return None
+    elapsed = now - start
+    if elapsed < max(typical, min_seconds):
+        return None
+    quiet = now - quiet_since
+    if quiet > max(3 * typical, stall_seconds):
+        return f"no progress for {quiet:.1f}s; a typical task takes {typical:.1f}s"
+    if progress > 0:
+        left = (1.0 - progress) * elapsed / progress
+        if left > 2 * typical:
+            return (
+                f"at {progress:.0%} after {elapsed:.1f}s it needs about {left:.1f}s more; "
+                f"a typical task takes {typical:.1f}s"
+            )
+    return None

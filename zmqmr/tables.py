@@ -1,0 +1,168 @@
+"""The master's tables: workers, attempts, tasks and jobs, as the state machine keeps them.
+
+Plain data with a few derived properties; every change to them is made by
+``MasterState`` (state.py), which holds the rules. Imports: the standard
+library and ``zmqmr.policy``, ``.events`` and ``.protocol`` only.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from . import policy
+from .events import SendJobFailed, SendResult
+from .protocol import JobSpec, Report, Segment
+
+IDLE, RUNNING, DONE = "idle", "running", "done"
+MAP, REDUCE = "map", "reduce"
+#: Job states.
+QUEUED, ACTIVE, SUCCEEDED, FAILED, CANCELLED = (
+    "queued",
+    "running",
+    "succeeded",
+    "failed",
+    "cancelled",
+)
+#: Finished jobs whose outcome no client has collected are kept up to this many.
+KEEP_FINISHED = 64
+#: A record on which the mapper failed this many times is skipped (skip_bad_records).
+BAD_RECORD_FAILURES = 2
+STATS = (
+    "map_attempts",
+    "reduce_attempts",
+    "failed_attempts",
+    "lost_attempts",
+    "reexecuted_maps",
+    "fetch_failures",
+    "backups_launched",
+    "backups_won",
+    "backups_cancelled",
+    "timeouts",
+    "skipped_records",
+    "preempted_reduces",
+)
+
+
+@dataclass(slots=True, eq=False)
+class Worker:
+    id: bytes
+    slots: int
+    shuffle: str
+    host: str
+    pid: int
+    last_seen: float
+    #: When any of its attempts last progressed or ended (or it joined).
+    last_activity: float
+    running: dict[int, Attempt] = field(default_factory=dict)
+    has_code: set[str] = field(default_factory=set)
+    failures: dict[str, int] = field(default_factory=dict)
+    #: (job, map task) of the current map outputs on its disk.
+    outputs: set[tuple[str, int]] = field(default_factory=set)
+
+    @property
+    def load(self) -> int:
+        return len(self.running)
+
+    @property
+    def name(self) -> str:
+        return f"{self.host}:{self.pid}"
+
+
+@dataclass(slots=True, eq=False)
+class Attempt:
+    id: int
+    job: Job
+    task: Task
+    worker: Worker
+    start: float
+    backup: bool = False
+    progress: float = 0.0
+
+    @property
+    def kind(self) -> str:
+        return self.task.kind
+
+
+@dataclass(slots=True)
+class MapOutput:
+    worker: bytes
+    attempt: int
+    address: str
+    segments: list[Segment]
+
+
+@dataclass(slots=True, eq=False)
+class Task:
+    kind: str
+    index: int
+    status: str = IDLE
+    running: list[Attempt] = field(default_factory=list)
+    failures: int = 0
+    attempts: int = 0
+    #: Map: where the winning output lives.
+    output: MapOutput | None = None
+    #: Reduce: the encoded results, when they come back through the master.
+    result: bytes | None = None
+    report: Report | None = None
+    duration: float = 0.0
+    bad_records: dict[int, int] = field(default_factory=dict)
+    #: The worker whose copy of this map output was lost: run it elsewhere if we can.
+    lost_on: bytes | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind} task {self.index}"
+
+
+@dataclass(slots=True, eq=False)
+class Job:
+    id: str
+    client: bytes
+    spec: JobSpec
+    code: bytes
+    records: list[bytes]
+    maps: list[Task]
+    reduces: list[Task]
+    submitted: float
+    status: str = QUEUED
+    started: float | None = None
+    maps_done_at: float | None = None
+    finished: float | None = None
+    excluded: set[bytes] = field(default_factory=set)
+    stats: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATS, 0))
+    outcome: SendResult | SendJobFailed | None = None
+    #: Idle tasks per phase, in the order they should run (re-executions first).
+    idle: dict[str, deque[Task]] = field(default_factory=dict)
+    done: dict[str, int] = field(default_factory=lambda: {MAP: 0, REDUCE: 0})
+    #: Running attempts of either phase, oldest first, and how many of each phase.
+    running: dict[int, Attempt] = field(default_factory=dict)
+    n_running: dict[str, int] = field(default_factory=lambda: {MAP: 0, REDUCE: 0})
+    durations: dict[str, policy.RunningMedian] = field(default_factory=dict)
+    #: Counters of the winning attempts, kept up to date as tasks complete or are lost.
+    counters: dict[str, int] = field(default_factory=dict)
+    shuffle_bytes: int = 0
+    #: Per partition: map task -> its non-empty segment for that partition.
+    segments: list[dict[int, Segment]] = field(default_factory=list)
+    #: Workers that have its code or its files: told to drop them when it ends.
+    holders: set[bytes] = field(default_factory=set)
+
+    def tasks(self, kind: str) -> list[Task]:
+        return self.maps if kind == MAP else self.reduces
+
+    @property
+    def maps_complete(self) -> bool:
+        return self.done[MAP] == len(self.maps)
+
+    @property
+    def phase(self) -> str:
+        return REDUCE if self.maps_complete else MAP
+
+    @property
+    def ended(self) -> bool:
+        return self.outcome is not None
+
+
+def add_counters(into: dict[str, int], counters: dict[str, int], sign: int) -> None:
+    for name, n in counters.items():
+        into[name] = into.get(name, 0) + sign * n
