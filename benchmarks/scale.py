@@ -1,0 +1,227 @@
+"""Scale: what the master costs per task as jobs and clusters grow.
+
+Two parts, each printing figures and ratios measured in this run:
+
+* ``state``: ``MasterState`` alone, events in and commands out, no sockets: a
+  job of M one-record map tasks and R reduces on W workers, every attempt
+  completing at once. Prints microseconds of state-machine work per task at
+  each size and the ratio to the smallest: flat means constant work per task.
+* ``cluster``: a real master process (``LocalCluster(workers=0)``) and fake
+  workers (many DEALER sockets in a few processes, speaking the real
+  protocol, completing every attempt the moment it arrives). Prints the
+  master's CPU per task and tasks per second for one job of M maps and R
+  reduces, and the master's CPU share while the fake workers only heartbeat.
+
+    python benchmarks/scale.py                                  # both, full size
+    python benchmarks/scale.py --only state --sizes 1000,10000,100000
+    python benchmarks/scale.py --only cluster --workers 1000 --maps 100000 --reduces 1000
+
+Targets (issue 9): master CPU per map task <= 50 us at 100,000 tasks, flat
+from 1,000 to 100,000; the master under 1,000 workers' heartbeats alone below
+20 % of a core at the default heartbeat interval.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+import psutil
+import zmq
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import zmqmr  # noqa: E402
+from zmqmr import events as ev  # noqa: E402
+from zmqmr import protocol as p  # noqa: E402
+from zmqmr.config import ClusterSettings  # noqa: E402
+from zmqmr.state import MasterState  # noqa: E402
+
+
+def _job_spec(maps: int, reduces: int) -> p.JobSpec:
+    splits = [p.Split("records", blob=i, count=1, first=i) for i in range(maps)]
+    return p.JobSpec("scale", reduces, splits, speculative=True)
+
+
+def _report(a: ev.Assign | p.Assign, reduces: int) -> p.Report:
+    if a.kind == "map":  # one non-empty segment per map output: a sparse shuffle
+        return p.Report(segments=[p.Segment(a.task % reduces, 100, 1)])
+    return p.Report()
+
+
+def state_run(maps: int, reduces: int, workers: int) -> float:
+    """Seconds of ``MasterState.handle`` for one job, every attempt done at once."""
+    s = MasterState(ClusterSettings())
+    now = 0.0
+    spent = 0.0
+    pending: list[ev.Assign] = []
+
+    def handle(event: ev.Event) -> None:
+        nonlocal spent
+        t = time.perf_counter()
+        out = s.handle(event, now)
+        spent += time.perf_counter() - t
+        pending.extend(c for c in out if isinstance(c, ev.Assign))
+
+    for i in range(workers):
+        handle(ev.WorkerReady(b"w%d" % i, 1, "tcp://10.0.0.1:7000", "host", i))
+    handle(ev.JobSubmitted(b"client", "scale", _job_spec(maps, reduces), b"code", [b""] * maps))
+    ticks = 0
+    while pending:
+        a = pending.pop(0)
+        now += 1e-5
+        result = b"" if a.kind == "reduce" else None
+        handle(ev.AttemptDone(a.worker, a.attempt, _report(a, reduces), result))
+        if now >= ticks * 1.0:  # a tick a simulated second, as the shell gives them
+            ticks += 1
+            handle(ev.Tick())
+    assert s.jobs["scale"].status == "succeeded", s.jobs["scale"].status
+    return spent
+
+
+def bench_state(sizes: list[int], workers: int) -> None:
+    print(f"MasterState alone: M one-record maps, R = M/100 reduces, {workers} workers")
+    print(f"{'tasks':>9} {'seconds':>9} {'us/task':>9} {'ratio':>7}")
+    base = None
+    for m in sizes:
+        r = max(1, m // 100)
+        seconds = state_run(m, r, workers)
+        per = seconds / (m + r) * 1e6
+        base = base or per
+        print(f"{m + r:>9} {seconds:>9.3f} {per:>9.1f} {per / base:>7.2f}")
+
+
+# -- fake workers against a real master -------------------------------------------------
+
+
+def fake_workers(address: str, count: int, first: int, heartbeat: float) -> None:
+    """Register ``count`` workers; complete every attempt at once; heartbeat; until stdin closes."""
+    ctx = zmq.Context()
+    socks = []
+    for i in range(first, first + count):
+        s = ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.IDENTITY, b"fake-%06d" % i)
+        s.linger = 0
+        s.connect(address)
+        s.send_multipart(p.encode(p.Ready(1, f"tcp://127.0.0.1:{10000 + i}", "fake", i)))
+        socks.append(s)
+    poller = zmq.Poller()
+    for s in socks:
+        poller.register(s, zmq.POLLIN)
+    poller.register(sys.stdin.fileno(), zmq.POLLIN)
+    beat = p.encode(p.Heartbeat())
+    next_beat = time.monotonic() + heartbeat
+    while True:
+        for sock, _ in poller.poll(int(heartbeat * 500)):
+            if sock == sys.stdin.fileno():
+                return
+            while True:
+                try:
+                    msg = p.decode(sock.recv_multipart(zmq.NOBLOCK))
+                except zmq.Again:
+                    break
+                if isinstance(msg, p.Assign):
+                    blobs = [b""] if msg.kind == "reduce" else []
+                    reply = p.Done(msg.attempt, _report(msg, msg.spec.num_reducers), blobs=blobs)
+                    sock.send_multipart(p.encode(reply))
+                elif isinstance(msg, p.Reconnect):
+                    raise SystemExit(f"the master dropped a fake worker: {msg}")
+        if time.monotonic() >= next_beat:
+            next_beat = time.monotonic() + heartbeat
+            for s in socks:
+                s.send_multipart(beat)
+
+
+def _cpu(proc: psutil.Process) -> float:
+    t = proc.cpu_times()
+    return float(t.user + t.system)
+
+
+def bench_cluster(
+    workers: int, maps: int, reduces: int, procs: int, heartbeat: float, idle: float
+) -> None:
+    settings = {"heartbeat_interval": heartbeat, "worker_timeout": max(30.0, 10 * heartbeat)}
+    with zmqmr.LocalCluster(workers=0, client_timeout=120, **settings) as cluster:
+        assert cluster.master_pid is not None
+        master = psutil.Process(cluster.master_pid)
+        fakes = []
+        per = -(-workers // procs)
+        for i in range(procs):
+            count = min(per, workers - i * per)
+            fakes.append(
+                subprocess.Popen(
+                    [sys.executable, __file__, "--fake", cluster.worker_address, str(count)]
+                    + [str(i * per), str(heartbeat)],
+                    stdin=subprocess.PIPE,
+                )
+            )
+        try:
+            cluster.wait_for_workers(workers, 120)
+            cpu0, t0 = _cpu(master), time.perf_counter()
+            time.sleep(idle)
+            share = (_cpu(master) - cpu0) / (time.perf_counter() - t0)
+            print(
+                f"heartbeats alone: {workers} workers at {heartbeat:g}s, master CPU "
+                f"{share:.1%} of a core over {idle:g}s"
+            )
+            job = zmqmr.Job(
+                _noop, _noop, inputs=[(i, i) for i in range(maps)], num_reducers=reduces
+            )
+            job.split_size = 1  # one record, one task
+            client = cluster.client()
+            cpu0, t0 = _cpu(master), time.perf_counter()
+            result = client.run(job, progress=False)
+            wall = time.perf_counter() - t0
+            cpu = _cpu(master) - cpu0
+            tasks = result.stats["maps"] + result.stats["reduces"]
+            assert result.stats["maps"] == maps, result.stats
+            print(
+                f"one job: {maps} maps + {reduces} reduces on {workers} fake workers: "
+                f"{wall:.1f}s, {tasks / wall:,.0f} tasks/s, master CPU {cpu:.1f}s = "
+                f"{cpu / tasks * 1e6:.0f} us/task ({cpu / wall:.0%} of a core)"
+            )
+        finally:
+            for f in fakes:
+                if f.stdin is not None:
+                    f.stdin.close()
+            for f in fakes:
+                try:
+                    f.wait(10)
+                except subprocess.TimeoutExpired:
+                    f.kill()
+                    f.wait()
+
+
+def _noop(key: object, value: object) -> None:  # never called: the fake workers run nothing
+    return None
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--fake":
+        address, count, first, heartbeat = sys.argv[2:6]
+        fake_workers(address, int(count), int(first), float(heartbeat))
+        return 0
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", default="state,cluster")
+    ap.add_argument("--sizes", default="1000,10000,100000", help="map tasks for the state part")
+    ap.add_argument("--state-workers", type=int, default=100)
+    ap.add_argument("--workers", type=int, default=1000, help="fake workers")
+    ap.add_argument("--maps", type=int, default=100_000)
+    ap.add_argument("--reduces", type=int, default=1000)
+    ap.add_argument("--procs", type=int, default=2, help="processes holding the fake workers")
+    ap.add_argument("--heartbeat", type=float, default=ClusterSettings().heartbeat_interval)
+    ap.add_argument("--idle", type=float, default=10.0, help="seconds of heartbeats alone")
+    args = ap.parse_args()
+    only = args.only.split(",")
+    if "state" in only:
+        bench_state([int(s) for s in args.sizes.split(",")], args.state_workers)
+    if "cluster" in only:
+        bench_cluster(args.workers, args.maps, args.reduces, args.procs, args.heartbeat, args.idle)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
