@@ -20,8 +20,7 @@ import pickle
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-import cloudpickle
-
+from . import pickling
 from .errors import JobSubmitError
 
 Record = tuple[Any, Any]
@@ -96,7 +95,7 @@ def dumps_records(records: list[Record]) -> bytes:
     try:
         return pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception:
-        return cloudpickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL)
+        return pickling.dumps_values(records)
 
 
 def record_splits(records: Sequence[Any], split_bytes: int) -> tuple[list[SplitDesc], list[bytes]]:

@@ -10,14 +10,9 @@ input or an unpicklable function fails at submit. ``JobResult`` is what
 from __future__ import annotations
 
 import os
-import site
-import sys
-import sysconfig
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-import cloudpickle
 
 from . import inputs as _inputs
 from . import pickling
@@ -155,30 +150,6 @@ def make_splits(job: Job) -> tuple[list[dict[str, Any]], list[bytes]]:
     return descs, blobs
 
 
-def _installed_roots() -> list[str]:
-    roots = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
-    roots.update(site.getsitepackages() if hasattr(site, "getsitepackages") else [])
-    roots.add(os.path.dirname(os.path.abspath(__file__)))  # zmqmr itself
-    return [os.path.realpath(r) + os.sep for r in roots if r]
-
-
-def _local_modules() -> list[Any]:
-    """Loaded modules that workers may not be able to import: they travel by value."""
-    roots = _installed_roots()
-    out = []
-    for name, mod in list(sys.modules.items()):
-        if name == "__main__" or mod is None:
-            continue
-        path = getattr(mod, "__file__", None)
-        if not path or not path.endswith(".py"):
-            continue
-        real = os.path.realpath(path)
-        if any(real.startswith(r) for r in roots):
-            continue
-        out.append(mod)
-    return out
-
-
 def pickle_functions(job: Job) -> bytes:
     fns = {
         "mapper": job.mapper,
@@ -186,23 +157,11 @@ def pickle_functions(job: Job) -> bytes:
         "combiner": job.combiner,
         "partitioner": job.partitioner,
     }
-    registered = []
     try:
-        for mod in _local_modules():
-            try:
-                cloudpickle.register_pickle_by_value(mod)
-                registered.append(mod)
-            except (ValueError, TypeError):
-                pass
-        return pickling.dumps(fns)
+        with pickling.local_modules_by_value():
+            return pickling.dumps(fns)
     except Exception as exc:
         raise JobSubmitError(f"the job's functions cannot be pickled: {exc!r}") from exc
-    finally:
-        for mod in registered:
-            try:
-                cloudpickle.unregister_pickle_by_value(mod)
-            except (ValueError, TypeError):
-                pass
 
 
 def prepare_output_dir(path: str) -> str:
