@@ -519,20 +519,15 @@ class Executor:
 
     @staticmethod
     def _partitioned(
-        buf: dict[Any, list[Any]], part: Callable[[Any], int], R: int
+        buf: dict[Any, list[Any]], part: userfn.Partitioning, R: int
     ) -> list[list[tuple[Any, list[Any]]]]:
-        parts: list[list[tuple[Any, list[Any]]]] = [[] for _ in range(R)]
-        if R == 1:
-            parts[0] = list(buf.items())
-        else:
-            for item in buf.items():
-                parts[part(item[0])].append(item)
+        parts = part.split(buf.items())
         for p in parts:
             userfn.sort_by_key(p)
         return parts
 
     def _spill(
-        self, buf: dict[Any, list[Any]], part: Callable[[Any], int], R: int, spill_dir: str, n: int
+        self, buf: dict[Any, list[Any]], part: userfn.Partitioning, R: int, spill_dir: str, n: int
     ) -> tuple[str, list[shuffle.Segment]]:
         os.makedirs(spill_dir, exist_ok=True)
         path = os.path.join(spill_dir, f"run{n}")
