@@ -8,17 +8,29 @@ cluster and the serial oracle read exactly the same records.
 Text rule: a split ``[start, end)`` owns every line that *starts* in it. So a
 split after the first skips to just past the first newline at or after
 ``start - 1``, and reads through the line that crosses ``end``. Every line of
-a file is read exactly once, whatever the split size.
+a file is read exactly once, whatever the split size. Lines end at ``\n``; a
+``\r`` before it (CRLF files) is not part of the line. Any other file, binary
+or not, is read as lines the same way.
+
+Compressed text (``.gz``, ``.bz2``, ``.xz``, told by the suffix) cannot be cut:
+such a file is one split ``[0, size)``, read decompressed by the split that
+starts at 0 (a split of it that starts later reads nothing, so its lines are
+still read once). Its keys are offsets in the decompressed text. Whole files
+are read decompressed too.
 """
 
 from __future__ import annotations
 
+import bz2
 import glob
+import gzip
+import io
 import itertools
+import lzma
 import os
 import pickle
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import IO, Any
 
 from . import pickling
 from .errors import JobSubmitError
@@ -63,14 +75,31 @@ def resolve_paths(patterns: Sequence[str]) -> list[str]:
     return out
 
 
+#: Opens a raw file decompressed; the caller closes what it returns.
+Opener = Callable[[IO[bytes]], io.BufferedIOBase]
+#: Readers of compressed files by suffix.
+DECOMPRESSORS: dict[str, Opener] = {
+    ".gz": lambda raw: gzip.GzipFile(fileobj=raw, mode="rb"),  # noqa: SIM115
+    ".bz2": lambda raw: bz2.BZ2File(raw, "rb"),  # noqa: SIM115
+    ".xz": lambda raw: lzma.LZMAFile(raw, "rb"),  # noqa: SIM115
+}
+
+
+def decompressor(path: str) -> Opener | None:
+    """How to read ``path`` decompressed, or None when it is read as it is."""
+    return DECOMPRESSORS.get(os.path.splitext(path)[1].lower())
+
+
 def text_splits(paths: Sequence[str], split_size: int) -> list[SplitDesc]:
-    """Byte-range splits of about ``split_size`` over each file (an empty file: one)."""
+    """Byte-range splits of about ``split_size`` over each file; an empty or compressed one
+    is one split."""
     splits: list[SplitDesc] = []
     for path in paths:
         size = os.path.getsize(path)
-        starts = range(0, size, split_size) if size else [0]
+        step = size if decompressor(path) is not None else split_size
+        starts = range(0, size, step) if size else [0]
         for start in starts:
-            end = min(start + split_size, size)
+            end = min(start + step, size)
             splits.append({"kind": "text", "path": path, "start": start, "end": end})
     return splits
 
@@ -177,22 +206,62 @@ def _text_batches(reader: SplitReader, path: str, start: int, end: int) -> Itera
                 else:
                     data = data[: cut + 1]  # whole lines only; the rest is read next time
                     f.seek(pos + len(data))
-            # A multi-byte UTF-8 sequence never contains b"\n", so decoding the chunk
-            # and splitting it gives the same lines as splitting and decoding each.
-            if data.isascii():
-                lines = data.decode("ascii").split("\n")
-                sizes = map(len, lines)
-            else:
-                lines = data.decode("utf-8", "surrogateescape").split("\n")
-                sizes = map(len, data.split(b"\n"))
-            if data.endswith(b"\n"):
-                lines.pop()
-            # Byte offsets: pos, then each previous offset plus its line and newline.
-            offsets = itertools.accumulate(map(_plus_one, sizes), initial=pos)
-            keys = list(zip(itertools.repeat(path, len(lines)), offsets))
+            batch = _lines(path, pos, data)
             pos += len(data)
             reader.done = pos - start
-            yield keys, lines
+            yield batch
+
+
+def _compressed_batches(
+    reader: SplitReader,
+    path: str,
+    start: int,
+    opener: Opener,
+) -> Iterator[Batch]:
+    if start > 0 or os.path.getsize(path) == 0:
+        return  # the split at 0 reads the whole file; an empty file holds no line
+    with open(path, "rb") as raw, opener(raw) as f:
+        pos = 0  # in the decompressed text
+        held: list[bytes] = []  # the start of a line that has not ended yet
+        while True:
+            data = f.read(READ_CHUNK)
+            if not data:
+                break
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                held.append(data)
+                continue
+            lines = b"".join([*held, data[: cut + 1]])
+            held = [data[cut + 1 :]]
+            batch = _lines(path, pos, lines)
+            pos += len(lines)
+            reader.done = raw.tell()
+            yield batch
+        rest = b"".join(held)
+        if rest:
+            yield _lines(path, pos, rest)
+        reader.done = reader.total
+
+
+def _lines(path: str, pos: int, data: bytes) -> Batch:
+    """The records of ``data``: whole lines, the first at byte ``pos`` (the last may lack
+    its newline)."""
+    # A multi-byte UTF-8 sequence never contains b"\n", so decoding the chunk
+    # and splitting it gives the same lines as splitting and decoding each.
+    if data.isascii():
+        lines = data.decode("ascii").split("\n")
+        sizes: Iterable[int] = map(len, lines)
+    else:
+        lines = data.decode("utf-8", "surrogateescape").split("\n")
+        sizes = map(len, data.split(b"\n"))
+    if data.endswith(b"\n"):
+        lines.pop()
+    # Byte offsets: pos, then each previous offset plus its line and newline.
+    offsets = itertools.accumulate(map(_plus_one, sizes), initial=pos)
+    keys = list(zip(itertools.repeat(path, len(lines)), offsets))
+    if b"\r" in data:  # CRLF: the \r belongs to the line ending (offsets counted it above)
+        lines = [line[:-1] if line.endswith("\r") else line for line in lines]
+    return keys, lines
 
 
 def _list_batches(reader: SplitReader, records: Iterable[Record], size: int) -> Iterator[Batch]:
@@ -210,8 +279,13 @@ def read_text_split(path: str, start: int, end: int) -> list[Record]:
 
 
 def read_whole_file(path: str) -> str:
+    """The whole text of ``path``, decompressed when its suffix says it is compressed."""
+    opener = decompressor(path)
     with open(path, "rb") as f:
-        return f.read().decode("utf-8", "surrogateescape")
+        if opener is None or os.path.getsize(path) == 0:
+            return f.read().decode("utf-8", "surrogateescape")
+        with opener(f) as unpacked:
+            return unpacked.read().decode("utf-8", "surrogateescape")
 
 
 def open_split(desc: SplitDesc, blob: bytes | None = None) -> list[Record]:
@@ -225,7 +299,11 @@ def read_split(desc: SplitDesc, blob: bytes | None = None) -> SplitReader:
     if kind == "text":
         start, end = int(desc["start"]), int(desc["end"])
         reader = SplitReader(iter(()), end - start)
-        reader._batches = _text_batches(reader, desc["path"], start, end)
+        opener = decompressor(desc["path"])
+        if opener is None:
+            reader._batches = _text_batches(reader, desc["path"], start, end)
+        else:
+            reader._batches = _compressed_batches(reader, desc["path"], start, opener)
         return reader
     if kind == "files":
         paths = desc["paths"]
