@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import IO, Any
 
 from . import pickling
+from .config import MAPS_PER_SLOT, MAX_MAP_TASKS, MAX_SPLIT_SIZE, MIN_SPLIT_SIZE
 from .errors import JobSubmitError
 
 Record = tuple[Any, Any]
@@ -104,6 +105,57 @@ def text_splits(paths: Sequence[str], split_size: int) -> list[SplitDesc]:
     return splits
 
 
+def count_text_splits(paths: Sequence[str], split_size: int) -> int:
+    """How many splits ``text_splits(paths, split_size)`` makes, without making them."""
+    count = 0
+    for path in paths:
+        size = os.path.getsize(path)
+        count += 1 if size == 0 or decompressor(path) is not None else -(-size // split_size)
+    return count
+
+
+def plan_text_split_size(paths: Sequence[str], slots: int) -> int:
+    """The split size for text ``paths`` on a cluster of ``slots`` slots.
+
+    About MAPS_PER_SLOT splits per slot, none under MIN_SPLIT_SIZE or over
+    MAX_SPLIT_SIZE; larger when MAX_MAP_TASKS needs it (a file is one split at
+    least, so the files' number is the floor). Compressed files are one split
+    each and do not count.
+    """
+    total = sum(os.path.getsize(p) for p in paths if decompressor(p) is None)
+    size = -(-total // (MAPS_PER_SLOT * slots))
+    size = min(max(size, MIN_SPLIT_SIZE), MAX_SPLIT_SIZE)
+    room = MAX_MAP_TASKS - len(paths)
+    if room > 0 and count_text_splits(paths, size) > MAX_MAP_TASKS:
+        # ceil(s / size) <= s / size + 1 per file: at most room + len(paths) splits
+        size = max(size, -(-total // room))
+    return size
+
+
+def whole_file_groups(paths: Sequence[str], max_tasks: int) -> list[SplitDesc]:
+    """One file per split, or as few files per split as keep them to ``max_tasks``."""
+    per = max(1, -(-len(paths) // max_tasks))
+    return [{"kind": "files", "paths": list(paths[i : i + per])} for i in range(0, len(paths), per)]
+
+
+def check_task_count(
+    count: int, limit: int | None, split_size: int | None, files: int | None = None
+) -> None:
+    """Raise JobSubmitError when a plan of ``count`` map tasks exceeds ``limit``."""
+    if limit is None or count <= limit:
+        return
+    if split_size is not None:
+        raise JobSubmitError(
+            f"split_size={split_size:,} cuts the inputs into {count:,} map tasks, more than "
+            f"the {limit:,} a job may have: raise split_size (or leave it unset to plan splits)"
+        )
+    raise JobSubmitError(
+        f"the inputs are {files:,} files, which make {count:,} map tasks at least (a text "
+        f"file is one split at least, whatever split_size), more than the {limit:,} a job "
+        "may have: merge small files, or read them as WholeFiles"
+    )
+
+
 def whole_file_splits(paths: Sequence[str], split_size: int) -> list[SplitDesc]:
     """Groups of whole files of about ``split_size`` bytes each."""
     splits: list[SplitDesc] = []
@@ -127,8 +179,19 @@ def dumps_records(records: list[Record]) -> bytes:
         return pickling.dumps_values(records)
 
 
-def record_splits(records: Sequence[Any], split_bytes: int) -> tuple[list[SplitDesc], list[bytes]]:
-    """In-memory records cut into splits of about ``split_bytes`` pickled bytes each."""
+def record_splits(
+    records: Sequence[Any],
+    split_bytes: int,
+    min_splits: int = 1,
+    max_splits: int | None = None,
+    split_size: int | None = None,
+) -> tuple[list[SplitDesc], list[bytes]]:
+    """In-memory records cut into splits of about ``split_bytes`` pickled bytes each,
+    and into ``min_splits`` at least when there are that many records.
+
+    More than ``max_splits`` is a JobSubmitError that names ``split_size`` (the
+    job's setting that gave ``split_bytes``, None if unset).
+    """
     checked: list[Record] = []
     for i, rec in enumerate(records):
         if not isinstance(rec, (tuple, list)) or len(rec) != 2:
@@ -143,7 +206,8 @@ def record_splits(records: Sequence[Any], split_bytes: int) -> tuple[list[SplitD
         whole = dumps_records(checked)
     except Exception as exc:
         raise JobSubmitError(f"inputs: records cannot be pickled: {exc!r}") from exc
-    nsplits = max(1, min(len(checked), -(-len(whole) // split_bytes)))
+    nsplits = max(1, min(len(checked), max(min_splits, -(-len(whole) // split_bytes))))
+    check_task_count(nsplits, max_splits, split_size)
     per = -(-len(checked) // nsplits)
     descs: list[SplitDesc] = []
     blobs: list[bytes] = []
