@@ -206,7 +206,7 @@ class _Grouper:
             if lst is None:
                 buf[k] = lst = []
             if combiner is not None:
-                lst.append(combiner(k, itertools.repeat(v, n)) if n > 1 else v)
+                lst.append(userfn.combined(combiner, k, itertools.repeat(v, n)) if n > 1 else v)
             elif n == 1:
                 lst.append(v)
             else:
@@ -304,7 +304,7 @@ class _Grouper:
             else:
                 lst.append(v)
                 if combiner is not None and len(lst) >= COMBINE_AT:
-                    combined = combiner(k, iter(lst))
+                    combined = userfn.combined(combiner, k, iter(lst))
                     lst.clear()
                     lst.append(combined)
             n += 1
@@ -515,7 +515,7 @@ class Executor:
     def _combine(buf: dict[Any, list[Any]], combiner: Callable[..., Any]) -> None:
         for k, lst in buf.items():
             if len(lst) > 1:
-                buf[k] = [combiner(k, iter(lst))]
+                buf[k] = [userfn.combined(combiner, k, iter(lst))]
 
     @staticmethod
     def _partitioned(
@@ -551,11 +551,17 @@ class Executor:
             if cur_key is not sentinel:
                 yield (
                     cur_key,
-                    ([combiner(cur_key, iter(cur))] if combiner and len(cur) > 1 else cur),
+                    (
+                        [userfn.combined(combiner, cur_key, iter(cur))]
+                        if combiner and len(cur) > 1
+                        else cur
+                    ),
                 )
             cur_key, cur = k, list(vs)
         if cur_key is not sentinel:
-            yield cur_key, ([combiner(cur_key, iter(cur))] if combiner and len(cur) > 1 else cur)
+            if combiner and len(cur) > 1:
+                cur = [userfn.combined(combiner, cur_key, iter(cur))]
+            yield cur_key, cur
 
     # -- reduce -----------------------------------------------------------------
 

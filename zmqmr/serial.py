@@ -3,11 +3,18 @@
 This is the oracle every test compares the cluster with, and the paper's
 "local execution" for debugging: a breakpoint in a mapper works here. It reads
 exactly the records the cluster reads (the same split code), groups every
-value of a key in one dict without a combiner, partitions with the same
-partitioner (keys of user types hashed under the executors' fixed seed, by a
-helper process: see ``partitioning``) and returns a JobResult ordered as the
-cluster's: partition 0 first, keys sorted within each. ``output_dir`` is ignored: the oracle never
+value of a key in one dict, partitions with the same partitioner (keys of
+user types hashed under the executors' fixed seed, by a helper process: see
+``partitioning``) and returns a JobResult ordered as the cluster's: partition
+0 first, keys sorted within each. ``output_dir`` is ignored: the oracle never
 touches the cluster's output.
+
+With a combiner, the oracle runs it as one run of the cluster may: once per
+key that has more than one value, over all of them, and hands the reducer
+its result. So a combiner that fails, or returns a generator, fails here
+with the cluster's message. (Its result replaces the values rather than
+being checked and dropped: a combiner may build its result in one of its
+input values, in place.)
 """
 
 from __future__ import annotations
@@ -39,6 +46,10 @@ def run_serial(job: Job) -> JobResult:
                     n_out += 1
         counters["zmqmr.map_input_records"] = n_in
         counters["zmqmr.map_output_records"] = n_out
+        if job.combiner is not None:
+            for k, vs in groups.items():
+                if len(vs) > 1:
+                    groups[k] = [userfn.combined(job.combiner, k, iter(vs))]
         # Keys of user types hash as in the executors: under their fixed seed.
         with partitioning.seeded_hashing():
             part = userfn.checked_partitioner(job.partitioner, job.num_reducers)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import types
 from collections.abc import Callable, Iterable, Iterator
 from operator import itemgetter
 from typing import Any
@@ -141,6 +142,27 @@ def sort_by_key(items: list[Pair]) -> None:
         raise unorderable(k for k, _ in items) from None
 
 
+#: What a reducer or combiner may not return: its result travels, and these do not pickle.
+_NOT_A_VALUE = (types.GeneratorType, types.AsyncGeneratorType, types.CoroutineType)
+
+
+def one_value(fn: str, key: Any, out: Any) -> Any:
+    """``out``, what ``fn`` (the reducer or the combiner) returned for ``key``, if it is a value."""
+    if isinstance(out, _NOT_A_VALUE):
+        if isinstance(out, (types.GeneratorType, types.CoroutineType)):
+            out.close()  # never started: closing runs none of its code, and nothing warns
+        raise TypeError(
+            f"{fn} returned a {type(out).__name__} for key {key!r:.80}; it must return one "
+            f"value: use return, not yield (return a list to keep several values)"
+        )
+    return out
+
+
+def combined(combiner: Callable[[Any, Iterator[Any]], Any], key: Any, values: Iterator[Any]) -> Any:
+    """The combiner's value for ``key``, checked: every call site of a combiner goes here."""
+    return one_value("combiner", key, combiner(key, values))
+
+
 def reduce_groups(
     reducer: Callable[[Any, Iterator[Any]], Any],
     groups: Iterable[tuple[Any, list[Any]]],
@@ -156,7 +178,7 @@ def reduce_groups(
         values = itertools.chain.from_iterable(vs for _, vs in runs)
         if counters is not None:
             counters["zmqmr.reduce_input_groups"] = counters.get("zmqmr.reduce_input_groups", 0) + 1
-        yield key, reducer(key, values)
+        yield key, one_value("reducer", key, reducer(key, values))
 
 
 def hash_merged(
