@@ -9,12 +9,13 @@ ordinary ``pickle.loads`` on the worker) puts the file name back and the lines
 into ``linecache``, so ``traceback`` prints them as it would on the user's
 machine, on every cloudpickle version.
 
-Classes shipped by value keep their ``__slots__``: cloudpickle rebuilds such a
-class from a skeleton made without them, so on a worker its instances grow a
-``__dict__``, and pickled back to the client (which maps them onto its own,
-slotted class) they fail to load with ``AttributeError``. Values that need
-cloudpickle (results, map outputs, records of classes from a job file) go
-through ``dumps_values``, which has the same fix.
+Classes shipped by value keep their ``__slots__`` and enums their aliases:
+cloudpickle rebuilds a slotted class from a skeleton made without slots (on a
+worker its instances grow a ``__dict__``) and an enum without its aliases;
+pickled back to the client, which maps them onto its own classes, such values
+failed to load. Values that need cloudpickle (results, map outputs, records
+of classes from a job file) go through ``dumps_values``, which has the same
+fixes.
 
 Imports: the standard library and cloudpickle; nothing of zmqmr.
 """
@@ -22,6 +23,7 @@ Imports: the standard library and cloudpickle; nothing of zmqmr.
 from __future__ import annotations
 
 import contextlib
+import enum
 import io
 import linecache
 import os
@@ -76,6 +78,7 @@ def _rebuild_code(
 
 
 _make_skeleton_class = getattr(cloudpickle.cloudpickle, "_make_skeleton_class", None)
+_make_skeleton_enum = getattr(cloudpickle.cloudpickle, "_make_skeleton_enum", None)
 
 
 def _keep_slots(cls: type, reduced: Any) -> Any:
@@ -99,11 +102,37 @@ def _keep_slots(cls: type, reduced: Any) -> Any:
     return (make, (*args[:3], type_kwargs, *args[4:]), (clsdict, slotstate), *rest)
 
 
+def _keep_aliases(cls: type[enum.Enum], reduced: Any) -> Any:
+    """cloudpickle's reduction of an enum shipped by value, rebuilt with its aliases.
+
+    cloudpickle rebuilds the members that iterating the enum gives, which leaves
+    out aliases, and sets the aliases afterwards as plain attributes: on a class
+    it rebuilt that makes them attributes rather than members, and on the
+    class it finds tracked (the client's own, when a value comes back) setting
+    a member fails with "cannot reassign member".
+    """
+    if (
+        _make_skeleton_enum is None
+        or not isinstance(reduced, tuple)
+        or len(reduced) < 3
+        or reduced[0] is not _make_skeleton_enum
+    ):
+        return reduced
+    make, args, (clsdict, slotstate), *rest = reduced
+    names = cls.__members__
+    members = {name: member.value for name, member in names.items()}
+    clsdict = {k: v for k, v in clsdict.items() if k not in names}
+    return (make, (*args[:3], members, *args[4:]), (clsdict, slotstate), *rest)
+
+
 class _ValuePickler(cloudpickle.Pickler):
     def reducer_override(self, obj: Any) -> Any:
         reduced = super().reducer_override(obj)
-        if isinstance(obj, type) and "__slots__" in obj.__dict__:
-            return _keep_slots(obj, reduced)
+        if isinstance(obj, type):
+            if "__slots__" in obj.__dict__:
+                return _keep_slots(obj, reduced)
+            if issubclass(obj, enum.Enum) and len(obj.__members__) > len(obj):
+                return _keep_aliases(obj, reduced)
         return reduced
 
 

@@ -109,6 +109,7 @@ def test_a_function_without_readable_source_still_ships():
 
 VALUE_MODULE = """\
 import dataclasses
+import enum
 
 
 class Point:
@@ -132,6 +133,18 @@ class Secret:
 class Pair:
     left: int
     right: str
+
+
+class Color(enum.Enum):
+    RED = 1
+    GREEN = 2
+    CRIMSON = 1  # an alias of RED
+
+
+class Perm(enum.Flag):
+    R = 4
+    W = 2
+    RW = 6  # a named combination
 """
 
 # A worker: gets the classes by value, makes values of them, sends them back.
@@ -142,12 +155,15 @@ VALUE_WORKER = textwrap.dedent(
     mod = pickle.loads(sys.stdin.buffer.read())
     made = [mod["Point"](1, 2), mod["Secret"](7, "s"), mod["Pair"](3, "r")]
     print([hasattr(v, "__dict__") for v in made], file=sys.stderr)
+    Color, Perm = mod["Color"], mod["Perm"]
+    print(Color.CRIMSON is Color.RED, list(Perm.__members__), file=sys.stderr)
+    made += [Color.CRIMSON, Color.GREEN, Perm.RW, Perm.R]
     sys.stdout.buffer.write(pickling.dumps_values(made))
     """
 )
 
 
-def test_values_of_slotted_classes_shipped_by_value_come_back_as_the_clients_classes(tmp_path):
+def test_values_of_classes_shipped_by_value_come_back_as_the_clients_classes(tmp_path):
     path = tmp_path / "valuejob.py"
     path.write_text(VALUE_MODULE)
     spec = importlib.util.spec_from_file_location("valuejob_for_pickling", path)
@@ -157,7 +173,9 @@ def test_values_of_slotted_classes_shipped_by_value_come_back_as_the_clients_cla
     try:
         spec.loader.exec_module(mod)
         with pickling.local_modules_by_value():
-            blob = pickling.dumps({"Point": mod.Point, "Secret": mod.Secret, "Pair": mod.Pair})
+            blob = pickling.dumps(
+                {n: getattr(mod, n) for n in ("Point", "Secret", "Pair", "Color", "Perm")}
+            )
         out = subprocess.run(
             [sys.executable, "-c", VALUE_WORKER],
             input=blob,
@@ -165,14 +183,20 @@ def test_values_of_slotted_classes_shipped_by_value_come_back_as_the_clients_cla
             check=True,
             timeout=60,
         )
-        # on the worker, the classes kept their slots: no instance has a __dict__
-        assert out.stderr.decode().strip() == "[False, False, False]"
-        point, secret, pair = pickle.loads(out.stdout)
+        # on the worker, the classes kept their slots (no instance has a __dict__)
+        # and the enums their aliases
+        assert out.stderr.decode().splitlines() == [
+            "[False, False, False]",
+            "True ['R', 'W', 'RW']",
+        ]
+        point, secret, pair, crimson, green, rw, r = pickle.loads(out.stdout)
     finally:
         del sys.modules[mod.__name__]
     assert type(point) is mod.Point and (point.x, point.y) == (1, 2)
     assert type(secret) is mod.Secret and (secret.code(), secret.name) == (7, "s")
     assert type(pair) is mod.Pair and pair == mod.Pair(3, "r")
+    assert (crimson, green, rw, r) == (mod.Color.RED, mod.Color.GREEN, mod.Perm.RW, mod.Perm.R)
+    assert crimson is mod.Color.RED and rw is mod.Perm.R | mod.Perm.W
 
 
 def test_local_modules_travel_by_value_only_inside_the_block(tmp_path):
