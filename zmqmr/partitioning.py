@@ -206,6 +206,7 @@ class SeededHasher:
     def __init__(self) -> None:
         self._proc: subprocess.Popen[bytes] | None = None
         self._known: dict[Any, int] = {}
+        self._modules: list[Any] | None = None  # what travels by value, listed once
 
     def hashes(self, keys: list[Any]) -> list[int]:
         if seed_is_fixed():
@@ -218,8 +219,10 @@ class SeededHasher:
         return [known[k] for k in keys]
 
     def _ask(self, keys: list[Any]) -> list[int]:
+        if self._modules is None:
+            self._modules = pickling.local_modules()
         try:
-            with pickling.local_modules_by_value():
+            with pickling.local_modules_by_value(self._modules):
                 blob = pickling.dumps_values(keys)
         except Exception as exc:
             raise TypeError(

@@ -168,7 +168,7 @@ def _installed_roots() -> list[str]:
     return [os.path.realpath(r) + os.sep for r in roots if r]
 
 
-def _local_modules() -> list[Any]:
+def local_modules() -> list[Any]:
     """Loaded modules that workers may not be able to import: they travel by value."""
     roots = _installed_roots()
     out = []
@@ -186,13 +186,14 @@ def _local_modules() -> list[Any]:
 
 
 @contextlib.contextmanager
-def local_modules_by_value() -> Iterator[None]:
+def local_modules_by_value(modules: list[Any] | None = None) -> Iterator[None]:
     """Inside the block, cloudpickle ships what modules outside installed packages
     define (a script, a notebook, a test module, a job file) by value, installed
-    ones by reference."""
+    ones by reference. ``modules``: those modules, if already listed by
+    ``local_modules()`` (listing them scans every loaded module)."""
     registered = []
     try:
-        for mod in _local_modules():
+        for mod in local_modules() if modules is None else modules:
             try:
                 cloudpickle.register_pickle_by_value(mod)
                 registered.append(mod)
