@@ -325,23 +325,20 @@ def test_records_are_cut_into_splits_that_hold_every_record_in_order():
     records = [(i, f"value {i} " * 3) for i in range(200)]
     descs, blobs = record_splits(records, 256)
     assert len(descs) == len(blobs) > 1
-    got = []
-    for desc, blob in zip(descs, blobs):
-        chunk = open_split(desc, blob)
-        assert desc["count"] == len(chunk) and desc["first"] == len(got)
-        got += chunk
-    assert got == records
+    chunks = [open_split(desc, blob) for desc, blob in zip(descs, blobs)]
+    assert all(chunks)
+    assert [r for chunk in chunks for r in chunk] == records
 
 
 def test_records_fitting_one_split_make_one_split():
     descs, blobs = record_splits([("a", 1), ["b", 2]], 1 << 20)
-    assert descs == [{"kind": "records", "count": 2, "first": 0}]
+    assert descs == [{"kind": "records"}]
     assert open_split(descs[0], blobs[0]) == [("a", 1), ("b", 2)]
 
 
 def test_small_split_size_gives_at_most_one_split_per_record():
-    descs, _ = record_splits([(i, i) for i in range(5)], 1)
-    assert [d["count"] for d in descs] == [1, 1, 1, 1, 1]
+    descs, blobs = record_splits([(i, i) for i in range(5)], 1)
+    assert [open_split(d, b) for d, b in zip(descs, blobs)] == [[(i, i)] for i in range(5)]
 
 
 @pytest.mark.parametrize("bad", [("k", "v", "extra"), "ab", 5, None, ("only",)], ids=repr)
@@ -381,4 +378,4 @@ def test_open_split_refuses_unknown_kind_and_records_without_blob():
     with pytest.raises(ValueError, match="kind"):
         open_split({"kind": "tape"})
     with pytest.raises(ValueError, match="blob"):
-        open_split({"kind": "records", "count": 1, "first": 0})
+        open_split({"kind": "records"})

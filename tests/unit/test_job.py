@@ -165,7 +165,8 @@ def test_records_are_cut_for_the_clusters_slots():
     records = [(i, "x") for i in range(100)]
     descs, blobs = make_splits(Job(mapper, reducer, records), slots=2)
     assert len(descs) == len(blobs) == MAPS_PER_SLOT * 2
-    assert sum(d["count"] for d in descs) == 100
+    assert [d["blob"] for d in descs] == list(range(len(blobs)))
+    assert [r for d in descs for r in inputs.open_split(d, blobs[d["blob"]])] == records
     few, _ = make_splits(Job(mapper, reducer, records[:3]), slots=2)
     assert len(few) == 3  # no more splits than records
 
