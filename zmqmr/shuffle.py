@@ -9,12 +9,12 @@ one partition. A block is ``<codec:u8><length:u32><crc32:u32>`` then
 ``length`` bytes of payload: a list of groups, pickled without a memo (fast,
 and exact about types, which marshal is not: it turns a bytearray or an
 array into bytes), or with one for cyclic values, or with cloudpickle for
-what plain pickle cannot name (closures, classes shipped by value: those keep
-their ``__slots__``, see ``pickling``); the checksum covers the codec and
+what plain pickle cannot name (closures, classes shipped by value, which keep
+their slots and aliases: see ``pickling``); the checksum covers the codec and
 length too. The index holds R entries ``<offset:u64><length:u64><groups:u64>``;
-the footer is ``<index offset:u64><index crc32:u32>`` and a magic. A flipped byte or a
-truncated file fails a checksum or a length and raises ``CorruptOutput``:
-corrupt data is never decoded, let alone reduced.
+the footer is ``<index offset:u64><index crc32:u32>`` and a magic. A flipped
+byte or a truncated file fails a checksum or a length and raises
+``CorruptOutput``: corrupt data is never decoded, let alone reduced.
 
 The server is a REP socket in its own thread; a request names a map output by
 ``(job, map task, attempt, partition, offset)`` and the server builds the path
