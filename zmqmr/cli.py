@@ -18,7 +18,6 @@ from typing import Any
 
 from .config import (
     DEFAULT_CLIENT_BIND,
-    DEFAULT_SPLIT_SIZE,
     DEFAULT_WORKER_BIND,
     ClusterSettings,
     WorkerSettings,
@@ -135,7 +134,7 @@ def load_job_file(path: str) -> ModuleType:
 
 
 def job_from_file(
-    path: str, inputs: list[str], reducers: int, output: str | None, split_size: int
+    path: str, inputs: list[str], reducers: int, output: str | None, split_size: int | None
 ) -> Any:
     from .job import Job
 
@@ -297,7 +296,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=int, default=2, help="workers of the local cluster (default 2)"
     )
     r.add_argument(
-        "--split-size", type=int, default=DEFAULT_SPLIT_SIZE, help="bytes per input split"
+        "--split-size",
+        type=int,
+        default=None,
+        help="bytes per input split (default: planned for the cluster)",
     )
     r.add_argument("--keys", help="key directory: turn on CURVE")
     r.add_argument(

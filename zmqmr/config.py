@@ -17,10 +17,24 @@ DEFAULT_CLIENT_BIND = f"tcp://127.0.0.1:{DEFAULT_CLIENT_PORT}"
 
 MiB = 1024 * 1024
 
-#: Text inputs are cut into splits of about this many bytes.
-DEFAULT_SPLIT_SIZE = 32 * MiB
-#: In-memory records are cut into splits of about this many pickled bytes.
+# Split planning, for a job without an explicit split_size: enough map tasks to
+# use the cluster, none so small that starting it costs more than running it.
+#: Map tasks the planner aims for per slot of the cluster, when the input allows.
+MAPS_PER_SLOT = 4
+#: Slots assumed when the cluster's size is not known.
+DEFAULT_SLOTS = 8
+#: Text splits the planner makes hold at least this many bytes (a smaller file: one split)...
+MIN_SPLIT_SIZE = 1 * MiB
+#: ...and at most this many, unless MAX_MAP_TASKS needs larger ones.
+MAX_SPLIT_SIZE = 32 * MiB
+#: The largest text split the planner makes (what every job used before planning).
+DEFAULT_SPLIT_SIZE = MAX_SPLIT_SIZE
+#: WholeFiles: one file per map task, unless that makes more tasks than this.
+MAX_WHOLE_FILE_TASKS = 4096
+#: In-memory records are cut into splits of at most this many pickled bytes.
 DEFAULT_RECORD_SPLIT_BYTES = 1 * MiB
+#: The master accepts a job of at most this many map tasks (the paper's M = 200,000).
+MAX_MAP_TASKS = 200_000
 #: Results returned through the master (no output_dir) may total this much.
 DEFAULT_RESULT_LIMIT = 64 * MiB
 

@@ -202,7 +202,7 @@ class _Grouper:
             if lst is None:
                 buf[k] = lst = []
             if combiner is not None:
-                lst.append(combiner(k, itertools.repeat(v, n)) if n > 1 else v)
+                lst.append(userfn.combined(combiner, k, itertools.repeat(v, n)) if n > 1 else v)
             elif n == 1:
                 lst.append(v)
             else:
@@ -300,7 +300,7 @@ class _Grouper:
             else:
                 lst.append(v)
                 if combiner is not None and len(lst) >= COMBINE_AT:
-                    combined = combiner(k, iter(lst))
+                    combined = userfn.combined(combiner, k, iter(lst))
                     lst.clear()
                     lst.append(combined)
             n += 1
@@ -505,24 +505,19 @@ class Executor:
     def _combine(buf: dict[Any, list[Any]], combiner: Callable[..., Any]) -> None:
         for k, lst in buf.items():
             if len(lst) > 1:
-                buf[k] = [combiner(k, iter(lst))]
+                buf[k] = [userfn.combined(combiner, k, iter(lst))]
 
     @staticmethod
     def _partitioned(
-        buf: dict[Any, list[Any]], part: Callable[[Any], int], R: int
+        buf: dict[Any, list[Any]], part: userfn.Partitioning, R: int
     ) -> list[list[tuple[Any, list[Any]]]]:
-        parts: list[list[tuple[Any, list[Any]]]] = [[] for _ in range(R)]
-        if R == 1:
-            parts[0] = list(buf.items())
-        else:
-            for item in buf.items():
-                parts[part(item[0])].append(item)
+        parts = part.split(buf.items())
         for p in parts:
             userfn.sort_by_key(p)
         return parts
 
     def _spill(
-        self, buf: dict[Any, list[Any]], part: Callable[[Any], int], R: int, spill_dir: str, n: int
+        self, buf: dict[Any, list[Any]], part: userfn.Partitioning, R: int, spill_dir: str, n: int
     ) -> tuple[str, list[shuffle.Segment]]:
         os.makedirs(spill_dir, exist_ok=True)
         path = os.path.join(spill_dir, f"run{n}")
@@ -546,11 +541,17 @@ class Executor:
             if cur_key is not sentinel:
                 yield (
                     cur_key,
-                    ([combiner(cur_key, iter(cur))] if combiner and len(cur) > 1 else cur),
+                    (
+                        [userfn.combined(combiner, cur_key, iter(cur))]
+                        if combiner and len(cur) > 1
+                        else cur
+                    ),
                 )
             cur_key, cur = k, list(vs)
         if cur_key is not sentinel:
-            yield cur_key, ([combiner(cur_key, iter(cur))] if combiner and len(cur) > 1 else cur)
+            if combiner and len(cur) > 1:
+                cur = [userfn.combined(combiner, cur_key, iter(cur))]
+            yield cur_key, cur
 
     # -- reduce -----------------------------------------------------------------
 

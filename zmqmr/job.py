@@ -10,18 +10,19 @@ input or an unpicklable function fails at submit. ``JobResult`` is what
 from __future__ import annotations
 
 import os
-import site
-import sys
-import sysconfig
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import cloudpickle
-
 from . import inputs as _inputs
 from . import pickling
-from .config import DEFAULT_RECORD_SPLIT_BYTES, DEFAULT_SPLIT_SIZE
+from .config import (
+    DEFAULT_RECORD_SPLIT_BYTES,
+    DEFAULT_SLOTS,
+    MAPS_PER_SLOT,
+    MAX_MAP_TASKS,
+    MAX_WHOLE_FILE_TASKS,
+)
 from .errors import JobSubmitError
 from .inputs import WholeFiles
 
@@ -58,6 +59,12 @@ class Job:
     Functions travel to the workers with cloudpickle, closures included;
     functions defined outside installed packages (a script, a notebook, a test
     module, a job file) travel by value, installed ones by reference.
+
+    ``split_size`` (bytes) cuts text into splits of that size, groups whole
+    files up to it, and cuts in-memory records into splits of that many pickled
+    bytes (1 MiB at most). Unset, the splits are planned for the cluster: about
+    MAPS_PER_SLOT map tasks per slot where the input allows, text splits of
+    MIN_SPLIT_SIZE to MAX_SPLIT_SIZE, one whole file per task (see config).
     """
 
     def __init__(
@@ -70,7 +77,7 @@ class Job:
         partitioner: Callable[[Any, int], int] | None = None,
         output_dir: str | os.PathLike[str] | None = None,
         name: str | None = None,
-        split_size: int = DEFAULT_SPLIT_SIZE,
+        split_size: int | None = None,
         max_attempts: int = 4,
         speculative: bool = True,
         skip_bad_records: bool = False,
@@ -103,7 +110,8 @@ class Job:
             if fn is not None and not callable(fn):
                 raise JobSubmitError(f"{fname} must be callable or None")
         _check_int("num_reducers", self.num_reducers, 1)
-        _check_int("split_size", self.split_size, 1)
+        if self.split_size is not None:
+            _check_int("split_size", self.split_size, 1)
         _check_int("max_attempts", self.max_attempts, 1)
         if self.task_timeout is not None and (
             isinstance(self.task_timeout, bool)
@@ -133,10 +141,24 @@ class PreparedJob:
     records: list[bytes] = field(default_factory=list)
 
 
-def make_splits(job: Job) -> tuple[list[dict[str, Any]], list[bytes]]:
+def make_splits(
+    job: Job, slots: int | None = None, max_tasks: int | None = None
+) -> tuple[list[dict[str, Any]], list[bytes]]:
+    """The job's splits and record blobs, planned for ``slots`` slots (None: DEFAULT_SLOTS).
+
+    A plan of more than ``max_tasks`` map tasks is a JobSubmitError, raised
+    before the splits are made.
+    """
+    slots = DEFAULT_SLOTS if slots is None else slots
     src = job.inputs
     if isinstance(src, WholeFiles):
-        return _inputs.whole_file_splits(_inputs.resolve_paths(src.paths), job.split_size), []
+        paths = _inputs.resolve_paths(src.paths)
+        if job.split_size is None:
+            descs = _inputs.whole_file_groups(paths, MAX_WHOLE_FILE_TASKS)
+        else:
+            descs = _inputs.whole_file_splits(paths, job.split_size)
+        _inputs.check_task_count(len(descs), max_tasks, job.split_size, len(paths))
+        return descs, []
     if isinstance(src, (str, os.PathLike)):
         src = [os.fspath(src)]
     if not isinstance(src, Sequence) or isinstance(src, (bytes, bytearray)):
@@ -148,35 +170,20 @@ def make_splits(job: Job) -> tuple[list[dict[str, Any]], list[bytes]]:
         raise JobSubmitError("no inputs given")
     if all(isinstance(p, (str, os.PathLike)) for p in src):
         paths = _inputs.resolve_paths([os.fspath(p) for p in src])
-        return _inputs.text_splits(paths, job.split_size), []
-    descs, blobs = _inputs.record_splits(src, min(job.split_size, DEFAULT_RECORD_SPLIT_BYTES))
+        size = job.split_size
+        if size is None:
+            size = _inputs.plan_text_split_size(paths, slots)
+        count = _inputs.count_text_splits(paths, size)
+        _inputs.check_task_count(count, max_tasks, job.split_size, len(paths))
+        return _inputs.text_splits(paths, size), []
+    if job.split_size is None:
+        split_bytes, min_splits = DEFAULT_RECORD_SPLIT_BYTES, MAPS_PER_SLOT * slots
+    else:
+        split_bytes, min_splits = min(job.split_size, DEFAULT_RECORD_SPLIT_BYTES), 1
+    descs, blobs = _inputs.record_splits(src, split_bytes, min_splits, max_tasks, job.split_size)
     for i, desc in enumerate(descs):
         desc["blob"] = i
     return descs, blobs
-
-
-def _installed_roots() -> list[str]:
-    roots = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
-    roots.update(site.getsitepackages() if hasattr(site, "getsitepackages") else [])
-    roots.add(os.path.dirname(os.path.abspath(__file__)))  # zmqmr itself
-    return [os.path.realpath(r) + os.sep for r in roots if r]
-
-
-def _local_modules() -> list[Any]:
-    """Loaded modules that workers may not be able to import: they travel by value."""
-    roots = _installed_roots()
-    out = []
-    for name, mod in list(sys.modules.items()):
-        if name == "__main__" or mod is None:
-            continue
-        path = getattr(mod, "__file__", None)
-        if not path or not path.endswith(".py"):
-            continue
-        real = os.path.realpath(path)
-        if any(real.startswith(r) for r in roots):
-            continue
-        out.append(mod)
-    return out
 
 
 def pickle_functions(job: Job) -> bytes:
@@ -186,23 +193,11 @@ def pickle_functions(job: Job) -> bytes:
         "combiner": job.combiner,
         "partitioner": job.partitioner,
     }
-    registered = []
     try:
-        for mod in _local_modules():
-            try:
-                cloudpickle.register_pickle_by_value(mod)
-                registered.append(mod)
-            except (ValueError, TypeError):
-                pass
-        return pickling.dumps(fns)
+        with pickling.local_modules_by_value():
+            return pickling.dumps(fns)
     except Exception as exc:
         raise JobSubmitError(f"the job's functions cannot be pickled: {exc!r}") from exc
-    finally:
-        for mod in registered:
-            try:
-                cloudpickle.unregister_pickle_by_value(mod)
-            except (ValueError, TypeError):
-                pass
 
 
 def prepare_output_dir(path: str) -> str:
@@ -223,12 +218,18 @@ def prepare_output_dir(path: str) -> str:
     return path
 
 
-def prepare(job: Job) -> PreparedJob:
-    """Check a job and build what travels to the master; raises JobSubmitError."""
+def prepare(job: Job, slots: int | None = None) -> PreparedJob:
+    """Check a job and build what travels to the master; raises JobSubmitError.
+
+    ``slots`` is the cluster's total number of slots, if known: the splits are
+    planned for it (see ``Job``).
+    """
     if not isinstance(job, Job):
         raise JobSubmitError(f"expected a zmqmr.Job, got {type(job).__name__}")
     job.validate()
-    splits, records = make_splits(job)
+    if slots is not None:
+        _check_int("slots", slots, 1)
+    splits, records = make_splits(job, slots, MAX_MAP_TASKS)
     code = pickle_functions(job)
     output_dir = None if job.output_dir is None else prepare_output_dir(job.output_dir)
     spec = {

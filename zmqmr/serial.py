@@ -3,10 +3,18 @@
 This is the oracle every test compares the cluster with, and the paper's
 "local execution" for debugging: a breakpoint in a mapper works here. It reads
 exactly the records the cluster reads (the same split code), groups every
-value of a key in one dict without a combiner, partitions with the same
-partitioner and returns a JobResult ordered as the cluster's: partition 0
-first, keys sorted within each. ``output_dir`` is ignored: the oracle never
+value of a key in one dict, partitions with the same partitioner (keys of
+user types hashed under the executors' fixed seed, by a helper process: see
+``partitioning``) and returns a JobResult ordered as the cluster's: partition
+0 first, keys sorted within each. ``output_dir`` is ignored: the oracle never
 touches the cluster's output.
+
+With a combiner, the oracle runs it as one run of the cluster may: once per
+key that has more than one value, over all of them, and hands the reducer
+its result. So a combiner that fails, or returns a generator, fails here
+with the cluster's message. (Its result replaces the values rather than
+being checked and dropped: a combiner may build its result in one of its
+input values, in place.)
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import userfn
+from . import partitioning, userfn
 from .inputs import read_split
 from .job import Job, JobResult, make_splits
 
@@ -38,10 +46,14 @@ def run_serial(job: Job) -> JobResult:
                     n_out += 1
         counters["zmqmr.map_input_records"] = n_in
         counters["zmqmr.map_output_records"] = n_out
-        part = userfn.checked_partitioner(job.partitioner, job.num_reducers)
-        parts: list[list[tuple[Any, list[Any]]]] = [[] for _ in range(job.num_reducers)]
-        for item in groups.items():
-            parts[part(item[0])].append(item)
+        if job.combiner is not None:
+            for k, vs in groups.items():
+                if len(vs) > 1:
+                    groups[k] = [userfn.combined(job.combiner, k, iter(vs))]
+        # Keys of user types hash as in the executors: under their fixed seed.
+        with partitioning.seeded_hashing():
+            part = userfn.checked_partitioner(job.partitioner, job.num_reducers)
+            parts = part.split(groups.items())
         results = []
         for p in parts:
             userfn.sort_by_key(p)

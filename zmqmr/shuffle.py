@@ -8,11 +8,13 @@ A segment is a run of blocks holding the sorted ``(key, values)`` groups of
 one partition. A block is ``<codec:u8><length:u32><crc32:u32>`` then
 ``length`` bytes of payload: a list of groups, pickled without a memo (fast,
 and exact about types, which marshal is not: it turns a bytearray or an
-array into bytes); the checksum covers the codec and length too. The index holds R entries
-``<offset:u64><length:u64><groups:u64>``; the footer is
-``<index offset:u64><index crc32:u32>`` and a magic. A flipped byte or a
-truncated file fails a checksum or a length and raises ``CorruptOutput``:
-corrupt data is never decoded, let alone reduced.
+array into bytes), or with one for cyclic values, or with cloudpickle for
+what plain pickle cannot name (closures, classes shipped by value, which keep
+their slots and aliases: see ``pickling``); the checksum covers the codec and
+length too. The index holds R entries ``<offset:u64><length:u64><groups:u64>``;
+the footer is ``<index offset:u64><index crc32:u32>`` and a magic. A flipped
+byte or a truncated file fails a checksum or a length and raises
+``CorruptOutput``: corrupt data is never decoded, let alone reduced.
 
 The server is a REP socket in its own thread; a request names a map output by
 ``(job, map task, attempt, partition, offset)`` and the server builds the path
@@ -33,10 +35,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import cloudpickle
 import zmq
 
-from . import protocol
+from . import pickling, protocol
 from .errors import CorruptOutput, ProtocolError, ShuffleError
 from .security import Keys
 
@@ -117,7 +118,7 @@ def encode_block(groups: list[Any]) -> bytes:
         try:
             payload = pickle.dumps(groups, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception:
-            payload = cloudpickle.dumps(groups, protocol=pickle.HIGHEST_PROTOCOL)
+            payload = pickling.dumps_values(groups)
     return BLOCK_HEADER.pack(CODEC_PICKLE, len(payload), _checksum(CODEC_PICKLE, payload)) + payload
 
 

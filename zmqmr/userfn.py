@@ -1,22 +1,24 @@
-"""Calling user code: pairs, the default partitioner, key order, grouping, counters.
+"""Calling user code: pairs, partitioners, key order, grouping, counters.
 
 The executor and ``run_serial`` both go through these helpers, so the cluster
 and the oracle check the same things and fail with the same messages.
-Imports: the standard library only.
+Imports: the standard library and ``partitioning``.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
-import numbers
-import zlib
+import types
 from collections.abc import Callable, Iterable, Iterator
 from operator import itemgetter
 from typing import Any
 
+from .partitioning import Partitioner, Partitioning
+from .partitioning import default_partitioner as default_partitioner  # zmqmr's public name
+from .partitioning import stable_hash as stable_hash
+
 Pair = tuple[Any, Any]
-Partitioner = Callable[[Any, int], int]
 
 _first = itemgetter(0)
 
@@ -46,74 +48,12 @@ def counting(counters: dict[str, int] | None) -> dict[str, int] | None:
     return previous
 
 
-# -- the default partitioner ----------------------------------------------------
+# -- partitioners: see partitioning.py ----------------------------------------------
 
 
-def _stable_bytes(key: Any) -> bytes:
-    # Equal keys must give equal bytes (1 == 1.0 == True), in every process.
-    if isinstance(key, str):
-        return key.encode("utf-8", "surrogatepass")
-    if isinstance(key, (bool, int)):
-        return b"i%d" % key
-    if isinstance(key, float):
-        return b"i%d" % key if key.is_integer() else b"f" + repr(key).encode()
-    if isinstance(key, bytes):
-        return b"b" + key
-    if isinstance(key, tuple):
-        return b"t(" + b"\x00".join(_stable_bytes(k) for k in key) + b")"
-    if key is None:
-        return b"n"
-    if isinstance(key, complex) and key.imag == 0:
-        return _stable_bytes(key.real)
-    if isinstance(key, numbers.Number):
-        # Fraction(3) == Decimal(3) == 3: equal numbers must share a partition.
-        try:
-            as_int = int(key)  # type: ignore[call-overload]
-            if as_int == key:
-                return b"i%d" % as_int
-            as_float = float(key)  # type: ignore[arg-type]
-            if as_float == key:
-                return b"f" + repr(as_float).encode()
-        except (TypeError, ValueError, OverflowError, ArithmeticError):
-            pass
-        return b"h%d" % hash(key)  # numeric hashes are not salted
-    return b"r" + repr(key).encode("utf-8", "surrogatepass")
-
-
-def stable_hash(key: Any) -> int:
-    """A hash of ``key`` that is the same in every process and on every machine."""
-    return zlib.crc32(_stable_bytes(key))
-
-
-def default_partitioner(key: Any, num_partitions: int) -> int:
-    return zlib.crc32(_stable_bytes(key)) % num_partitions
-
-
-def checked_partitioner(
-    partitioner: Partitioner | None, num_partitions: int
-) -> Callable[[Any], int]:
-    """``key -> partition`` with the user's partitioner's answer checked."""
-    if partitioner is None:
-        if num_partitions == 1:
-            return lambda key: 0
-
-        def default(key: Any) -> int:
-            if type(key) is str:  # the common case, without a detour through _stable_bytes
-                return zlib.crc32(key.encode("utf-8", "surrogatepass")) % num_partitions
-            return zlib.crc32(_stable_bytes(key)) % num_partitions
-
-        return default
-
-    def part(key: Any) -> int:
-        p = partitioner(key, num_partitions)
-        if not isinstance(p, int) or isinstance(p, bool) or not 0 <= p < num_partitions:
-            raise ValueError(
-                f"partitioner returned {p!r} for key {key!r:.80}; "
-                f"it must return an int in [0, {num_partitions})"
-            )
-        return p
-
-    return part
+def checked_partitioner(partitioner: Partitioner | None, num_partitions: int) -> Partitioning:
+    """``key -> partition`` with the user's partitioner's answer checked (at every R)."""
+    return Partitioning(partitioner, num_partitions)
 
 
 # -- pairs, order, groups ---------------------------------------------------------
@@ -202,6 +142,27 @@ def sort_by_key(items: list[Pair]) -> None:
         raise unorderable(k for k, _ in items) from None
 
 
+#: What a reducer or combiner may not return: its result travels, and these do not pickle.
+_NOT_A_VALUE = (types.GeneratorType, types.AsyncGeneratorType, types.CoroutineType)
+
+
+def one_value(fn: str, key: Any, out: Any) -> Any:
+    """``out``, what ``fn`` (the reducer or the combiner) returned for ``key``, if it is a value."""
+    if isinstance(out, _NOT_A_VALUE):
+        if isinstance(out, (types.GeneratorType, types.CoroutineType)):
+            out.close()  # never started: closing runs none of its code, and nothing warns
+        raise TypeError(
+            f"{fn} returned a {type(out).__name__} for key {key!r:.80}; it must return one "
+            f"value: use return, not yield (return a list to keep several values)"
+        )
+    return out
+
+
+def combined(combiner: Callable[[Any, Iterator[Any]], Any], key: Any, values: Iterator[Any]) -> Any:
+    """The combiner's value for ``key``, checked: every call site of a combiner goes here."""
+    return one_value("combiner", key, combiner(key, values))
+
+
 def reduce_groups(
     reducer: Callable[[Any, Iterator[Any]], Any],
     groups: Iterable[tuple[Any, list[Any]]],
@@ -217,7 +178,7 @@ def reduce_groups(
         values = itertools.chain.from_iterable(vs for _, vs in runs)
         if counters is not None:
             counters["zmqmr.reduce_input_groups"] = counters.get("zmqmr.reduce_input_groups", 0) + 1
-        yield key, reducer(key, values)
+        yield key, one_value("reducer", key, reducer(key, values))
 
 
 def hash_merged(

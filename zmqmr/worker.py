@@ -140,6 +140,7 @@ class Worker:
             name="zmqmr-executor",
             daemon=True,
         )
+        os.environ["PYTHONHASHSEED"] = "0"  # every executor hashes keys alike: zmqmr.partitioning
         proc.start()
         child.close()
         return Slot(proc, parent)

@@ -8,7 +8,7 @@ import os
 import pytest
 
 import zmqmr
-from zmqmr.config import DEFAULT_SPLIT_SIZE
+from zmqmr.config import MAX_SPLIT_SIZE, MIN_SPLIT_SIZE
 
 #: The names DESIGN.md §1 documents, which tests outside the project rely on.
 CONTRACT_NAMES = {
@@ -76,7 +76,7 @@ JOB_CONTRACT = [
     ("partitioner", None),
     ("output_dir", None),
     ("name", None),
-    ("split_size", DEFAULT_SPLIT_SIZE),
+    ("split_size", None),  # planned for the cluster unless given
     ("max_attempts", 4),
     ("speculative", True),
     ("skip_bad_records", False),
@@ -95,8 +95,8 @@ def test_job_signature_matches_the_contract():
         assert params[extra].default is not inspect.Parameter.empty, extra
 
 
-def test_split_size_default_is_a_reasonable_number_of_bytes():
-    assert 64 * 1024 <= DEFAULT_SPLIT_SIZE <= 256 * 1024 * 1024
+def test_planned_split_sizes_are_a_reasonable_number_of_bytes():
+    assert 64 * 1024 <= MIN_SPLIT_SIZE < MAX_SPLIT_SIZE <= 256 * 1024 * 1024
 
 
 def test_client_and_local_cluster_signatures_match_the_contract():

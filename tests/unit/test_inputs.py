@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import lzma
 import os
 import random
 import threading
@@ -23,7 +26,8 @@ from zmqmr.job import Job, make_splits
 
 
 def direct_lines(path: str) -> list[tuple[tuple[str, int], str]]:
-    """The records of a file read without zmqmr: ((path, byte offset), line without \\n)."""
+    """The records of a file read without zmqmr: ((path, byte offset), line without its
+    \\n and a \\r before it)."""
     with open(path, "rb") as f:
         data = f.read()
     out = []
@@ -31,7 +35,8 @@ def direct_lines(path: str) -> list[tuple[tuple[str, int], str]]:
     while pos < len(data):
         nl = data.find(b"\n", pos)
         end = len(data) if nl < 0 else nl
-        out.append(((path, pos), data[pos:end].decode("utf-8", "surrogateescape")))
+        line = data[pos:end].removesuffix(b"\r")
+        out.append(((path, pos), line.decode("utf-8", "surrogateescape")))
         pos = end + 1
     return out
 
@@ -79,9 +84,24 @@ def test_every_line_is_read_once_in_order_with_its_byte_offset(tmp_path, name, s
     assert read_all(path, split_size) == direct_lines(path)
 
 
-def test_values_keep_carriage_returns_and_drop_newlines(tmp_path):
+def test_crlf_lines_lose_the_carriage_return_and_keep_their_byte_offsets(tmp_path):
     path = write(tmp_path, "crlf.txt", CONTENTS["crlf"])
-    assert [v for _, v in read_all(path, 3)] == ["one\r", "two\r", "\r", "three\r"]
+    for split_size in (1, 3, 1000):
+        assert read_all(path, split_size) == [
+            ((path, 0), "one"),
+            ((path, 5), "two"),
+            ((path, 10), ""),
+            ((path, 12), "three"),
+        ]
+
+
+@pytest.mark.parametrize("text", ["ascii", "utf-8"])
+def test_only_a_carriage_return_that_ends_a_line_is_dropped(tmp_path, text):
+    word = "x" if text == "ascii" else "é"
+    data = f"a\rb\r\n{word}\n\r\r\nlf\nlast\r".encode()
+    path = write(tmp_path, "mixed.txt", data)
+    values = [v for _, v in read_all(path, 4)]
+    assert values == ["a\rb", word, "\r", "lf", "last"]
 
 
 def test_offsets_are_byte_offsets_for_non_ascii_text(tmp_path):
@@ -135,7 +155,8 @@ def test_random_contents_and_split_sizes_read_like_the_file(tmp_path, monkeypatc
     # read chunks put chunk boundaries inside lines, at newlines and past split ends
     monkeypatch.setattr("zmqmr.inputs.READ_CHUNK", read_chunk)
     rng = random.Random(20240501 + read_chunk)
-    pieces = [b"a", b"bc", b" ", b"\n", b"\n", b"\r\n", "é".encode(), "日".encode(), b"\xff"]
+    pieces = [b"a", b"bc", b" ", b"\n", b"\n", b"\r\n", b"\r", b"\x00"]
+    pieces += ["é".encode(), "日".encode(), b"\xff"]
     path = str(tmp_path / "random.txt")
     for case in range(400):
         data = b"".join(rng.choice(pieces) for _ in range(rng.randrange(0, 60)))
@@ -145,6 +166,89 @@ def test_random_contents_and_split_sizes_read_like_the_file(tmp_path, monkeypatc
         expected = direct_lines(path)
         got = read_all(path, split_size)
         assert got == expected, f"case {case}: data={data!r} split_size={split_size}"
+
+
+# -- compressed and binary files --------------------------------------------------------
+
+COMPRESS = {".gz": gzip.compress, ".bz2": bz2.compress, ".xz": lzma.compress}
+TEXT = "first line\r\nsecond, naïve\n\n" + "long " * 300 + "\nno newline at the end\r"
+
+
+def decompressed_lines(path: str, data: bytes) -> list[tuple[tuple[str, int], str]]:
+    """What a compressed file's records must be: the lines of ``data``, the text it holds."""
+    plain = path + ".plain"
+    with open(plain, "wb") as f:
+        f.write(data)
+    return [((path, offset), line) for (_, offset), line in direct_lines(plain)]
+
+
+@pytest.mark.parametrize("suffix", list(COMPRESS))
+@pytest.mark.parametrize("read_chunk", [3, 64, 1024 * 1024])
+def test_compressed_files_are_one_split_read_decompressed(
+    tmp_path, monkeypatch, suffix, read_chunk
+):
+    monkeypatch.setattr("zmqmr.inputs.READ_CHUNK", read_chunk)
+    data = TEXT.encode()
+    path = write(tmp_path, "book.txt" + suffix, COMPRESS[suffix](data))
+    size = os.path.getsize(path)
+    (split,) = text_splits([path], 10)  # a split size far below the file's: still one split
+    assert split == {"kind": "text", "path": path, "start": 0, "end": size}
+    reader = read_split(split)
+    records = list(reader)
+    assert records == decompressed_lines(path, data)
+    assert [v for _, v in records][:2] == ["first line", "second, naïve"]
+    assert records[-1][1] == "no newline at the end"
+    assert reader.fraction() == 1.0
+
+
+@pytest.mark.parametrize("suffix", list(COMPRESS))
+def test_a_split_of_a_compressed_file_past_its_start_reads_nothing(tmp_path, suffix):
+    path = write(tmp_path, "b" + suffix, COMPRESS[suffix](b"one\ntwo\n"))
+    size = os.path.getsize(path)
+    assert open_split({"kind": "text", "path": path, "start": 0, "end": 1})[1:] == [
+        ((path, 4), "two")
+    ]
+    assert open_split({"kind": "text", "path": path, "start": 1, "end": size}) == []
+
+
+@pytest.mark.parametrize("suffix", list(COMPRESS))
+def test_empty_compressed_files_hold_no_record(tmp_path, suffix):
+    empty_stream = write(tmp_path, "a.txt" + suffix, COMPRESS[suffix](b""))
+    no_bytes = write(tmp_path, "b.txt" + suffix, b"")
+    for path in (empty_stream, no_bytes):
+        assert [r for d in text_splits([path], 1 << 20) for r in open_split(d)] == []
+
+
+def test_concatenated_gzip_members_are_read_as_one_text(tmp_path):
+    path = write(tmp_path, "two.gz", gzip.compress(b"a\nb") + gzip.compress(b"c\nd\n"))
+    assert open_split(text_splits([path], 1 << 20)[0]) == [
+        ((path, 0), "a"),
+        ((path, 2), "bc"),
+        ((path, 5), "d"),
+    ]
+
+
+def test_the_suffix_decides_and_case_does_not_matter(tmp_path):
+    upper = write(tmp_path, "LOG.GZ", gzip.compress(b"x\r\n"))
+    assert open_split(text_splits([upper], 1)[0]) == [((upper, 0), "x")]
+    # gzip bytes under another name are just bytes, read as lines like any file
+    raw = gzip.compress(b"x\n" * 100)
+    other = write(tmp_path, "log.dat", raw)
+    assert [r for d in text_splits([other], 16) for r in open_split(d)] == direct_lines(other)
+
+
+def test_binary_files_are_read_as_lines_like_any_file(tmp_path):
+    data = bytes(random.Random(7).randrange(256) for _ in range(5000))
+    path = write(tmp_path, "image.png", data)
+    for split_size in (1, 97, 1 << 20):
+        assert read_all(path, split_size) == direct_lines(path)
+
+
+@pytest.mark.parametrize("suffix", list(COMPRESS))
+def test_whole_files_are_read_decompressed(tmp_path, suffix):
+    path = write(tmp_path, "doc.txt" + suffix, COMPRESS[suffix](TEXT.encode()))
+    ((key, value),) = open_split({"kind": "files", "paths": [path]})
+    assert key == path and value == TEXT
 
 
 # -- resolving paths -------------------------------------------------------------------
@@ -221,23 +325,20 @@ def test_records_are_cut_into_splits_that_hold_every_record_in_order():
     records = [(i, f"value {i} " * 3) for i in range(200)]
     descs, blobs = record_splits(records, 256)
     assert len(descs) == len(blobs) > 1
-    got = []
-    for desc, blob in zip(descs, blobs):
-        chunk = open_split(desc, blob)
-        assert desc["count"] == len(chunk) and desc["first"] == len(got)
-        got += chunk
-    assert got == records
+    chunks = [open_split(desc, blob) for desc, blob in zip(descs, blobs)]
+    assert all(chunks)
+    assert [r for chunk in chunks for r in chunk] == records
 
 
 def test_records_fitting_one_split_make_one_split():
     descs, blobs = record_splits([("a", 1), ["b", 2]], 1 << 20)
-    assert descs == [{"kind": "records", "count": 2, "first": 0}]
+    assert descs == [{"kind": "records"}]
     assert open_split(descs[0], blobs[0]) == [("a", 1), ("b", 2)]
 
 
 def test_small_split_size_gives_at_most_one_split_per_record():
-    descs, _ = record_splits([(i, i) for i in range(5)], 1)
-    assert [d["count"] for d in descs] == [1, 1, 1, 1, 1]
+    descs, blobs = record_splits([(i, i) for i in range(5)], 1)
+    assert [open_split(d, b) for d, b in zip(descs, blobs)] == [[(i, i)] for i in range(5)]
 
 
 @pytest.mark.parametrize("bad", [("k", "v", "extra"), "ab", 5, None, ("only",)], ids=repr)
@@ -277,4 +378,4 @@ def test_open_split_refuses_unknown_kind_and_records_without_blob():
     with pytest.raises(ValueError, match="kind"):
         open_split({"kind": "tape"})
     with pytest.raises(ValueError, match="blob"):
-        open_split({"kind": "records", "count": 1, "first": 0})
+        open_split({"kind": "records"})

@@ -103,3 +103,115 @@ def test_a_function_without_readable_source_still_ships():
     fn = pickle.loads(pickling.dumps(namespace["f"]))
     assert fn(1) == 2
     assert fn.__code__.co_filename == "<no-such-file>"
+
+
+# -- values of classes shipped by value -------------------------------------------------
+
+VALUE_MODULE = """\
+import dataclasses
+import enum
+
+
+class Point:
+    __slots__ = ("x", "y")
+
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+
+class Secret:
+    __slots__ = ("__code", "name")
+
+    def __init__(self, code, name):
+        self.__code, self.name = code, name
+
+    def code(self):
+        return self.__code
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Pair:
+    left: int
+    right: str
+
+
+class Color(enum.Enum):
+    RED = 1
+    GREEN = 2
+    CRIMSON = 1  # an alias of RED
+
+
+class Perm(enum.Flag):
+    R = 4
+    W = 2
+    RW = 6  # a named combination
+"""
+
+# A worker: gets the classes by value, makes values of them, sends them back.
+VALUE_WORKER = textwrap.dedent(
+    """
+    import pickle, sys
+    from zmqmr import pickling
+    mod = pickle.loads(sys.stdin.buffer.read())
+    made = [mod["Point"](1, 2), mod["Secret"](7, "s"), mod["Pair"](3, "r")]
+    print([hasattr(v, "__dict__") for v in made], file=sys.stderr)
+    Color, Perm = mod["Color"], mod["Perm"]
+    print(Color.CRIMSON is Color.RED, list(Perm.__members__), file=sys.stderr)
+    made += [Color.CRIMSON, Color.GREEN, Perm.RW, Perm.R]
+    sys.stdout.buffer.write(pickling.dumps_values(made))
+    """
+)
+
+
+def test_values_of_classes_shipped_by_value_come_back_as_the_clients_classes(tmp_path):
+    path = tmp_path / "valuejob.py"
+    path.write_text(VALUE_MODULE)
+    spec = importlib.util.spec_from_file_location("valuejob_for_pickling", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[mod.__name__] = mod
+    try:
+        spec.loader.exec_module(mod)
+        with pickling.local_modules_by_value():
+            blob = pickling.dumps(
+                {n: getattr(mod, n) for n in ("Point", "Secret", "Pair", "Color", "Perm")}
+            )
+        out = subprocess.run(
+            [sys.executable, "-c", VALUE_WORKER],
+            input=blob,
+            capture_output=True,
+            check=True,
+            timeout=60,
+        )
+        # on the worker, the classes kept their slots (no instance has a __dict__)
+        # and the enums their aliases
+        assert out.stderr.decode().splitlines() == [
+            "[False, False, False]",
+            "True ['R', 'W', 'RW']",
+        ]
+        point, secret, pair, crimson, green, rw, r = pickle.loads(out.stdout)
+    finally:
+        del sys.modules[mod.__name__]
+    assert type(point) is mod.Point and (point.x, point.y) == (1, 2)
+    assert type(secret) is mod.Secret and (secret.code(), secret.name) == (7, "s")
+    assert type(pair) is mod.Pair and pair == mod.Pair(3, "r")
+    assert (crimson, green, rw, r) == (mod.Color.RED, mod.Color.GREEN, mod.Perm.RW, mod.Perm.R)
+    assert crimson is mod.Color.RED and rw is mod.Perm.R | mod.Perm.W
+
+
+def test_local_modules_travel_by_value_only_inside_the_block(tmp_path):
+    path = tmp_path / "bymodule.py"
+    path.write_text("class Thing:\n    pass\n")
+    spec = importlib.util.spec_from_file_location("bymodule_for_pickling", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[mod.__name__] = mod
+    try:
+        spec.loader.exec_module(mod)
+        with pickling.local_modules_by_value():
+            inside = pickling.dumps_values(mod.Thing)
+        outside = pickling.dumps_values(mod.Thing)
+    finally:
+        del sys.modules[mod.__name__]
+    assert b"_make_skeleton_class" in inside  # the class itself travels
+    assert b"_make_skeleton_class" not in outside  # a reference to bymodule_for_pickling.Thing

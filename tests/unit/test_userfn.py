@@ -235,6 +235,54 @@ def test_reduce_groups_treats_equal_keys_of_different_types_as_one():
     assert out == [(1, 6)]
 
 
+def gen_reducer(key, values):
+    yield sum(values)
+
+
+async def async_reducer(key, values):
+    return sum(values)
+
+
+async def async_gen_reducer(key, values):
+    yield sum(values)
+
+
+@pytest.mark.parametrize(
+    "fn, kind",
+    [
+        (gen_reducer, "generator"),
+        (async_reducer, "coroutine"),
+        (async_gen_reducer, "async_generator"),
+    ],
+    ids=["generator", "coroutine", "async generator"],
+)
+def test_a_reducer_that_does_not_return_a_value_is_told_to(fn, kind):
+    with pytest.raises(TypeError) as info:
+        list(reduce_groups(fn, [("k", [1, 2])]))
+    assert str(info.value) == (
+        f"reducer returned a {kind} for key 'k'; it must return one value: "
+        "use return, not yield (return a list to keep several values)"
+    )
+
+
+def test_a_combiner_that_yields_is_told_to_return_and_its_code_never_runs():
+    ran = []
+
+    def combiner(key, values):
+        ran.append(key)
+        yield sum(values)
+
+    with pytest.raises(TypeError, match=r"^combiner returned a generator for key \('a', 1\);"):
+        userfn.combined(combiner, ("a", 1), iter([1, 2]))
+    assert ran == []  # the generator was closed unstarted
+
+
+@pytest.mark.parametrize("value", [[1, 2], iter([1]), (x for x in ()).__class__, None, {"a": 1}])
+def test_reducers_may_return_any_value_that_is_not_a_generator(value):
+    assert list(reduce_groups(lambda k, vs: value, [("k", [1])])) == [("k", value)]
+    assert userfn.combined(lambda k, vs: value, "k", iter([1])) is value
+
+
 # -- counters --------------------------------------------------------------------------
 
 
