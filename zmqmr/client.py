@@ -140,7 +140,11 @@ class Client:
 
     def submit(self, job: Job) -> JobHandle:
         """Send ``job`` to the master; returns at once with a handle."""
-        prepared = prepare(job)
+        slots = None
+        if getattr(job, "split_size", None) is None:  # planned: for the slots there are now
+            workers = self.request(protocol.StatusRequest(), (protocol.StatusReply,)).status.workers
+            slots = sum(w.slots for w in workers) or None
+        prepared = prepare(job, slots=slots)
         job_id = uuid.uuid4().hex[:16]
         try:
             spec = protocol.JobSpec.from_json(prepared.spec, "job")
