@@ -120,7 +120,13 @@ class Master:
                 self.dropped += 1
                 side = "worker" if from_workers else "client"
                 log.warning("dropping a malformed message from %s %r: %s", side, peer[:64], exc)
-                if not from_workers or peer not in self.state.workers:
+                if not from_workers:
+                    job = protocol.job_of(frames[1:])
+                    if job is not None and bytes(frames[2]) == b"SUBMIT":
+                        error = protocol.ErrorInfo.make("JobSubmitError", f"malformed job: {exc}")
+                        self._send(sock, peer, protocol.Rejected(job, error))
+                    continue
+                if peer not in self.state.workers:
                     continue
                 event = events_.WorkerMisbehaved(
                     peer, str(exc)[:200], stimulus=self._stimulus("malformed")

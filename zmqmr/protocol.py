@@ -954,6 +954,19 @@ def decode(frames: Sequence[bytes | memoryview]) -> Message:
     return msg
 
 
+def job_of(frames: Sequence[bytes | memoryview]) -> str | None:
+    """The job id a message that failed to decode names, if it names a valid one:
+    so a malformed SUBMIT can be answered with REJECTED rather than silence."""
+    if len(frames) < 3 or len(frames[2]) > MAX_HEADER_BYTES:
+        return None
+    try:
+        header = json.loads(bytes(frames[2]), parse_constant=_no_constants)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    job = header.get("job") if isinstance(header, dict) else None
+    return job if isinstance(job, str) and JOB_ID.fullmatch(job) else None
+
+
 def routed(identity: bytes, frames: list[bytes]) -> list[bytes]:
     """Frames for a ROUTER socket: the peer's identity, then the message."""
     return [identity, *frames]

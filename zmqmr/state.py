@@ -147,7 +147,7 @@ class MasterState:
 
     def handle(self, event: Event, now: float) -> list[Command]:
         out: list[Command] = []
-        self._stimulus = event.stimulus
+        self._stimulus = getattr(event, "stimulus", "")
         match event:
             case WorkerReady():
                 self._on_ready(event, now, out)
@@ -234,7 +234,11 @@ class MasterState:
             return
         for p in ev.progress:
             att = w.running.get(p.attempt)
-            if att is not None and p.fraction > att.progress:
+            if att is None:
+                continue
+            if att.began is None:
+                att.began = now
+            if p.fraction > att.progress:
                 att.progress = p.fraction
                 w.last_activity = now
 
@@ -277,8 +281,8 @@ class MasterState:
         if status == DONE:
             job.done[task.kind] += 1
         elif status == IDLE:
-            if task.lost_on is not None or task.failures:
-                job.idle[task.kind].appendleft(task)  # re-executions and retries first
+            if task.attempts:  # retries and re-executions go before tasks never run
+                job.idle[task.kind].appendleft(task)
             else:
                 job.idle[task.kind].append(task)
             self._dirty = True
@@ -401,10 +405,10 @@ class MasterState:
         record: int | None = None,
     ) -> None:
         job, task, w = att.job, att.task, att.worker
+        task.failures += 1
         self._end_attempt(att)
         w.last_activity = now
         job.stats["failed_attempts"] += 1
-        task.failures += 1
         if record is not None and task.kind == MAP:
             task.bad_records[record] = task.bad_records.get(record, 0) + 1
         self._strike(job, w, out, f"{task.name} failed there: {error.type}")
@@ -429,6 +433,8 @@ class MasterState:
         if n == self.settings.worker_job_failures and w.id in self.workers:
             job.excluded.add(w.id)
             self._note(out, f"job {job.id}: worker {w.name} gets no more of its tasks", why)
+            if len(job.excluded) >= len(self.workers):
+                return  # no other worker is left: it keeps what it runs
             for att in [a for a in w.running.values() if a.job is job]:  # queued there, likely
                 self._end_attempt(att)
                 out.append(Cancel(w.id, att.id, reason=f"worker excluded from job {job.id}"))
@@ -481,10 +487,11 @@ class MasterState:
         limit = job.spec.task_timeout
         if limit is None:
             return
-        while job.running and not job.ended:
-            att = next(iter(job.running.values()))  # the oldest
-            if now - att.start <= limit:
+        for att in list(job.running.values()):
+            if job.ended:
                 return
+            if att.began is None or now - att.began <= limit:
+                continue  # queued on its worker, or within its time
             job.stats["timeouts"] += 1
             out.append(Cancel(att.worker.id, att.id, reason=f"task_timeout={limit:g}s"))
             message = f"{att.task.name} ran longer than task_timeout={limit:g}s"
@@ -494,18 +501,25 @@ class MasterState:
         kind = job.phase
         if not job.spec.speculative or job.ended or job.idle[kind] or self.free_slots <= 0:
             return
-        running = [a for a in job.running.values() if a.kind == kind and len(a.task.running) == 1]
+        # (attempt, when it began) of the phase's running attempts that have no backup
+        running = [
+            (a, a.began)
+            for a in job.running.values()
+            if a.kind == kind and a.began is not None and len(a.task.running) == 1
+        ]
         typical = job.durations[kind].median()
         if typical is None:  # nothing finished yet: estimate from the attempts' progress
-            estimates = sorted((now - a.start) / a.progress for a in running if a.progress > 0)
+            estimates = sorted((now - t) / a.progress for a, t in running if a.progress > 0)
             typical = estimates[len(estimates) // 2] if estimates else None
         s = self.settings
-        for att in running:
+        for att, began in running:
+            if att.id not in self.attempts:
+                continue  # ended by an exclusion earlier in this loop
             why = policy.straggler(
                 now=now,
-                start=att.start,
+                start=began,
                 progress=att.progress,
-                quiet_since=max(att.start, att.worker.last_activity),
+                quiet_since=max(began, att.worker.last_activity),
                 typical=typical,
                 stall_seconds=s.stall_seconds,
                 min_seconds=s.speculation_min_seconds,
@@ -515,10 +529,10 @@ class MasterState:
             w = self._place(job, att.task, queue=False)
             if w is None:
                 return
-            if now - att.worker.last_activity > s.stall_seconds:
-                self._strike(job, att.worker, out, f"{att.task.name} stalled there")
             self._note(out, f"job {job.id}: backup of {att.task.name} on {w.name}", why)
             self._assign(job, att.task, w, now, out, backup=True, reason=f"backup: {why}")
+            if now - att.worker.last_activity > s.stall_seconds:
+                self._strike(job, att.worker, out, f"{att.task.name} stalled there")
 
     # -- jobs -------------------------------------------------------------------
 
@@ -725,7 +739,8 @@ class MasterState:
         backup: bool = False,
         reason: str = "",
     ) -> None:
-        att = Attempt(next(self._ids), job, task, w, now, backup=backup)
+        began = now if w.load < w.slots else None
+        att = Attempt(next(self._ids), job, task, w, now, began, backup=backup)
         self.attempts[att.id] = job.running[att.id] = w.running[att.id] = att
         if w.load <= w.slots:
             self.free_slots -= 1

@@ -76,6 +76,9 @@ class Attempt:
     task: Task
     worker: Worker
     start: float
+    #: When it started running: at once on a free slot; a queued attempt when its
+    #: worker first reports it running.
+    began: float | None = None
     backup: bool = False
     progress: float = 0.0
 
