@@ -6,6 +6,8 @@ Two parts, each printing figures and ratios measured in this run:
   job of M one-record map tasks and R reduces on W workers, every attempt
   completing at once. Prints microseconds of state-machine work per task at
   each size and the ratio to the smallest: flat means constant work per task.
+* ``reduce``: the reduce phase of 200 map outputs at R = 50, 200 and 400 on a
+  2-worker LocalCluster (every segment non-empty), and the ratio to R = 50.
 * ``cluster``: a real master process (``LocalCluster(workers=0)``) and fake
   workers (many DEALER sockets in a few processes, speaking the real
   protocol, completing every attempt the moment it arrives). Prints the
@@ -18,7 +20,8 @@ Two parts, each printing figures and ratios measured in this run:
 
 Targets (issue 9): master CPU per map task <= 50 us at 100,000 tasks, flat
 from 1,000 to 100,000; the master under 1,000 workers' heartbeats alone below
-20 % of a core at the default heartbeat interval.
+20 % of a core at the default heartbeat interval; 200 maps at R = 400 cost at
+most 2x R = 50 in the reduce phase.
 """
 
 from __future__ import annotations
@@ -195,6 +198,32 @@ def bench_cluster(
                     f.wait()
 
 
+def _keys_mapper(key: int, value: int) -> object:
+    return [(k, 1) for k in range(value)]
+
+
+def _count(key: object, values: object) -> int:
+    return sum(values)  # type: ignore[call-overload, no-any-return]
+
+
+def bench_reduce(maps: int, reducers: list[int], keys: int) -> None:
+    """The reduce phase of ``maps`` map outputs at growing R, on a 2-worker LocalCluster."""
+    print(f"reduce phase: {maps} maps of {keys} keys each, 2 workers")
+    print(f"{'R':>6} {'reduce s':>9} {'ratio':>7}")
+    base = None
+    with zmqmr.LocalCluster(workers=2) as cluster:
+        for r in reducers:
+            job = zmqmr.Job(
+                _keys_mapper, _count, inputs=[(i, keys) for i in range(maps)], num_reducers=r
+            )
+            job.split_size = 1
+            result = cluster.client().run(job, progress=False)
+            assert dict(result.items()) == dict.fromkeys(range(keys), maps)
+            seconds = result.stats["reduce_seconds"]
+            base = base or seconds
+            print(f"{r:>6} {seconds:>9.2f} {seconds / base:>7.2f}")
+
+
 def _noop(key: object, value: object) -> None:  # never called: the fake workers run nothing
     return None
 
@@ -205,7 +234,7 @@ def main() -> int:
         fake_workers(address, int(count), int(first), float(heartbeat))
         return 0
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", default="state,cluster")
+    ap.add_argument("--only", default="state,cluster,reduce")
     ap.add_argument("--sizes", default="1000,10000,100000", help="map tasks for the state part")
     ap.add_argument("--state-workers", type=int, default=100)
     ap.add_argument("--workers", type=int, default=1000, help="fake workers")
@@ -214,12 +243,17 @@ def main() -> int:
     ap.add_argument("--procs", type=int, default=2, help="processes holding the fake workers")
     ap.add_argument("--heartbeat", type=float, default=ClusterSettings().heartbeat_interval)
     ap.add_argument("--idle", type=float, default=10.0, help="seconds of heartbeats alone")
+    ap.add_argument("--reduce-maps", type=int, default=200)
+    ap.add_argument("--reduce-rs", default="50,200,400")
     args = ap.parse_args()
     only = args.only.split(",")
     if "state" in only:
         bench_state([int(s) for s in args.sizes.split(",")], args.state_workers)
     if "cluster" in only:
         bench_cluster(args.workers, args.maps, args.reduces, args.procs, args.heartbeat, args.idle)
+    if "reduce" in only:
+        rs = [int(r) for r in args.reduce_rs.split(",")]
+        bench_reduce(args.reduce_maps, rs, max(rs))
     return 0
 
 

@@ -257,37 +257,52 @@ class MapOutputWriter:
             pass
 
 
+def _read_raw_index(f: Any, path: str) -> tuple[bytes, int]:
+    """The checked index bytes of an open map output file, and where the index starts."""
+    size = f.seek(0, os.SEEK_END)
+    if size < FOOTER.size:
+        raise CorruptOutput(f"{path}: too short for a footer")
+    f.seek(size - FOOTER.size)
+    index_offset, crc, magic = FOOTER.unpack(f.read(FOOTER.size))
+    if magic != MAGIC or index_offset > size - FOOTER.size:
+        raise CorruptOutput(f"{path}: bad footer")
+    f.seek(index_offset)
+    index = f.read(size - FOOTER.size - index_offset)
+    if zlib.crc32(index) != crc or len(index) % INDEX_ENTRY.size:
+        raise CorruptOutput(f"{path}: index checksum mismatch")
+    return index, index_offset
+
+
+def _entry(index: bytes, index_offset: int, i: int, path: str) -> Segment:
+    seg = Segment(*INDEX_ENTRY.unpack_from(index, i * INDEX_ENTRY.size))
+    if seg.offset + seg.length > index_offset:
+        raise CorruptOutput(f"{path}: segment past the index")
+    return seg
+
+
 def read_index(path: str) -> list[Segment]:
     """The segments of a map output file; raises CorruptOutput if the index is bad."""
     with open(path, "rb") as f:
-        size = f.seek(0, os.SEEK_END)
-        if size < FOOTER.size:
-            raise CorruptOutput(f"{path}: too short for a footer")
-        f.seek(size - FOOTER.size)
-        index_offset, crc, magic = FOOTER.unpack(f.read(FOOTER.size))
-        if magic != MAGIC or index_offset > size - FOOTER.size:
-            raise CorruptOutput(f"{path}: bad footer")
-        f.seek(index_offset)
-        index = f.read(size - FOOTER.size - index_offset)
-    if zlib.crc32(index) != crc or len(index) % INDEX_ENTRY.size:
-        raise CorruptOutput(f"{path}: index checksum mismatch")
-    segments = [
-        Segment(*INDEX_ENTRY.unpack_from(index, i)) for i in range(0, len(index), INDEX_ENTRY.size)
-    ]
-    for s in segments:
-        if s.offset + s.length > index_offset:
-            raise CorruptOutput(f"{path}: segment past the index")
-    return segments
+        index, index_offset = _read_raw_index(f, path)
+    n = len(index) // INDEX_ENTRY.size
+    return [_entry(index, index_offset, i, path) for i in range(n)]
+
+
+def read_entry(path: str, partition: int) -> Segment:
+    """One partition's segment of a map output file: the index is checked whole (its
+    checksum, in C), but only this entry is unpacked, so a read costs O(1) in R."""
+    with open(path, "rb") as f:
+        index, index_offset = _read_raw_index(f, path)
+    if not 0 <= partition < len(index) // INDEX_ENTRY.size:
+        raise ShuffleError(f"{path}: no partition {partition}")
+    return _entry(index, index_offset, partition, path)
 
 
 def read_segment(
     path: str, partition: int, offset: int = 0, max_bytes: int = -1
 ) -> tuple[int, bytes]:
     """(segment length, bytes from ``offset``) of one partition of a local map output."""
-    segments = read_index(path)
-    if not 0 <= partition < len(segments):
-        raise ShuffleError(f"{path}: no partition {partition}")
-    seg = segments[partition]
+    seg = read_entry(path, partition)
     if offset > seg.length:
         raise ShuffleError(f"offset {offset} past the segment's {seg.length} bytes")
     want = seg.length - offset if max_bytes < 0 else min(max_bytes, seg.length - offset)
@@ -553,12 +568,8 @@ def fetch_segments(
 def local_segment(path: str, partition: int) -> Fetched:
     """One partition of a map output on this worker's own disk, verified."""
     try:
-        segments = read_index(path)
+        length, data = read_segment(path, partition)
     except FileNotFoundError as exc:
         raise ShuffleError(f"{path}: missing") from exc
-    if not 0 <= partition < len(segments):
-        raise CorruptOutput(f"{path}: no partition {partition}")
-    seg = segments[partition]
-    _, data = read_segment(path, partition)
     verify_segment(data)
-    return Fetched(seg.length, data=data)
+    return Fetched(length, data=data)
