@@ -324,6 +324,7 @@ class Executor:
         self.settings = settings
         self.jobs: dict[str, dict[str, Any]] = {}
         self._zctx: Any = None
+        self.reader = shuffle.OutputReader()
         self._attempt = 0
         self._next_progress = 0.0
 
@@ -339,6 +340,7 @@ class Executor:
                 self.run(msg)
             elif isinstance(msg, protocol.DropJob):
                 self.jobs.pop(msg.job, None)
+                self.reader.forget(shuffle.job_dir(self.data_dir, msg.job) + os.sep)
 
     def progress(self, fraction: float) -> None:
         now = time.monotonic()
@@ -585,7 +587,7 @@ class Executor:
         for w in wanted:
             path = shuffle.map_output_path(self.data_dir, job_id, w.map_task, w.attempt)
             try:
-                fetched[w.map_task] = shuffle.local_segment(path, partition)
+                fetched[w.map_task] = shuffle.local_segment(path, partition, self.reader)
             except ShuffleError as exc:
                 failed[w.map_task] = exc
             except OSError as exc:

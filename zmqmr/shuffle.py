@@ -298,6 +298,65 @@ def read_entry(path: str, partition: int) -> Segment:
     return _entry(index, index_offset, partition, path)
 
 
+class OutputReader:
+    """Reads segments of map outputs, keeping the most recent files open with their
+    checked index: a reducer reads one segment of every map output, so without
+    this every read would open a file and check its index again (O(M·R) opens).
+
+    A map output is immutable once in place; each read checks with ``stat`` that
+    the file is still the one held open, so a removed or replaced output is
+    never served from an old descriptor. Thread-safe.
+    """
+
+    def __init__(self, max_open: int = 512) -> None:
+        self.max_open = max_open
+        self._open: dict[str, tuple[Any, bytes, int, int]] = {}  # path -> f, index, offset, ino
+        self._lock = threading.Lock()
+
+    def _held(self, path: str) -> tuple[Any, bytes, int]:
+        ino = os.stat(path).st_ino  # FileNotFoundError: missing
+        held = self._open.pop(path, None)
+        if held is not None and held[3] != ino:
+            held[0].close()
+            held = None
+        if held is None:
+            f = open(path, "rb")  # noqa: SIM115 - closed on eviction or forget()
+            try:
+                index, index_offset = _read_raw_index(f, path)
+            except BaseException:
+                f.close()
+                raise
+            held = (f, index, index_offset, os.fstat(f.fileno()).st_ino)
+            while len(self._open) >= self.max_open:
+                oldest = next(iter(self._open))
+                self._open.pop(oldest)[0].close()
+        self._open[path] = held  # most recent last
+        return held[0], held[1], held[2]
+
+    def read(
+        self, path: str, partition: int, offset: int = 0, max_bytes: int = -1
+    ) -> tuple[int, bytes]:
+        """(segment length, bytes from ``offset``) of one partition of a map output."""
+        with self._lock:
+            f, index, index_offset = self._held(path)
+            if not 0 <= partition < len(index) // INDEX_ENTRY.size:
+                raise ShuffleError(f"{path}: no partition {partition}")
+            seg = _entry(index, index_offset, partition, path)
+            if offset > seg.length:
+                raise ShuffleError(f"offset {offset} past the segment's {seg.length} bytes")
+            want = seg.length - offset if max_bytes < 0 else min(max_bytes, seg.length - offset)
+            data = os.pread(f.fileno(), want, seg.offset + offset)
+        if len(data) != want:
+            raise CorruptOutput(f"{path}: truncated segment")
+        return seg.length, data
+
+    def forget(self, prefix: str = "") -> None:
+        """Close the files under ``prefix`` (all of them by default)."""
+        with self._lock:
+            for path in [p for p in self._open if p.startswith(prefix)]:
+                self._open.pop(path)[0].close()
+
+
 def read_segment(
     path: str, partition: int, offset: int = 0, max_bytes: int = -1
 ) -> tuple[int, bytes]:
@@ -333,6 +392,7 @@ class ShuffleServer:
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="zmqmr-shuffle", daemon=True)
         self.requests = 0
+        self.reader = OutputReader()
 
     def start(self) -> str:
         self._thread.start()
@@ -344,6 +404,11 @@ class ShuffleServer:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(5)
+        self.reader.forget()
+
+    def forget_job(self, job_id: str) -> None:
+        """Close the job's files held open (its outputs are being removed)."""
+        self.reader.forget(job_dir(self.data_dir, job_id) + os.sep)
 
     def _run(self) -> None:
         try:
@@ -385,7 +450,7 @@ class ShuffleServer:
                 break
             try:
                 path = map_output_path(self.data_dir, msg.job, part.map_task, part.attempt)
-                total, data = read_segment(path, msg.partition, part.offset, budget)
+                total, data = self.reader.read(path, msg.partition, part.offset, budget)
             except CorruptOutput as exc:
                 return protocol.encode(protocol.FetchError(str(exc), True, part.map_task))
             except (OSError, ValueError, ShuffleError) as exc:
@@ -565,10 +630,13 @@ def fetch_segments(
     return fetched, failed
 
 
-def local_segment(path: str, partition: int) -> Fetched:
+def local_segment(path: str, partition: int, reader: OutputReader | None = None) -> Fetched:
     """One partition of a map output on this worker's own disk, verified."""
     try:
-        length, data = read_segment(path, partition)
+        if reader is None:
+            length, data = read_segment(path, partition)
+        else:
+            length, data = reader.read(path, partition)
     except FileNotFoundError as exc:
         raise ShuffleError(f"{path}: missing") from exc
     verify_segment(data)

@@ -1,13 +1,13 @@
 """The worker: a DEALER to the master, executor processes, and a shuffle server.
 
-The worker never runs user code itself. It registers (READY), heartbeats
-(any message counts), hands each assignment to a free executor process
-(started with ``spawn``, reused across attempts, killed when its attempt is
-cancelled), relays progress and completions, and serves its map outputs from
-a REP socket in its own thread. When the master falls silent for
-``worker_timeout`` it drops its running attempts (the master will have
-declared them lost), closes its socket, backs off (doubling, capped) and
-registers again as a new incarnation, as the Paranoid Pirate worker does.
+This is the shell around ``WorkerState`` (worker_state.py), which decides what
+the worker does: it reads the master's socket, the executors' pipes and their
+exits, hands each as an event to the state with the clock, and carries out
+the commands that come back (send, run on a slot, restart a slot, remove
+files, reconnect). The worker never runs user code itself: each slot is an
+executor process started with ``spawn``, reused across attempts, killed when
+its attempt is cancelled; map outputs are served from a REP socket in the
+shuffle server's own thread.
 """
 
 from __future__ import annotations
@@ -22,16 +22,17 @@ import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
 import zmq
 
-from . import executor, protocol, shuffle
+from . import executor, protocol, shuffle, worker_state
 from .config import WorkerSettings
 from .errors import ProtocolError
 from .security import MEMBER, Gatekeeper, HandshakeWatch, check_bind, load_keys
+from .worker_state import WorkerState
 
 log = logging.getLogger(__name__)
 
@@ -42,19 +43,15 @@ DEFAULT_HEARTBEAT = 1.0
 DEFAULT_TIMEOUT = 10.0
 
 
+FROM_EXECUTOR = (protocol.AttemptProgress, protocol.Done, protocol.Failed, protocol.FetchFailed)
+
+
 @dataclass
-class Slot:
-    """One executor process and the attempt it runs."""
+class Executor:
+    """One slot's executor process and the worker's end of its pipe."""
 
     proc: Any
     conn: Connection
-    attempt: int | None = None
-    job: str | None = None
-    kind: str = ""
-    task: int = 0
-    spec: protocol.TaskSpec | None = None
-    jobs: set[str] = field(default_factory=set)
-    progress: float = 0.0
 
 
 class Worker:
@@ -80,19 +77,12 @@ class Worker:
         self.host = socket.gethostname()
         self.ctx: zmq.Context[Any] = zmq.Context()
         self.stop_event = threading.Event()
-        self.heartbeat = DEFAULT_HEARTBEAT
-        self.timeout = DEFAULT_TIMEOUT
-        self.code: dict[str, bytes] = {}
-        self.slots: list[Slot] = []
-        self.pending: list[protocol.Assign] = []
-        self.finished: dict[int, tuple[str, str, int, protocol.TaskSpec]] = {}
+        self.slots: list[Executor] = []
+        self.state: WorkerState | None = None
         self.sock: zmq.Socket[Any] | None = None
         self.watch: HandshakeWatch | None = None
         self.identity = b""
-        self.welcomed = False
-        self.last_heard = 0.0
-        self.next_heartbeat = 0.0
-        self.backoff = self.settings.reconnect_initial
+        self._reconnect_at: float | None = None
         self._mp = multiprocessing.get_context("spawn")
         self.gatekeeper = Gatekeeper(self.ctx, self.keys) if self.keys else None
         self.server = shuffle.ShuffleServer(self.ctx, self.data_dir, self.shuffle_bind, self.keys)
@@ -112,6 +102,17 @@ class Worker:
         self.shuffle_address = self.server.start()
         for _ in range(self.settings.slots):
             self.slots.append(self._spawn())
+        s = self.settings
+        self.state = WorkerState(
+            len(self.slots),
+            self.shuffle_address,
+            self.host,
+            os.getpid(),
+            s.reconnect_initial,
+            s.reconnect_max,
+            DEFAULT_HEARTBEAT,
+            DEFAULT_TIMEOUT,
+        )
         log.info(
             "worker %s: %d slots, shuffle at %s, data in %s",
             self.host,
@@ -125,7 +126,7 @@ class Worker:
         for entry in os.listdir(self.data_dir):
             shutil.rmtree(os.path.join(self.data_dir, entry), ignore_errors=True)
 
-    def _spawn(self) -> Slot:
+    def _spawn(self) -> Executor:
         parent, child = self._mp.Pipe()
         proc = self._mp.Process(
             target=executor.main,
@@ -143,7 +144,7 @@ class Worker:
         os.environ["PYTHONHASHSEED"] = "0"  # every executor hashes keys alike: zmqmr.partitioning
         proc.start()
         child.close()
-        return Slot(proc, parent)
+        return Executor(proc, parent)
 
     def close(self) -> None:
         if self.sock is not None:
@@ -152,8 +153,8 @@ class Worker:
             except zmq.ZMQError:
                 pass
             self._close_master_socket(linger=200)
-        for slot in self.slots:
-            self._kill(slot)
+        for ex in self.slots:
+            self._kill(ex)
         self.slots = []
         self.server.stop()
         if self.gatekeeper is not None:
@@ -164,15 +165,15 @@ class Worker:
         else:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
-    def _kill(self, slot: Slot) -> None:
-        if slot.proc.is_alive():
-            os.kill(slot.proc.pid, signal.SIGKILL)
-        slot.proc.join(5)
-        slot.conn.close()
+    def _kill(self, ex: Executor) -> None:
+        if ex.proc.is_alive():
+            os.kill(ex.proc.pid, signal.SIGKILL)
+        ex.proc.join(5)
+        ex.conn.close()
 
     # -- connection to the master ---------------------------------------------
 
-    def _connect(self, now: float) -> None:
+    def _connect(self) -> None:
         self._close_master_socket()
         self.identity = f"w-{self.host}-{os.getpid()}-{uuid.uuid4().hex[:8]}".encode()
         sock = self.ctx.socket(zmq.DEALER)
@@ -183,15 +184,8 @@ class Worker:
         self.watch = HandshakeWatch(sock)
         sock.connect(self.master)
         self.sock = sock
-        self.welcomed = False
-        self.last_heard = now
-        self.next_heartbeat = now + self.heartbeat
         held = [protocol.HeldOutput(*h) for h in shuffle.held_outputs(self.data_dir)]
-        self._send(
-            protocol.Ready(
-                len(self.slots), self.shuffle_address, self.host[:200], os.getpid(), held
-            )
-        )
+        self._handle(worker_state.Connected(held))
 
     def _close_master_socket(self, linger: int = 0) -> None:
         if self.watch is not None:
@@ -202,83 +196,56 @@ class Worker:
             self.sock = None
 
     def _send(self, msg: protocol.Message) -> None:
-        assert self.sock is not None
+        if self.sock is None:
+            return  # between connections: the master will hear again after READY
         try:
             self.sock.send_multipart(protocol.encode(msg), flags=zmq.NOBLOCK)
         except zmq.Again:
             log.warning("dropping %s: the queue to the master is full", msg.TYPE)
-
-    def _drop_attempts(self) -> None:
-        """Forget every running attempt: the master has given them to others."""
-        for i, slot in enumerate(self.slots):
-            if slot.attempt is not None:
-                self._cancel_slot(i)
-        self.pending.clear()
-
-    def _master_silent(self, now: float) -> None:
-        failure = self.watch.failure() if self.watch is not None else None
-        if failure:
-            log.error(
-                "the master at %s did not let this worker in: %s; check --keys",
-                self.master,
-                failure,
-            )
-        log.warning(
-            "master silent for %.1fs; reconnecting in %.1fs", now - self.last_heard, self.backoff
-        )
-        self._drop_attempts()
-        self._close_master_socket()
-        if self.stop_event.wait(self.backoff):
-            return
-        self.backoff = min(self.backoff * 2, self.settings.reconnect_max)
-        self._connect(time.monotonic())
 
     # -- the loop ------------------------------------------------------------------
 
     def run(self) -> None:
         self.start()
         try:
-            self._connect(time.monotonic())
+            self._connect()
             while not self.stop_event.is_set():
                 self._step()
         finally:
             self.close()
 
     def _step(self) -> None:
+        assert self.state is not None
+        now = time.monotonic()
+        if self._reconnect_at is not None:
+            if now < self._reconnect_at:
+                self.stop_event.wait(min(self._reconnect_at - now, 0.5))
+                return
+            self._reconnect_at = None
+            self._connect()
         assert self.sock is not None
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
         fds: dict[int, tuple[str, int]] = {}
-        for i, slot in enumerate(self.slots):
-            fds[slot.conn.fileno()] = ("conn", i)
-            fds[slot.proc.sentinel] = ("exit", i)
-            poller.register(slot.conn.fileno(), zmq.POLLIN)
-            poller.register(slot.proc.sentinel, zmq.POLLIN)
-        wait = max(0.0, min(self.next_heartbeat - time.monotonic(), self.heartbeat))
+        for i, ex in enumerate(self.slots):
+            fds[ex.conn.fileno()] = ("conn", i)
+            fds[ex.proc.sentinel] = ("exit", i)
+            poller.register(ex.conn.fileno(), zmq.POLLIN)
+            poller.register(ex.proc.sentinel, zmq.POLLIN)
+        wait = max(0.0, min(self.state.wake_at() - now, 1.0))
         events = dict(poller.poll(int(wait * 1000) + 1))
-        now = time.monotonic()
         if self.sock in events:
-            self._read_master(now)
+            self._read_master()
         for fd, (what, i) in fds.items():
             if fd in events and i < len(self.slots):
                 if what == "conn":
                     self._read_executor(i)
                 elif not self.slots[i].proc.is_alive():
                     self._executor_died(i)
-        if now >= self.next_heartbeat:
-            self.next_heartbeat = now + self.heartbeat
-            progress = [
-                protocol.AttemptProgress(s.attempt, s.progress)
-                for s in self.slots
-                if s.attempt is not None
-            ]
-            self._send(protocol.Heartbeat(progress))
-        if now - self.last_heard > self.timeout:
-            self._master_silent(now)
+        self._handle(worker_state.Clock())
 
-    def _read_master(self, now: float) -> None:
-        assert self.sock is not None
-        while True:
+    def _read_master(self) -> None:
+        while self.sock is not None:
             try:
                 frames = self.sock.recv_multipart(flags=zmq.NOBLOCK)
             except zmq.Again:
@@ -288,152 +255,72 @@ class Worker:
             except ProtocolError as exc:
                 log.warning("dropping a malformed message from the master: %s", exc)
                 continue
-            self.last_heard = now
-            self._on_master(msg, now)
-            if self.sock is None:
-                return
-
-    def _on_master(self, msg: protocol.Message, now: float) -> None:
-        match msg:
-            case protocol.Welcome():
-                self.welcomed = True
-                self.backoff = self.settings.reconnect_initial
-                self.heartbeat = msg.heartbeat_interval
-                self.timeout = msg.worker_timeout
-            case protocol.Heartbeat():
-                pass
-            case protocol.Assign():
-                self._on_assign(msg)
-            case protocol.Cancel():
-                self._on_cancel(msg.attempt)
-            case protocol.Relocate():
-                for slot in self.slots:
-                    if slot.attempt == msg.attempt:
-                        slot.conn.send(msg)
-            case protocol.DropJob():
-                self._drop_job(msg.job)
-            case protocol.Reconnect():
-                log.info("the master asks this worker to register again")
-                self._drop_attempts()
-                self._connect(now)
-            case _:
-                log.warning("unexpected %s from the master", msg.TYPE)
-
-    def _on_assign(self, msg: protocol.Assign) -> None:
-        if msg.code is not None:
-            self.code[msg.job] = msg.code
-        for i, slot in enumerate(self.slots):
-            if slot.attempt is None:
-                self._start(i, msg)
-                return
-        self.pending.append(msg)
-
-    def _start(self, i: int, msg: protocol.Assign) -> None:
-        slot = self.slots[i]
-        job = msg.job
-        if job not in self.code:
-            error = protocol.ErrorInfo("MissingCode", "this worker lost the job's code")
-            self._send(protocol.Failed(msg.attempt, "lost", error))
-            return
-        code = None if job in slot.jobs else self.code[job]
-        slot.attempt, slot.job, slot.kind, slot.task = msg.attempt, job, msg.kind, msg.task
-        slot.spec, slot.progress = msg.spec, 0.0
-        slot.jobs.add(job)
-        slot.conn.send(
-            protocol.RunAttempt(msg.attempt, job, msg.kind, msg.task, msg.spec, code, msg.records)
-        )
-
-    def _start_pending(self) -> None:
-        while self.pending:
-            free = [i for i, s in enumerate(self.slots) if s.attempt is None]
-            if not free:
-                return
-            self._start(free[0], self.pending.pop(0))
-
-    def _attempt_paths(
-        self, job: str, kind: str, task: int, attempt: int, spec: protocol.TaskSpec | None
-    ) -> list[str]:
-        output_dir = spec.output_dir if spec is not None else None
-        return executor.attempt_paths(self.data_dir, job, kind, task, attempt, output_dir)
-
-    def _cancel_slot(self, i: int) -> None:
-        slot = self.slots[i]
-        assert slot.job is not None and slot.attempt is not None
-        paths = self._attempt_paths(slot.job, slot.kind, slot.task, slot.attempt, slot.spec)
-        self._kill(slot)
-        executor.remove_paths(paths)
-        self.slots[i] = self._spawn()
-
-    def _on_cancel(self, attempt: int) -> None:
-        for i, slot in enumerate(self.slots):
-            if slot.attempt == attempt:
-                self._cancel_slot(i)
-                self._start_pending()
-                return
-        self.pending = [m for m in self.pending if m.attempt != attempt]
-        done = self.finished.pop(attempt, None)
-        if done is not None:  # a finished attempt that lost: remove its output
-            executor.remove_paths(self._attempt_paths(done[0], done[1], done[2], attempt, done[3]))
-
-    def _drop_job(self, job: str) -> None:
-        self.code.pop(job, None)
-        for slot in self.slots:
-            if job in slot.jobs:
-                slot.jobs.discard(job)
-                if slot.proc.is_alive():
-                    slot.conn.send(protocol.DropJob(job))
-        self.finished = {a: f for a, f in self.finished.items() if f[0] != job}
-        shutil.rmtree(shuffle.job_dir(self.data_dir, job), ignore_errors=True)
-
-    # -- executors -----------------------------------------------------------------
+            self._handle(worker_state.FromMaster(msg))
 
     def _read_executor(self, i: int) -> None:
-        slot = self.slots[i]
-        while slot.conn.poll():
+        ex = self.slots[i]
+        while ex.conn.poll():
             try:
-                msg = slot.conn.recv()
+                msg = ex.conn.recv()
             except (EOFError, OSError):
                 self._executor_died(i)
                 return
-            if isinstance(msg, protocol.AttemptProgress):
-                if msg.attempt == slot.attempt:
-                    slot.progress = msg.fraction
-                continue
-            if not isinstance(msg, (protocol.Done, protocol.Failed, protocol.FetchFailed)):
+            if isinstance(msg, FROM_EXECUTOR):
+                self._handle(worker_state.FromExecutor(i, msg))
+            else:
                 log.warning("unexpected %s from an executor", type(msg).__name__)
-                continue
-            if msg.attempt != slot.attempt:
-                continue
-            self._send(msg)
-            if isinstance(msg, protocol.FetchFailed):
-                continue
-            if isinstance(msg, protocol.Done):
-                assert slot.job is not None and slot.spec is not None
-                self.finished[msg.attempt] = (slot.job, slot.kind, slot.task, slot.spec)
-            slot.attempt = None
-            self._start_pending()
+            if self.slots[i] is not ex:
+                return  # restarted while handling
 
     def _executor_died(self, i: int) -> None:
-        slot = self.slots[i]
-        slot.proc.join(1)
-        code = slot.proc.exitcode
+        ex = self.slots[i]
+        ex.proc.join(1)
+        code = ex.proc.exitcode
         how = (
             f"signal {-code} ({signal.Signals(-code).name})"
             if code and code < 0
             else f"exit code {code}"
         )
-        if slot.attempt is not None:
-            log.warning("executor for attempt %s died with %s", slot.attempt, how)
-            message = f"the executor running {slot.kind} task {slot.task} died with {how}"
-            error = protocol.ErrorInfo("ExecutorDied", message)
-            self._send(protocol.Failed(slot.attempt, "crash", error))
-            assert slot.job is not None
-            executor.remove_paths(
-                self._attempt_paths(slot.job, slot.kind, slot.task, slot.attempt, slot.spec)
-            )
-        slot.conn.close()
-        self.slots[i] = self._spawn()
-        self._start_pending()
+        log.warning("an executor died with %s", how)
+        self._handle(worker_state.ExecutorExited(i, how))
+
+    # -- carrying out the state's commands -----------------------------------------
+
+    def _handle(self, event: worker_state.WorkerEvent) -> None:
+        assert self.state is not None
+        for cmd in self.state.handle(event, time.monotonic()):
+            match cmd:
+                case worker_state.Send():
+                    self._send(cmd.msg)
+                case worker_state.Run():
+                    self.slots[cmd.slot].conn.send(cmd.attempt)
+                case worker_state.Forward():
+                    ex = self.slots[cmd.slot]
+                    if ex.proc.is_alive():
+                        ex.conn.send(cmd.msg)
+                case worker_state.RestartSlot():
+                    self._kill(self.slots[cmd.slot])
+                    self.slots[cmd.slot] = self._spawn()
+                case worker_state.RemoveAttemptFiles():
+                    executor.remove_paths(
+                        executor.attempt_paths(
+                            self.data_dir, cmd.job, cmd.kind, cmd.task, cmd.attempt, cmd.output_dir
+                        )
+                    )
+                case worker_state.RemoveJobFiles():
+                    self.server.forget_job(cmd.job)
+                    shutil.rmtree(shuffle.job_dir(self.data_dir, cmd.job), ignore_errors=True)
+                case worker_state.Reconnect():
+                    failure = self.watch.failure() if self.watch is not None else None
+                    if failure:
+                        log.error(
+                            "the master at %s did not let this worker in: %s; check --keys",
+                            self.master,
+                            failure,
+                        )
+                    log.warning("%s; registering again in %.1fs", cmd.reason, cmd.delay)
+                    self._close_master_socket()
+                    self._reconnect_at = time.monotonic() + cmd.delay
 
 
 def _local_ip_towards(host: str) -> str:
