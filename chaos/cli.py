@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--inputs",
         nargs="+",
         default=Scenario().inputs,
-        help="input files or globs (default: the Gutenberg books)",
+        help="input files or globs (default: the sample books in examples/data)",
     )
     r.add_argument("--workers", type=int, default=4, help="worker processes (default 4)")
     r.add_argument("--slots", type=int, default=1, help="executors per worker (default 1)")

@@ -1,4 +1,4 @@
-"""Shared fixtures: the books, word-count functions, and a check that tests leak no process."""
+"""Shared fixtures: the sample books, word-count functions, a check that tests leak no process."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-BOOKS_DIR = os.path.normpath(os.path.join(REPO, "..", "shared", "data", "gutenberg"))
+#: The sample corpus that ships with the repository (examples/data/README.md).
+BOOKS_DIR = os.path.join(REPO, "examples", "data", "gutenberg")
 BOOKS = sorted(glob.glob(os.path.join(BOOKS_DIR, "*.txt")))
 
 WORD = re.compile(r"[a-z]+")
