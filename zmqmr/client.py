@@ -20,6 +20,7 @@ from typing import IO, Any
 import zmq
 
 from . import protocol, shuffle
+from .config import check_endpoint
 from .errors import (
     ClusterError,
     JobCancelled,
@@ -47,6 +48,7 @@ class Client:
     """
 
     def __init__(self, address: str, keys: str | None = None, timeout: float = 10.0) -> None:
+        check_endpoint(address, "the master's client address")
         self.address = address
         self.keys = load_keys(keys, MEMBER) if keys else None
         self.timeout = timeout

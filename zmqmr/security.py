@@ -29,6 +29,7 @@ from typing import Any
 
 import zmq
 
+from .config import check_endpoint
 from .errors import SecurityError
 
 log = logging.getLogger(__name__)
@@ -136,7 +137,8 @@ def is_loopback(address: str) -> bool:
 
 
 def check_bind(address: str, keys: Keys | None, insecure: bool, what: str) -> None:
-    """Refuse to bind ``address`` beyond loopback without keys, unless insecure."""
+    """Refuse a malformed ``address``, and one beyond loopback without keys unless insecure."""
+    check_endpoint(address, what, bind=True)
     if keys is not None or is_loopback(address):
         return
     if not insecure:
