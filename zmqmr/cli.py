@@ -1,4 +1,4 @@
-"""The ``zmqmr`` command: master, worker, run, status, keygen.
+"""The ``zmqmr`` command: master, worker, run, status, cancel, keygen.
 
 This is the only module that configures logging. A mistake a user can make
 here (a flag, an address, a setting, a key or data directory, a job file)
@@ -393,6 +393,31 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _find_job(jobs: list[dict[str, Any]], wanted: str, address: str) -> dict[str, Any]:
+    """The job whose id is ``wanted``, or the only one whose id starts with it."""
+    exact = [j for j in jobs if j["id"] == wanted]
+    found = exact or [j for j in jobs if j["id"].startswith(wanted)]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        fail(f"the master at {address} has no job {wanted!r} (zmqmr status lists its jobs)")
+    fail(f"{wanted!r} is the start of {len(found)} job ids; give more of it")
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from .client import Client
+
+    with Client(args.master, keys=args.keys, timeout=args.timeout) as client:
+        job = _find_job(client.status()["jobs"], args.job, args.master)
+        if job["state"] not in ("queued", "running"):
+            fail(f"job {job['id']} ({job['name']}) has already ended: {job['state']}")
+        state = client.cancel(job["id"])
+    if state not in (None, "cancelled"):
+        fail(f"job {job['id']} ({job['name']}) ended before the cancel arrived: {state}")
+    print(f"cancelled job {job['id']} ({job['name']})")
+    return 0
+
+
 def cmd_keygen(args: argparse.Namespace) -> int:
     import zmq.auth
 
@@ -528,6 +553,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print JSON")
     client_options(s, 5.0)
     s.set_defaults(func=cmd_status)
+
+    c = command("cancel", "cancel a job on a master")
+    c.add_argument("job", help="the job's id (as zmqmr status shows it), or its first characters")
+    master_address(
+        c, "the master's client address (default %(default)s)", default=DEFAULT_CLIENT_BIND
+    )
+    client_options(c, 5.0)
+    c.set_defaults(func=cmd_cancel)
 
     k = command("keygen", "make CURVE key pairs for a master and its members")
     k.add_argument("dir", help="directory to write the keys to")

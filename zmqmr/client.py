@@ -144,6 +144,17 @@ class Client:
         """
         return self.submit(job).wait(progress=progress)
 
+    def cancel(self, job_id: str) -> str | None:
+        """Ask the master to stop job ``job_id``; returns the job's state once it has.
+
+        A status request follows the cancel on the same connection, so its
+        answer comes after the master has acted on the cancel. None: the
+        master does not know the job (any more).
+        """
+        self._socket().send_multipart(protocol.encode(protocol.CANCEL_JOB, {"job": job_id}))
+        states = {j["id"]: j["state"] for j in self.status()["jobs"]}
+        return states.get(job_id)
+
     def status(self) -> dict[str, Any]:
         """Workers (slots, last heartbeat) and jobs (task counts) as the master sees them."""
         reply = self.request(protocol.STATUS, {}, answers=(protocol.STATUS_REPLY,))

@@ -51,7 +51,7 @@ def test_version_is_the_package_version():
     assert f'version = "{zmqmr.__version__}"' in pyproject
 
 
-@pytest.mark.parametrize("command", ["master", "worker", "run", "status", "keygen"])
+@pytest.mark.parametrize("command", ["master", "worker", "run", "status", "cancel", "keygen"])
 def test_every_subcommand_documents_verbose_and_quiet(command):
     out = zmqmr_cmd(command, "--help")
     assert out.returncode == 0
@@ -217,6 +217,7 @@ def _error_cases():
     return [
         (["worker", "--master", bad], 2, hint),
         (["status", "--master", bad], 2, hint),
+        (["cancel", "abc", "--master", bad], 2, hint),
         (["run", WORDCOUNT, BOOK, "--master", bad], 2, hint),
         (["master", "--bind", f"0.0.0.0:{port}"], 2, "is not a ZeroMQ address"),
         (["master", "--client-bind", "inproc://x"], 2, "inproc:// cannot reach another"),
