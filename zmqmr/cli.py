@@ -4,11 +4,15 @@ This is the only module that configures logging. A mistake a user can make
 here (a flag, an address, a setting, a key or data directory, a job file)
 ends in one message on stderr and a non-zero exit, never in a traceback of
 zmqmr's; an error in a job file is shown as the job file's own traceback.
+SIGINT and SIGTERM stop ``zmqmr run`` cleanly: a job it submitted to a
+master is cancelled, an embedded cluster is shut down with its files, and
+the exit status is 128 + the signal's number (130, 143).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import inspect
 import json
@@ -20,7 +24,7 @@ import threading
 import traceback
 import typing
 from collections.abc import Iterator, Mapping
-from types import ModuleType
+from types import FrameType, ModuleType
 from typing import Any, NoReturn
 
 from . import __version__
@@ -133,6 +137,72 @@ def _data_dir(path: str | None) -> str | None:
     if not os.access(path, os.W_OK | os.X_OK):
         fail(f"--data-dir {path} is not writable by this user")
     return path
+
+
+# -- signals -----------------------------------------------------------------------------
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived: ``zmqmr run`` cleans up and exits 128 + signum.
+
+    A BaseException, as KeyboardInterrupt is, so that ``except Exception``
+    in the code it passes through does not swallow it.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
+
+
+class Interrupts:
+    """SIGINT and SIGTERM raise ``Interrupted`` in the main thread, once.
+
+    Within ``held()`` a signal waits until the block ends (so a submission
+    completes and its job id is known, or a clean-up runs whole). After the
+    first, further signals are ignored: the clean-up they would cut short is
+    what removes the job and the files.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self._holding = 0
+        self._pending: int | None = None
+        self._raised = False
+        self._old: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
+        if self._raised:
+            log.warning("%s: already stopping", signal.Signals(signum).name)
+        elif self._holding:
+            self._pending = signum
+        else:
+            self._raised = True
+            raise Interrupted(signum)
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        self._holding += 1
+        try:
+            yield
+        finally:
+            self._holding -= 1
+        if not self._holding and self._pending is not None and not self._raised:
+            self._raised = True
+            raise Interrupted(self._pending)
+
+    def __enter__(self) -> Interrupts:
+        for sig in self.SIGNALS:
+            self._old[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
 
 
 def _stop_on_signals(event: threading.Event) -> None:
@@ -313,6 +383,60 @@ def _run_sets(pairs: list[str], local: bool) -> tuple[dict[str, Any], dict[str, 
 # -- running jobs ----------------------------------------------------------------------
 
 
+def _cancel_on_interrupt(client: Any, handle: Any, exc: Interrupted) -> None:
+    client.timeout = min(client.timeout, 5.0)  # the user asked to stop: do not linger
+    try:
+        state = client.cancel(handle.job_id)
+    except ZmqmrError as err:
+        print(f"zmqmr: {exc.name}: could not cancel job {handle.job_id}: {err}", file=sys.stderr)
+        return
+    # None: the master has answered this client's waiting poll with the outcome, and forgot it
+    if state in (None, "cancelled"):
+        print(f"zmqmr: {exc.name}: cancelled job {handle.job_id}", file=sys.stderr)
+    else:
+        print(f"zmqmr: {exc.name}: job {handle.job_id} had already {state}", file=sys.stderr)
+
+
+def _run_on_master(
+    args: argparse.Namespace, job: Any, progress: bool | None, interrupts: Interrupts
+) -> Any:
+    from .client import Client
+
+    with Client(args.master, keys=args.keys, timeout=args.timeout) as client:
+        with interrupts.held():  # the job id is known once submit returns
+            handle = client.submit(job)
+        log.info("submitted job %s (%s) to %s", handle.job_id, handle.name, args.master)
+        try:
+            return handle.wait(progress=progress)
+        except Interrupted as exc:
+            _cancel_on_interrupt(client, handle, exc)
+            raise
+
+
+def _run_locally(
+    args: argparse.Namespace,
+    job: Any,
+    progress: bool | None,
+    cluster_settings: dict[str, Any],
+    interrupts: Interrupts,
+) -> Any:
+    from .local import LocalCluster
+
+    cluster = LocalCluster(workers=args.workers, keys=args.keys, **cluster_settings)
+    try:
+        cluster.start()
+        log.info(
+            "local cluster: master at %s, %d workers, files in %s",
+            cluster.address,
+            args.workers,
+            cluster.dir,
+        )
+        return cluster.client().run(job, progress=progress)
+    finally:
+        with interrupts.held():  # a signal now must not cut short the clean-up
+            cluster.close()
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     job_sets, cluster_sets = _run_sets(args.set, local=not args.master)
     if args.keys:  # before any process starts: a bad key directory is one message
@@ -323,36 +447,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         args.jobfile, args.inputs, args.reducers, args.output, args.split_size, job_sets
     )
     progress = False if args.quiet else None
-    if args.master:
-        from .client import Client
-
-        with Client(args.master, keys=args.keys, timeout=args.timeout) as client:
-            handle = client.submit(job)
-            log.info("submitted job %s (%s) to %s", handle.job_id, handle.name, args.master)
-            result = handle.wait(progress=progress)
-    else:
-        from .local import LocalCluster
-
-        with LocalCluster(workers=args.workers, keys=args.keys, **cluster_sets) as cluster:
-            log.info(
-                "local cluster: master at %s, %d workers, files in %s",
-                cluster.address,
-                args.workers,
-                cluster.dir,
-            )
-            result = cluster.client().run(job, progress=progress)
-    if args.output:
-        for path in result.output_files:
-            print(path)
-    else:
-        try:
-            out = sys.stdout
-            for key, value in result.items():
-                out.write(f"{key}\t{value}\n")
-            out.flush()
-        except BrokenPipeError:  # `zmqmr run ... | head`: the reader has had enough
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return 0
+    with Interrupts() as interrupts:
+        if args.master:
+            result = _run_on_master(args, job, progress, interrupts)
+        else:
+            result = _run_locally(args, job, progress, cluster_sets, interrupts)
+        if args.output:
+            for path in result.output_files:
+                print(path)
+        else:
+            try:
+                out = sys.stdout
+                for key, value in result.items():
+                    out.write(f"{key}\t{value}\n")
+                out.flush()
+            except BrokenPipeError:  # `zmqmr run ... | head`: the reader has had enough
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                return 0
     s = result.stats
     if not args.quiet:
         print(
@@ -598,6 +709,8 @@ def main(argv: list[str] | None = None) -> int:
         where = f": {exc.filename}" if exc.filename else ""
         print(f"zmqmr: {exc.strerror or exc}{where}", file=sys.stderr)
         return 1
+    except Interrupted as exc:
+        return 128 + exc.signum
     except KeyboardInterrupt:
         return 130
 

@@ -1,18 +1,24 @@
-"""``zmqmr cancel``: the job stops, its client hears of it; a clear message otherwise.
+"""``zmqmr cancel``, and SIGINT / SIGTERM on ``zmqmr run``: the job stops, nothing is left.
 
-Real processes: a cluster of OS processes and ``python -m zmqmr`` as a user
-runs it.
+Real processes and real signals: a cluster of OS processes, ``python -m
+zmqmr`` as a user runs it, and signals sent as a terminal (Ctrl-C reaches the
+whole foreground process group) or a process manager (SIGTERM to one pid)
+sends them.
 """
 
 from __future__ import annotations
 
+import glob
 import os
+import signal
 import subprocess
 import sys
+import textwrap
 import time
 
+import psutil
 import pytest
-from conftest import REPO
+from conftest import REPO, stop_processes
 
 import zmqmr
 
@@ -27,6 +33,31 @@ def slow_mapper(key, value):
 
 def count(key, values):
     return sum(values)
+
+
+def slow_job(tmp_path) -> tuple[str, str]:
+    """A job file whose map phase takes minutes, and its input; the mapper marks its start."""
+    job = tmp_path / "slow.py"
+    job.write_text(
+        textwrap.dedent(
+            """\
+            import os
+            import time
+
+            def mapper(key, line):
+                if "STARTED_FILE" in os.environ:  # the executor's environment: its worker's
+                    open(os.environ["STARTED_FILE"], "a").close()
+                time.sleep(0.05)
+                yield len(line), 1
+
+            def reducer(n, counts):
+                return sum(counts)
+            """
+        )
+    )
+    data = tmp_path / "lines.txt"
+    data.write_text("".join(f"line {i}\n" for i in range(5000)))
+    return str(job), str(data)
 
 
 def wait_for(predicate, timeout, what):
@@ -98,3 +129,88 @@ def test_cancel_of_an_unknown_job_names_the_master():
         out = cancel_cmd("0123456789abcdef", "--master", cluster.address)
     assert out.returncode == 1
     assert f"the master at {cluster.address} has no job '0123456789abcdef'" in out.stderr
+
+
+# -- signals on zmqmr run ------------------------------------------------------------------------
+
+
+def send(proc, how):
+    """``ctrl-c``: SIGINT to the process group, as a terminal sends it; else one signal."""
+    if how == "ctrl-c":
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        proc.send_signal(signal.SIGTERM)
+
+
+SIGNALS = [("ctrl-c", "SIGINT", 130), ("sigterm", "SIGTERM", 143)]
+
+
+def start(args, env):
+    return subprocess.Popen(
+        ZMQMR + args,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a shell gives a command
+    )
+
+
+def alive(proc):
+    """For wait_for: fail at once, with its output, if ``proc`` has exited."""
+    if proc.poll() is not None:
+        pytest.fail(f"exited {proc.returncode}: {proc.communicate()}")
+
+
+@pytest.mark.parametrize("how, name, code", SIGNALS)
+def test_a_signal_on_run_with_a_master_cancels_the_job_it_submitted(tmp_path, how, name, code):
+    job, data = slow_job(tmp_path)
+    with zmqmr.LocalCluster(workers=1) as cluster:
+        watcher = cluster.client(timeout=5)
+        with start(["run", job, data, "--master", cluster.address, "-q"], ENV) as proc:
+            try:
+                found = wait_for(
+                    lambda: alive(proc) or running_job(watcher), 60, "the job to start"
+                )
+                send(proc, how)
+                stdout, stderr = proc.communicate(timeout=30)
+            finally:
+                stop_processes([proc])
+        assert proc.returncode == code, stderr
+        assert stderr == f"zmqmr: {name}: cancelled job {found['id']}\n"
+        assert stdout == ""
+        # The client was waiting on the job, so the master handed it the outcome
+        # and forgot the job; running, it would still be listed.
+        assert job_state(watcher, found["id"]) in (None, "cancelled")
+        wait_for(lambda: idle_workers(watcher), 10, "the worker to drop the attempt")
+
+
+def _descendants(pid):
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+@pytest.mark.parametrize("how, name, code", SIGNALS)
+def test_a_signal_on_a_local_run_removes_its_cluster_and_its_files(tmp_path, how, name, code):
+    job, data = slow_job(tmp_path)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    started = tmp_path / "started"
+    env = {**ENV, "STARTED_FILE": str(started), "TMPDIR": str(tmp)}
+    with start(["run", job, data, "-q", "--workers", "2"], env) as proc:
+        try:
+            wait_for(lambda: alive(proc) or started.exists(), 60, "a mapper to start")
+            family = _descendants(proc.pid)
+            assert len(family) >= 5  # a master, two workers, an executor each
+            assert len(glob.glob(str(tmp / "zmqmr-local-*"))) == 1
+            send(proc, how)
+            stdout, stderr = proc.communicate(timeout=30)
+        finally:
+            stop_processes([proc])
+    assert proc.returncode == code, stderr
+    assert "Traceback" not in stderr and stdout == ""
+    _, running = psutil.wait_procs(family, timeout=10)
+    assert running == [], f"left running: {running}"
+    assert os.listdir(tmp) == [], "the local cluster's files were left behind"
