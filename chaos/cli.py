@@ -20,6 +20,7 @@ import signal
 import sys
 
 import zmqmr
+from zmqmr.cli import size_arg
 
 from . import netns, schedule
 from .nemesis import NEMESES
@@ -69,7 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=None, help="the schedule's seed (default: random)")
     r.add_argument("-r", "--reducers", type=int, default=4, help="reduce tasks (default 4)")
     r.add_argument(
-        "--split-size", type=int, default=256 * 1024, help="bytes per input split (256 KiB)"
+        "--split-size",
+        type=size_arg,
+        default=256 * 1024,
+        help="bytes per input split, e.g. 64k or 1MB (default 256k)",
     )
     r.add_argument(
         "--pace",

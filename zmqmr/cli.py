@@ -85,6 +85,8 @@ def _size(text: str) -> int:
     return value
 
 
+#: argparse types: a positive size (64MB), an address to connect to, one to bind.
+size_arg = _arg(_size)
 connect_address = _arg(lambda text: check_endpoint(text, ""))
 bind_address = _arg(lambda text: check_endpoint(text, "", bind=True))
 
@@ -645,7 +647,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument(
         "--split-size",
-        type=_arg(_size),
+        type=size_arg,
         help="bytes per input split, e.g. 64MB (default: the job's, 32MiB)",
     )
     sets(
