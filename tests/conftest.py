@@ -5,8 +5,10 @@ from __future__ import annotations
 import glob
 import os
 import re
+import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections import Counter
 
@@ -71,6 +73,11 @@ def books() -> list[str]:
 MARKER = "ZMQMR_TEST_SESSION"
 os.environ.setdefault(MARKER, f"{os.getpid()}-{time.time()}")
 
+# The default keys of every process the tests start (zmqmr uses CURVE by
+# default): a directory of this session's, never the real ~/.zmqmr/keys.
+SESSION_KEYS_PARENT = tempfile.mkdtemp(prefix="zmqmr-test-keys-")
+os.environ["ZMQMR_KEYS"] = os.path.join(SESSION_KEYS_PARENT, "keys")
+
 
 def _ours() -> dict[int, int]:
     """pid -> parent pid of every live process carrying this session's marker."""
@@ -109,6 +116,7 @@ def no_leaked_processes():
 @pytest.fixture(scope="session", autouse=True)
 def nothing_left_at_the_end():
     yield
+    shutil.rmtree(SESSION_KEYS_PARENT, ignore_errors=True)
     deadline = time.monotonic() + 10
     while _ours() and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -125,6 +125,19 @@ def _settings(cls: Any, overrides: dict[str, Any]) -> Any:
         fail(str(exc))
 
 
+def _server_keys(args: argparse.Namespace, binds: list[str], what: str) -> str | None:
+    """The key directory of a master or worker: --keys; none with --insecure; the default.
+
+    The default keys are this machine's: a bind beyond loopback serves other
+    machines, which need the keys too, so it takes an explicit --keys.
+    """
+    from .security import check_default_keys_bind, key_dir
+
+    if not args.keys and not args.insecure:
+        check_default_keys_bind(binds)
+    return key_dir(args.keys, args.insecure, what)
+
+
 def _data_dir(path: str | None) -> str | None:
     """``path`` as a directory this process can write, made if missing."""
     if path is None:
@@ -227,7 +240,8 @@ def cmd_master(args: argparse.Namespace) -> int:
     settings = _settings(ClusterSettings, overrides)
     from .security import MASTER, load_keys
 
-    keys = load_keys(args.keys, MASTER) if args.keys else None
+    directory = _server_keys(args, [args.bind, args.client_bind], "the master")
+    keys = load_keys(directory, MASTER) if directory else None
     import zmq
 
     try:
@@ -260,11 +274,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     overrides = _parse_sets(args.set, WorkerSettings)
     if args.slots is not None:
         overrides["slots"] = args.slots
+    shuffle = Worker._default_shuffle_bind(args.master)
     worker = Worker(
         args.master,
         _data_dir(args.data_dir),
         _settings(WorkerSettings, overrides),
-        keys_dir=args.keys,
+        keys_dir=_server_keys(args, [shuffle], "a worker"),
         insecure=args.insecure,
     )
     _stop_on_signals(worker.stop_event)
@@ -404,7 +419,9 @@ def _run_on_master(
 ) -> Any:
     from .client import Client
 
-    with Client(args.master, keys=args.keys, timeout=args.timeout) as client:
+    with Client(
+        args.master, keys=args.keys, timeout=args.timeout, insecure=args.insecure
+    ) as client:
         with interrupts.held():  # the job id is known once submit returns
             handle = client.submit(job)
         log.info("submitted job %s (%s) to %s", handle.job_id, handle.name, args.master)
@@ -424,7 +441,9 @@ def _run_locally(
 ) -> Any:
     from .local import LocalCluster
 
-    cluster = LocalCluster(workers=args.workers, keys=args.keys, **cluster_settings)
+    cluster = LocalCluster(
+        workers=args.workers, keys=args.keys, insecure=args.insecure, **cluster_settings
+    )
     try:
         cluster.start()
         log.info(
@@ -479,7 +498,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from .client import Client
 
-    with Client(args.master, keys=args.keys, timeout=args.timeout) as client:
+    with Client(
+        args.master, keys=args.keys, timeout=args.timeout, insecure=args.insecure
+    ) as client:
         status = client.status()
     if args.json:
         print(json.dumps(status, indent=2))
@@ -520,7 +541,9 @@ def _find_job(jobs: list[dict[str, Any]], wanted: str, address: str) -> dict[str
 def cmd_cancel(args: argparse.Namespace) -> int:
     from .client import Client
 
-    with Client(args.master, keys=args.keys, timeout=args.timeout) as client:
+    with Client(
+        args.master, keys=args.keys, timeout=args.timeout, insecure=args.insecure
+    ) as client:
         job = _find_job(client.status()["jobs"], args.job, args.master)
         if job["state"] not in ("queued", "running"):
             fail(f"job {job['id']} ({job['name']}) has already ended: {job['state']}")
@@ -532,18 +555,18 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
-    import zmq.auth
+    from .security import write_keys
 
-    os.makedirs(args.dir, exist_ok=True)
-    for name in ("master", "member"):
-        for suffix in (".key", ".key_secret"):
-            if os.path.exists(os.path.join(args.dir, name + suffix)):
-                raise SystemExit(f"zmqmr: {args.dir}/{name}{suffix} exists; not overwriting")
-    for name in ("master", "member"):
-        public, secret = zmq.auth.create_certificates(args.dir, name)
-        os.chmod(secret, 0o600)
+    written = write_keys(args.dir)
+    for public, secret in zip(written[::2], written[1::2]):
         print(f"wrote {public} and {secret}")
     return 0
+
+
+SERVER_INSECURE = (
+    "without --keys: no CURVE, even beyond loopback (anyone who can reach the ports, "
+    "every account of this machine included, can run code as you)"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -582,8 +605,21 @@ def build_parser() -> argparse.ArgumentParser:
     def master_address(sp: argparse.ArgumentParser, help: str, **kw: Any) -> None:
         sp.add_argument("--master", type=connect_address, help=help, **kw)
 
-    def client_options(sp: argparse.ArgumentParser, timeout: float) -> None:
-        sp.add_argument("--keys", help="key directory: turn on CURVE")
+    def keys(sp: argparse.ArgumentParser, insecure: str) -> None:
+        sp.add_argument(
+            "--keys",
+            metavar="DIR",
+            help="key directory for CURVE (default: $ZMQMR_KEYS, else ~/.zmqmr/keys, "
+            "made on first use for this user only)",
+        )
+        sp.add_argument("--insecure", action="store_true", help=insecure)
+
+    def client_options(
+        sp: argparse.ArgumentParser,
+        timeout: float,
+        insecure: str = "without --keys: no CURVE, to reach a master started with --insecure",
+    ) -> None:
+        keys(sp, insecure)
         sp.add_argument(
             "--timeout",
             type=_positive(float),
@@ -604,7 +640,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_CLIENT_BIND,
         help=f"address clients connect to (default {DEFAULT_CLIENT_BIND})",
     )
-    m.add_argument("--keys", help="key directory: turn on CURVE")
+    keys(m, SERVER_INSECURE)
     m.add_argument("--heartbeat-interval", type=_positive(float), help="seconds between heartbeats")
     m.add_argument(
         "--worker-timeout", type=_positive(float), help="seconds of silence before a worker is dead"
@@ -621,7 +657,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive(int),
         help="executor processes, i.e. attempts at a time (default 1)",
     )
-    w.add_argument("--keys", help="key directory: turn on CURVE")
+    keys(w, SERVER_INSECURE)
     sets(w, "a worker setting (see zmqmr.config.WorkerSettings); sizes such as 64MB are fine")
     w.set_defaults(func=cmd_worker)
 
@@ -656,7 +692,12 @@ def build_parser() -> argparse.ArgumentParser:
         "split_size=1MB, speculative=false, name=...), or on the local cluster a cluster "
         "or worker setting; repeat for more",
     )
-    client_options(r, 10.0)
+    client_options(
+        r,
+        10.0,
+        "without --keys: no CURVE, on the local cluster or to reach a master started "
+        "with --insecure",
+    )
     r.set_defaults(func=cmd_run)
 
     s = command("status", "show a master's workers and jobs")
@@ -680,12 +721,6 @@ def build_parser() -> argparse.ArgumentParser:
     k.set_defaults(func=cmd_keygen)
 
     for sp in (m, w):
-        sp.add_argument(
-            "--insecure",
-            action="store_true",
-            help="allow binding beyond loopback without --keys (anyone who can reach it can "
-            "run code as you)",
-        )
         sp.add_argument("--die-with-parent", action="store_true", help=argparse.SUPPRESS)
     return p
 

@@ -30,7 +30,7 @@ from .errors import (
     ResultTooLarge,
 )
 from .job import Job, JobResult, prepare, remove_temp_parts
-from .security import MEMBER, HandshakeWatch, load_keys
+from .security import MEMBER, HandshakeWatch, key_dir, load_keys
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +43,24 @@ PROGRESS_EVERY = 0.5
 class Client:
     """A connection to a master's client port.
 
-    ``keys`` names a key directory for CURVE (see ``zmqmr keygen``); ``timeout``
-    bounds every wait for the master's answer, in seconds.
+    CURVE is on by default: ``keys`` names a key directory (see ``zmqmr
+    keygen``), else the default one (``$ZMQMR_KEYS`` or ``~/.zmqmr/keys``,
+    made on first use) is used; ``insecure=True`` without ``keys`` turns
+    CURVE off, for a master started with ``--insecure``. ``timeout`` bounds
+    every wait for the master's answer, in seconds.
     """
 
-    def __init__(self, address: str, keys: str | None = None, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        address: str,
+        keys: str | None = None,
+        timeout: float = 10.0,
+        insecure: bool = False,
+    ) -> None:
         check_endpoint(address, "the master's client address")
         self.address = address
-        self.keys = load_keys(keys, MEMBER) if keys else None
+        directory = key_dir(keys, insecure, "a client")
+        self.keys = load_keys(directory, MEMBER) if directory else None
         self.timeout = timeout
         self._ctx: zmq.Context[Any] = zmq.Context()
         self._sock: zmq.Socket[Any] | None = None
