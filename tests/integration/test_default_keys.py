@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import site
 import stat
 import subprocess
 import sys
@@ -259,34 +258,53 @@ def _interpreter_for(uid: int, env: dict[str, str]) -> str:
     pytest.fail(f"no Python that uid {uid} can run imports zmqmr: {tried}")
 
 
+def _stage_packages(dest: str) -> None:
+    """Copy zmqmr and what it imports where any account can read them.
+
+    The repository and the virtual environment may sit in a directory other
+    accounts cannot enter (root's home); the copies are the same code.
+    """
+    import cloudpickle
+    import psutil
+
+    for module in (zmqmr, zmq, cloudpickle, psutil):
+        package = os.path.dirname(module.__file__)
+        shutil.copytree(package, os.path.join(dest, os.path.basename(package)))
+        for libs in ("pyzmq.libs", "psutil.libs"):  # the wheels' bundled shared libraries
+            path = os.path.join(os.path.dirname(package), libs)
+            if os.path.isdir(path) and not os.path.exists(os.path.join(dest, libs)):
+                shutil.copytree(path, os.path.join(dest, libs))
+
+
 @pytest.fixture
 def homes(monkeypatch):
-    """Homes for the owner (this process) and for ``nobody``, where both can be reached.
+    """Homes for the owner (this process) and for ``nobody``, and nobody's packages.
 
     Under /tmp and mode 0755, so that only the key directory's own mode keeps
     the other account out (pytest's tmp_path sits in a directory of mode 0700).
     """
-    owner = tempfile.mkdtemp(prefix="zmqmr-owner-", dir="/tmp")
-    other = tempfile.mkdtemp(prefix="zmqmr-nobody-", dir="/tmp")
-    os.chmod(owner, 0o755)
-    os.chmod(other, 0o755)
+    made = [tempfile.mkdtemp(prefix=f"zmqmr-{n}-", dir="/tmp") for n in ("owner", "nobody", "lib")]
+    owner, other, lib = made
+    for path in made:
+        os.chmod(path, 0o755)
     os.chown(other, NOBODY, NOBODY)
+    _stage_packages(lib)
     monkeypatch.setenv("HOME", owner)
     monkeypatch.delenv("ZMQMR_KEYS")
     try:
-        yield owner, other
+        yield owner, other, lib
     finally:
-        shutil.rmtree(owner, ignore_errors=True)
-        shutil.rmtree(other, ignore_errors=True)
+        for path in made:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="switching to another account needs root")
 def test_another_account_cannot_run_a_job_on_a_default_local_cluster(homes, books):
-    owner_home, other_home = homes
+    owner_home, other_home, lib = homes
     env = {
         "HOME": other_home,
         "PATH": "/usr/bin:/bin",
-        "PYTHONPATH": os.pathsep.join([REPO, *site.getsitepackages()]),
+        "PYTHONPATH": lib,
         "PYTHONDONTWRITEBYTECODE": "1",
         "ZMQMR_TEST_SESSION": os.environ["ZMQMR_TEST_SESSION"],
     }
