@@ -114,7 +114,7 @@ def test_sizes_take_suffixes_on_the_command_line(tmp_path):
         ),
         (
             "import helper_for_the_job\n",
-            ["helper_for_the_job.py\", line 2, in <module>", "ZeroDivisionError"],
+            ['helper_for_the_job.py", line 2, in <module>', "ZeroDivisionError"],
         ),
     ],
     ids=["syntax error", "exception at import", "exception in a module it imports"],
@@ -209,11 +209,16 @@ def test_a_bad_job_dict_is_one_message(tmp_path, job_source, message):
 # -- errors a user can cause -----------------------------------------------------------------
 
 
+# {port} is a free port, filled in when the test runs (test ids must not change).
+BAD, TCP, HINT = (
+    "127.0.0.1:{port}",
+    "tcp://127.0.0.1:{port}",
+    "did you mean tcp://127.0.0.1:{port}?",
+)
+
+
 def _error_cases():
-    port = free_port()
-    bad = f"127.0.0.1:{port}"
-    tcp = f"tcp://{bad}"
-    hint = f"did you mean tcp://{bad}?"
+    bad, tcp, hint, port = BAD, TCP, HINT, "{port}"
     return [
         (["worker", "--master", bad], 2, hint),
         (["status", "--master", bad], 2, hint),
@@ -248,6 +253,9 @@ def _error_cases():
 
 @pytest.mark.parametrize("args, code, message", _error_cases(), ids=lambda v: repr(v)[:60])
 def test_a_users_mistake_is_one_message_and_a_nonzero_exit(args, code, message):
+    port = free_port()
+    args = [a.replace("{port}", str(port)) for a in args]
+    message = message.replace("{port}", str(port))
     t = time.monotonic()
     out = zmqmr_cmd(*args, timeout=30)
     assert out.returncode == code, out.stderr
