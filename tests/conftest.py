@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import glob
 import os
 import re
@@ -75,8 +76,10 @@ os.environ.setdefault(MARKER, f"{os.getpid()}-{time.time()}")
 
 # The default keys of every process the tests start (zmqmr uses CURVE by
 # default): a directory of this session's, never the real ~/.zmqmr/keys.
+# Removed at exit, which a --collect-only run reaches too.
 SESSION_KEYS_PARENT = tempfile.mkdtemp(prefix="zmqmr-test-keys-")
 os.environ["ZMQMR_KEYS"] = os.path.join(SESSION_KEYS_PARENT, "keys")
+atexit.register(shutil.rmtree, SESSION_KEYS_PARENT, True)
 
 
 def _ours() -> dict[int, int]:
@@ -116,7 +119,6 @@ def no_leaked_processes():
 @pytest.fixture(scope="session", autouse=True)
 def nothing_left_at_the_end():
     yield
-    shutil.rmtree(SESSION_KEYS_PARENT, ignore_errors=True)
     deadline = time.monotonic() + 10
     while _ours() and time.monotonic() < deadline:
         time.sleep(0.1)
