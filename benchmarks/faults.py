@@ -33,7 +33,7 @@ import psutil
 import zmqmr
 
 BOOKS = os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "gutenberg"
+    os.path.dirname(os.path.abspath(__file__)), "..", "examples", "data", "gutenberg"
 )
 WORD = re.compile(r"[a-z]+")
 

@@ -491,19 +491,10 @@ def measure(kind: str, args: argparse.Namespace, work: str, round_: int) -> dict
 
 
 def parse_size(text: str) -> int:
-    t = text.strip().upper().removesuffix("B").removesuffix("I")
-    units = {"K": 1024, "M": MiB, "G": 1024 * MiB}
-    mult = 1
-    if t and t[-1] in units:
-        mult = units[t[-1]]
-        t = t[:-1]
-    try:
-        value = float(t)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"bad size {text!r}; e.g. 64MB, 512KB, 1GB") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
-    return int(value * mult)
+    """A size as zmqmr's command line reads it (64MB = 64 MiB), for argparse."""
+    from zmqmr.cli import size_arg
+
+    return int(size_arg(text))
 
 
 def fmt_mb(values: list[float]) -> str:

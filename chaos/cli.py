@@ -20,6 +20,7 @@ import signal
 import sys
 
 import zmqmr
+from zmqmr.cli import size_arg
 
 from . import netns, schedule
 from .nemesis import NEMESES
@@ -56,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--inputs",
         nargs="+",
         default=Scenario().inputs,
-        help="input files or globs (default: the Gutenberg books)",
+        help="input files or globs (default: the sample books in examples/data)",
     )
     r.add_argument("--workers", type=int, default=4, help="worker processes (default 4)")
     r.add_argument("--slots", type=int, default=1, help="executors per worker (default 1)")
@@ -69,7 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=None, help="the schedule's seed (default: random)")
     r.add_argument("-r", "--reducers", type=int, default=4, help="reduce tasks (default 4)")
     r.add_argument(
-        "--split-size", type=int, default=256 * 1024, help="bytes per input split (256 KiB)"
+        "--split-size",
+        type=size_arg,
+        default=256 * 1024,
+        help="bytes per input split, e.g. 64k or 1MB (default 256k)",
     )
     r.add_argument(
         "--pace",

@@ -226,6 +226,9 @@ class ChaosCluster:
         self.nodes: dict[str, Node] = {}
         self.address = ""  # the master's client address
         self.worker_address = ""  # the master's worker address
+        # In network namespaces the master and the shuffle servers bind beyond loopback:
+        # that takes --insecure (the chaos network is ours alone), and then clients too.
+        self.insecure = False
 
     # -- names -------------------------------------------------------------------
 
@@ -263,6 +266,7 @@ class ChaosCluster:
                 self.network = netns.Network(self.num_workers)
                 self.network.create()
                 bind_host = self.network.host_address
+                self.insecure = "--insecure" in zmqmr_help("master")
             self._start_master(bind_host)
             for i, name in enumerate(self.worker_names):
                 os.makedirs(os.path.join(self.dir, name), exist_ok=True)
@@ -275,9 +279,7 @@ class ChaosCluster:
                     self.data_dir(name),
                     *_settings_args(self.worker_settings),
                 ]
-                # In a namespace the shuffle server binds beyond loopback: that needs
-                # --insecure in a zmqmr with CURVE (the chaos network is ours alone).
-                if self.network and "--insecure" in zmqmr_help("worker"):
+                if self.insecure:
                     args.append("--insecure")
                 node = Node(name, args, os.path.join(self.dir, f"{name}.log"), prefix, self.dir)
                 self.nodes[name] = node
@@ -300,7 +302,7 @@ class ChaosCluster:
             announce,
             *_settings_args(self.settings),
         ]
-        if bind_host != "127.0.0.1" and "--insecure" in zmqmr_help("master"):
+        if self.insecure:
             args.append("--insecure")
         node = Node("master", args, os.path.join(self.dir, "master.log"), [], self.dir)
         self.nodes["master"] = node
@@ -322,7 +324,9 @@ class ChaosCluster:
 
     def client(self, timeout: float | None = None) -> zmqmr.Client:
         """A new client of the master; the caller closes it."""
-        return zmqmr.Client(self.address, timeout=timeout or self.client_timeout)
+        return zmqmr.Client(
+            self.address, timeout=timeout or self.client_timeout, insecure=self.insecure
+        )
 
     def status(self) -> dict[str, Any]:
         with self.client() as c:

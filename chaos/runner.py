@@ -205,9 +205,9 @@ def plan(sc: Scenario) -> tuple[list[str], dict[str, str], bool]:
 class _Waiter(threading.Thread):
     """Submits the job and waits for its outcome, so the schedule thread never blocks."""
 
-    def __init__(self, address: str, job: zmqmr.Job, timeout: float, deadline: float) -> None:
+    def __init__(self, cluster: ChaosCluster, job: zmqmr.Job, deadline: float) -> None:
         super().__init__(name="chaos-client", daemon=True)
-        self.address, self.job, self.timeout, self.deadline = address, job, timeout, deadline
+        self.cluster, self.job, self.deadline = cluster, job, deadline
         self.accepted = threading.Event()
         self.accepted_at = 0.0
         self.ended_at = 0.0
@@ -216,7 +216,7 @@ class _Waiter(threading.Thread):
 
     def run(self) -> None:
         try:
-            with zmqmr.Client(self.address, timeout=self.timeout) as client:
+            with self.cluster.client() as client:
                 handle = client.submit(self.job)
                 self.accepted_at = time.monotonic()
                 self.accepted.set()
@@ -334,7 +334,7 @@ def _drive(
     Returns what the client saw, and the output directory as it was when the
     job ended, before anything paused was resumed (see ``checker.snapshot``).
     """
-    waiter = _Waiter(cluster.address, job, cluster.client_timeout, deadline)
+    waiter = _Waiter(cluster, job, deadline)
     waiter.start()
     waiter.accepted.wait()
     if waiter.result is None and waiter.error is not None and not waiter.accepted_at:

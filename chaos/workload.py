@@ -3,8 +3,8 @@
 A job file defines ``mapper`` and ``reducer`` at module level, and optionally
 ``combiner`` and ``partitioner`` (``zmqmr.cli.load_job_file``, the same
 convention as ``zmqmr run``). The built-in workloads are two of the examples:
-word count and an inverted index, over the Gutenberg books beside the
-repository.
+word count and an inverted index, over the sample books that ship with the
+repository (examples/data/gutenberg).
 
 Pacing: a word count over a few megabytes finishes in about a second, before
 most faults land. ``paced(job, seconds)`` returns the same job with each
@@ -26,7 +26,7 @@ from zmqmr.cli import job_from_file
 from .cluster import REPO
 
 EXAMPLES = os.path.join(REPO, "examples")
-BOOKS_DIR = os.path.normpath(os.path.join(REPO, "..", "shared", "data", "gutenberg"))
+BOOKS_DIR = os.path.join(EXAMPLES, "data", "gutenberg")
 #: Built-in workloads by short name.
 WORKLOADS = {
     "wordcount": os.path.join(EXAMPLES, "wordcount.py"),

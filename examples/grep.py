@@ -8,10 +8,10 @@ The pattern comes from the environment variable ``ZMQMR_GREP_PATTERN``
 (default: monsters and fiends, which Frankenstein has plenty of), read once
 when the file is imported. Job file::
 
-    ZMQMR_GREP_PATTERN='(?i)\\bghost' zmqmr run examples/grep.py books/*.txt
+    ZMQMR_GREP_PATTERN='(?i)\\bghost' zmqmr run examples/grep.py examples/data/gutenberg/*.txt
 
 Script (embedded cluster, checked against ``zmqmr.run_serial``; default inputs:
-the Gutenberg books in ../../shared/data/gutenberg relative to the repository)::
+the sample books in examples/data/gutenberg)::
 
     python examples/grep.py [-r R] [PATTERN [FILE ...]]
 """
@@ -48,13 +48,12 @@ if __name__ == "__main__":
     import sys
     from collections import Counter
 
-    # The books sit next to the repository: <repo>/../shared/data/gutenberg.
-    here = os.path.dirname(os.path.abspath(__file__))
-    books = os.path.normpath(os.path.join(here, "..", "..", "shared", "data", "gutenberg"))
+    # The sample corpus ships with the repository, next to this file.
+    books = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "gutenberg")
     default_inputs = sorted(glob.glob(os.path.join(books, "*.txt")))
     parser = argparse.ArgumentParser(description="Distributed grep on a local zmqmr cluster.")
     parser.add_argument("pattern", nargs="?", help=f"a Python regex (default {PATTERN.pattern})")
-    parser.add_argument("inputs", nargs="*", help="text files (default: the Gutenberg books)")
+    parser.add_argument("inputs", nargs="*", help="text files (default: the sample books)")
     parser.add_argument("-r", "--reducers", type=int, default=2, help="reduce tasks")
     args = parser.parse_args()
     inputs = args.inputs or default_inputs

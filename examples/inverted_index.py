@@ -13,10 +13,10 @@ occurrence to one per word per map task.
 
 Job file::
 
-    zmqmr run examples/inverted_index.py books/*.txt -r 4
+    zmqmr run examples/inverted_index.py examples/data/gutenberg/*.txt -r 4
 
 Script (embedded cluster, checked against ``zmqmr.run_serial``; default inputs:
-the Gutenberg books in ../../shared/data/gutenberg relative to the repository)::
+the sample books in examples/data/gutenberg)::
 
     python examples/inverted_index.py [-r R] [FILE ...]
 """
@@ -50,12 +50,11 @@ if __name__ == "__main__":
     import glob
     import sys
 
-    # The books sit next to the repository: <repo>/../shared/data/gutenberg.
-    here = os.path.dirname(os.path.abspath(__file__))
-    books = os.path.normpath(os.path.join(here, "..", "..", "shared", "data", "gutenberg"))
+    # The sample corpus ships with the repository, next to this file.
+    books = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "gutenberg")
     default_inputs = sorted(glob.glob(os.path.join(books, "*.txt")))
     parser = argparse.ArgumentParser(description="Build an inverted index on a zmqmr cluster.")
-    parser.add_argument("inputs", nargs="*", help="text files (default: the Gutenberg books)")
+    parser.add_argument("inputs", nargs="*", help="text files (default: the sample books)")
     parser.add_argument("-r", "--reducers", type=int, default=2, help="reduce tasks")
     args = parser.parse_args()
     inputs = args.inputs or default_inputs

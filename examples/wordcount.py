@@ -7,11 +7,11 @@ per word instead of one record per occurrence.
 
 Run it as a job file on any text files::
 
-    zmqmr run examples/wordcount.py books/*.txt -r 4
+    zmqmr run examples/wordcount.py examples/data/gutenberg/*.txt -r 4
 
-or as a script on an embedded cluster (default inputs: the Gutenberg books in
-../../shared/data/gutenberg relative to the repository root), which also
-checks the cluster's answer against ``zmqmr.run_serial``::
+or as a script on an embedded cluster (default inputs: the eight Project
+Gutenberg books in examples/data/gutenberg), which also checks the
+cluster's answer against ``zmqmr.run_serial``::
 
     python examples/wordcount.py [-r R] [FILE ...]
 """
@@ -45,12 +45,11 @@ if __name__ == "__main__":
     import os
     import sys
 
-    # The books sit next to the repository: <repo>/../shared/data/gutenberg.
-    here = os.path.dirname(os.path.abspath(__file__))
-    books = os.path.normpath(os.path.join(here, "..", "..", "shared", "data", "gutenberg"))
+    # The sample corpus ships with the repository, next to this file.
+    books = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "gutenberg")
     default_inputs = sorted(glob.glob(os.path.join(books, "*.txt")))
     parser = argparse.ArgumentParser(description="Count words on a local zmqmr cluster.")
-    parser.add_argument("inputs", nargs="*", help="text files (default: the Gutenberg books)")
+    parser.add_argument("inputs", nargs="*", help="text files (default: the sample books)")
     parser.add_argument("-r", "--reducers", type=int, default=2, help="reduce tasks")
     args = parser.parse_args()
     inputs = args.inputs or default_inputs

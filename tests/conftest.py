@@ -1,12 +1,15 @@
-"""Shared fixtures: the books, word-count functions, and a check that tests leak no process."""
+"""Shared fixtures: the sample books, word-count functions, a check that tests leak no process."""
 
 from __future__ import annotations
 
+import atexit
 import glob
 import os
 import re
+import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections import Counter
 from typing import Any
@@ -16,7 +19,8 @@ import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-BOOKS_DIR = os.path.normpath(os.path.join(REPO, "..", "shared", "data", "gutenberg"))
+#: The sample corpus that ships with the repository (examples/data/README.md).
+BOOKS_DIR = os.path.join(REPO, "examples", "data", "gutenberg")
 BOOKS = sorted(glob.glob(os.path.join(BOOKS_DIR, "*.txt")))
 
 WORD = re.compile(r"[a-z]+")
@@ -88,6 +92,13 @@ def books() -> list[str]:
 # its parent (an orphaned executor, say) is still recognised as ours.
 MARKER = "ZMQMR_TEST_SESSION"
 os.environ.setdefault(MARKER, f"{os.getpid()}-{time.time()}")
+
+# The default keys of every process the tests start (zmqmr uses CURVE by
+# default): a directory of this session's, never the real ~/.zmqmr/keys.
+# Removed at exit, which a --collect-only run reaches too.
+SESSION_KEYS_PARENT = tempfile.mkdtemp(prefix="zmqmr-test-keys-")
+os.environ["ZMQMR_KEYS"] = os.path.join(SESSION_KEYS_PARENT, "keys")
+atexit.register(shutil.rmtree, SESSION_KEYS_PARENT, True)
 
 
 def _ours() -> dict[int, int]:

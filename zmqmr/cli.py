@@ -1,47 +1,223 @@
-"""The ``zmqmr`` command: master, worker, run, status, keygen.
+"""The ``zmqmr`` command: master, worker, run, status, cancel, keygen.
 
-This is the only module that configures logging.
+This is the only module that configures logging. A mistake a user can make
+here (a flag, an address, a setting, a key or data directory, a job file)
+ends in one message on stderr and a non-zero exit, never in a traceback of
+zmqmr's; an error in a job file is shown as the job file's own traceback.
+SIGINT and SIGTERM stop ``zmqmr run`` cleanly: a job it submitted to a
+master is cancelled, an embedded cluster is shut down with its files, and
+the exit status is 128 + the signal's number (130, 143).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
+import inspect
 import json
 import logging
 import os
 import signal
 import sys
 import threading
-from types import ModuleType
-from typing import Any
+import traceback
+import typing
+from collections.abc import Iterator, Mapping
+from types import FrameType, ModuleType
+from typing import Any, NoReturn
 
+from . import __version__
 from .config import (
     DEFAULT_CLIENT_BIND,
     DEFAULT_WORKER_BIND,
     ClusterSettings,
     WorkerSettings,
+    check_endpoint,
+    coerce,
+    parse_size,
+    setting_types,
 )
 from .errors import ClusterError, ZmqmrError
 
 log = logging.getLogger("zmqmr")
 
+#: Job arguments that are not settings: the functions (module-level names of a
+#: job file) and the inputs (the command line's).
+_NOT_SETTINGS = ("self", "mapper", "reducer", "combiner", "partitioner", "inputs")
 
-def _parse_sets(pairs: list[str], cls: Any) -> dict[str, Any]:
-    fields = cls.__dataclass_fields__
-    out: dict[str, Any] = {}
+
+def fail(message: str) -> NoReturn:
+    """Stop the command with one line on stderr and exit status 1."""
+    raise SystemExit(f"zmqmr: {message}")
+
+
+# -- values from the command line ----------------------------------------------------------
+
+
+def _arg(convert: Any) -> Any:
+    """An argparse type from a function that raises ValueError with a readable message."""
+
+    def parse(text: str) -> Any:
+        try:
+            return convert(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = getattr(convert, "__name__", "value")
+    return parse
+
+
+def _positive(kind: type) -> Any:
+    def convert(text: str) -> Any:
+        value = coerce(text, kind)
+        if value <= 0:
+            raise ValueError(f"must be positive, got {text!r}")
+        return value
+
+    return _arg(convert)
+
+
+def _size(text: str) -> int:
+    value = parse_size(text)
+    if value <= 0:
+        raise ValueError(f"must be positive, got {text!r}")
+    return value
+
+
+#: argparse types: a positive size (64MB), an address to connect to, one to bind.
+size_arg = _arg(_size)
+connect_address = _arg(lambda text: check_endpoint(text, ""))
+bind_address = _arg(lambda text: check_endpoint(text, "", bind=True))
+
+
+def _pairs(pairs: list[str]) -> Iterator[tuple[str, str]]:
     for pair in pairs:
         name, sep, raw = pair.partition("=")
-        if not sep or name not in fields:
-            raise SystemExit(f"zmqmr: unknown setting {name!r}; known: {', '.join(fields)}")
-        kind = type(getattr(cls(), name))
+        if not sep or not name.strip():
+            fail(f"--set takes NAME=VALUE, got {pair!r}")
+        yield name.strip(), raw
+
+
+def _typed(
+    values: Mapping[str, Any], types: Mapping[str, Any], source: str, what: str
+) -> dict[str, Any]:
+    """``values`` coerced to the types of the settings they name; a clear error if not."""
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        if name not in types:
+            fail(f"{source}: unknown {what} {name!r}; known: {', '.join(sorted(types))}")
         try:
-            out[name] = kind(raw) if kind is not bool else raw.lower() in ("1", "true", "yes")
-        except ValueError:
-            raise SystemExit(
-                f"zmqmr: setting {name} needs a {kind.__name__}, got {raw!r}"
-            ) from None
+            out[name] = coerce(value, types[name])
+        except ValueError as exc:
+            fail(f"{source}: {name} {exc}")
     return out
+
+
+def _parse_sets(pairs: list[str], cls: Any) -> dict[str, Any]:
+    return _typed(dict(_pairs(pairs)), setting_types(cls), "--set", "setting")
+
+
+def _settings(cls: Any, overrides: dict[str, Any]) -> Any:
+    try:
+        return cls(**overrides)
+    except ValueError as exc:  # a value of the right type out of range: say which
+        fail(str(exc))
+
+
+def _server_keys(args: argparse.Namespace, binds: list[str], what: str) -> str | None:
+    """The key directory of a master or worker: --keys; none with --insecure; the default.
+
+    The default keys are this machine's: a bind beyond loopback serves other
+    machines, which need the keys too, so it takes an explicit --keys.
+    """
+    from .security import check_default_keys_bind, key_dir
+
+    if not args.keys and not args.insecure:
+        check_default_keys_bind(binds)
+    return key_dir(args.keys, args.insecure, what)
+
+
+def _data_dir(path: str | None) -> str | None:
+    """``path`` as a directory this process can write, made if missing."""
+    if path is None:
+        return None
+    path = os.path.abspath(os.path.expanduser(path))
+    if os.path.exists(path) and not os.path.isdir(path):
+        fail(f"--data-dir {path} is not a directory")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        fail(f"--data-dir {path} cannot be made: {exc.strerror}")
+    if not os.access(path, os.W_OK | os.X_OK):
+        fail(f"--data-dir {path} is not writable by this user")
+    return path
+
+
+# -- signals -----------------------------------------------------------------------------
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived: ``zmqmr run`` cleans up and exits 128 + signum.
+
+    A BaseException, as KeyboardInterrupt is, so that ``except Exception``
+    in the code it passes through does not swallow it.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
+
+
+class Interrupts:
+    """SIGINT and SIGTERM raise ``Interrupted`` in the main thread, once.
+
+    Within ``held()`` a signal waits until the block ends (so a submission
+    completes and its job id is known, or a clean-up runs whole). After the
+    first, further signals are ignored: the clean-up they would cut short is
+    what removes the job and the files.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self._holding = 0
+        self._pending: int | None = None
+        self._raised = False
+        self._old: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
+        if self._raised:
+            log.warning("%s: already stopping", signal.Signals(signum).name)
+        elif self._holding:
+            self._pending = signum
+        else:
+            self._raised = True
+            raise Interrupted(signum)
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        self._holding += 1
+        try:
+            yield
+        finally:
+            self._holding -= 1
+        if not self._holding and self._pending is not None and not self._raised:
+            self._raised = True
+            raise Interrupted(self._pending)
+
+    def __enter__(self) -> Interrupts:
+        for sig in self.SIGNALS:
+            self._old[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
 
 
 def _stop_on_signals(event: threading.Event) -> None:
@@ -61,19 +237,15 @@ def cmd_master(args: argparse.Namespace) -> int:
         overrides["heartbeat_interval"] = args.heartbeat_interval
     if args.worker_timeout is not None:
         overrides["worker_timeout"] = args.worker_timeout
+    settings = _settings(ClusterSettings, overrides)
     from .security import MASTER, load_keys
 
-    keys = load_keys(args.keys, MASTER) if args.keys else None
+    directory = _server_keys(args, [args.bind, args.client_bind], "the master")
+    keys = load_keys(directory, MASTER) if directory else None
     import zmq
 
     try:
-        master = Master(
-            args.bind,
-            args.client_bind,
-            ClusterSettings(**overrides),
-            keys=keys,
-            insecure=args.insecure,
-        )
+        master = Master(args.bind, args.client_bind, settings, keys=keys, insecure=args.insecure)
     except zmq.ZMQError as exc:  # the port is taken, or the address is not this machine's
         raise ClusterError(f"the master cannot bind: {exc}") from None
     if args.announce:
@@ -102,11 +274,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     overrides = _parse_sets(args.set, WorkerSettings)
     if args.slots is not None:
         overrides["slots"] = args.slots
+    shuffle = Worker._default_shuffle_bind(args.master)
     worker = Worker(
         args.master,
-        args.data_dir,
-        WorkerSettings(**overrides),
-        keys_dir=args.keys,
+        _data_dir(args.data_dir),
+        _settings(WorkerSettings, overrides),
+        keys_dir=_server_keys(args, [shuffle], "a worker"),
         insecure=args.insecure,
     )
     _stop_on_signals(worker.stop_event)
@@ -114,68 +287,204 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- job files -----------------------------------------------------------------------------
+
+
+def job_setting_types() -> dict[str, Any]:
+    """Name -> declared type of every ``Job`` setting (what ``JOB`` and ``--set`` may give)."""
+    from .job import Job
+
+    hints = typing.get_type_hints(Job.__init__)
+    names = inspect.signature(Job.__init__).parameters
+    return {name: hints[name] for name in names if name not in _NOT_SETTINGS}
+
+
+def _user_traceback(exc: BaseException, path: str) -> str:
+    """The traceback of an error raised while importing ``path``, from its first frame on.
+
+    The frames before it (this module, importlib) are zmqmr's, not the
+    user's; a syntax error has none of the user's and shows as Python shows it.
+    """
+    tb = exc.__traceback__
+    while tb is not None and os.path.abspath(tb.tb_frame.f_code.co_filename) != path:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb)).rstrip()
+
+
 def load_job_file(path: str) -> ModuleType:
     """Import a job file (a module defining mapper, reducer, maybe combiner/partitioner)."""
     if not os.path.isfile(path):
-        raise SystemExit(f"zmqmr: job file {path!r} does not exist")
+        fail(
+            f"job file {path!r} does not exist"
+            if not os.path.exists(path)
+            else f"job file {path!r} is not a file"
+        )
+    given, path = path, os.path.abspath(path)
     name = "zmqmr_jobfile_" + "".join(
         c if c.isalnum() else "_" for c in os.path.splitext(os.path.basename(path))[0]
     )
-    spec = importlib.util.spec_from_file_location(name, os.path.abspath(path))
+    spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
-        raise SystemExit(f"zmqmr: cannot load {path!r} as Python")
+        fail(f"cannot load {given!r} as Python (a job file is a .py file)")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[name]
+        fail(f"the job file {given} failed to import:\n{_user_traceback(exc, path)}")
     for fn in ("mapper", "reducer"):
         if not callable(getattr(module, fn, None)):
-            raise SystemExit(f"zmqmr: {path} must define a function {fn}()")
+            fail(f"{given} must define a function {fn}()")
     return module
 
 
 def job_from_file(
-    path: str, inputs: list[str], reducers: int, output: str | None, split_size: int | None
+    path: str,
+    inputs: list[str],
+    reducers: int | None = None,
+    output: str | None = None,
+    split_size: int | None = None,
+    settings: Mapping[str, Any] | None = None,
 ) -> Any:
+    """The Job a job file defines, on ``inputs``.
+
+    Settings come from, last one winning: the Job's defaults, the file's
+    ``JOB = dict(...)``, ``reducers``/``output``/``split_size`` when given
+    (``-r``, ``-o``, ``--split-size``), and ``settings`` (``--set``).
+    """
     from .job import Job
 
     mod = load_job_file(path)
+    types = job_setting_types()
+    values: dict[str, Any] = {"name": os.path.splitext(os.path.basename(path))[0]}
+    declared = getattr(mod, "JOB", None)
+    if declared is not None:
+        if not isinstance(declared, Mapping):
+            fail(f"{path}: JOB must be a dict of Job settings, got {type(declared).__name__}")
+        for name in set(declared) & set(_NOT_SETTINGS):
+            where = "on the command line" if name == "inputs" else f"as {name}() at module level"
+            fail(f"{path}: JOB cannot hold {name!r}; give it {where}")
+        values.update(_typed(declared, types, f"{path}: JOB", "Job setting"))
+    flags = {"num_reducers": reducers, "output_dir": output, "split_size": split_size}
+    values.update({k: v for k, v in flags.items() if v is not None})
+    values.update(settings or {})
     return Job(
         mapper=mod.mapper,
         reducer=mod.reducer,
         inputs=inputs,
         combiner=getattr(mod, "combiner", None),
         partitioner=getattr(mod, "partitioner", None),
-        num_reducers=reducers,
-        output_dir=output,
-        split_size=split_size,
-        name=os.path.splitext(os.path.basename(path))[0],
+        **values,
     )
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _run_sets(pairs: list[str], local: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``--set`` of ``zmqmr run``: (Job settings, settings of the embedded cluster)."""
+    job_types = job_setting_types()
+    cluster_types = {**setting_types(ClusterSettings), **setting_types(WorkerSettings)}
+    job: dict[str, Any] = {}
+    cluster: dict[str, Any] = {}
+    for name, raw in _pairs(pairs):
+        if name in job_types:
+            job.update(_typed({name: raw}, job_types, "--set", "Job setting"))
+        elif name in cluster_types and local:
+            cluster.update(_typed({name: raw}, cluster_types, "--set", "setting"))
+        elif name in cluster_types:
+            fail(f"--set {name}: a cluster setting; give it to zmqmr master or zmqmr worker")
+        else:
+            fail(f"--set: unknown Job setting {name!r}; known: {', '.join(sorted(job_types))}")
+    return job, cluster
+
+
+# -- running jobs ----------------------------------------------------------------------
+
+
+def _cancel_on_interrupt(client: Any, handle: Any, exc: Interrupted) -> None:
+    client.timeout = min(client.timeout, 5.0)  # the user asked to stop: do not linger
+    try:
+        state = client.cancel(handle.job_id)
+    except ZmqmrError as err:
+        print(f"zmqmr: {exc.name}: could not cancel job {handle.job_id}: {err}", file=sys.stderr)
+        return
+    # None: the master has answered this client's waiting poll with the outcome, and forgot it
+    if state in (None, "cancelled"):
+        print(f"zmqmr: {exc.name}: cancelled job {handle.job_id}", file=sys.stderr)
+    else:
+        print(f"zmqmr: {exc.name}: job {handle.job_id} had already {state}", file=sys.stderr)
+
+
+def _run_on_master(
+    args: argparse.Namespace, job: Any, progress: bool | None, interrupts: Interrupts
+) -> Any:
     from .client import Client
+
+    with Client(
+        args.master, keys=args.keys, timeout=args.timeout, insecure=args.insecure
+    ) as client:
+        with interrupts.held():  # the job id is known once submit returns
+            handle = client.submit(job)
+        log.info("submitted job %s (%s) to %s", handle.job_id, handle.name, args.master)
+        try:
+            return handle.wait(progress=progress)
+        except Interrupted as exc:
+            _cancel_on_interrupt(client, handle, exc)
+            raise
+
+
+def _run_locally(
+    args: argparse.Namespace,
+    job: Any,
+    progress: bool | None,
+    cluster_settings: dict[str, Any],
+    interrupts: Interrupts,
+) -> Any:
     from .local import LocalCluster
 
-    job = job_from_file(args.jobfile, args.inputs, args.reducers, args.output, args.split_size)
-    progress = None if not args.quiet else False
-    if args.master:
-        with Client(args.master, keys=args.keys, timeout=args.timeout) as client:
-            result = client.run(job, progress=progress)
-    else:
-        with LocalCluster(workers=args.workers, keys=args.keys) as cluster:
-            result = cluster.client().run(job, progress=progress)
-    if args.output:
-        for path in result.output_files:
-            print(path)
-    else:
-        try:
-            out = sys.stdout
-            for key, value in result.items():
-                out.write(f"{key}\t{value}\n")
-            out.flush()
-        except BrokenPipeError:  # `zmqmr run ... | head`: the reader has had enough
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return 0
+    cluster = LocalCluster(
+        workers=args.workers, keys=args.keys, insecure=args.insecure, **cluster_settings
+    )
+    try:
+        cluster.start()
+        log.info(
+            "local cluster: master at %s, %d workers, files in %s",
+            cluster.address,
+            args.workers,
+            cluster.dir,
+        )
+        return cluster.client().run(job, progress=progress)
+    finally:
+        with interrupts.held():  # a signal now must not cut short the clean-up
+            cluster.close()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    job_sets, cluster_sets = _run_sets(args.set, local=not args.master)
+    if args.keys:  # before any process starts: a bad key directory is one message
+        from .security import MEMBER, load_keys
+
+        load_keys(args.keys, MEMBER)
+    job = job_from_file(
+        args.jobfile, args.inputs, args.reducers, args.output, args.split_size, job_sets
+    )
+    progress = False if args.quiet else None
+    with Interrupts() as interrupts:
+        if args.master:
+            result = _run_on_master(args, job, progress, interrupts)
+        else:
+            result = _run_locally(args, job, progress, cluster_sets, interrupts)
+        if args.output:
+            for path in result.output_files:
+                print(path)
+        else:
+            try:
+                out = sys.stdout
+                for key, value in result.items():
+                    out.write(f"{key}\t{value}\n")
+                out.flush()
+            except BrokenPipeError:  # `zmqmr run ... | head`: the reader has had enough
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                return 0
     s = result.stats
     if not args.quiet:
         print(
@@ -189,7 +498,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from .client import Client
 
-    with Client(args.master, keys=args.keys, timeout=args.timeout) as client:
+    with Client(
+        args.master, keys=args.keys, timeout=args.timeout, insecure=args.insecure
+    ) as client:
         status = client.status()
     if args.json:
         print(json.dumps(status, indent=2))
@@ -216,128 +527,211 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_keygen(args: argparse.Namespace) -> int:
-    import zmq.auth
+def _find_job(jobs: list[dict[str, Any]], wanted: str, address: str) -> dict[str, Any]:
+    """The job whose id is ``wanted``, or the only one whose id starts with it."""
+    exact = [j for j in jobs if j["id"] == wanted]
+    found = exact or [j for j in jobs if j["id"].startswith(wanted)]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        fail(f"the master at {address} has no job {wanted!r} (zmqmr status lists its jobs)")
+    fail(f"{wanted!r} is the start of {len(found)} job ids; give more of it")
 
-    os.makedirs(args.dir, exist_ok=True)
-    for name in ("master", "member"):
-        for suffix in (".key", ".key_secret"):
-            if os.path.exists(os.path.join(args.dir, name + suffix)):
-                raise SystemExit(f"zmqmr: {args.dir}/{name}{suffix} exists; not overwriting")
-    for name in ("master", "member"):
-        public, secret = zmq.auth.create_certificates(args.dir, name)
-        os.chmod(secret, 0o600)
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from .client import Client
+
+    with Client(
+        args.master, keys=args.keys, timeout=args.timeout, insecure=args.insecure
+    ) as client:
+        job = _find_job(client.status()["jobs"], args.job, args.master)
+        if job["state"] not in ("queued", "running"):
+            fail(f"job {job['id']} ({job['name']}) has already ended: {job['state']}")
+        state = client.cancel(job["id"])
+    if state not in (None, "cancelled"):
+        fail(f"job {job['id']} ({job['name']}) ended before the cancel arrived: {state}")
+    print(f"cancelled job {job['id']} ({job['name']})")
+    return 0
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from .security import write_keys
+
+    written = write_keys(args.dir)
+    for public, secret in zip(written[::2], written[1::2]):
         print(f"wrote {public} and {secret}")
     return 0
 
 
+SERVER_INSECURE = (
+    "without --keys: no CURVE, even beyond loopback (anyone who can reach the ports, "
+    "every account of this machine included, can run code as you)"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="zmqmr", description="MapReduce for Python on ZeroMQ.")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
+    p.add_argument("--version", action="version", version=f"zmqmr {__version__}")
+    # -v and -q are taken before the subcommand and after it (zmqmr -v run, zmqmr run -v);
+    # under their own names here, since a subcommand's default would overwrite them.
+    p.add_argument(
+        "-v",
+        "--verbose",
+        dest="top_verbose",
+        action="count",
+        default=0,
+        help="more logging (-vv: debug)",
+    )
+    p.add_argument("-q", "--quiet", dest="top_quiet", action="count", default=0, help="less output")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)"
+    )
+    common.add_argument(
+        "-q",
+        "--quiet",
+        action="count",
+        default=0,
+        help="less output (for run: no progress line or summary)",
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
-    m = sub.add_parser("master", help="run the master")
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, parents=[common])
+
+    def sets(sp: argparse.ArgumentParser, help: str) -> None:
+        sp.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help=help)
+
+    def master_address(sp: argparse.ArgumentParser, help: str, **kw: Any) -> None:
+        sp.add_argument("--master", type=connect_address, help=help, **kw)
+
+    def keys(sp: argparse.ArgumentParser, insecure: str) -> None:
+        sp.add_argument(
+            "--keys",
+            metavar="DIR",
+            help="key directory for CURVE (default: $ZMQMR_KEYS, else ~/.zmqmr/keys, "
+            "made on first use for this user only)",
+        )
+        sp.add_argument("--insecure", action="store_true", help=insecure)
+
+    def client_options(
+        sp: argparse.ArgumentParser,
+        timeout: float,
+        insecure: str = "without --keys: no CURVE, to reach a master started with --insecure",
+    ) -> None:
+        keys(sp, insecure)
+        sp.add_argument(
+            "--timeout",
+            type=_positive(float),
+            default=timeout,
+            help=f"seconds to wait for the master's answers (default {timeout:g})",
+        )
+
+    m = command("master", "run the master")
     m.add_argument(
         "--bind",
+        type=bind_address,
         default=DEFAULT_WORKER_BIND,
         help=f"address workers connect to (default {DEFAULT_WORKER_BIND})",
     )
     m.add_argument(
         "--client-bind",
+        type=bind_address,
         default=DEFAULT_CLIENT_BIND,
         help=f"address clients connect to (default {DEFAULT_CLIENT_BIND})",
     )
-    m.add_argument("--keys", help="key directory: turn on CURVE")
-    m.add_argument("--heartbeat-interval", type=float, help="seconds between heartbeats")
+    keys(m, SERVER_INSECURE)
+    m.add_argument("--heartbeat-interval", type=_positive(float), help="seconds between heartbeats")
     m.add_argument(
-        "--worker-timeout", type=float, help="seconds of silence before a worker is dead"
+        "--worker-timeout", type=_positive(float), help="seconds of silence before a worker is dead"
     )
-    m.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="a cluster setting (see zmqmr.config.ClusterSettings)",
-    )
+    sets(m, "a cluster setting (see zmqmr.config.ClusterSettings); sizes such as 64MB are fine")
     m.add_argument("--announce", help=argparse.SUPPRESS)
     m.set_defaults(func=cmd_master)
 
-    w = sub.add_parser("worker", help="run a worker")
-    w.add_argument(
-        "--master", required=True, help="the master's worker address, e.g. tcp://lab-01:5555"
-    )
+    w = command("worker", "run a worker")
+    master_address(w, "the master's worker address, e.g. tcp://lab-01:5555", required=True)
     w.add_argument("--data-dir", help="where map outputs live (default: a temporary directory)")
     w.add_argument(
-        "--slots", type=int, help="executor processes, i.e. attempts at a time (default 1)"
+        "--slots",
+        type=_positive(int),
+        help="executor processes, i.e. attempts at a time (default 1)",
     )
-    w.add_argument("--keys", help="key directory: turn on CURVE")
-    w.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="a worker setting (see zmqmr.config.WorkerSettings)",
-    )
+    keys(w, SERVER_INSECURE)
+    sets(w, "a worker setting (see zmqmr.config.WorkerSettings); sizes such as 64MB are fine")
     w.set_defaults(func=cmd_worker)
 
-    r = sub.add_parser("run", help="run a job file on inputs")
+    r = command("run", "run a job file on inputs")
     r.add_argument(
-        "jobfile", help="a Python file defining mapper, reducer (and maybe combiner, partitioner)"
+        "jobfile",
+        help="a Python file defining mapper, reducer (and maybe combiner, partitioner, "
+        "and JOB = dict(...) of Job settings)",
     )
     r.add_argument("inputs", nargs="+", help="input files or globs")
-    r.add_argument("-r", "--reducers", type=int, default=1, help="reduce tasks (default 1)")
+    r.add_argument(
+        "-r",
+        "--reducers",
+        type=_positive(int),
+        help="reduce tasks (default: the job file's JOB, else 1)",
+    )
     r.add_argument(
         "-o", "--output", help="output directory for part files (default: print results)"
     )
+    master_address(r, "a master's client address; without it, a local cluster runs the job")
     r.add_argument(
-        "--master", help="a master's client address; without it, a local cluster runs the job"
-    )
-    r.add_argument(
-        "--workers", type=int, default=2, help="workers of the local cluster (default 2)"
+        "--workers", type=_positive(int), default=2, help="workers of the local cluster (default 2)"
     )
     r.add_argument(
         "--split-size",
-        type=int,
-        default=None,
-        help="bytes per input split (default: planned for the cluster)",
+        type=size_arg,
+        help="bytes per input split, e.g. 64MB (default: planned for the cluster)",
     )
-    r.add_argument("--keys", help="key directory: turn on CURVE")
-    r.add_argument(
-        "--timeout", type=float, default=10.0, help="seconds to wait for the master's answers"
+    sets(
+        r,
+        "a Job setting (max_attempts=2, task_timeout=30, skip_bad_records=true, "
+        "split_size=1MB, speculative=false, name=...), or on the local cluster a cluster "
+        "or worker setting; repeat for more",
     )
-    r.add_argument("-q", "--quiet", action="store_true", help="no progress line or summary")
+    client_options(
+        r,
+        10.0,
+        "without --keys: no CURVE, on the local cluster or to reach a master started "
+        "with --insecure",
+    )
     r.set_defaults(func=cmd_run)
 
-    s = sub.add_parser("status", help="show a master's workers and jobs")
-    s.add_argument(
-        "--master",
-        default=f"tcp://127.0.0.1:{DEFAULT_CLIENT_BIND.rsplit(':', 1)[1]}",
-        help="the master's client address",
+    s = command("status", "show a master's workers and jobs")
+    master_address(
+        s, "the master's client address (default %(default)s)", default=DEFAULT_CLIENT_BIND
     )
-    s.add_argument("--keys", help="key directory: turn on CURVE")
     s.add_argument("--json", action="store_true", help="print JSON")
-    s.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the master")
+    client_options(s, 5.0)
     s.set_defaults(func=cmd_status)
 
-    k = sub.add_parser("keygen", help="make CURVE key pairs for a master and its members")
+    c = command("cancel", "cancel a job on a master")
+    c.add_argument("job", help="the job's id (as zmqmr status shows it), or its first characters")
+    master_address(
+        c, "the master's client address (default %(default)s)", default=DEFAULT_CLIENT_BIND
+    )
+    client_options(c, 5.0)
+    c.set_defaults(func=cmd_cancel)
+
+    k = command("keygen", "make CURVE key pairs for a master and its members")
     k.add_argument("dir", help="directory to write the keys to")
     k.set_defaults(func=cmd_keygen)
 
     for sp in (m, w):
-        sp.add_argument(
-            "--insecure",
-            action="store_true",
-            help="allow binding beyond loopback without --keys (anyone who can reach it can "
-            "run code as you)",
-        )
         sp.add_argument("--die-with-parent", action="store_true", help=argparse.SUPPRESS)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    default = logging.WARNING if args.command in ("run", "status", "keygen") else logging.INFO
-    level = max(logging.DEBUG, default - 10 * args.verbose)
+    args.verbose += args.top_verbose
+    args.quiet += args.top_quiet
+    # The long-running processes say what they do; one-off commands only what went wrong.
+    default = logging.INFO if args.command in ("master", "worker") else logging.WARNING
+    level = min(logging.CRITICAL, max(logging.DEBUG, default - 10 * (args.verbose - args.quiet)))
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if getattr(args, "die_with_parent", False):
         from .executor import die_with_parent
@@ -348,6 +742,12 @@ def main(argv: list[str] | None = None) -> int:
     except ZmqmrError as exc:
         print(f"zmqmr: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # a path, a permission, a full disk: the user's to fix
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"zmqmr: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
+    except Interrupted as exc:
+        return 128 + exc.signum
     except KeyboardInterrupt:
         return 130
 

@@ -21,6 +21,7 @@ from typing import IO, Any, TypeVar
 import zmq
 
 from . import protocol, shuffle
+from .config import check_endpoint
 from .errors import (
     ClusterError,
     JobCancelled,
@@ -30,7 +31,7 @@ from .errors import (
     ResultTooLarge,
 )
 from .job import Job, JobResult, prepare, remove_temp_parts
-from .security import MEMBER, HandshakeWatch, load_keys
+from .security import MEMBER, HandshakeWatch, key_dir, load_keys
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +44,25 @@ PROGRESS_EVERY = 0.5
 class Client:
     """A connection to a master's client port.
 
-    ``keys`` names a key directory for CURVE (see ``zmqmr keygen``); ``timeout``
-    bounds every wait for the master's answer, in seconds. A client may be used
-    from several threads at once: each thread talks over a socket of its own.
+    CURVE is on by default: ``keys`` names a key directory (see ``zmqmr
+    keygen``), else the default one (``$ZMQMR_KEYS`` or ``~/.zmqmr/keys``,
+    made on first use) is used; ``insecure=True`` without ``keys`` turns
+    CURVE off, for a master started with ``--insecure``. ``timeout`` bounds
+    every wait for the master's answer, in seconds. A client may be used from
+    several threads at once: each thread talks over a socket of its own.
     """
 
-    def __init__(self, address: str, keys: str | None = None, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        address: str,
+        keys: str | None = None,
+        timeout: float = 10.0,
+        insecure: bool = False,
+    ) -> None:
+        check_endpoint(address, "the master's client address")
         self.address = address
-        self.keys = load_keys(keys, MEMBER) if keys else None
+        directory = key_dir(keys, insecure, "a client")
+        self.keys = load_keys(directory, MEMBER) if directory else None
         self.timeout = timeout
         self._ctx: zmq.Context[Any] = zmq.Context()
         self._local = threading.local()
@@ -166,6 +178,17 @@ class Client:
         ``max_attempts`` times, ``MasterUnavailable`` when the master goes silent.
         """
         return self.submit(job).wait(progress=progress)
+
+    def cancel(self, job_id: str) -> str | None:
+        """Ask the master to stop job ``job_id``; returns the job's state once it has.
+
+        A status request follows the cancel on the same connection, so its
+        answer comes after the master has acted on the cancel. None: the
+        master does not know the job (any more).
+        """
+        self.send(protocol.CancelJob(job_id))
+        states = {j["id"]: j["state"] for j in self.status()["jobs"]}
+        return states.get(job_id)
 
     def status(self) -> dict[str, Any]:
         """Workers (slots, last heartbeat) and jobs (task counts) as the master sees them."""

@@ -1,14 +1,23 @@
-"""Settings and their defaults, in one place.
+"""Settings and their defaults, in one place; reading them and addresses from text.
 
 Cluster settings belong to the master and reach workers in the WELCOME reply,
 so one value governs both ends of a heartbeat. Job settings travel with the
-job. Only the standard library is imported here.
+job. ``coerce`` turns a value given as text (``--set NAME=VALUE``, a job
+file's ``JOB`` dict) into a setting's declared type, sizes included
+(``parse_size``); ``check_endpoint`` refuses a malformed ZeroMQ address
+before any socket exists. Only the standard library is imported here.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
+import re
+import types
+import typing
 from dataclasses import dataclass
+from typing import Any
 
 DEFAULT_WORKER_PORT = 5555
 DEFAULT_CLIENT_PORT = 5556
@@ -116,3 +125,147 @@ class WorkerSettings:
 def _positive(name: str, value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
         raise ValueError(f"{name} must be a positive number, got {value!r}")
+
+
+# -- values given as text ----------------------------------------------------------------
+
+_SIZE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(?:([kmgt])i?b?|b)?", re.IGNORECASE)
+_MULTIPLES = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def parse_size(text: str) -> int:
+    """Bytes from ``"512"``, ``"512k"``, ``"64MB"``, ``"1MiB"``, ``"1.5G"``.
+
+    A suffix is a power of 1024 whichever way it is spelt (``k``, ``KB``,
+    ``KiB``; ``M``, ``MB``, ``MiB``; ``G``; ``T``), as Hadoop's, Java's and
+    Docker's sizes are; case does not matter. Raises ValueError.
+    """
+    m = _SIZE.fullmatch(text.strip())
+    if m is None:
+        raise ValueError(f"{text!r} is not a size; e.g. 512k, 64MB, 1MiB, 1.5G")
+    number, unit = m.groups()
+    value = float(number) * (_MULTIPLES[unit.lower()] if unit else 1)
+    if value != int(value):
+        raise ValueError(f"{text!r} is not a whole number of bytes")
+    return int(value)
+
+
+def _options(kind: Any) -> tuple[Any, ...]:
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        return typing.get_args(kind)
+    return (kind,)
+
+
+def describe(kind: Any) -> str:
+    """A setting's type in words, for error messages."""
+    words = {
+        int: "a whole number (sizes such as 64MB are fine)",
+        float: "a number",
+        bool: "true or false",
+        str: "text",
+        type(None): "none",
+    }
+    return " or ".join(dict.fromkeys(words.get(o, "text") for o in _options(kind)))
+
+
+def coerce(value: Any, kind: Any) -> Any:
+    """``value`` as a setting of type ``kind`` (``int``, ``float | None``, ...).
+
+    Text is read as the type wants it: ``none`` (or ``null``) wherever None
+    is allowed, even in place of text; ``true``/``false`` (also yes/no,
+    on/off, 1/0); numbers; and sizes (``parse_size``) where a whole number
+    is wanted. A value of another type must already be one of
+    ``kind``'s (an int does for a float; a bool never does for an int).
+    Raises ValueError saying what was wanted.
+    """
+    options = _options(kind)
+    text = value.strip().lower() if isinstance(value, str) else ""
+    if type(None) in options and text in ("none", "null"):
+        return None
+    if isinstance(value, str) and str not in options:
+        if bool in options and text in _TRUE + _FALSE:
+            return text in _TRUE
+        if int in options:
+            try:
+                return int(text)
+            except ValueError:
+                try:
+                    return parse_size(text)
+                except ValueError:
+                    pass
+        if float in options:
+            try:
+                number = float(text)
+            except ValueError:
+                pass
+            else:
+                if not math.isnan(number):
+                    return number
+        raise ValueError(f"needs {describe(kind)}, got {value!r}")
+    if value is None and type(None) in options:
+        return None
+    if isinstance(value, bool):
+        ok = bool in options
+    elif isinstance(value, int):
+        ok = int in options or float in options
+    elif isinstance(value, float):
+        ok = float in options
+    else:
+        ok = any(isinstance(value, o) for o in options if isinstance(o, type))
+        ok = ok or (isinstance(value, os.PathLike) and any(o is str for o in options))
+    if not ok:
+        raise ValueError(f"needs {describe(kind)}, got {value!r}")
+    return value
+
+
+def setting_types(cls: Any) -> dict[str, Any]:
+    """Name -> declared type of every field of a settings dataclass."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+# -- addresses ---------------------------------------------------------------------------
+
+
+def _tcp_ok(rest: str, bind: bool) -> bool:
+    host, sep, port = rest.rpartition(":")
+    if not sep or not host or any(c.isspace() or c == "/" for c in host):
+        return False
+    if host == "*" and not bind:
+        return False
+    if bind and port == "*":
+        return True
+    return port.isdigit() and (1 if not bind else 0) <= int(port) <= 65535
+
+
+def check_endpoint(address: object, what: str, *, bind: bool = False) -> str:
+    """Return ``address`` if it is a ZeroMQ endpoint zmqmr can connect to (or bind).
+
+    ``tcp://HOST:PORT`` (to bind, HOST may be ``*`` and PORT ``*`` for any
+    free port) or ``ipc://PATH``; not ``inproc://``, which lives inside one
+    ZeroMQ context while each zmqmr process has its own. Anything else
+    raises ValueError at once, naming ``what`` and the form expected:
+    ZeroMQ would refuse it later, and a socket it refused would keep its
+    context from ever closing.
+    """
+    ok = False
+    if isinstance(address, str):
+        scheme, sep, rest = address.partition("://")
+        if sep and scheme == "tcp":
+            ok = _tcp_ok(rest, bind)
+        elif sep and scheme == "ipc":
+            ok = bool(rest.strip()) and rest == rest.strip()
+    if ok:
+        return str(address)
+    if bind:
+        form = "tcp://HOST:PORT (HOST may be *, PORT * for any free port) or ipc://PATH"
+    else:
+        form = "tcp://HOST:PORT (such as tcp://127.0.0.1:5555) or ipc://PATH"
+    subject = f"{what} {address!r}" if what else repr(address)
+    hint = ""
+    if isinstance(address, str) and "://" not in address and _tcp_ok(address, bind):
+        hint = f"; did you mean tcp://{address}?"
+    elif isinstance(address, str) and address.startswith("inproc://"):
+        hint = " (inproc:// cannot reach another process)"
+    raise ValueError(f"{subject} is not a ZeroMQ address: expected {form}{hint}")

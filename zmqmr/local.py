@@ -22,6 +22,7 @@ from typing import IO, Any
 from .client import Client
 from .config import ClusterSettings, WorkerSettings
 from .errors import ClusterError
+from .security import key_dir
 
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__))
 _PKG_PARENT = os.path.dirname(_PKG_DIR)
@@ -52,6 +53,10 @@ def _settings_args(values: dict[str, Any]) -> list[str]:
 class LocalCluster:
     """An embedded cluster: ``with LocalCluster(workers=4) as c: c.client().run(job)``.
 
+    Every socket speaks CURVE with the keys of ``keys``, else of the default
+    key directory (``$ZMQMR_KEYS`` or ``~/.zmqmr/keys``, made on first use,
+    readable by this user only), so no other account of the machine can
+    submit a job; ``insecure=True`` turns CURVE off, with a warning.
     Settings: ``heartbeat_interval`` and ``worker_timeout`` (seconds) and the
     other fields of ``ClusterSettings`` go to the master; ``slots`` and the
     fields of ``WorkerSettings`` go to every worker.
@@ -63,6 +68,7 @@ class LocalCluster:
         startup_timeout: float = 60.0,
         client_timeout: float = 10.0,
         keys: str | None = None,
+        insecure: bool = False,
         **settings: Any,
     ) -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
@@ -81,8 +87,9 @@ class LocalCluster:
         self._worker_overrides = {k: v for k, v in settings.items() if k in worker_names}
         self._cluster_overrides = {k: v for k, v in settings.items() if k in cluster_names}
         self.num_workers = workers
-        self.keys = None if keys is None else os.path.abspath(os.path.expanduser(keys))
-        self._key_args = [] if self.keys is None else ["--keys", self.keys]
+        self.keys = key_dir(keys, insecure, "the local cluster")
+        self.insecure = self.keys is None
+        self._key_args = ["--insecure"] if self.keys is None else ["--keys", self.keys]
         self.startup_timeout = startup_timeout
         self.client_timeout = client_timeout
         self.dir = ""
@@ -170,7 +177,9 @@ class LocalCluster:
     def wait_for_workers(self, n: int, timeout: float = 30.0) -> None:
         """Block until the master knows ``n`` live workers."""
         deadline = time.monotonic() + timeout
-        with Client(self.address, keys=self.keys, timeout=self.client_timeout) as client:
+        with Client(
+            self.address, keys=self.keys, timeout=self.client_timeout, insecure=self.insecure
+        ) as client:
             while True:
                 if len(client.status()["workers"]) >= n:
                     return
@@ -201,6 +210,7 @@ class LocalCluster:
             self.address,
             keys=self.keys,
             timeout=self.client_timeout if timeout is None else timeout,
+            insecure=self.insecure,
         )
         self._clients.append(c)
         return c

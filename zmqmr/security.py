@@ -1,9 +1,14 @@
-"""Keys, CURVE and the ZAP gatekeeper; the rule that only loopback binds without keys.
+"""Keys, CURVE and the ZAP gatekeeper; which key directory a process uses.
 
-A job is code: whoever can submit one runs anything as the workers' user. So
-without keys everything binds to loopback, and binding any other address
-needs ``--insecure``. With a key directory (``zmqmr keygen DIR``) every socket
-speaks CURVE:
+A job is code: whoever can submit one runs anything as the workers' user, and
+on a shared machine every account can reach 127.0.0.1. So every process
+speaks CURVE by default, with the key pairs of the user's key directory:
+``--keys DIR`` if given, else ``$ZMQMR_KEYS``, else ``~/.zmqmr/keys``, made
+with mode 0700 and fresh key pairs on first use (as Jupyter makes a token for
+a local server). ``--insecure`` without ``--keys`` turns CURVE off, with a
+warning. Default keys serve this machine only: binding beyond loopback takes
+an explicit ``--keys DIR`` (the directory every machine shares) or
+``--insecure``. A key directory (``zmqmr keygen DIR``) holds:
 
     DIR/master.key          the master's public key (workers and clients need it)
     DIR/master.key_secret   the master's key pair (the master only)
@@ -24,11 +29,14 @@ import glob
 import ipaddress
 import logging
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from typing import Any
 
 import zmq
 
+from .config import check_endpoint
 from .errors import SecurityError
 
 log = logging.getLogger(__name__)
@@ -94,6 +102,100 @@ def load_keys(directory: str, role: str) -> Keys:
     return Keys(directory, public, secret, master_public, member_public, frozenset(authorised))
 
 
+def default_keys_dir() -> str:
+    """Where the default keys live: ``$ZMQMR_KEYS``, else ``~/.zmqmr/keys``."""
+    directory = os.environ.get("ZMQMR_KEYS") or os.path.join("~", ".zmqmr", "keys")
+    return os.path.abspath(os.path.expanduser(directory))
+
+
+def write_keys(directory: str) -> list[str]:
+    """Make the master's and the members' key pairs in ``directory``; the paths written.
+
+    Secret keys get mode 0600. Refuses to overwrite any key already there.
+    """
+    import zmq.auth
+
+    os.makedirs(directory, exist_ok=True)
+    for name in (MASTER, MEMBER):
+        for suffix in (".key", ".key_secret"):
+            if os.path.exists(os.path.join(directory, name + suffix)):
+                raise SecurityError(f"{directory}/{name}{suffix} exists; not overwriting")
+    written = []
+    for name in (MASTER, MEMBER):
+        public, secret = zmq.auth.create_certificates(directory, name)
+        os.chmod(secret, 0o600)
+        written += [public, secret]
+    return written
+
+
+def default_keys() -> str:
+    """The default key directory, made with mode 0700 and fresh key pairs on first use."""
+    directory = default_keys_dir()
+    if os.path.isdir(directory):
+        return directory
+    parent = os.path.dirname(directory)
+    try:
+        os.makedirs(parent, mode=0o700, exist_ok=True)
+        # Made aside and renamed into place: a process starting at the same moment
+        # sees the whole directory or none of it, and the one that loses the race
+        # uses the winner's keys.
+        tmp = tempfile.mkdtemp(prefix=".keys-", dir=parent)  # mode 0700
+        try:
+            write_keys(tmp)
+            os.rename(tmp, directory)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not os.path.isdir(directory):
+                raise
+        else:
+            log.info("made CURVE key pairs in %s (mode 0700), for this user only", directory)
+    except OSError as exc:
+        raise SecurityError(
+            f"cannot make the default key directory {directory}: {exc.strerror}; "
+            "give one with --keys DIR (or ZMQMR_KEYS=DIR), made with zmqmr keygen DIR"
+        ) from None
+    return directory
+
+
+_warned_insecure = False
+
+
+def warn_insecure(what: str) -> None:
+    """Say, once per process, that CURVE is off and what that lets others do."""
+    global _warned_insecure
+    if not _warned_insecure:
+        _warned_insecure = True
+        log.warning(
+            "INSECURE: %s: CURVE is off, so any account that can reach the cluster's ports "
+            "(on this machine: every account) can run code as the cluster's user",
+            what,
+        )
+
+
+def key_dir(keys: str | None, insecure: bool, what: str) -> str | None:
+    """The key directory a process uses: ``keys``; none if ``insecure``; else the default.
+
+    Given keys win over ``insecure``, which only turns the default keys off.
+    """
+    if keys:
+        return os.path.abspath(os.path.expanduser(keys))
+    if insecure:
+        warn_insecure(what)
+        return None
+    return default_keys()
+
+
+def check_default_keys_bind(addresses: list[str]) -> None:
+    """Refuse default keys for a bind beyond loopback: other machines do not have them."""
+    for address in addresses:
+        if not is_loopback(address):
+            raise SecurityError(
+                f"{address} is reachable from other machines, which need the same keys: "
+                "give the key directory they share with --keys DIR (zmqmr keygen DIR), "
+                "or, on a network you trust completely, --insecure"
+            )
+
+
 class Gatekeeper:
     """The ZAP handler of one process: only keys in the directory get in."""
 
@@ -136,7 +238,8 @@ def is_loopback(address: str) -> bool:
 
 
 def check_bind(address: str, keys: Keys | None, insecure: bool, what: str) -> None:
-    """Refuse to bind ``address`` beyond loopback without keys, unless insecure."""
+    """Refuse a malformed ``address``, and one beyond loopback without keys unless insecure."""
+    check_endpoint(address, what, bind=True)
     if keys is not None or is_loopback(address):
         return
     if not insecure:

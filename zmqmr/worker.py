@@ -29,7 +29,7 @@ from typing import Any
 import zmq
 
 from . import executor, protocol, shuffle, worker_state
-from .config import WorkerSettings
+from .config import WorkerSettings, check_endpoint
 from .errors import ProtocolError
 from .security import MEMBER, Gatekeeper, HandshakeWatch, check_bind, load_keys
 from .worker_state import WorkerState
@@ -64,6 +64,7 @@ class Worker:
         keys_dir: str | None = None,
         insecure: bool = False,
     ) -> None:
+        check_endpoint(master, "the master's worker address")
         self.master = master
         self.settings = settings or WorkerSettings()
         self._own_data_dir = data_dir is None

@@ -1,4 +1,4 @@
-"""Helpers for the chaos suite: the repository on sys.path, the books, scenarios.
+"""Helpers for the chaos suite: the repository on sys.path, the sample books, scenarios.
 
 The ``chaos`` package lives at the repository root and is not installed, so
 this module puts the root on ``sys.path``; import it before ``chaos``.
@@ -24,8 +24,8 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 from chaos import Report, Scenario  # noqa: E402
+from chaos.workload import BOOKS_DIR  # noqa: E402
 
-BOOKS_DIR = os.path.normpath(os.path.join(REPO, "..", "shared", "data", "gutenberg"))
 BOOKS = sorted(glob.glob(os.path.join(BOOKS_DIR, "*.txt")))
 #: Four of the books (1.3 MB): a paced job of about five seconds on three workers.
 FEW_BOOKS = [

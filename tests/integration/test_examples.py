@@ -17,13 +17,13 @@ from collections import Counter, defaultdict
 from decimal import Decimal
 
 import pytest
+from conftest import BOOKS_DIR
 
 import zmqmr
 from zmqmr.cli import load_job_file
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EXAMPLES = os.path.join(REPO, "examples")
-BOOKS_DIR = os.path.normpath(os.path.join(REPO, "..", "shared", "data", "gutenberg"))
 # Two short books: enough text for several map tasks, quick to count here.
 TWO_BOOKS = [
     os.path.join(BOOKS_DIR, "pg-being_ernest.txt"),

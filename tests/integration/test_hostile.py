@@ -229,7 +229,11 @@ WORKER_PORT_BARRAGE: list[tuple[str, list[bytes], bool]] = [
     ("an unknown type", raw("TELEPORT", "{}"), True),
     ("a HEARTBEAT whose header is not JSON", raw("HEARTBEAT", b"\xff\xfe{not json"), True),
     ("a HEARTBEAT whose header is a list", raw("HEARTBEAT", "[]"), True),
-    ("a DONE with NaN for a counter", raw("DONE", '{"attempt":1,"report":{"counters":{"x":NaN}}}'), True),
+    (
+        "a DONE with NaN for a counter",
+        raw("DONE", '{"attempt":1,"report":{"counters":{"x":NaN}}}'),
+        True,
+    ),
     (
         "a HEARTBEAT with Infinity for progress",
         raw("HEARTBEAT", '{"progress":[{"attempt":1,"fraction":Infinity}]}'),
@@ -279,3 +283,476 @@ def test_no_message_from_a_registered_worker_kills_the_master(fresh_cluster, ctx
     assert_exact_job(c)
     assert problems == []
 
+
+# -- 1. one message cannot kill the master: the client port ------------------------------
+
+RECORDS_SPEC = {
+    "name": "hostile",
+    "num_reducers": 1,
+    "splits": [{"kind": "records", "blob": 0, "count": 1, "first": 0}],
+}
+
+
+def submit_frames(job: Any, **spec: Any) -> list[bytes]:
+    body = json.dumps({"job": job, "spec": {**RECORDS_SPEC, **spec}})
+    return raw("SUBMIT", body, b"code", b"records")
+
+
+#: (what, frames, the answer due: (type, its job id or None), or None for silence)
+CLIENT_PORT_BARRAGE: list[tuple[str, list[bytes], tuple[str, str | None] | None]] = [
+    ("a SUBMIT with job id ../../x", submit_frames("../../x"), ("REJECTED", None)),
+    (
+        "a SUBMIT whose name is a list",
+        submit_frames("hostile-1", name=["a"]),
+        ("REJECTED", "hostile-1"),
+    ),
+    (
+        "a SUBMIT whose records split names a blob it did not send",
+        submit_frames("hostile-2")[:-1],
+        ("REJECTED", "hostile-2"),
+    ),
+    ("a SUBMIT with no splits", submit_frames("hostile-3", splits=[]), ("REJECTED", "hostile-3")),
+    (
+        "a SUBMIT with 10**30 reducers",
+        submit_frames("hostile-4", num_reducers=10**30),
+        ("REJECTED", "hostile-4"),
+    ),
+    ("a POLL for an unknown job", p.encode(p.Poll("no-such-job")), ("JOB_FAILED", "no-such-job")),
+    (
+        "a long POLL for an unknown job",
+        p.encode(p.Poll("no-such-job-2", wait=30.0)),
+        ("JOB_FAILED", "no-such-job-2"),
+    ),
+    ("a CANCEL_JOB for an unknown job", p.encode(p.CancelJob("no-such-job")), None),
+    (f"one random frame (seed {RANDOM_SEED})", [_rng.randbytes(100)], None),
+    (f"seven random frames (seed {RANDOM_SEED})", [_rng.randbytes(30) for _ in range(7)], None),
+    ("one empty frame", [b""], None),
+    ("a type and no header", [p.VERSION, b"SUBMIT"], None),
+    ("a SUBMIT whose header is not JSON", raw("SUBMIT", b"{\xff", b"code"), None),
+    ("a SUBMIT whose header is 100,000 deep", raw("SUBMIT", deep(100_000), b"code"), None),
+    ("a STATUS with an unknown field", raw("STATUS", '{"verbose":true}'), None),
+    (
+        "a worker's READY at the client port",
+        p.encode(p.Ready(1, "tcp://127.0.0.1:9", "h", 1)),
+        None,
+    ),
+]
+
+
+@pytest.mark.timeout(90)
+def test_no_message_at_the_client_port_kills_the_master_and_bad_submits_are_rejected(
+    fresh_cluster, ctx
+):
+    c = fresh_cluster
+    everyone = [c.client(timeout=5), c.client(timeout=5)]
+    rogue = Peer(ctx, c.address)
+    problems = []
+    try:
+        for what, frames, due in CLIENT_PORT_BARRAGE:
+            rogue.drain()
+            rogue.send(frames)
+            got = None if due is None else rogue.expect(due[0])
+            assert_alive(c, everyone, what)
+            if due is None:
+                continue
+            if got is None:
+                problems.append(f"{what}: no {due[0]} (silence)")
+            elif due[1] is not None and header_of(got).get("job") != due[1]:
+                problems.append(f"{what}: {due[0]} names job {header_of(got).get('job')!r}")
+    finally:
+        rogue.close()
+    assert_exact_job(c)
+    assert problems == []
+
+
+# -- 1. a hypothesis-driven barrage --------------------------------------------------------
+#
+# Messages are derived from zmqmr.protocol.MESSAGES and the kinds of their fields, so a
+# message type added to the protocol is fuzzed without a line here; then one field (or
+# one frame) is corrupted: a wrong type, a huge number, deep nesting, NaN, a job id.
+
+_DEEP = "\x00deep\x00"
+_NAN = "\x00nan\x00"
+_DIGITS = "\x00digits\x00"
+
+SPLITS = st.sampled_from(
+    [
+        {"kind": "text", "path": "/nonexistent/in.txt", "start": 0, "end": 10},
+        {"kind": "files", "paths": ["/nonexistent/a.txt"]},
+        {"kind": "records", "blob": 0, "count": 1, "first": 0},
+    ]
+)
+
+
+def valid_json(kind: p.Kind) -> st.SearchStrategy[Any]:
+    """JSON values that ``kind`` accepts."""
+    if isinstance(kind, p.Int):
+        return st.integers(kind.lo, kind.hi)
+    if isinstance(kind, p.Num):
+        return st.floats(kind.lo, kind.hi, allow_nan=False, allow_infinity=False)
+    if isinstance(kind, p.Str):
+        if kind.choices is not None:
+            return st.sampled_from(sorted(kind.choices))
+        if kind.pattern is not None:  # job ids: valid, and unknown to the master
+            return st.from_regex(kind.pattern, fullmatch=True)
+        return st.text(max_size=min(kind.max_len, 12))
+    if isinstance(kind, p.Bool):
+        return st.booleans()
+    if isinstance(kind, p.Opt):
+        return st.none() | valid_json(kind.kind)
+    if isinstance(kind, p.ListOf):
+        return st.lists(valid_json(kind.item), max_size=min(kind.max_len, 2))
+    if isinstance(kind, p.DictOf):
+        return st.dictionaries(st.text(max_size=8), valid_json(kind.value), max_size=2)
+    if isinstance(kind, p.Obj):
+        return record_json(kind.cls)
+    raise AssertionError(f"a field kind this test does not know: {kind!r}")
+
+
+def record_json(cls: type[p.Record]) -> st.SearchStrategy[dict[str, Any]]:
+    if cls is p.Split:  # which fields a split needs depends on its kind
+        return SPLITS
+    fields = {name: valid_json(kind) for name, kind in cls.FIELDS.items()}
+    if cls is p.JobSpec:
+        fields["splits"] = st.lists(SPLITS, min_size=1, max_size=2)
+    if cls is p.Fetch:
+        fields["parts"] = st.lists(record_json(p.FetchPart), min_size=1, max_size=2)
+    return st.fixed_dictionaries(fields)
+
+
+BAD_VALUES = st.one_of(
+    st.sampled_from(["wrong", "", 1, -1, 2.5, True, False, None, [], {}, [1, "x"], {"x": 1}]),
+    st.sampled_from(
+        [10**30, -(10**30), 2**63, 2**64, -(2**63) - 1, 10**400, -(10**400), 10**4000]
+        + [1e308, -1e308, 5e-324, _DIGITS]
+    ),
+    st.sampled_from([_DEEP, _NAN]),
+    st.from_regex(p.JOB_ID, fullmatch=True),
+    st.sampled_from(["../../x", "a" * 65, "job/1", "\ud800", "x" * (p.MAX_NAME + 1)]),
+)
+
+
+def _paths(value: Any, at: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    yield at
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _paths(v, (*at, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _paths(v, (*at, i))
+
+
+def _replaced(value: Any, at: tuple[Any, ...], new: Any) -> Any:
+    if not at:
+        return new
+    out = dict(value) if isinstance(value, dict) else list(value)
+    out[at[0]] = _replaced(value[at[0]], at[1:], new)
+    return out
+
+
+def _dump(header: Any, depth: int) -> bytes:
+    text = json.dumps(header)
+    text = text.replace(json.dumps(_DEEP), deep(depth)).replace(json.dumps(_NAN), "NaN")
+    return text.replace(json.dumps(_DIGITS), "9" * 5000).encode()
+
+
+FRAME_CORRUPTIONS = [
+    ("an old version", lambda f: [b"ZMQMR1", *f[1:]]),
+    ("no version frame", lambda f: f[1:]),
+    ("an unknown type", lambda f: [f[0], b"TELEPORT", *f[2:]]),
+    ("a lower-case type", lambda f: [f[0], f[1].lower(), *f[2:]]),
+    ("no header", lambda f: f[:2]),
+    ("a header that is not JSON", lambda f: [*f[:2], b"\xff{", *f[3:]]),
+    ("a header that is JSON null", lambda f: [*f[:2], b"null", *f[3:]]),
+    ("three more blobs", lambda f: [*f, b"x", b"y", b"z"]),
+    ("its blobs dropped", lambda f: f[:3]),
+]
+
+
+@st.composite
+def hostile_messages(draw, types=None, depths=(1_500, 100_000)) -> tuple[str, list[bytes]]:
+    """(what it is, its frames): a message of the protocol with one thing wrong, or none."""
+    name = draw(types or st.sampled_from(sorted(p.MESSAGES)))
+    cls = p.MESSAGES[name]
+    header = draw(record_json(cls))
+    blobs = [b"blob"] * (2 if cls is p.Submit else cls.BLOBS[0])
+    how = draw(st.sampled_from(["field"] * 5 + ["add", "drop", "frames", "bytes", "none"]))
+    what = name
+    if how == "field":
+        at = draw(st.sampled_from(list(_paths(header))))
+        bad = draw(BAD_VALUES)
+        header = _replaced(header, at, bad)
+        what = f"{name} with {'.'.join(map(str, at)) or 'its header'} = {bad!r:.60}"
+    elif how == "add":
+        header = {**header, "unexpected": draw(BAD_VALUES)}
+        what = f"{name} with an unknown field"
+    elif how == "drop" and header:
+        gone = draw(st.sampled_from(sorted(header)))
+        header = {k: v for k, v in header.items() if k != gone}
+        what = f"{name} without {gone}"
+    frames = [p.VERSION, name.encode(), _dump(header, draw(st.sampled_from(depths))), *blobs]
+    if how == "frames":
+        label, corrupt = draw(st.sampled_from(FRAME_CORRUPTIONS))
+        frames, what = corrupt(frames), f"{name} with {label}"
+    elif how == "bytes":
+        frames = draw(st.lists(st.binary(max_size=80), min_size=1, max_size=5))
+        what = f"random frames {frames!r:.80}"
+    return what[:200], frames
+
+
+def names_a_valid_job(frames: list[bytes]) -> str | None:
+    """The job id of a SUBMIT whose header is a JSON object naming a valid one."""
+    if len(frames) < 3 or frames[0] != p.VERSION or frames[1] != b"SUBMIT":
+        return None
+    try:
+        obj = json.loads(frames[2], parse_constant=lambda c: 1 / 0)
+    except (ValueError, ZeroDivisionError, RecursionError):
+        return None
+    job = obj.get("job") if isinstance(obj, dict) else None
+    return job if isinstance(job, str) and p.JOB_ID.fullmatch(job) else None
+
+
+BARRAGE = settings(
+    max_examples=300,
+    deadline=None,
+    database=None,  # nothing written into the repository
+    derandomize=True,  # the same barrage every run: a failure replays
+    phases=[Phase.generate],  # no shrinking: once the master is dead every example fails
+    suppress_health_check=list(HealthCheck),
+)
+
+
+@pytest.mark.timeout(120)
+def test_fuzzed_messages_at_both_master_ports_never_kill_it(fresh_cluster, ctx):
+    c = fresh_cluster
+    everyone = [c.client(timeout=5)]
+    liar = FakeWorker(ctx, c)
+    rogue = Peer(ctx, c.address)
+    registered = [False]
+
+    @BARRAGE
+    @given(target=st.sampled_from(["worker port", "client port"]), message=hostile_messages())
+    def barrage(target: str, message: tuple[str, list[bytes]]) -> None:
+        what, frames = message
+        msg = decoded(frames)
+        if target == "client port":
+            assume(not isinstance(msg, p.Submit))  # a valid job is no attack
+            rogue.drain()
+            rogue.send(frames)
+            job = names_a_valid_job(frames)
+            if isinstance(msg, p.Poll):
+                due = ("JOB_FAILED", msg.job)  # no job is known
+            elif isinstance(msg, p.StatusRequest):
+                due = ("STATUS_REPLY", None)
+            elif msg is None and job is not None:
+                due = ("REJECTED", job)
+            else:
+                due = None
+            got = None if due is None else rogue.expect(due[0])
+            assert_alive(c, everyone, f"{what} at the {target}")
+            if due is not None:
+                assert got is not None, f"no {due[0]} for {what}"
+                assert due[1] is None or header_of(got)["job"] == due[1]
+            return
+        if not registered[0]:
+            liar.register()
+            registered[0] = True
+        liar.drain()
+        liar.send(frames)
+        kind = msg.TYPE if msg is not None else None
+        if kind not in WORKER_TYPES:
+            due = "RECONNECT"  # malformed, or not a worker's message: dropped
+            registered[0] = False
+        elif kind == "READY":
+            due = "WELCOME"
+        else:
+            due = None
+            registered[0] = kind != "BYE"
+        got = None if due is None else liar.expect(due)
+        assert_alive(c, everyone, f"{what} at the {target}")
+        assert due is None or got is not None, f"no {due} for {what}"
+
+    try:
+        barrage()
+        if registered[0]:
+            liar.leave(everyone[0])
+    finally:
+        liar.close()
+        rogue.close()
+    assert_exact_job(c)
+
+
+@pytest.mark.timeout(120)
+def test_fuzzed_requests_at_a_shuffle_server_are_each_answered_and_it_keeps_serving(cluster, ctx):
+    c = cluster
+    workers = c.client().status()["workers"]
+    address = next(w["shuffle"] for w in workers if w["pid"] == c.worker_pids[0])
+    req = ctx.socket(zmq.REQ)
+    req.linger = 0
+    req.setsockopt(zmq.REQ_RELAXED, 1)  # a lost answer fails one example, not every later one
+    req.setsockopt(zmq.REQ_CORRELATE, 1)
+    req.connect(address)
+    fetch_mostly = st.sampled_from(["FETCH"]) | st.sampled_from(sorted(p.MESSAGES))
+
+    def ask(frames: list[bytes], what: str) -> p.Message:
+        req.send_multipart(frames)
+        assert req.poll(int(REPLY_WAIT * 1000)), f"the shuffle server did not answer {what}"
+        reply = decoded(req.recv_multipart())
+        assert reply is not None, f"the shuffle server's answer to {what} is malformed"
+        return reply
+
+    @settings(BARRAGE, max_examples=200)
+    @given(message=hostile_messages(types=fetch_mostly, depths=(1_500, 20_000)))
+    def barrage(message: tuple[str, list[bytes]]) -> None:
+        what, frames = message
+        assume(sum(map(len, frames)) < shuffle.MAX_REQUEST_BYTES - 1024)  # the socket's limit
+        reply = ask(frames, what)
+        if isinstance(decoded(frames), p.Fetch):  # of outputs that do not exist
+            assert isinstance(reply, (p.FetchError, p.Chunks)), f"{reply.TYPE} for {what}"
+        else:
+            assert isinstance(reply, p.FetchError), f"{reply.TYPE} for {what}"
+            assert not reply.corrupt, f"a malformed request called corrupt: {what}"
+
+    try:
+        barrage()
+        still = ask(p.encode(p.Fetch("no-such-job", 0, [p.FetchPart(0, 1)], 1 << 20)), "FETCH")
+        assert isinstance(still, p.FetchError) and not still.corrupt and still.map_task == 0
+    finally:
+        req.close(0)
+    result = assert_exact_job(c)
+    assert result.stats["fetch_failures"] == 0  # both shuffle servers served every reducer
+
+
+# -- 1. a bad name must not break status -------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_status_works_for_every_client_and_the_cli_with_a_hostile_worker_name(cluster, ctx):
+    client = cluster.client(timeout=5)
+    liar = FakeWorker(ctx, cluster, host=HOSTILE_HOST)
+    try:
+        liar.register()
+        for c in (client, cluster.client(timeout=5)):
+            hosts = [w["host"] for w in c.status()["workers"]]
+            assert HOSTILE_HOST in hosts and len(hosts) == 3
+        for extra in (["--json"], []):
+            out = subprocess.run(
+                [sys.executable, "-m", "zmqmr", "status", "--master", cluster.address, *extra],
+                env=ENV,
+                capture_output=True,
+                timeout=30,
+            )
+            stderr = out.stderr.decode(errors="replace")
+            assert out.returncode == 0, f"`zmqmr status {' '.join(extra)}` failed:\n{stderr}"
+            assert b"3 worker(s)" in out.stdout or len(json.loads(out.stdout)["workers"]) == 3
+    finally:
+        liar.leave(client)
+        liar.close()
+
+
+# -- 2. a worker that sends anything malformed is dropped ----------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_that_sends_a_malformed_done_is_dropped_and_the_log_says_why(cluster, ctx):
+    client = cluster.client(timeout=5)
+    liar = FakeWorker(ctx, cluster, host="liar", pid=31337)
+    try:
+        liar.register()
+        assert liar.listed(client)
+        liar.send(raw("DONE", '{"attempt":1,"report":{"counters":{"records":"many"}}}'))
+        assert liar.expect("RECONNECT") is not None, "not told to RECONNECT at once"
+        assert not liar.listed(client)
+        liar.send(p.encode(p.Heartbeat()))
+        assert liar.sock.poll(int(REPLY_WAIT * 1000)), "its next HEARTBEAT got no answer"
+        answer = liar.sock.recv_multipart()
+        assert answer[1] == b"RECONNECT"  # not a HEARTBEAT: the master no longer counts it
+    finally:
+        liar.close()
+    ident = re.escape(repr(liar.identity[:64]))
+    problem = r"DONE\.report\.counters\['records'\] must be an int in \[[-\d, ]+\], got 'many'"
+    dropped = rf"WARNING dropping a malformed message from worker {ident}: {problem}$"
+    gone = (
+        r"INFO worker liar:31337 is gone: 0 running attempts and 0 map outputs lost: "
+        rf"it sent a malformed message: {problem} \[malformed-\d+\]$"
+    )
+    wait_until(
+        lambda: all(re.search(r, cluster.log("master"), re.M) for r in (dropped, gone)),
+        what=f"the master's log of why:\n{tail(cluster.log('master'))}",
+    )
+    assert cluster.master_proc.poll() is None
+
+
+# -- 3. no peer can stall a job --------------------------------------------------------------
+
+
+class GreedyWorker(threading.Thread):
+    """Registers claiming 10,000 slots, heartbeats every interval, never answers an ASSIGN."""
+
+    def __init__(self, ctx, cluster, interval: float):
+        super().__init__(name="greedy-worker", daemon=True)
+        self.peer = FakeWorker(ctx, cluster, slots=10_000, host="greedy", pid=4242)
+        self.interval = interval
+        self.stopping = threading.Event()
+        self.assigned = 0
+        self.outstanding: set[int] = set()
+        self.most_outstanding = 0
+
+    def run(self) -> None:
+        sock = self.peer.sock
+        sock.send_multipart(self.peer.ready)
+        beat = p.encode(p.Heartbeat())
+        next_beat = time.monotonic()
+        while not self.stopping.is_set():
+            if sock.poll(20):
+                msg = p.decode(sock.recv_multipart())
+                if isinstance(msg, p.Assign):
+                    self.assigned += 1
+                    self.outstanding.add(msg.attempt)
+                    self.most_outstanding = max(self.most_outstanding, len(self.outstanding))
+                elif isinstance(msg, p.Cancel):
+                    self.outstanding.discard(msg.attempt)
+            if time.monotonic() >= next_beat:
+                sock.send_multipart(beat)
+                next_beat += self.interval
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(5)
+        self.peer.close()
+
+
+@pytest.mark.timeout(90)
+def test_a_greedy_worker_that_never_answers_cannot_stall_a_job(ctx):
+    # worker_timeout is long: the greedy worker is alive and lying, never declared dead.
+    tuning = dict(heartbeat_interval=0.2, worker_timeout=30.0, max_worker_slots=8)
+    job = zmqmr.Job(wc_mapper, wc_reducer, inputs=SMALL_BOOKS, num_reducers=2, split_size=8192)
+    with zmqmr.LocalCluster(workers=2, **tuning) as c:
+        greedy = GreedyWorker(ctx, c, interval=0.2)
+        greedy.start()
+        try:
+            c.wait_for_workers(3)
+            client = c.client(timeout=5)
+            slots = {w["host"]: w["slots"] for w in client.status()["workers"]}
+            assert slots["greedy"] == 8
+            handle = client.submit(job)
+            started = time.monotonic()
+            result = handle.wait(timeout=20)  # well within worker_timeout
+            took = time.monotonic() - started
+            assert greedy.peer.listed(client), "the greedy worker was declared dead"
+        finally:
+            greedy.stop()
+        log = c.log("master")
+    assert list(result.items()) == list(zmqmr.run_serial(job).items())
+    assert took < 20
+    assert greedy.assigned >= 1, "the greedy worker was never tried"
+    prefetch = c.cluster_settings.prefetch  # attempts it may hold: slots run, slots queued
+    assert greedy.most_outstanding <= 8 * (1 + prefetch)
+    assert result.stats["backups_launched"] >= 1
+    j = re.escape(handle.job_id)
+    for line in (
+        r"worker greedy:4242 joined with 8 slots \(it claimed 10000; max_worker_slots\): READY",
+        rf"job {j}: backup of (map|reduce) task \d+ on \S+: .+",
+        rf"job {j}: worker greedy:4242 gets no more of its tasks: .+ stalled there",
+    ):
+        assert re.search(line + r" \[[a-z_]+-\d+\]$", log, re.M), f"{line!r} not in\n{tail(log)}"

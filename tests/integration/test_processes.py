@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from collections import Counter
 
@@ -216,6 +217,40 @@ def test_status_against_no_master_fails_quickly():
     )
     assert out.returncode == 1 and "MasterUnavailable" in out.stderr
     assert time.monotonic() - t < 15
+
+
+def test_a_bad_address_fails_at_once_in_client_worker_and_master():
+    bad = f"127.0.0.1:{free_port()}"
+    script = textwrap.dedent(
+        f"""
+        import zmqmr
+        from zmqmr.master import Master
+        from zmqmr.worker import Worker
+
+        def client():
+            c = zmqmr.Client({bad!r}, timeout=0.5)
+            try:
+                c.status()
+            finally:
+                c.close()  # hung here, in Context.term, before the check
+
+        for make in (client, lambda: Worker({bad!r}), lambda: Master({bad!r}, "tcp://127.0.0.1:*")):
+            try:
+                make()
+            except ValueError as exc:
+                print("refused:", exc)
+            else:
+                print("accepted")
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=ENV, capture_output=True, text=True, timeout=20
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert len(lines) == 3 and all(line.startswith("refused: ") for line in lines), out.stdout
+    assert all(f"did you mean tcp://{bad}?" in line for line in lines)
+    assert "the master's client address" in lines[0] and "worker address" in lines[1]
 
 
 def test_master_on_a_taken_port_says_so_without_a_traceback():

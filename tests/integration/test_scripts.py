@@ -151,7 +151,7 @@ class Lab:
         )
 
     def status(self) -> dict:
-        p = _run([*ZMQMR, "status", "--json", "--master", self.client], timeout=30)
+        p = _run([*ZMQMR, "status", "--json", "--master", self.client, *self.insecure], timeout=30)
         assert p.returncode == 0, p.stderr
         return json.loads(p.stdout)
 
@@ -431,7 +431,7 @@ def test_word_count_runs_on_the_lab(lab, first_start):
         num_reducers=3,
         split_size=256 * 1024,  # a dozen map tasks or so: both machines get some
     )
-    with zmqmr.Client(lab.client, timeout=30) as client:
+    with zmqmr.Client(lab.client, timeout=30, insecure=bool(lab.insecure)) as client:
         result = _run_job(client, job, *(os.path.join(lab.tmp, d) for d in ("run", "master-run")))
     assert dict(result.items()) == count_words(BOOKS)
     # reducers fetched from the shuffle servers on the machines' own addresses
