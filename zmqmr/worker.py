@@ -233,7 +233,8 @@ class Worker:
             fds[ex.proc.sentinel] = ("exit", i)
             poller.register(ex.conn.fileno(), zmq.POLLIN)
             poller.register(ex.proc.sentinel, zmq.POLLIN)
-        wait = max(0.0, min(self.state.wake_at() - now, 1.0))
+        wake = self.state.wake_at()
+        wait = 1.0 if wake is None else max(0.0, min(wake - now, 1.0))
         events = dict(poller.poll(int(wait * 1000) + 1))
         if self.sock in events:
             self._read_master()

@@ -172,6 +172,7 @@ class WorkerState:
         self.queue: deque[p.Assign] = deque()
         self.finished: dict[int, Finished] = {}
         self.welcomed = False
+        self.connected = False  # between a Reconnect and the next Connected: nothing to send
         self.last_heard = 0.0
         self.next_heartbeat = 0.0
 
@@ -179,6 +180,7 @@ class WorkerState:
         out: list[WorkerCommand] = []
         match event:
             case Connected():
+                self.connected = True
                 self.welcomed = False
                 self.last_heard = now
                 self.next_heartbeat = now + self.heartbeat
@@ -195,8 +197,10 @@ class WorkerState:
                 self._clock(now, out)
         return out
 
-    def wake_at(self) -> float:
-        """When the shell should hand in a Clock at the latest."""
+    def wake_at(self) -> float | None:
+        """When the shell should hand in a Clock at the latest (None: not connected)."""
+        if not self.connected:
+            return None
         return min(self.next_heartbeat, self.last_heard + self.timeout)
 
     # -- the master ---------------------------------------------------------------
@@ -225,6 +229,7 @@ class WorkerState:
                 self._drop_job(msg, out)
             case p.Reconnect():
                 self._drop_attempts(out)
+                self.connected = False
                 out.append(Reconnect(0.0, "the master asks this worker to register again"))
             case _:
                 pass  # a message only a client or a worker sends: nothing to do
@@ -322,13 +327,15 @@ class WorkerState:
     # -- the clock --------------------------------------------------------------------
 
     def _clock(self, now: float, out: list[WorkerCommand]) -> None:
+        if not self.connected:
+            return
         if now - self.last_heard > self.timeout:
             self._drop_attempts(out)
+            self.connected = False
             out.append(
                 Reconnect(self.backoff, f"the master was silent for {now - self.last_heard:.1f}s")
             )
             self.backoff = min(self.backoff * 2, self.reconnect_max)
-            self.last_heard = now + self.backoff  # no second Reconnect while waiting
             return
         if now >= self.next_heartbeat:
             self.next_heartbeat = now + self.heartbeat
