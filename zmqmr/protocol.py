@@ -70,6 +70,15 @@ class Kind:
         return value
 
 
+#: ``where`` of a first, fast pass that builds no paths; on a failure, decoding runs
+#: again with paths, so the error names the field.
+_FAST = "?"
+
+
+def _at(where: str, part: str) -> str:
+    return where if where is _FAST else where + part
+
+
 def _fail(where: str, want: str, value: Any) -> ProtocolError:
     got = f"{value!r:.40}" if isinstance(value, (int, float, str)) else type(value).__name__
     return ProtocolError(f"{where} must be {want}, got {got}")
@@ -143,6 +152,8 @@ class ListOf(Kind):
         if type(value) is not list or len(value) > self.max_len:
             raise _fail(where, f"a list of at most {self.max_len} items", value)
         check = self.item.check
+        if where is _FAST:
+            return [check(v, where) for v in value]
         return [check(v, f"{where}[{i}]") for i, v in enumerate(value)]
 
     def dump(self, value: Any) -> Any:
@@ -163,8 +174,8 @@ class DictOf(Kind):
         out = {}
         for k, v in value.items():
             if len(k) > MAX_NAME:
-                raise _fail(f"{where} key", f"at most {MAX_NAME} characters", k)
-            out[k] = self.value.check(v, f"{where}[{k!r:.40}]")
+                raise _fail(_at(where, " key"), f"at most {MAX_NAME} characters", k)
+            out[k] = self.value.check(v, _at(where, f"[{k!r:.40}]"))
         return out
 
 
@@ -218,7 +229,10 @@ class Record:
         missing = cls._required_fields() - value.keys()
         if missing:
             raise ProtocolError(f"{where}: missing field {sorted(missing)[0]!r}")
-        args = {name: fields[name].check(v, f"{where}.{name}") for name, v in value.items()}
+        if where is _FAST:
+            args = {name: fields[name].check(v, where) for name, v in value.items()}
+        else:
+            args = {name: fields[name].check(v, f"{where}.{name}") for name, v in value.items()}
         obj = cls(**args)
         obj.validate(where)
         return obj
@@ -948,7 +962,10 @@ def decode(frames: Sequence[bytes | memoryview]) -> Message:
         header = json.loads(raw_header, parse_constant=_no_constants)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ProtocolError(f"{cls.TYPE}: header is not JSON: {exc}") from exc
-    msg = cls.from_json(header, cls.TYPE)
+    try:
+        msg = cls.from_json(header, _FAST)
+    except ProtocolError:
+        msg = cls.from_json(header, cls.TYPE)  # again, for an error that names the field
     msg.blobs = [bytes(f) for f in frames[3:]]
     msg.validate_blobs()
     return msg
