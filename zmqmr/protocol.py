@@ -19,20 +19,33 @@ by multiprocessing), so one set of types describes every exchange.
 
 Over ROUTER sockets the peer identity comes first; ``split_routed`` and
 ``routed`` add and remove it. No other module builds or parses frame lists.
-Imports: the standard library and ``zmqmr.errors`` only.
+Imports: the standard library, ``zmqmr.errors`` and ``zmqmr.records`` only.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 from .errors import ProtocolError
+from .records import (
+    FAST,
+    MAX_INT,
+    MAX_NAME,
+    Bool,
+    DictOf,
+    Int,
+    Kind,
+    ListOf,
+    Num,
+    Obj,
+    Opt,
+    Record,
+    Str,
+)
 
 VERSION = b"ZMQMR2"
 #: Upper bound on a JSON header; job specs with many splits are the largest.
@@ -45,203 +58,14 @@ MAX_REDUCE_TASKS = 100_000
 #: Longest a long poll may ask the master to hold its answer (seconds).
 MAX_POLL_WAIT = 60.0
 #: Bounds on free text: names, paths, error messages and tracebacks.
-MAX_NAME = 200
 MAX_PATH = 4096
 MAX_TEXT = 256 * 1024
 #: Segments one FETCH may ask for; counters one attempt may report.
 MAX_FETCH_PARTS = 1024
 MAX_COUNTERS = 1024
-MAX_INT = 2**63 - 1
 
 #: Job ids: what a client may name a job (they become directory names on workers).
 JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-
-
-# -- field kinds ----------------------------------------------------------------
-
-
-class Kind:
-    """How one field is checked (decoding) and written (encoding)."""
-
-    def check(self, value: Any, where: str) -> Any:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def dump(self, value: Any) -> Any:
-        return value
-
-
-#: ``where`` of a first, fast pass that builds no paths; on a failure, decoding runs
-#: again with paths, so the error names the field.
-_FAST = "?"
-
-
-def _at(where: str, part: str) -> str:
-    return where if where is _FAST else where + part
-
-
-def _fail(where: str, want: str, value: Any) -> ProtocolError:
-    got = f"{value!r:.40}" if isinstance(value, (int, float, str)) else type(value).__name__
-    return ProtocolError(f"{where} must be {want}, got {got}")
-
-
-@dataclass(frozen=True)
-class Int(Kind):
-    lo: int = 0
-    hi: int = MAX_INT
-
-    def check(self, value: Any, where: str) -> int:
-        if type(value) is not int or not self.lo <= value <= self.hi:
-            raise _fail(where, f"an int in [{self.lo}, {self.hi}]", value)
-        return value
-
-
-@dataclass(frozen=True)
-class Num(Kind):
-    lo: float = 0.0
-    hi: float = 1e12
-
-    def check(self, value: Any, where: str) -> float:
-        if type(value) not in (int, float) or not math.isfinite(value):
-            raise _fail(where, "a finite number", value)
-        if not self.lo <= value <= self.hi:
-            raise _fail(where, f"a number in [{self.lo:g}, {self.hi:g}]", value)
-        return value  # type: ignore[no-any-return,unused-ignore]
-
-
-@dataclass(frozen=True)
-class Str(Kind):
-    max_len: int = MAX_NAME
-    pattern: re.Pattern[str] | None = None
-    choices: frozenset[str] | None = None
-
-    def check(self, value: Any, where: str) -> str:
-        if type(value) is not str or len(value) > self.max_len:
-            raise _fail(where, f"a string of at most {self.max_len} characters", value)
-        if self.pattern is not None and not self.pattern.fullmatch(value):
-            raise _fail(where, f"a string matching {self.pattern.pattern}", value)
-        if self.choices is not None and value not in self.choices:
-            raise _fail(where, f"one of {sorted(self.choices)}", value)
-        return value
-
-
-@dataclass(frozen=True)
-class Bool(Kind):
-    def check(self, value: Any, where: str) -> bool:
-        if type(value) is not bool:
-            raise _fail(where, "true or false", value)
-        return value
-
-
-@dataclass(frozen=True)
-class Opt(Kind):
-    kind: Kind
-
-    def check(self, value: Any, where: str) -> Any:
-        return None if value is None else self.kind.check(value, where)
-
-    def dump(self, value: Any) -> Any:
-        return None if value is None else self.kind.dump(value)
-
-
-@dataclass(frozen=True)
-class ListOf(Kind):
-    item: Kind
-    max_len: int
-
-    def check(self, value: Any, where: str) -> list[Any]:
-        if type(value) is not list or len(value) > self.max_len:
-            raise _fail(where, f"a list of at most {self.max_len} items", value)
-        check = self.item.check
-        if where is _FAST:
-            return [check(v, where) for v in value]
-        return [check(v, f"{where}[{i}]") for i, v in enumerate(value)]
-
-    def dump(self, value: Any) -> Any:
-        dump = self.item.dump
-        return [dump(v) for v in value]
-
-
-@dataclass(frozen=True)
-class DictOf(Kind):
-    """A JSON object of string keys to values of one kind."""
-
-    value: Kind
-    max_len: int
-
-    def check(self, value: Any, where: str) -> dict[str, Any]:
-        if type(value) is not dict or len(value) > self.max_len:
-            raise _fail(where, f"an object of at most {self.max_len} entries", value)
-        out = {}
-        for k, v in value.items():
-            if len(k) > MAX_NAME:
-                raise _fail(_at(where, " key"), f"at most {MAX_NAME} characters", k)
-            out[k] = self.value.check(v, _at(where, f"[{k!r:.40}]"))
-        return out
-
-
-@dataclass(frozen=True)
-class Obj(Kind):
-    cls: type[Record]
-
-    def check(self, value: Any, where: str) -> Record:
-        return self.cls.from_json(value, where)
-
-    def dump(self, value: Any) -> Any:
-        return value.to_json()
-
-
-R = TypeVar("R", bound="Record")
-
-
-class Record:
-    """A typed object of the wire: a dataclass whose fields each have a ``Kind``.
-
-    A field with a default may be left out of the JSON; every other field must
-    be there, and no field that ``FIELDS`` does not name may be.
-    """
-
-    FIELDS: ClassVar[dict[str, Kind]] = {}
-    _required: ClassVar[frozenset[str]]
-
-    @classmethod
-    def _required_fields(cls) -> frozenset[str]:
-        req = cls.__dict__.get("_required")
-        if req is None:
-            req = frozenset(
-                f.name
-                for f in dataclasses.fields(cls)  # type: ignore[arg-type]
-                if f.name in cls.FIELDS
-                and f.default is dataclasses.MISSING
-                and f.default_factory is dataclasses.MISSING
-            )
-            cls._required = req
-        return req
-
-    @classmethod
-    def from_json(cls: type[R], value: Any, where: str = "") -> R:
-        where = where or cls.__name__
-        if type(value) is not dict:
-            raise _fail(where, "an object", value)
-        fields = cls.FIELDS
-        for name in value:
-            if name not in fields:
-                raise ProtocolError(f"{where}: unknown field {name!r:.40}")
-        missing = cls._required_fields() - value.keys()
-        if missing:
-            raise ProtocolError(f"{where}: missing field {sorted(missing)[0]!r}")
-        if where is _FAST:
-            args = {name: fields[name].check(v, where) for name, v in value.items()}
-        else:
-            args = {name: fields[name].check(v, f"{where}.{name}") for name, v in value.items()}
-        obj = cls(**args)
-        obj.validate(where)
-        return obj
-
-    def validate(self, where: str) -> None:
-        """Checks across fields; raise ProtocolError."""
-
-    def to_json(self) -> dict[str, Any]:
-        return {name: kind.dump(getattr(self, name)) for name, kind in self.FIELDS.items()}
 
 
 # -- nested parts ------------------------------------------------------------------
@@ -963,7 +787,7 @@ def decode(frames: Sequence[bytes | memoryview]) -> Message:
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ProtocolError(f"{cls.TYPE}: header is not JSON: {exc}") from exc
     try:
-        msg = cls.from_json(header, _FAST)
+        msg = cls.from_json(header, FAST)
     except ProtocolError:
         msg = cls.from_json(header, cls.TYPE)  # again, for an error that names the field
     msg.blobs = [bytes(f) for f in frames[3:]]

@@ -1,0 +1,210 @@
+"""Typed records for the wire: dataclasses whose fields each have a checked kind.
+
+``Record.from_json`` builds a record from a decoded JSON object, checking
+every field's type and range (ints, finite numbers in a range, bounded
+strings, patterns, choices, lists and objects of bounded length, nested
+records), refusing unknown and missing fields; anything else raises
+``ProtocolError``. ``zmqmr.protocol`` declares every message with these.
+Imports: the standard library and ``zmqmr.errors`` only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+from .errors import ProtocolError
+
+MAX_INT = 2**63 - 1
+#: Bound on the names of counters, object keys and such.
+MAX_NAME = 200
+
+
+# -- field kinds ----------------------------------------------------------------
+
+
+class Kind:
+    """How one field is checked (decoding) and written (encoding)."""
+
+    def check(self, value: Any, where: str) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def dump(self, value: Any) -> Any:
+        return value
+
+
+#: ``where`` of a first, fast pass that builds no paths; on a failure, decoding runs
+#: again with paths, so the error names the field.
+FAST = "?"
+
+
+def _at(where: str, part: str) -> str:
+    return where if where is FAST else where + part
+
+
+def _fail(where: str, want: str, value: Any) -> ProtocolError:
+    got = f"{value!r:.40}" if isinstance(value, (int, float, str)) else type(value).__name__
+    return ProtocolError(f"{where} must be {want}, got {got}")
+
+
+@dataclass(frozen=True)
+class Int(Kind):
+    lo: int = 0
+    hi: int = MAX_INT
+
+    def check(self, value: Any, where: str) -> int:
+        if type(value) is not int or not self.lo <= value <= self.hi:
+            raise _fail(where, f"an int in [{self.lo}, {self.hi}]", value)
+        return value
+
+
+@dataclass(frozen=True)
+class Num(Kind):
+    lo: float = 0.0
+    hi: float = 1e12
+
+    def check(self, value: Any, where: str) -> float:
+        if type(value) not in (int, float) or not math.isfinite(value):
+            raise _fail(where, "a finite number", value)
+        if not self.lo <= value <= self.hi:
+            raise _fail(where, f"a number in [{self.lo:g}, {self.hi:g}]", value)
+        return value  # type: ignore[no-any-return,unused-ignore]
+
+
+@dataclass(frozen=True)
+class Str(Kind):
+    max_len: int = MAX_NAME
+    pattern: re.Pattern[str] | None = None
+    choices: frozenset[str] | None = None
+
+    def check(self, value: Any, where: str) -> str:
+        if type(value) is not str or len(value) > self.max_len:
+            raise _fail(where, f"a string of at most {self.max_len} characters", value)
+        if self.pattern is not None and not self.pattern.fullmatch(value):
+            raise _fail(where, f"a string matching {self.pattern.pattern}", value)
+        if self.choices is not None and value not in self.choices:
+            raise _fail(where, f"one of {sorted(self.choices)}", value)
+        return value
+
+
+@dataclass(frozen=True)
+class Bool(Kind):
+    def check(self, value: Any, where: str) -> bool:
+        if type(value) is not bool:
+            raise _fail(where, "true or false", value)
+        return value
+
+
+@dataclass(frozen=True)
+class Opt(Kind):
+    kind: Kind
+
+    def check(self, value: Any, where: str) -> Any:
+        return None if value is None else self.kind.check(value, where)
+
+    def dump(self, value: Any) -> Any:
+        return None if value is None else self.kind.dump(value)
+
+
+@dataclass(frozen=True)
+class ListOf(Kind):
+    item: Kind
+    max_len: int
+
+    def check(self, value: Any, where: str) -> list[Any]:
+        if type(value) is not list or len(value) > self.max_len:
+            raise _fail(where, f"a list of at most {self.max_len} items", value)
+        check = self.item.check
+        if where is FAST:
+            return [check(v, where) for v in value]
+        return [check(v, f"{where}[{i}]") for i, v in enumerate(value)]
+
+    def dump(self, value: Any) -> Any:
+        dump = self.item.dump
+        return [dump(v) for v in value]
+
+
+@dataclass(frozen=True)
+class DictOf(Kind):
+    """A JSON object of string keys to values of one kind."""
+
+    value: Kind
+    max_len: int
+
+    def check(self, value: Any, where: str) -> dict[str, Any]:
+        if type(value) is not dict or len(value) > self.max_len:
+            raise _fail(where, f"an object of at most {self.max_len} entries", value)
+        out = {}
+        for k, v in value.items():
+            if len(k) > MAX_NAME:
+                raise _fail(_at(where, " key"), f"at most {MAX_NAME} characters", k)
+            out[k] = self.value.check(v, _at(where, f"[{k!r:.40}]"))
+        return out
+
+
+@dataclass(frozen=True)
+class Obj(Kind):
+    cls: type[Record]
+
+    def check(self, value: Any, where: str) -> Record:
+        return self.cls.from_json(value, where)
+
+    def dump(self, value: Any) -> Any:
+        return value.to_json()
+
+
+R = TypeVar("R", bound="Record")
+
+
+class Record:
+    """A typed object of the wire: a dataclass whose fields each have a ``Kind``.
+
+    A field with a default may be left out of the JSON; every other field must
+    be there, and no field that ``FIELDS`` does not name may be.
+    """
+
+    FIELDS: ClassVar[dict[str, Kind]] = {}
+    _required: ClassVar[frozenset[str]]
+
+    @classmethod
+    def _required_fields(cls) -> frozenset[str]:
+        req = cls.__dict__.get("_required")
+        if req is None:
+            req = frozenset(
+                f.name
+                for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+                if f.name in cls.FIELDS
+                and f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING
+            )
+            cls._required = req
+        return req
+
+    @classmethod
+    def from_json(cls: type[R], value: Any, where: str = "") -> R:
+        where = where or cls.__name__
+        if type(value) is not dict:
+            raise _fail(where, "an object", value)
+        fields = cls.FIELDS
+        for name in value:
+            if name not in fields:
+                raise ProtocolError(f"{where}: unknown field {name!r:.40}")
+        missing = cls._required_fields() - value.keys()
+        if missing:
+            raise ProtocolError(f"{where}: missing field {sorted(missing)[0]!r}")
+        if where is FAST:
+            args = {name: fields[name].check(v, where) for name, v in value.items()}
+        else:
+            args = {name: fields[name].check(v, f"{where}.{name}") for name, v in value.items()}
+        obj = cls(**args)
+        obj.validate(where)
+        return obj
+
+    def validate(self, where: str) -> None:
+        """Checks across fields; raise ProtocolError."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {name: kind.dump(getattr(self, name)) for name, kind in self.FIELDS.items()}
