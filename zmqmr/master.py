@@ -19,7 +19,7 @@ from . import events as events_
 from . import protocol, state
 from .config import DEFAULT_CLIENT_BIND, DEFAULT_WORKER_BIND, ClusterSettings
 from .errors import ProtocolError
-from .security import Gatekeeper, Keys, check_bind
+from .security import Gatekeeper, HandshakeWatch, Keys, check_bind
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,13 @@ class Master:
         self.client_address = self.clients.getsockopt_string(zmq.LAST_ENDPOINT)
         self.stop_event = threading.Event()
         self.dropped = 0
+        # Peers that fail the CURVE handshake (no keys, wrong keys) never reach the
+        # loop as messages: their refusals are read from the sockets' monitors.
+        self._watches = [
+            (HandshakeWatch(self.workers), "worker"),
+            (HandshakeWatch(self.clients), "client"),
+        ]
+        self._refusals: dict[str, tuple[float, int]] = {}  # port -> (last logged, not logged)
         self._seq = 0
 
     def _router(self, bind: str) -> zmq.Socket[Any]:
@@ -62,6 +69,8 @@ class Master:
         return sock
 
     def close(self, linger: int = 0) -> None:
+        for watch, _ in self._watches:
+            watch.close()
         self.workers.close(linger)
         self.clients.close(linger)
         if self.gatekeeper is not None:
@@ -86,6 +95,9 @@ class Master:
                     self._drain(self.workers, True)
                 if self.clients in events:
                     self._drain(self.clients, False)
+                for watch, port in self._watches:
+                    for reason in watch.drain():
+                        self._refused(port, reason)
                 now = time.monotonic()
                 if now >= next_beat or (wake is not None and now >= wake):
                     self._handle(events_.Tick(stimulus=self._stimulus("tick")))
@@ -98,6 +110,17 @@ class Master:
         except BaseException:
             self.close()
             raise
+
+    def _refused(self, port: str, reason: str) -> None:
+        """Log a refused handshake: the first at once, then at most one line per 10 s."""
+        now = time.monotonic()
+        last, quiet = self._refusals.get(port, (-1e9, 0))
+        if now - last < 10.0:
+            self._refusals[port] = (last, quiet + 1)
+            return
+        more = f" ({quiet} more since the last report)" if quiet else ""
+        log.warning("a peer was refused at the %s port: %s%s", port, reason, more)
+        self._refusals[port] = (now, 0)
 
     def _stimulus(self, what: str) -> str:
         self._seq += 1

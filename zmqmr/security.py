@@ -274,13 +274,22 @@ class HandshakeWatch:
         self._monitor: zmq.Socket[Any] | None = sock.get_monitor_socket(events)
         self.reason: str | None = None
 
-    def failure(self) -> str | None:
-        """Why the handshake failed (so far), or None."""
+    def drain(self) -> list[str]:
+        """Why each handshake failed since the last call (a server sees one per peer)."""
         from zmq.utils.monitor import recv_monitor_message
 
+        reasons = []
         while self._monitor is not None and self._monitor.poll(0):
             event = recv_monitor_message(self._monitor)
-            self.reason = _HANDSHAKE_FAILURES.get(int(event["event"]), self.reason)
+            reason = _HANDSHAKE_FAILURES.get(int(event["event"]))
+            if reason is not None:
+                reasons.append(reason)
+                self.reason = reason
+        return reasons
+
+    def failure(self) -> str | None:
+        """Why the handshake failed (so far), or None."""
+        self.drain()
         return self.reason
 
     def close(self) -> None:

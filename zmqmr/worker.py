@@ -84,6 +84,7 @@ class Worker:
         self.watch: HandshakeWatch | None = None
         self.identity = b""
         self._reconnect_at: float | None = None
+        self._refused = False  # the refusal is logged once per connection
         self._mp = multiprocessing.get_context("spawn")
         self.gatekeeper = Gatekeeper(self.ctx, self.keys) if self.keys else None
         self.server = shuffle.ShuffleServer(self.ctx, self.data_dir, self.shuffle_bind, self.keys)
@@ -183,6 +184,7 @@ class Worker:
         if self.keys is not None:
             self.keys.client(sock, self.keys.master_public)
         self.watch = HandshakeWatch(sock)
+        self._refused = False
         sock.connect(self.master)
         self.sock = sock
         held = [protocol.HeldOutput(*h) for h in shuffle.held_outputs(self.data_dir)]
@@ -202,7 +204,16 @@ class Worker:
         try:
             self.sock.send_multipart(protocol.encode(msg), flags=zmq.NOBLOCK)
         except zmq.Again:
-            log.warning("dropping %s: the queue to the master is full", msg.TYPE)
+            failure = self.watch.failure() if self.watch is not None else None
+            if failure is None:
+                log.warning("dropping %s: the queue to the master is full", msg.TYPE)
+            elif not self._refused:
+                self._refused = True
+                log.error(
+                    "the master at %s did not let this worker in: %s; check --keys",
+                    self.master,
+                    failure,
+                )
 
     # -- the loop ------------------------------------------------------------------
 
@@ -314,7 +325,7 @@ class Worker:
                     shutil.rmtree(shuffle.job_dir(self.data_dir, cmd.job), ignore_errors=True)
                 case worker_state.Reconnect():
                     failure = self.watch.failure() if self.watch is not None else None
-                    if failure:
+                    if failure and not self._refused:
                         log.error(
                             "the master at %s did not let this worker in: %s; check --keys",
                             self.master,

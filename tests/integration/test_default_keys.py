@@ -346,3 +346,28 @@ def test_another_account_cannot_run_a_job_on_a_default_local_cluster(homes, book
         assert status["jobs"] == [] and len(status["workers"]) == 1  # nothing of nobody's
         job = zmqmr.Job(wc_mapper, wc_reducer, inputs=books[:1], combiner=wc_reducer)
         assert dict(owner.run(job).items()) == count_words(books[:1])
+
+
+def test_a_keyless_worker_is_told_why_once_and_the_master_logs_the_refusal(tmp_path):
+    with zmqmr.LocalCluster(workers=0, **FAST) as c:
+        log_path = tmp_path / "worker.log"
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                [*ZMQMR, "worker", "--master", c.worker_address, "--insecure"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=ENV,
+                cwd=str(tmp_path),
+            )
+            try:
+                deadline = time.monotonic() + 30
+                while "refused at the worker port" not in c.log("master"):
+                    assert time.monotonic() < deadline, c.log("master")
+                    time.sleep(0.1)
+                time.sleep(1.5)  # several heartbeats, each one dropped
+                assert c.client().status()["workers"] == []
+            finally:
+                stop_processes([proc])
+        out = log_path.read_text()
+        assert out.count("did not let this worker in") == 1, out
+        assert "queue to the master is full" not in out, out
