@@ -420,7 +420,11 @@ def _run_on_master(
     from .client import Client
 
     with Client(
-        args.master, keys=args.keys, timeout=args.timeout, insecure=args.insecure
+        args.master,
+        keys=args.keys,
+        timeout=args.timeout,
+        insecure=args.insecure,
+        worker_wait=args.worker_wait,
     ) as client:
         with interrupts.held():  # the job id is known once submit returns
             handle = client.submit(job)
@@ -697,6 +701,13 @@ def build_parser() -> argparse.ArgumentParser:
         10.0,
         "without --keys: no CURVE, on the local cluster or to reach a master started "
         "with --insecure",
+    )
+    r.add_argument(
+        "--worker-wait",
+        type=_positive(float),
+        metavar="SECONDS",
+        help="with --master: cancel the job if the cluster has no worker for this long "
+        "(default: wait for ever, saying so)",
     )
     r.set_defaults(func=cmd_run)
 

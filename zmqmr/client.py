@@ -48,7 +48,9 @@ class Client:
     keygen``), else the default one (``$ZMQMR_KEYS`` or ``~/.zmqmr/keys``,
     made on first use) is used; ``insecure=True`` without ``keys`` turns
     CURVE off, for a master started with ``--insecure``. ``timeout`` bounds
-    every wait for the master's answer, in seconds. A client may be used from
+    every wait for the master's answer, in seconds; ``worker_wait`` (seconds,
+    default: for ever) how long a waiting job may see a cluster with no worker
+    before it is cancelled with a ClusterError. A client may be used from
     several threads at once: each thread talks over a socket of its own.
     """
 
@@ -58,9 +60,15 @@ class Client:
         keys: str | None = None,
         timeout: float = 10.0,
         insecure: bool = False,
+        worker_wait: float | None = None,
     ) -> None:
         check_endpoint(address, "the master's client address")
+        if worker_wait is not None and not worker_wait > 0:
+            raise ValueError(
+                f"worker_wait must be a positive number of seconds, got {worker_wait!r}"
+            )
         self.address = address
+        self.worker_wait = worker_wait
         directory = key_dir(keys, insecure, "a client")
         self.keys = load_keys(directory, MEMBER) if directory else None
         self.timeout = timeout
@@ -293,6 +301,7 @@ class JobHandle:
         # The answer must come well within the client's own request timeout.
         longest = min(PROGRESS_EVERY if show else LONG_POLL, self.client.timeout / 2)
         line = ""
+        alone_since: float | None = None  # since when the cluster has had no worker
         try:
             while True:
                 wait = longest
@@ -301,11 +310,23 @@ class JobHandle:
                 msg = self._poll(wait=max(0.0, wait))
                 if not isinstance(msg, protocol.Progress):
                     break
+                now = time.monotonic()
+                if msg.progress.workers:
+                    alone_since = None
+                elif alone_since is None:
+                    alone_since = now
                 if show:
                     line = _render(self.name, msg.progress.to_json())
                     stream.write("\r" + line)
                     stream.flush()
-                if deadline is not None and time.monotonic() >= deadline:
+                limit = self.client.worker_wait
+                if limit is not None and alone_since is not None and now - alone_since > limit:
+                    self.cancel()
+                    raise ClusterError(
+                        f"job {self.job_id}: no worker joined the cluster within "
+                        f"{limit:g}s (worker_wait); the job was cancelled"
+                    )
+                if deadline is not None and now >= deadline:
                     raise TimeoutError(f"job {self.job_id} still running after {timeout}s")
         finally:
             if show and line:
@@ -320,6 +341,8 @@ class JobHandle:
 
 
 def _render(name: str, p: dict[str, Any]) -> str:
+    if not p.get("workers", 1):
+        return f"{name}: waiting for a worker to join the cluster  {p.get('elapsed', 0.0):.1f}s "
     return (
         f"{name}: map {p.get('maps_done', 0)}/{p.get('maps', 0)}  "
         f"reduce {p.get('reduces_done', 0)}/{p.get('reduces', 0)}  "
