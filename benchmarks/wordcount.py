@@ -62,7 +62,7 @@ from typing import Any
 MiB = 1024 * 1024
 KINDS = ("serial", "pool", "zmqmr")
 #: Optional contenders, run only when named in --only.
-EXTRA_KINDS = ("zmqmr-py", "zmqmr-imc")
+EXTRA_KINDS = ("zmqmr-py", "zmqmr-imc", "zmqmr-insecure")
 VOCAB_SIZE = 50_000
 ZIPF_S = 1.1
 SAMPLE_INTERVAL = 0.05
@@ -156,7 +156,7 @@ def run_on_cluster(args: argparse.Namespace, job_of: Any) -> tuple[dict[str, int
     import zmqmr
 
     t0 = time.perf_counter()
-    cluster = zmqmr.LocalCluster(workers=args.workers)
+    cluster = zmqmr.LocalCluster(workers=args.workers, insecure=getattr(args, "insecure", False))
     cluster.start()
     try:
         t1 = time.perf_counter()
@@ -208,6 +208,12 @@ def run_zmqmr_py(args: argparse.Namespace) -> tuple[dict[str, int], dict[str, An
     return run_zmqmr(args)
 
 
+def run_zmqmr_insecure(args: argparse.Namespace) -> tuple[dict[str, int], dict[str, Any]]:
+    """zmqmr with CURVE off (``insecure=True``): what encryption costs the ``zmqmr`` row."""
+    args.insecure = True
+    return run_zmqmr(args)
+
+
 def chunk_mapper(path: str, text: str) -> Any:
     """In-mapper combining: one call per chunk file, one pair per distinct word."""
     c: Counter[str] = Counter()
@@ -256,6 +262,7 @@ RUNNERS = {
     "zmqmr": run_zmqmr,
     "zmqmr-py": run_zmqmr_py,
     "zmqmr-imc": run_zmqmr_imc,
+    "zmqmr-insecure": run_zmqmr_insecure,
 }
 
 
@@ -579,6 +586,9 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> None:
     if base and "zmqmr-py" in by:
         r = by["zmqmr-py"]
         print(f"zmqmr-py / serial = {r['info']['wall'] / base:.2f}   (without the C counting loop)")
+    if "zmqmr-insecure" in by and "zmqmr" in by:
+        curve = by["zmqmr"]["info"]["wall"] / by["zmqmr-insecure"]["info"]["wall"]
+        print(f"zmqmr (CURVE) / zmqmr-insecure = {curve:.2f}   (what encryption costs)")
     if base and "zmqmr-imc" in by:
         r = by["zmqmr-imc"]
         print(

@@ -34,7 +34,8 @@ import zmqmr
 from zmqmr import protocol as p
 from zmqmr import shuffle
 
-FAST = dict(heartbeat_interval=0.2, worker_timeout=3.0)
+#: Without CURVE, so that the frames reach the parsers (with it, the handshake stops them).
+FAST = dict(insecure=True, heartbeat_interval=0.2, worker_timeout=3.0)
 ENV = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
 #: The two smallest books: a job over them takes well under a second.
 SMALL_BOOKS = [b for b in BOOKS if "being_ernest" in b or "metamorphosis" in b]
@@ -61,7 +62,14 @@ def wait_until(predicate, timeout=10.0, every=0.02, what="the condition"):
 
 
 def tail(text: str, n: int = 3000) -> str:
-    return text[-n:]
+    """The end of a log, its control characters escaped (hostile names are in it)."""
+    return re.sub(r"[^\n\x20-\x7e]", lambda m: ascii(m.group())[1:-1], text[-n:])
+
+
+def master_log_with(cluster, needle: str) -> str | None:
+    """The master's log once ``needle`` is in it, else None."""
+    text = cluster.log("master")
+    return text if needle in text else None
 
 
 def header_of(frames: list[bytes]) -> Any:
@@ -374,6 +382,7 @@ def test_no_message_at_the_client_port_kills_the_master_and_bad_submits_are_reje
 _DEEP = "\x00deep\x00"
 _NAN = "\x00nan\x00"
 _DIGITS = "\x00digits\x00"
+_INF = "\x00inf\x00"
 
 SPLITS = st.sampled_from(
     [
@@ -420,16 +429,32 @@ def record_json(cls: type[p.Record]) -> st.SearchStrategy[dict[str, Any]]:
     return st.fixed_dictionaries(fields)
 
 
-BAD_VALUES = st.one_of(
-    st.sampled_from(["wrong", "", 1, -1, 2.5, True, False, None, [], {}, [1, "x"], {"x": 1}]),
-    st.sampled_from(
-        [10**30, -(10**30), 2**63, 2**64, -(2**63) - 1, 10**400, -(10**400), 10**4000]
-        + [1e308, -1e308, 5e-324, _DIGITS]
-    ),
-    st.sampled_from([_DEEP, _NAN]),
+#: What a number becomes: past int64, past any float, or not a number at all.
+BAD_NUMBERS = st.one_of(
+    st.sampled_from([10**30, -(10**30), 2**63, 2**64, -(2**63) - 1, 10**19]),
+    st.sampled_from([10**400, -(10**400), 2**1024, 10**4000]),
+    st.sampled_from([1e308, -1e308, 5e-324, -0.0, _DIGITS, _NAN, _INF]),
+)
+#: What a string becomes: job ids unknown to the master, or ones no job may have.
+BAD_STRINGS = st.one_of(
     st.from_regex(p.JOB_ID, fullmatch=True),
     st.sampled_from(["../../x", "a" * 65, "job/1", "\ud800", "x" * (p.MAX_NAME + 1)]),
 )
+BAD_VALUES = st.one_of(
+    st.sampled_from(["wrong", "", 1, -1, 2.5, True, False, None, [], {}, [1, "x"], {"x": 1}]),
+    BAD_NUMBERS,
+    st.sampled_from([_DEEP, _NAN]),
+    BAD_STRINGS,
+)
+
+
+def bad_value_for(value: Any) -> st.SearchStrategy[Any]:
+    """Anything wrong; for a number mostly a wrong number, for a string a wrong string."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return st.one_of(BAD_NUMBERS, BAD_VALUES)
+    if isinstance(value, str):
+        return st.one_of(BAD_STRINGS, BAD_VALUES)
+    return BAD_VALUES
 
 
 def _paths(value: Any, at: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
@@ -440,6 +465,12 @@ def _paths(value: Any, at: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
     elif isinstance(value, list):
         for i, v in enumerate(value):
             yield from _paths(v, (*at, i))
+
+
+def _get(value: Any, at: tuple[Any, ...]) -> Any:
+    for step in at:
+        value = value[step]
+    return value
 
 
 def _replaced(value: Any, at: tuple[Any, ...], new: Any) -> Any:
@@ -453,6 +484,7 @@ def _replaced(value: Any, at: tuple[Any, ...], new: Any) -> Any:
 def _dump(header: Any, depth: int) -> bytes:
     text = json.dumps(header)
     text = text.replace(json.dumps(_DEEP), deep(depth)).replace(json.dumps(_NAN), "NaN")
+    text = text.replace(json.dumps(_INF), "-Infinity")
     return text.replace(json.dumps(_DIGITS), "9" * 5000).encode()
 
 
@@ -472,15 +504,17 @@ FRAME_CORRUPTIONS = [
 @st.composite
 def hostile_messages(draw, types=None, depths=(1_500, 100_000)) -> tuple[str, list[bytes]]:
     """(what it is, its frames): a message of the protocol with one thing wrong, or none."""
-    name = draw(types or st.sampled_from(sorted(p.MESSAGES)))
+    name = draw(types if types is not None else st.sampled_from(sorted(p.MESSAGES)))
     cls = p.MESSAGES[name]
     header = draw(record_json(cls))
     blobs = [b"blob"] * (2 if cls is p.Submit else cls.BLOBS[0])
-    how = draw(st.sampled_from(["field"] * 5 + ["add", "drop", "frames", "bytes", "none"]))
+    how = draw(st.sampled_from(["leaf"] * 6 + ["any", "add", "drop", "frames", "bytes", "none"]))
     what = name
-    if how == "field":
-        at = draw(st.sampled_from(list(_paths(header))))
-        bad = draw(BAD_VALUES)
+    if how in ("leaf", "any"):
+        paths = list(_paths(header))
+        leaves = [at for at in paths if not isinstance(_get(header, at), (dict, list))]
+        at = draw(st.sampled_from(leaves if how == "leaf" and leaves else paths))
+        bad = draw(bad_value_for(_get(header, at)))
         header = _replaced(header, at, bad)
         what = f"{name} with {'.'.join(map(str, at)) or 'its header'} = {bad!r:.60}"
     elif how == "add":
@@ -637,17 +671,40 @@ def test_status_works_for_every_client_and_the_cli_with_a_hostile_worker_name(cl
             assert HOSTILE_HOST in hosts and len(hosts) == 3
         for extra in (["--json"], []):
             out = subprocess.run(
-                [sys.executable, "-m", "zmqmr", "status", "--master", cluster.address, *extra],
+                [
+                    sys.executable,
+                    "-m",
+                    "zmqmr",
+                    "status",
+                    "--insecure",
+                    "--master",
+                    cluster.address,
+                    *extra,
+                ],
                 env=ENV,
                 capture_output=True,
                 timeout=30,
             )
-            stderr = out.stderr.decode(errors="replace")
+            stderr = tail(out.stderr.decode(errors="replace"))
             assert out.returncode == 0, f"`zmqmr status {' '.join(extra)}` failed:\n{stderr}"
             assert b"3 worker(s)" in out.stdout or len(json.loads(out.stdout)["workers"]) == 3
     finally:
         liar.leave(client)
         liar.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_cannot_forge_lines_in_the_master_log_with_its_host_name(cluster, ctx):
+    forged = "2026-01-01 00:00:00,000 zmqmr.master INFO job x succeeded: FORGED"
+    liar = FakeWorker(ctx, cluster, host=f"liar\n{forged}", pid=5150)
+    try:
+        liar.register()
+    finally:
+        liar.leave(cluster.client(timeout=5))
+        liar.close()
+    log = wait_until(lambda: master_log_with(cluster, "FORGED"), what="the name in the log")
+    lines = [line for line in log.splitlines() if "FORGED" in line]
+    assert not any(line.startswith(forged) for line in lines), f"a forged line: {lines}"
 
 
 # -- 2. a worker that sends anything malformed is dropped ----------------------------------
@@ -725,7 +782,7 @@ class GreedyWorker(threading.Thread):
 @pytest.mark.timeout(90)
 def test_a_greedy_worker_that_never_answers_cannot_stall_a_job(ctx):
     # worker_timeout is long: the greedy worker is alive and lying, never declared dead.
-    tuning = dict(heartbeat_interval=0.2, worker_timeout=30.0, max_worker_slots=8)
+    tuning = dict(insecure=True, heartbeat_interval=0.2, worker_timeout=30.0, max_worker_slots=8)
     job = zmqmr.Job(wc_mapper, wc_reducer, inputs=SMALL_BOOKS, num_reducers=2, split_size=8192)
     with zmqmr.LocalCluster(workers=2, **tuning) as c:
         greedy = GreedyWorker(ctx, c, interval=0.2)
