@@ -85,6 +85,10 @@ class Worker:
         self.identity = b""
         self._reconnect_at: float | None = None
         self._refused = False  # the refusal is logged once per connection
+        self._topology = 0  # counts changes of the socket or an executor
+        self._poll_key = -1
+        self._poller = zmq.Poller()
+        self._fds: dict[int, tuple[str, int]] = {}
         self._mp = multiprocessing.get_context("spawn")
         self.gatekeeper = Gatekeeper(self.ctx, self.keys) if self.keys else None
         self.server = shuffle.ShuffleServer(self.ctx, self.data_dir, self.shuffle_bind, self.keys)
@@ -187,6 +191,7 @@ class Worker:
         self._refused = False
         sock.connect(self.master)
         self.sock = sock
+        self._topology += 1
         held = [protocol.HeldOutput(*h) for h in shuffle.held_outputs(self.data_dir)]
         self._handle(worker_state.Connected(held))
 
@@ -236,14 +241,18 @@ class Worker:
             self._reconnect_at = None
             self._connect()
         assert self.sock is not None
-        poller = zmq.Poller()
-        poller.register(self.sock, zmq.POLLIN)
-        fds: dict[int, tuple[str, int]] = {}
-        for i, ex in enumerate(self.slots):
-            fds[ex.conn.fileno()] = ("conn", i)
-            fds[ex.proc.sentinel] = ("exit", i)
-            poller.register(ex.conn.fileno(), zmq.POLLIN)
-            poller.register(ex.proc.sentinel, zmq.POLLIN)
+        # The poller changes only with the socket or an executor: rebuilt then, not per step.
+        if self._poll_key != self._topology:
+            self._poll_key = self._topology
+            self._poller = zmq.Poller()
+            self._poller.register(self.sock, zmq.POLLIN)
+            self._fds = {}
+            for i, ex in enumerate(self.slots):
+                self._fds[ex.conn.fileno()] = ("conn", i)
+                self._fds[ex.proc.sentinel] = ("exit", i)
+                self._poller.register(ex.conn.fileno(), zmq.POLLIN)
+                self._poller.register(ex.proc.sentinel, zmq.POLLIN)
+        poller, fds = self._poller, self._fds
         wake = self.state.wake_at()
         wait = 1.0 if wake is None else max(0.0, min(wake - now, 1.0))
         events = dict(poller.poll(int(wait * 1000) + 1))
@@ -314,6 +323,7 @@ class Worker:
                 case worker_state.RestartSlot():
                     self._kill(self.slots[cmd.slot])
                     self.slots[cmd.slot] = self._spawn()
+                    self._topology += 1
                 case worker_state.RemoveAttemptFiles():
                     executor.remove_paths(
                         executor.attempt_paths(
