@@ -185,8 +185,8 @@ class Master:
         match cmd:
             case events_.Assign():
                 log.debug(
-                    "assign %s %s task %d of job %s to %r: %s [%s]",
-                    f"attempt {cmd.attempt}",
+                    "assign attempt %d (%s task %d of job %s) to %r: %s [%s]",
+                    cmd.attempt,
                     cmd.kind,
                     cmd.task,
                     cmd.job_id,
