@@ -19,6 +19,7 @@ from . import events as events_
 from . import protocol, state
 from .config import DEFAULT_CLIENT_BIND, DEFAULT_WORKER_BIND, ClusterSettings
 from .errors import ProtocolError
+from .records import printable
 from .security import Gatekeeper, HandshakeWatch, Keys, check_bind
 
 log = logging.getLogger(__name__)
@@ -139,13 +140,15 @@ class Master:
                 msg = protocol.decode(frames[1:])
                 stimulus = self._stimulus(msg.TYPE.lower())
                 event = (_worker_event if from_workers else _client_event)(peer, msg, stimulus)
-            except ProtocolError as exc:
+            except Exception as exc:  # ProtocolError, or a decoder's bug: never out of the loop
+                if not isinstance(exc, ProtocolError):
+                    log.exception("decoding a message from %r failed", peer[:64])
                 self.dropped += 1
                 side = "worker" if from_workers else "client"
                 log.warning("dropping a malformed message from %s %r: %s", side, peer[:64], exc)
                 if not from_workers:
                     job = protocol.job_of(frames[1:])
-                    if job is not None and bytes(frames[2]) == b"SUBMIT":
+                    if job is not None and len(frames) > 2 and bytes(frames[2]) == b"SUBMIT":
                         error = protocol.ErrorInfo.make("JobSubmitError", f"malformed job: {exc}")
                         self._send(sock, peer, protocol.Rejected(job, error))
                     continue
@@ -222,7 +225,12 @@ class Master:
             case events_.JobAccepted():
                 self._send(c, cmd.client, protocol.Accepted(cmd.job_id))
             case events_.JobRejected():
-                log.info("job %s rejected: %s [%s]", cmd.job_id, cmd.error.message, cmd.stimulus)
+                log.info(
+                    "job %s rejected: %s [%s]",
+                    printable(cmd.job_id),
+                    printable(cmd.error.message),
+                    cmd.stimulus,
+                )
                 self._send(c, cmd.client, protocol.Rejected(cmd.job_id, cmd.error))
             case events_.SendProgress():
                 self._send(c, cmd.client, protocol.Progress(cmd.job_id, cmd.progress))
@@ -232,11 +240,13 @@ class Master:
                 self._send(c, cmd.client, protocol.JobFailed(cmd.job_id, cmd.error))
             case events_.SendStatus():
                 self._send(c, cmd.client, protocol.StatusReply(cmd.status))
-            case events_.Note():
+            case events_.Note():  # names from peers are escaped: no forged log lines
                 if cmd.reason:
-                    log.info("%s: %s [%s]", cmd.what, cmd.reason, cmd.stimulus)
+                    log.info(
+                        "%s: %s [%s]", printable(cmd.what), printable(cmd.reason), cmd.stimulus
+                    )
                 else:
-                    log.info("%s [%s]", cmd.what, cmd.stimulus)
+                    log.info("%s [%s]", printable(cmd.what), cmd.stimulus)
             case _:
                 _unreachable(cmd)
 

@@ -72,6 +72,8 @@ JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 JOB = Str(64, pattern=JOB_ID)
 NAME = Str(MAX_NAME)
+#: A name shown to people: a job's name, a worker's host.
+LABEL = Str(MAX_NAME, printable=True)
 PATH = Str(MAX_PATH)
 TEXT = Str(MAX_TEXT)
 ENDPOINT = Str(300)
@@ -165,7 +167,7 @@ class JobSpec(Record):
     task_timeout: float | None = None
     has_combiner: bool = False
     FIELDS: ClassVar[dict[str, Kind]] = {
-        "name": NAME,
+        "name": LABEL,
         "num_reducers": Int(1, MAX_REDUCE_TASKS),
         "splits": ListOf(Obj(Split), MAX_MAP_TASKS),
         "max_attempts": Int(1, 1000),
@@ -325,8 +327,8 @@ class WorkerStatus(Record):
     last_heartbeat: float
     shuffle: str
     FIELDS: ClassVar[dict[str, Kind]] = {
-        "id": NAME,
-        "host": NAME,
+        "id": LABEL,
+        "host": LABEL,
         "pid": COUNT,
         "slots": COUNT,
         "running": COUNT,
@@ -340,7 +342,7 @@ class JobStatus(Record):
     id: str
     name: str
     progress: JobProgress
-    FIELDS: ClassVar[dict[str, Kind]] = {"id": JOB, "name": NAME, "progress": Obj(JobProgress)}
+    FIELDS: ClassVar[dict[str, Kind]] = {"id": JOB, "name": LABEL, "progress": Obj(JobProgress)}
 
 
 @dataclass(slots=True)
@@ -423,7 +425,7 @@ class Ready(Message):
     FIELDS: ClassVar[dict[str, Kind]] = {
         "slots": Int(1, 1 << 20),
         "shuffle": ENDPOINT,
-        "host": NAME,
+        "host": LABEL,
         "pid": COUNT,
         "held": ListOf(Obj(HeldOutput), 1_000_000),
     }
@@ -619,10 +621,12 @@ class Accepted(Message):
 @_message("REJECTED")
 @dataclass(slots=True)
 class Rejected(Message):
+    """``job`` is whatever the SUBMIT named, valid or not, so the sender can match it."""
+
     job: str
     error: ErrorInfo
     blobs: list[bytes] = _blobs()
-    FIELDS: ClassVar[dict[str, Kind]] = {"job": JOB, "error": Obj(ErrorInfo)}
+    FIELDS: ClassVar[dict[str, Kind]] = {"job": NAME, "error": Obj(ErrorInfo)}
 
 
 @_message("POLL")
@@ -796,8 +800,8 @@ def decode(frames: Sequence[bytes | memoryview]) -> Message:
 
 
 def job_of(frames: Sequence[bytes | memoryview]) -> str | None:
-    """The job id a message that failed to decode names, if it names a valid one:
-    so a malformed SUBMIT can be answered with REJECTED rather than silence."""
+    """The job id a message that failed to decode names (any short string): so a
+    malformed SUBMIT can be answered with REJECTED rather than silence."""
     if len(frames) < 3 or len(frames[2]) > MAX_HEADER_BYTES:
         return None
     try:
@@ -805,7 +809,7 @@ def job_of(frames: Sequence[bytes | memoryview]) -> str | None:
     except (UnicodeDecodeError, ValueError, RecursionError):
         return None
     job = header.get("job") if isinstance(header, dict) else None
-    return job if isinstance(job, str) and JOB_ID.fullmatch(job) else None
+    return job if isinstance(job, str) and len(job) <= MAX_NAME else None
 
 
 def routed(identity: bytes, frames: list[bytes]) -> list[bytes]:

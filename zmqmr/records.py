@@ -45,6 +45,13 @@ def _at(where: str, part: str) -> str:
     return where if where is FAST else where + part
 
 
+def printable(text: str) -> str:
+    """``text`` with every unprintable character escaped, for a log line or a terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
 def _fail(where: str, want: str, value: Any) -> ProtocolError:
     got = f"{value!r:.40}" if isinstance(value, (int, float, str)) else type(value).__name__
     return ProtocolError(f"{where} must be {want}, got {got}")
@@ -67,7 +74,8 @@ class Num(Kind):
     hi: float = 1e12
 
     def check(self, value: Any, where: str) -> float:
-        if type(value) not in (int, float) or not math.isfinite(value):
+        t = type(value)  # an int is compared as it is: too large for a float is out of range
+        if not (t is int or (t is float and math.isfinite(value))):
             raise _fail(where, "a finite number", value)
         if not self.lo <= value <= self.hi:
             raise _fail(where, f"a number in [{self.lo:g}, {self.hi:g}]", value)
@@ -79,10 +87,15 @@ class Str(Kind):
     max_len: int = MAX_NAME
     pattern: re.Pattern[str] | None = None
     choices: frozenset[str] | None = None
+    #: Only printable characters: no newline, escape or lone surrogate (names that
+    #: end up in logs and on terminals).
+    printable: bool = False
 
     def check(self, value: Any, where: str) -> str:
         if type(value) is not str or len(value) > self.max_len:
             raise _fail(where, f"a string of at most {self.max_len} characters", value)
+        if self.printable and not value.isprintable():
+            raise _fail(where, "printable text", value)
         if self.pattern is not None and not self.pattern.fullmatch(value):
             raise _fail(where, f"a string matching {self.pattern.pattern}", value)
         if self.choices is not None and value not in self.choices:

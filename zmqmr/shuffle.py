@@ -431,8 +431,11 @@ class ShuffleServer:
                 frames = sock.recv_multipart(copy=True)
                 try:
                     reply = self.handle(frames)
-                except ProtocolError as exc:
-                    log.warning("shuffle: dropping malformed request: %s", exc)
+                except Exception as exc:  # a REP socket must answer, and the thread live on
+                    if isinstance(exc, ProtocolError):
+                        log.warning("shuffle: dropping malformed request: %s", exc)
+                    else:
+                        log.exception("shuffle: a request failed")
                     reply = protocol.encode(protocol.FetchError("malformed request", False))
                 sock.send_multipart(reply, copy=False)
 

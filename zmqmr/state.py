@@ -92,6 +92,7 @@ from .protocol import (
     TaskSpec,
     WorkerStatus,
 )
+from .records import printable
 from .tables import (
     ACTIVE,
     BAD_RECORD_FAILURES,
@@ -690,7 +691,7 @@ class MasterState:
         return ClusterStatus(
             workers=[
                 WorkerStatus(
-                    id=w.id.decode(errors="replace")[:200],
+                    id=printable(w.id.decode("utf-8", "backslashreplace"))[:200],
                     host=w.host,
                     pid=w.pid,
                     slots=w.slots,

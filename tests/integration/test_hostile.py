@@ -5,9 +5,11 @@ two ports and at a worker's shuffle server. After every barrage the master
 process is alive, ``Client.status()`` answers every client, and a real job on
 the cluster's real workers gives exactly ``run_serial``'s answer.
 
-Barrages at the master get a cluster of their own (one starts in about half a
-second): if a message kills the master, only the test that sent it fails, and
-the others still say what they prove.
+Each barrage gets a cluster of its own (one starts in about half a second): if
+a message kills the master or a shuffle server, only the test that sent it
+fails, and the others still say what they prove. Sockets speak without CURVE
+(``insecure=True``), so that frames reach the parsers rather than stopping at
+the handshake.
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ import zmqmr
 from zmqmr import protocol as p
 from zmqmr import shuffle
 
-#: Without CURVE, so that the frames reach the parsers (with it, the handshake stops them).
 FAST = dict(insecure=True, heartbeat_interval=0.2, worker_timeout=3.0)
 ENV = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
 #: The two smallest books: a job over them takes well under a second.
@@ -64,12 +65,6 @@ def wait_until(predicate, timeout=10.0, every=0.02, what="the condition"):
 def tail(text: str, n: int = 3000) -> str:
     """The end of a log, its control characters escaped (hostile names are in it)."""
     return re.sub(r"[^\n\x20-\x7e]", lambda m: ascii(m.group())[1:-1], text[-n:])
-
-
-def master_log_with(cluster, needle: str) -> str | None:
-    """The master's log once ``needle`` is in it, else None."""
-    text = cluster.log("master")
-    return text if needle in text else None
 
 
 def header_of(frames: list[bytes]) -> Any:
@@ -128,7 +123,7 @@ class Peer:
 class FakeWorker(Peer):
     """A raw DEALER that registers at the worker port, then sends what the test says."""
 
-    def __init__(self, ctx, cluster, slots: int = 1, host: str = HOSTILE_HOST, pid: int = 4242):
+    def __init__(self, ctx, cluster, slots: int = 1, host: str = "raw", pid: int = 4242):
         super().__init__(ctx, cluster.worker_address, f"w-raw-{uuid.uuid4().hex}".encode())
         self.ready = p.encode(p.Ready(slots, "tcp://127.0.0.1:9", host, pid))
 
@@ -273,7 +268,7 @@ WORKER_PORT_BARRAGE: list[tuple[str, list[bytes], bool]] = [
 def test_no_message_from_a_registered_worker_kills_the_master(fresh_cluster, ctx):
     c = fresh_cluster
     everyone = [c.client(timeout=5), c.client(timeout=5)]
-    liar = FakeWorker(ctx, c)  # its host name is hostile too: status must survive it
+    liar = FakeWorker(ctx, c, host="hôte-\U0001f4a3")
     problems = []
     try:
         for what, frames, malformed in WORKER_PORT_BARRAGE:
@@ -429,7 +424,8 @@ def record_json(cls: type[p.Record]) -> st.SearchStrategy[dict[str, Any]]:
     return st.fixed_dictionaries(fields)
 
 
-#: What a number becomes: past int64, past any float, or not a number at all.
+#: What a number becomes: past any float, past int64, or not a number at all (hypothesis
+#: draws a first branch most: the numbers that no float conversion survives lead).
 BAD_NUMBERS = st.one_of(
     st.sampled_from([10**400, -(10**400), 2**1024, 10**4000]),
     st.sampled_from([2**63, -(2**63) - 1, 2**64, 10**30, -(10**30)]),
@@ -476,12 +472,6 @@ def _fields(value: Any, kind: p.Kind, at: tuple[Any, ...] = ()) -> Iterator[tupl
     elif isinstance(kind, p.DictOf) and isinstance(value, dict):
         for k, v in value.items():
             yield from _fields(v, kind.value, (*at, k))
-
-
-def _get(value: Any, at: tuple[Any, ...]) -> Any:
-    for step in at:
-        value = value[step]
-    return value
 
 
 def _replaced(value: Any, at: tuple[Any, ...], new: Any) -> Any:
@@ -672,8 +662,10 @@ def test_fuzzed_messages_at_both_master_ports_never_kill_it(fresh_cluster, ctx):
 
 
 @pytest.mark.timeout(120)
-def test_fuzzed_requests_at_a_shuffle_server_are_each_answered_and_it_keeps_serving(cluster, ctx):
-    c = cluster
+def test_fuzzed_requests_at_a_shuffle_server_are_each_answered_and_it_keeps_serving(
+    fresh_cluster, ctx
+):
+    c = fresh_cluster
     workers = c.client().status()["workers"]
     address = next(w["shuffle"] for w in workers if w["pid"] == c.worker_pids[0])
     req = ctx.socket(zmq.REQ)
@@ -719,34 +711,28 @@ def test_fuzzed_requests_at_a_shuffle_server_are_each_answered_and_it_keeps_serv
 # -- 1. a bad name must not break status -------------------------------------------------
 
 
+def zmqmr_status(cluster, *args: str) -> subprocess.CompletedProcess[bytes]:
+    command = [sys.executable, "-m", "zmqmr", "status", "--insecure", "--master", cluster.address]
+    return subprocess.run([*command, *args], env=ENV, capture_output=True, timeout=30)
+
+
 @pytest.mark.timeout(60)
 def test_status_works_for_every_client_and_the_cli_with_a_hostile_worker_name(cluster, ctx):
     client = cluster.client(timeout=5)
     liar = FakeWorker(ctx, cluster, host=HOSTILE_HOST)
     try:
-        liar.register()
+        liar.send(liar.ready)
+        joined = liar.expect("WELCOME") is not None  # refusing such a name would do too
+        workers = len(cluster.worker_pids) + joined
         for c in (client, cluster.client(timeout=5)):
             hosts = [w["host"] for w in c.status()["workers"]]
-            assert HOSTILE_HOST in hosts and len(hosts) == 3
-        for extra in (["--json"], []):
-            out = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "zmqmr",
-                    "status",
-                    "--insecure",
-                    "--master",
-                    cluster.address,
-                    *extra,
-                ],
-                env=ENV,
-                capture_output=True,
-                timeout=30,
-            )
-            stderr = tail(out.stderr.decode(errors="replace"))
-            assert out.returncode == 0, f"`zmqmr status {' '.join(extra)}` failed:\n{stderr}"
-            assert b"3 worker(s)" in out.stdout or len(json.loads(out.stdout)["workers"]) == 3
+            assert len(hosts) == workers and (HOSTILE_HOST in hosts) == joined
+        as_json = zmqmr_status(cluster, "--json")
+        assert as_json.returncode == 0, tail(as_json.stderr.decode(errors="replace"))
+        assert len(json.loads(as_json.stdout)["workers"]) == workers
+        as_text = zmqmr_status(cluster)
+        assert as_text.returncode == 0, tail(as_text.stderr.decode(errors="replace"))
+        assert f"{workers} worker(s)".encode() in as_text.stdout
     finally:
         liar.leave(client)
         liar.close()
@@ -757,13 +743,13 @@ def test_a_worker_cannot_forge_lines_in_the_master_log_with_its_host_name(cluste
     forged = "2026-01-01 00:00:00,000 zmqmr.master INFO job x succeeded: FORGED"
     liar = FakeWorker(ctx, cluster, host=f"liar\n{forged}", pid=5150)
     try:
-        liar.register()
+        liar.send(liar.ready)
+        liar.expect("WELCOME")  # or a refusal of the name: either is fine
     finally:
-        liar.leave(cluster.client(timeout=5))
+        liar.leave(cluster.client(timeout=5))  # once it is gone, its READY has been logged
         liar.close()
-    log = wait_until(lambda: master_log_with(cluster, "FORGED"), what="the name in the log")
-    lines = [line for line in log.splitlines() if "FORGED" in line]
-    assert not any(line.startswith(forged) for line in lines), f"a forged line: {lines}"
+    lines = cluster.log("master").splitlines()
+    assert not [line for line in lines if line.startswith(forged)], "a forged log line"
 
 
 # -- 2. a worker that sends anything malformed is dropped ----------------------------------
@@ -786,7 +772,7 @@ def test_a_worker_that_sends_a_malformed_done_is_dropped_and_the_log_says_why(cl
     finally:
         liar.close()
     ident = re.escape(repr(liar.identity[:64]))
-    problem = r"DONE\.report\.counters\['records'\] must be an int in \[[-\d, ]+\], got 'many'"
+    problem = r"DONE\.report\.counters\['records'\] must be an int\b.*'many'"  # field, want, got
     dropped = rf"WARNING dropping a malformed message from worker {ident}: {problem}$"
     gone = (
         r"INFO worker liar:31337 is gone: 0 running attempts and 0 map outputs lost: "

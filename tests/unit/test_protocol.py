@@ -31,7 +31,8 @@ def valid(kind: p.Kind) -> st.SearchStrategy[Any]:
             return st.sampled_from(sorted(kind.choices))
         if kind.pattern is not None:
             return st.from_regex(kind.pattern, fullmatch=True)
-        return st.text(max_size=min(kind.max_len, 20))
+        text = st.text(max_size=min(kind.max_len, 20))
+        return text.filter(str.isprintable) if kind.printable else text
     if isinstance(kind, p.Bool):
         return st.booleans()
     if isinstance(kind, p.Opt):
@@ -244,3 +245,25 @@ def test_error_info_make_cuts_texts_to_what_the_wire_takes():
 def test_numbers_keep_their_type():
     msg = p.decode(p.encode(p.Poll("j", 2)))
     assert isinstance(msg, p.Poll) and msg.wait == 2 and not math.isnan(msg.wait)
+
+
+@pytest.mark.parametrize("host", ["liar\n2026 INFO forged", "\x1b[31mred", "\ud800", "nul\x00"])
+def test_names_shown_to_people_must_be_printable(host):
+    header = json.dumps({"slots": 1, "shuffle": "tcp://a:1", "host": host, "pid": 1}).encode()
+    with pytest.raises(ProtocolError, match="printable"):
+        p.decode([p.VERSION, b"READY", header])
+
+
+def test_a_huge_int_where_a_number_goes_is_out_of_range_not_an_overflow():
+    header = json.dumps({"progress": [{"attempt": 1, "fraction": 10**400}]}).encode()
+    with pytest.raises(ProtocolError, match="fraction"):
+        p.decode([p.VERSION, b"HEARTBEAT", header])
+
+
+def test_a_rejection_can_answer_a_submit_whose_job_id_is_invalid():
+    frames = [p.VERSION, b"SUBMIT", json.dumps({"job": "../../x", "spec": {}}).encode(), b"c"]
+    with pytest.raises(ProtocolError):
+        p.decode(frames)
+    assert p.job_of(frames) == "../../x"
+    reply = p.decode(p.encode(p.Rejected("../../x", p.ErrorInfo("JobSubmitError", "bad id"))))
+    assert isinstance(reply, p.Rejected) and reply.job == "../../x"
