@@ -223,11 +223,17 @@ class MasterState:
         capped = f" (it claimed {ev.slots}; max_worker_slots)" if slots < ev.slots else ""
         self._note(out, f"worker {w.name} joined with {slots} slots{capped}", "READY")
         out.append(Welcome(w.id))
+        ended = []
         for job_id in sorted({h.job for h in ev.held}):
             if job_id in self.active:  # outputs of an earlier incarnation: dropped at its end
                 self.active[job_id].holders.add(w.id)
             else:
+                ended.append(job_id)
                 out.append(DropJob(w.id, job_id, reason="it holds files of an ended job"))
+        if ended:
+            self._note(
+                out, f"worker {w.name} holds files of ended jobs {', '.join(ended)}", "READY"
+            )
 
     def _on_seen(self, ev: WorkerSeen, now: float, out: list[Command]) -> None:
         w = self._known(ev.worker, now, out)
