@@ -325,6 +325,7 @@ class Executor:
         self.jobs: dict[str, dict[str, Any]] = {}
         self._zctx: Any = None
         self.reader = shuffle.OutputReader()
+        self.sockets = shuffle.SocketPool()  # connections to other workers' shuffle servers
         self._attempt = 0
         self._next_progress = 0.0
 
@@ -581,6 +582,7 @@ class Executor:
                 timeout=s.fetch_timeout,
                 retries=s.fetch_retries,
                 keys=self.keys,
+                pool=self.sockets,
             )
         fetched: dict[int, shuffle.Fetched] = {}
         failed: dict[int, ShuffleError] = {}

@@ -544,6 +544,7 @@ def fetch_segments(
     timeout: float,
     retries: int,
     keys: Keys | None = None,
+    pool: SocketPool | None = None,
 ) -> tuple[dict[int, Fetched], dict[int, ShuffleError]]:
     """One partition of several map outputs on one server, over one connection.
 
@@ -553,12 +554,14 @@ def fetch_segments(
     a new one opened (Lazy Pirate), up to ``retries`` tries. Returns the
     verified segments by map task, and the error of each that failed:
     ``CorruptOutput`` when its bytes failed their checks, else ``ShuffleError``
-    (the server could not serve it, or went silent).
+    (the server could not serve it, or went silent). With ``pool``, the
+    connection is taken from it and given back after a clean exchange, so the
+    next fetch from that server needs no new connection (nor handshake).
     """
     fetched: dict[int, Fetched] = {}
     failed: dict[int, ShuffleError] = {}
     todo = {w.map_task: w for w in wanted}
-    sock: zmq.Socket[Any] | None = None
+    sock = pool.take(address) if pool is not None else None
     try:
         while todo:
             asked = list(todo.values())[: protocol.MAX_FETCH_PARTS]
@@ -627,10 +630,42 @@ def fetch_segments(
                 todo.clear()
     finally:
         if sock is not None:
-            sock.close(0)
+            if pool is not None and not todo:  # every request was answered: reusable
+                pool.give(address, sock)
+            else:
+                sock.close(0)
         for w in todo.values():
             w.abandon()
     return fetched, failed
+
+
+class SocketPool:
+    """Idle REQ sockets to shuffle servers, one kept per address; thread-safe.
+
+    A socket is given back only after its last request was answered, so a REQ
+    socket from the pool is always ready to send (a stuck one is closed instead).
+    """
+
+    def __init__(self) -> None:
+        self._idle: dict[str, zmq.Socket[Any]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, address: str) -> zmq.Socket[Any] | None:
+        with self._lock:
+            return self._idle.pop(address, None)
+
+    def give(self, address: str, sock: zmq.Socket[Any]) -> None:
+        with self._lock:
+            old = self._idle.pop(address, None)
+            self._idle[address] = sock
+        if old is not None:
+            old.close(0)
+
+    def close(self) -> None:
+        with self._lock:
+            for sock in self._idle.values():
+                sock.close(0)
+            self._idle.clear()
 
 
 def local_segment(path: str, partition: int, reader: OutputReader | None = None) -> Fetched:

@@ -20,6 +20,7 @@ from zmqmr.shuffle import (
     CODEC_PICKLE,
     FOOTER,
     ShuffleServer,
+    SocketPool,
     Wanted,
     fetch_segments,
     job_dir,
@@ -276,3 +277,27 @@ def test_requests_stay_within_max_bytes_across_parts(ctx, server, data_dir):
     )
     assert not failed and {t: f.length for t, f in got.items()} == dict(enumerate(sizes))
     assert server.requests - before >= -(-sum(sizes) // 100)
+
+
+def test_a_pooled_connection_serves_the_next_fetch_and_a_dead_one_is_replaced(ctx, data_dir):
+    written = served_output(data_dir)
+    pool = SocketPool()
+    srv = ShuffleServer(ctx, data_dir, "tcp://127.0.0.1:*")
+    address = srv.start()
+    try:
+        opts = {"chunk": 1 << 20, "timeout": 1.0, "retries": 2, "pool": pool}
+        got, _ = fetch_segments(ctx, address, JOB, 0, [Wanted(0, 1)], **opts)
+        kept = pool.take(address)
+        assert kept is not None  # answered: given back to the pool
+        pool.give(address, kept)
+        got, _ = fetch_segments(ctx, address, JOB, 2, [Wanted(0, 1)], **opts)
+        assert list(got[0].groups()) == written[2]
+        assert pool.take(address) is kept  # the same connection served the second fetch
+        pool.give(address, kept)
+    finally:
+        srv.stop()
+    # the server is gone: the pooled socket times out, is closed, and the fetch fails cleanly
+    got, failed = fetch_segments(ctx, address, JOB, 0, [Wanted(0, 1)], **opts)
+    assert got == {} and "no answer" in str(failed[0])
+    assert pool.take(address) is None
+    pool.close()
