@@ -130,7 +130,7 @@ def is_temporary(name: str) -> bool:
 
 def snapshot(output_dir: str) -> dict[str, str]:
     """Every file in ``output_dir`` -> a SHA-256 of its bytes."""
-    out = {}
+    out: dict[str, str] = {}
     try:
         names = sorted(os.listdir(output_dir))
     except OSError:
@@ -255,13 +255,13 @@ def check(
         v.add("output files", problems, f"{num_reducers} part files, no temporaries")
         if late_snapshots is not None:
             at_end, later = late_snapshots
-            late = [
+            changes = [
                 f"{name} {'appeared' if name not in at_end else 'changed'}"
                 for name in sorted(later)
                 if later[name] != at_end.get(name)
             ]
-            late += [f"{name} vanished" for name in sorted(at_end) if name not in later]
-            v.add("no late writes", late, "nothing changed after the job ended")
+            changes += [f"{name} vanished" for name in sorted(at_end) if name not in later]
+            v.add("no late writes", changes, "nothing changed after the job ended")
     return v
 
 

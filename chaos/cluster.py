@@ -39,6 +39,7 @@ import psutil
 import zmqmr
 
 from . import netns
+from .netns import Network
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +223,7 @@ class ChaosCluster:
         self.client_timeout = client_timeout
         self.startup_timeout = startup_timeout
         self.dir = ""
-        self.network: netns.Network | None = None
+        self.network: Network | None = None
         self.nodes: dict[str, Node] = {}
         self.address = ""  # the master's client address
         self.worker_address = ""  # the master's worker address

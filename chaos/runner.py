@@ -274,7 +274,7 @@ def run_scenario(
             cluster, paced(job, sc.pace), faults, history, sc.deadline, out_dir
         )
         cluster.heal()
-        if at_end is not None and outcome.result is not None:
+        if at_end is not None and out_dir is not None and outcome.result is not None:
             time.sleep(GRACE)
             snapshots = (at_end, checker.snapshot(out_dir))
     except Exception as exc:  # a harness or cluster failure is a failed run, with its reason

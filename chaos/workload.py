@@ -59,7 +59,7 @@ def load_job(
         job = job_from_file(resolve_job_file(job_file), inputs, reducers, output_dir, split_size)
     except SystemExit as exc:  # zmqmr's CLI helper exits with a message on a bad job file
         raise zmqmr.JobSubmitError(str(exc.code)) from None
-    return job  # type: ignore[no-any-return]
+    return job
 
 
 class Paced:
