@@ -100,14 +100,19 @@ def bench_state(sizes: list[int], workers: int) -> None:
 # -- fake workers against a real master -------------------------------------------------
 
 
-def fake_workers(address: str, count: int, first: int, heartbeat: float) -> None:
+def fake_workers(address: str, count: int, first: int, heartbeat: float, keys_dir: str) -> None:
     """Register ``count`` workers; complete every attempt at once; heartbeat; until stdin closes."""
+    from zmqmr.security import MEMBER, load_keys
+
+    keys = load_keys(keys_dir, MEMBER) if keys_dir else None
     ctx = zmq.Context()
     socks = []
     for i in range(first, first + count):
         s = ctx.socket(zmq.DEALER)
         s.setsockopt(zmq.IDENTITY, b"fake-%06d" % i)
         s.linger = 0
+        if keys is not None:  # CURVE, as the cluster's real workers speak it
+            keys.client(s, keys.master_public)
         s.connect(address)
         s.send_multipart(p.encode(p.Ready(1, f"tcp://127.0.0.1:{10000 + i}", "fake", i)))
         socks.append(s)
@@ -146,8 +151,10 @@ def _cpu(proc: psutil.Process) -> float:
 def bench_cluster(
     workers: int, maps: int, reduces: int, procs: int, heartbeat: float, idle: float
 ) -> None:
-    settings = {"heartbeat_interval": heartbeat, "worker_timeout": max(30.0, 10 * heartbeat)}
-    with zmqmr.LocalCluster(workers=0, client_timeout=120, **settings) as cluster:
+    timeout = max(30.0, 10 * heartbeat)
+    with zmqmr.LocalCluster(
+        workers=0, client_timeout=120, heartbeat_interval=heartbeat, worker_timeout=timeout
+    ) as cluster:
         assert cluster.master_pid is not None
         master = psutil.Process(cluster.master_pid)
         fakes = []
@@ -157,7 +164,7 @@ def bench_cluster(
             fakes.append(
                 subprocess.Popen(
                     [sys.executable, __file__, "--fake", cluster.worker_address, str(count)]
-                    + [str(i * per), str(heartbeat)],
+                    + [str(i * per), str(heartbeat), cluster.keys or ""],
                     stdin=subprocess.PIPE,
                 )
             )
@@ -203,7 +210,7 @@ def _keys_mapper(key: int, value: int) -> object:
 
 
 def _count(key: object, values: object) -> int:
-    return sum(values)  # type: ignore[call-overload, no-any-return]
+    return sum(values)  # type: ignore[call-overload]
 
 
 def bench_reduce(maps: int, reducers: list[int], keys: int) -> None:
@@ -230,8 +237,8 @@ def _noop(key: object, value: object) -> None:  # never called: the fake workers
 
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--fake":
-        address, count, first, heartbeat = sys.argv[2:6]
-        fake_workers(address, int(count), int(first), float(heartbeat))
+        address, count, first, heartbeat, keys_dir = sys.argv[2:7]
+        fake_workers(address, int(count), int(first), float(heartbeat), keys_dir)
         return 0
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", default="state,cluster,reduce")
