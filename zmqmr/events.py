@@ -13,7 +13,6 @@ the socket. Imports: the standard library and ``zmqmr.protocol`` only.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from .protocol import (
     AttemptProgress,
@@ -28,124 +27,110 @@ from .protocol import (
     TaskSpec,
 )
 
-
-def _stimulus() -> Any:
-    return field(default="", kw_only=True, compare=False)
-
-
 # -- events ---------------------------------------------------------------------
 
 
 @dataclass(slots=True)
-class WorkerReady:
+class _Event:
+    #: What caused it, for the log: given by the shell (the message and its number).
+    stimulus: str = field(default="", kw_only=True, compare=False)
+
+
+@dataclass(slots=True)
+class WorkerReady(_Event):
     worker: bytes
     slots: int
     shuffle: str
     host: str
     pid: int
     held: list[HeldOutput] = field(default_factory=list)
-    stimulus: str = _stimulus()
 
 
 @dataclass(slots=True)
-class WorkerSeen:
+class WorkerSeen(_Event):
     """Any message from a worker; a heartbeat also carries attempt progress."""
 
     worker: bytes
     progress: list[AttemptProgress] = field(default_factory=list)
-    stimulus: str = _stimulus()
 
 
 @dataclass(slots=True)
-class WorkerLeft:
+class WorkerLeft(_Event):
     worker: bytes
-    stimulus: str = _stimulus()
 
 
 @dataclass(slots=True)
-class WorkerMisbehaved:
+class WorkerMisbehaved(_Event):
     """A worker sent something malformed: drop it (it may register again)."""
 
     worker: bytes
     problem: str
-    stimulus: str = _stimulus()
 
 
 @dataclass(slots=True)
-class AttemptDone:
+class AttemptDone(_Event):
     worker: bytes
     attempt: int
     report: Report
     result: bytes | None = None
-    stimulus: str = _stimulus()
 
 
 @dataclass(slots=True)
-class AttemptFailed:
+class AttemptFailed(_Event):
     worker: bytes
     attempt: int
     kind: str  # "user" (exception), "crash" (executor died), "lost" (not the task's fault)
     error: ErrorInfo
     record: int | None = None
-    stimulus: str = _stimulus()
 
 
 @dataclass(slots=True)
-class FetchFailed:
+class FetchFailed(_Event):
     worker: bytes
     attempt: int
     map_task: int
     map_attempt: int
     reason: str
-    stimulus: str = _stimulus()
 
 
 @dataclass(slots=True)
-class JobSubmitted:
+class JobSubmitted(_Event):
     client: bytes
     job_id: str
     spec: JobSpec
     code: bytes
     records: list[bytes]
-    stimulus: str = _stimulus()
 
 
 @dataclass(slots=True)
-class PollJob:
+class PollJob(_Event):
     """How is this job doing? With ``wait`` > 0, the answer waits for the job's end
     until ``now + wait`` (a long poll): the client learns of the end at once."""
 
     client: bytes
     job_id: str
     wait: float = 0.0
-    stimulus: str = _stimulus()
 
 
 @dataclass(slots=True)
-class CancelJob:
+class CancelJob(_Event):
     client: bytes
     job_id: str
-    stimulus: str = _stimulus()
 
 
 @dataclass(slots=True)
-class StatusRequest:
+class StatusRequest(_Event):
     client: bytes
-    stimulus: str = _stimulus()
 
 
 @dataclass(slots=True)
-class Tick:
+class Tick(_Event):
     """The clock: liveness, timeouts, speculation and due long polls are checked here."""
 
-    stimulus: str = _stimulus()
-
 
 @dataclass(slots=True)
-class Shutdown:
+class Shutdown(_Event):
     """The master is stopping: tell clients and workers before it goes."""
-
-    stimulus: str = _stimulus()
 
 
 Event = (
@@ -168,26 +153,25 @@ Event = (
 # -- commands --------------------------------------------------------------------
 
 
-def _why() -> Any:
-    return field(default="", kw_only=True, compare=False)
+@dataclass(slots=True)
+class _Command:
+    #: The stimulus of the event that caused it, and why.
+    stimulus: str = field(default="", kw_only=True, compare=False)
+    reason: str = field(default="", kw_only=True, compare=False)
 
 
 @dataclass(slots=True)
-class Welcome:
+class Welcome(_Command):
     worker: bytes
-    stimulus: str = _why()
-    reason: str = _why()
 
 
 @dataclass(slots=True)
-class Reregister:
+class Reregister(_Command):
     worker: bytes
-    stimulus: str = _why()
-    reason: str = _why()
 
 
 @dataclass(slots=True)
-class Assign:
+class Assign(_Command):
     worker: bytes
     attempt: int
     job_id: str
@@ -196,95 +180,73 @@ class Assign:
     spec: TaskSpec
     code: bytes | None = None
     records: bytes | None = None
-    stimulus: str = _why()
-    reason: str = _why()
 
 
 @dataclass(slots=True)
-class Cancel:
+class Cancel(_Command):
     worker: bytes
     attempt: int
-    stimulus: str = _why()
-    reason: str = _why()
 
 
 @dataclass(slots=True)
-class Relocate:
+class Relocate(_Command):
     worker: bytes
     attempt: int
     location: Location
-    stimulus: str = _why()
-    reason: str = _why()
 
 
 @dataclass(slots=True)
-class DropJob:
+class DropJob(_Command):
     worker: bytes
     job_id: str
-    stimulus: str = _why()
-    reason: str = _why()
 
 
 @dataclass(slots=True)
-class JobAccepted:
+class JobAccepted(_Command):
     client: bytes
     job_id: str
-    stimulus: str = _why()
-    reason: str = _why()
 
 
 @dataclass(slots=True)
-class JobRejected:
+class JobRejected(_Command):
     client: bytes
     job_id: str
     error: ErrorInfo
-    stimulus: str = _why()
-    reason: str = _why()
 
 
 @dataclass(slots=True)
-class SendProgress:
+class SendProgress(_Command):
     client: bytes
     job_id: str
     progress: JobProgress
-    stimulus: str = _why()
-    reason: str = _why()
 
 
 @dataclass(slots=True)
-class SendResult:
+class SendResult(_Command):
     client: bytes
     job_id: str
     summary: Summary
     blobs: list[bytes]
-    stimulus: str = _why()
-    reason: str = _why()
 
 
 @dataclass(slots=True)
-class SendJobFailed:
+class SendJobFailed(_Command):
     client: bytes
     job_id: str
     error: ErrorInfo
-    stimulus: str = _why()
-    reason: str = _why()
 
 
 @dataclass(slots=True)
-class SendStatus:
+class SendStatus(_Command):
     client: bytes
     status: ClusterStatus
-    stimulus: str = _why()
-    reason: str = _why()
 
 
 @dataclass(slots=True)
-class Note:
+class Note(_Command):
     """A decision worth a line in the master's log (no message is sent)."""
 
     what: str
-    stimulus: str = _why()
-    reason: str = _why()
 
 
 Command = (

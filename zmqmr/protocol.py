@@ -378,12 +378,16 @@ class ChunkPart(Record):
 M = TypeVar("M", bound="Message")
 
 
+@dataclass(slots=True)
 class Message(Record):
-    """A record that travels as one multipart message: its type, header and blobs."""
+    """A record that travels as one multipart message: its type, header and blobs.
+
+    ``blobs`` are the opaque frames after the header (keyword-only in every
+    message, after its own fields)."""
 
     TYPE: ClassVar[str]
     BLOBS: ClassVar[tuple[int, int]] = (0, 0)
-    blobs: list[bytes]
+    blobs: list[bytes] = field(default_factory=list, kw_only=True)
 
     def validate_blobs(self) -> None:
         """Checks between the header and the blobs; raise ProtocolError."""
@@ -404,10 +408,6 @@ def _message(type_name: str, blobs: tuple[int, int] = (0, 0)) -> Any:
 MESSAGES: dict[str, type[Message]] = {}
 
 
-def _blobs() -> Any:
-    return field(default_factory=list, kw_only=True)
-
-
 # worker <-> master
 
 
@@ -421,7 +421,6 @@ class Ready(Message):
     host: str
     pid: int
     held: list[HeldOutput] = field(default_factory=list)
-    blobs: list[bytes] = _blobs()
     FIELDS: ClassVar[dict[str, Kind]] = {
         "slots": Int(1, 1 << 20),
         "shuffle": ENDPOINT,
@@ -436,7 +435,6 @@ class Ready(Message):
 class Welcome(Message):
     heartbeat_interval: float
     worker_timeout: float
-    blobs: list[bytes] = _blobs()
     FIELDS: ClassVar[dict[str, Kind]] = {
         "heartbeat_interval": Num(0.001, 3600.0),
         "worker_timeout": Num(0.001, 86400.0),
@@ -449,7 +447,6 @@ class Heartbeat(Message):
     """Both ways; from a worker it carries the progress of its running attempts."""
 
     progress: list[AttemptProgress] = field(default_factory=list)
-    blobs: list[bytes] = _blobs()
     FIELDS: ClassVar[dict[str, Kind]] = {"progress": ListOf(Obj(AttemptProgress), 4096)}
 
 
@@ -465,7 +462,6 @@ class Assign(Message):
     spec: TaskSpec
     has_code: bool = False
     has_records: bool = False
-    blobs: list[bytes] = _blobs()
     FIELDS: ClassVar[dict[str, Kind]] = {
         "attempt": COUNT,
         "job": JOB,
@@ -495,7 +491,6 @@ class Cancel(Message):
     """Stop an attempt and remove its files."""
 
     attempt: int
-    blobs: list[bytes] = _blobs()
     FIELDS: ClassVar[dict[str, Kind]] = {"attempt": COUNT}
 
 
@@ -506,7 +501,6 @@ class Relocate(Message):
 
     attempt: int
     location: Location
-    blobs: list[bytes] = _blobs()
     FIELDS: ClassVar[dict[str, Kind]] = {"attempt": COUNT, "location": Obj(Location)}
 
 
@@ -516,7 +510,6 @@ class DropJob(Message):
     """The job ended: forget its code and delete its map outputs."""
 
     job: str
-    blobs: list[bytes] = _blobs()
     FIELDS: ClassVar[dict[str, Kind]] = {"job": JOB}
 
 
@@ -525,7 +518,6 @@ class DropJob(Message):
 class Reconnect(Message):
     """The master does not know this worker: register again."""
 
-    blobs: list[bytes] = _blobs()
     FIELDS: ClassVar[dict[str, Kind]] = {}
 
 
@@ -536,7 +528,6 @@ class Done(Message):
 
     attempt: int
     report: Report
-    blobs: list[bytes] = _blobs()
     FIELDS: ClassVar[dict[str, Kind]] = {"attempt": COUNT, "report": Obj(Report)}
 
     @property
@@ -554,7 +545,6 @@ class Failed(Message):
     kind: str
     error: ErrorInfo
     record: int | None = None
-    blobs: list[bytes] = _blobs()
     FIELDS: ClassVar[dict[str, Kind]] = {
         "attempt": COUNT,
         "kind": Str(choices=frozenset({"user", "crash", "lost"})),
@@ -572,7 +562,6 @@ class FetchFailed(Message):
     map_task: int
     map_attempt: int
     reason: str
-    blobs: list[bytes] = _blobs()
     FIELDS: ClassVar[dict[str, Kind]] = {
         "attempt": COUNT,
         "map_task": COUNT,
@@ -586,7 +575,6 @@ class FetchFailed(Message):
 class Bye(Message):
     """A worker is leaving."""
 
-    blobs: list[bytes] = _blobs()
     FIELDS: ClassVar[dict[str, Kind]] = {}
 
 
@@ -600,7 +588,6 @@ class Submit(Message):
 
     job: str
     spec: JobSpec
-    blobs: list[bytes] = _blobs()
     FIELDS: ClassVar[dict[str, Kind]] = {"job": JOB, "spec": Obj(JobSpec)}
 
     def validate_blobs(self) -> None:
@@ -614,7 +601,6 @@ class Submit(Message):
 @dataclass(slots=True)
 class Accepted(Message):
     job: str
-    blobs: list[bytes] = _blobs()
     FIELDS: ClassVar[dict[str, Kind]] = {"job": JOB}
 
 
@@ -625,7 +611,6 @@ class Rejected(Message):
 
     job: str
     error: ErrorInfo
-    blobs: list[bytes] = _blobs()
     FIELDS: ClassVar[dict[str, Kind]] = {"job": NAME, "error": Obj(ErrorInfo)}
 
 
@@ -637,7 +622,6 @@ class Poll(Message):
 
     job: str
     wait: float = 0.0
-    blobs: list[bytes] = _blobs()
     FIELDS: ClassVar[dict[str, Kind]] = {"job": JOB, "wait": Num(0.0, MAX_POLL_WAIT)}
 
 
@@ -646,7 +630,6 @@ class Poll(Message):
 class Progress(Message):
     job: str
     progress: JobProgress
-    blobs: list[bytes] = _blobs()
     FIELDS: ClassVar[dict[str, Kind]] = {"job": JOB, "progress": Obj(JobProgress)}
 
 
@@ -657,7 +640,6 @@ class Result(Message):
 
     job: str
     summary: Summary
-    blobs: list[bytes] = _blobs()
     FIELDS: ClassVar[dict[str, Kind]] = {"job": JOB, "summary": Obj(Summary)}
 
 
@@ -666,7 +648,6 @@ class Result(Message):
 class JobFailed(Message):
     job: str
     error: ErrorInfo
-    blobs: list[bytes] = _blobs()
     FIELDS: ClassVar[dict[str, Kind]] = {"job": JOB, "error": Obj(ErrorInfo)}
 
 
@@ -674,14 +655,12 @@ class JobFailed(Message):
 @dataclass(slots=True)
 class CancelJob(Message):
     job: str
-    blobs: list[bytes] = _blobs()
     FIELDS: ClassVar[dict[str, Kind]] = {"job": JOB}
 
 
 @_message("STATUS")
 @dataclass(slots=True)
 class StatusRequest(Message):
-    blobs: list[bytes] = _blobs()
     FIELDS: ClassVar[dict[str, Kind]] = {}
 
 
@@ -689,7 +668,6 @@ class StatusRequest(Message):
 @dataclass(slots=True)
 class StatusReply(Message):
     status: ClusterStatus
-    blobs: list[bytes] = _blobs()
     FIELDS: ClassVar[dict[str, Kind]] = {"status": Obj(ClusterStatus)}
 
 
@@ -705,7 +683,6 @@ class Fetch(Message):
     partition: int
     parts: list[FetchPart]
     max_bytes: int
-    blobs: list[bytes] = _blobs()
     FIELDS: ClassVar[dict[str, Kind]] = {
         "job": JOB,
         "partition": Int(0, MAX_REDUCE_TASKS),
@@ -725,7 +702,6 @@ class Chunks(Message):
     asked for (at ``max_bytes``), and a part's blob may stop short of its end."""
 
     parts: list[ChunkPart]
-    blobs: list[bytes] = _blobs()
     FIELDS: ClassVar[dict[str, Kind]] = {"parts": ListOf(Obj(ChunkPart), MAX_FETCH_PARTS)}
 
     def validate_blobs(self) -> None:
@@ -742,7 +718,6 @@ class FetchError(Message):
     reason: str
     corrupt: bool
     map_task: int | None = None
-    blobs: list[bytes] = _blobs()
     FIELDS: ClassVar[dict[str, Kind]] = {
         "reason": TEXT,
         "corrupt": Bool(),
