@@ -63,10 +63,13 @@ class LoadIndex:
             self._compact()
 
     def remove(self, worker: bytes) -> None:
-        self._version.pop(worker, None)
+        # The version moves on rather than going: a worker registering again with the
+        # same identity must not find its old entries valid.
+        self._version[worker] = self._version.get(worker, 0) + 1
         self._workers.pop(worker, None)
 
     def _compact(self) -> None:
+        self._version = {w: v for w, v in self._version.items() if w in self._workers}
         self._heap = [e for e in self._heap if self._version.get(e[3]) == e[4]]
         heapq.heapify(self._heap)
 
@@ -80,7 +83,7 @@ class LoadIndex:
         while heap:
             entry = heap[0]
             queued, _, _, wid, version = entry
-            if self._version.get(wid) != version:
+            if self._version.get(wid) != version or wid not in self._workers:
                 heapq.heappop(heap)
                 continue
             if queued and not queue:

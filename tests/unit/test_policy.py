@@ -194,3 +194,15 @@ def test_quiet_waits_for_stall_seconds_when_tasks_are_short():
     # typical 1 s: three typical times are 3 s, but stall_seconds is 5 s
     assert late(now=4.5, typical=1.0, progress=0.0, quiet_since=0.0) is None
     assert late(now=5.5, typical=1.0, progress=0.0, quiet_since=0.0) is not None
+
+
+def test_a_worker_removed_and_registered_again_under_its_identity_starts_afresh():
+    index = LoadIndex(prefetch=0)
+    old = W(b"a", slots=1)
+    index.update(old)  # an entry that says: room for one
+    index.remove(b"a")
+    new = W(b"a", slots=1)
+    loaded(index, new, 1)  # the new incarnation is full
+    assert index.pick(anyone, queue=False) is None  # the old entry must not count
+    loaded(index, new, 0)
+    assert index.pick(anyone, queue=False) is new
