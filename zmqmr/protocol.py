@@ -817,4 +817,3 @@ class RunAttempt:
 
 #: Executor -> worker: AttemptProgress, Done, Failed, FetchFailed.
 #: Worker -> executor: RunAttempt, Relocate (while a reduce waits), DropJob.
-PIPE_TYPES = (RunAttempt, Relocate, DropJob, AttemptProgress, Done, Failed, FetchFailed)

@@ -288,14 +288,21 @@ def read_index(path: str) -> list[Segment]:
     return [_entry(index, index_offset, i, path) for i in range(n)]
 
 
-def read_entry(path: str, partition: int) -> Segment:
-    """One partition's segment of a map output file: the index is checked whole (its
-    checksum, in C), but only this entry is unpacked, so a read costs O(1) in R."""
-    with open(path, "rb") as f:
-        index, index_offset = _read_raw_index(f, path)
+def _read_from(
+    f: Any, index: bytes, index_offset: int, path: str, partition: int, offset: int, max_bytes: int
+) -> tuple[int, bytes]:
+    """(segment length, up to ``max_bytes`` from ``offset``) of one partition of an open
+    map output whose checked index is given: only this partition's entry is unpacked."""
     if not 0 <= partition < len(index) // INDEX_ENTRY.size:
         raise ShuffleError(f"{path}: no partition {partition}")
-    return _entry(index, index_offset, partition, path)
+    seg = _entry(index, index_offset, partition, path)
+    if offset > seg.length:
+        raise ShuffleError(f"offset {offset} past the segment's {seg.length} bytes")
+    want = seg.length - offset if max_bytes < 0 else min(max_bytes, seg.length - offset)
+    data = os.pread(f.fileno(), want, seg.offset + offset)
+    if len(data) != want:
+        raise CorruptOutput(f"{path}: truncated segment")
+    return seg.length, data
 
 
 class OutputReader:
@@ -339,16 +346,7 @@ class OutputReader:
         """(segment length, bytes from ``offset``) of one partition of a map output."""
         with self._lock:
             f, index, index_offset = self._held(path)
-            if not 0 <= partition < len(index) // INDEX_ENTRY.size:
-                raise ShuffleError(f"{path}: no partition {partition}")
-            seg = _entry(index, index_offset, partition, path)
-            if offset > seg.length:
-                raise ShuffleError(f"offset {offset} past the segment's {seg.length} bytes")
-            want = seg.length - offset if max_bytes < 0 else min(max_bytes, seg.length - offset)
-            data = os.pread(f.fileno(), want, seg.offset + offset)
-        if len(data) != want:
-            raise CorruptOutput(f"{path}: truncated segment")
-        return seg.length, data
+            return _read_from(f, index, index_offset, path, partition, offset, max_bytes)
 
     def forget(self, prefix: str = "") -> None:
         """Close the files under ``prefix`` (all of them by default)."""
@@ -361,16 +359,9 @@ def read_segment(
     path: str, partition: int, offset: int = 0, max_bytes: int = -1
 ) -> tuple[int, bytes]:
     """(segment length, bytes from ``offset``) of one partition of a local map output."""
-    seg = read_entry(path, partition)
-    if offset > seg.length:
-        raise ShuffleError(f"offset {offset} past the segment's {seg.length} bytes")
-    want = seg.length - offset if max_bytes < 0 else min(max_bytes, seg.length - offset)
     with open(path, "rb") as f:
-        f.seek(seg.offset + offset)
-        data = f.read(want)
-    if len(data) != want:
-        raise CorruptOutput(f"{path}: truncated segment")
-    return seg.length, data
+        index, index_offset = _read_raw_index(f, path)
+        return _read_from(f, index, index_offset, path, partition, offset, max_bytes)
 
 
 # -- the server ------------------------------------------------------------------------
