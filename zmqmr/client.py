@@ -1,4 +1,4 @@
-"""Client, JobHandle and the progress line.
+"""Client and JobHandle.
 
 A client talks to the master's client port with a DEALER socket: SUBMIT, then
 POLL until the job ends. Polls are long: the master holds each answer until the
@@ -11,12 +11,11 @@ waits at most ``timeout`` seconds for an answer; silence raises
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
 
 import zmq
 
@@ -31,12 +30,13 @@ from .errors import (
     ResultTooLarge,
 )
 from .job import Job, JobResult, prepare, remove_temp_parts
+from .progress import Progress, ProgressArg
 from .security import MEMBER, HandshakeWatch, key_dir, load_keys
 
 log = logging.getLogger(__name__)
 
 #: Longest a waiting client's long poll asks the master to hold its answer (seconds),
-#: and how often the progress line is redrawn.
+#: and how often progress is reported while it is shown.
 LONG_POLL = 2.0
 PROGRESS_EVERY = 0.5
 
@@ -179,8 +179,11 @@ class Client:
             raise JobSubmitError(reply.error.message)
         return JobHandle(self, job_id, spec.name, spec.num_reducers, spec.output_dir)
 
-    def run(self, job: Job, progress: bool | None = None) -> JobResult:
-        """Run ``job`` and wait for it; a progress line shows on a TTY.
+    def run(self, job: Job, progress: ProgressArg = None) -> JobResult:
+        """Run ``job`` and wait for it; map and reduce progress bars show on a TTY.
+
+        ``progress``: see ``JobHandle.wait`` (False: no bars; a function: called
+        with each progress report instead).
 
         Raises ``JobFailed`` (with the user's traceback) when a task fails
         ``max_attempts`` times, ``MasterUnavailable`` when the master goes silent.
@@ -289,18 +292,19 @@ class JobHandle:
         if self._outcome is None:
             self.client.send(protocol.CancelJob(self.job_id))
 
-    def wait(self, timeout: float | None = None, progress: bool | None = None) -> JobResult:
+    def wait(self, timeout: float | None = None, progress: ProgressArg = None) -> JobResult:
         """Block until the job ends; returns its JobResult or raises its error.
 
         ``timeout`` (seconds) raises TimeoutError if the job is still running.
+        ``progress``: None shows map and reduce progress bars on a terminal or in
+        a notebook, True or False always or never; a function is called with
+        each progress report (a dict, as ``progress()`` returns) instead.
         """
-        stream: IO[str] = sys.stderr
-        show = stream.isatty() if progress is None else progress
+        shown = Progress(self.name, progress)
         deadline = None if timeout is None else time.monotonic() + timeout
         # Long polls: the master answers at the job's end, or after ``wait`` with progress.
         # The answer must come well within the client's own request timeout.
-        longest = min(PROGRESS_EVERY if show else LONG_POLL, self.client.timeout / 2)
-        line = ""
+        longest = min(PROGRESS_EVERY if shown.active else LONG_POLL, self.client.timeout / 2)
         alone_since: float | None = None  # since when the cluster has had no worker
         try:
             while True:
@@ -315,10 +319,7 @@ class JobHandle:
                     alone_since = None
                 elif alone_since is None:
                     alone_since = now
-                if show:
-                    line = _render(self.name, msg.progress.to_json())
-                    stream.write("\r" + line)
-                    stream.flush()
+                shown.report(msg.progress.to_json())
                 limit = self.client.worker_wait
                 if limit is not None and alone_since is not None and now - alone_since > limit:
                     self.cancel()
@@ -328,26 +329,16 @@ class JobHandle:
                     )
                 if deadline is not None and now >= deadline:
                     raise TimeoutError(f"job {self.job_id} still running after {timeout}s")
+            if isinstance(msg, protocol.Result):
+                shown.report(self.progress())  # the bars end full
         finally:
-            if show and line:
-                stream.write("\n")
-                stream.flush()
+            shown.close()
         if isinstance(msg, protocol.JobFailed):
             raise _error(msg.error)
         result = _result(self.job_id, msg)
         if self.output_dir:
             remove_temp_parts(self.output_dir)
         return result
-
-
-def _render(name: str, p: dict[str, Any]) -> str:
-    if not p.get("workers", 1):
-        return f"{name}: waiting for a worker to join the cluster  {p.get('elapsed', 0.0):.1f}s "
-    return (
-        f"{name}: map {p.get('maps_done', 0)}/{p.get('maps', 0)}  "
-        f"reduce {p.get('reduces_done', 0)}/{p.get('reduces', 0)}  "
-        f"{p.get('elapsed', 0.0):.1f}s "
-    )
 
 
 def _loader(blob: bytes) -> Callable[[], list[tuple[Any, Any]]]:

@@ -90,7 +90,7 @@ class Job:
         self.combiner = combiner
         self.partitioner = partitioner
         self.output_dir = None if output_dir is None else os.fspath(output_dir)
-        self.name = name or getattr(mapper, "__name__", "job")
+        self.name = name or default_name(mapper, inputs)
         self.split_size = split_size
         self.max_attempts = max_attempts
         self.speculative = speculative
@@ -124,6 +124,31 @@ class Job:
             )
         if not isinstance(self.name, str):
             raise JobSubmitError(f"name must be a str, got {type(self.name).__name__}")
+
+
+def default_name(mapper: Any, inputs: Any) -> str:
+    """A job's name when none is given: the mapper's module and name, and the first input.
+
+    ``wordcount.mapper books/*.txt``; in-memory records are named by their
+    count. Printable and at most 200 characters, as the wire wants a name.
+    """
+    fn = ".".join(
+        part
+        for part in (getattr(mapper, "__module__", None), getattr(mapper, "__qualname__", None))
+        if isinstance(part, str)
+    )
+    src = inputs.paths if isinstance(inputs, WholeFiles) else inputs
+    if isinstance(src, (str, os.PathLike)):
+        first = os.fspath(src)
+    elif isinstance(src, Sequence) and src and isinstance(src[0], (str, os.PathLike)):
+        first = os.fspath(src[0]) + (f" (+{len(src) - 1})" if len(src) > 1 else "")
+    elif isinstance(src, Sequence):
+        first = f"{len(src)} records"
+    else:
+        first = ""
+    name = " ".join(p for p in (fn or "job", first) if p)
+    name = "".join(c if c.isprintable() else "?" for c in name)
+    return name if len(name) <= 200 else name[:199] + "…"
 
 
 def _check_int(name: str, value: Any, low: int) -> None:

@@ -12,7 +12,6 @@ import pytest
 from conftest import REPO, wc_mapper, wc_reducer
 
 import zmqmr
-from zmqmr.client import _render
 
 
 def test_a_job_with_no_worker_is_cancelled_after_worker_wait():
@@ -31,12 +30,6 @@ def test_a_job_with_no_worker_is_cancelled_after_worker_wait():
         c.wait_for_workers(1, 60)
         with zmqmr.Client(c.address, worker_wait=1.0) as client:
             assert dict(client.run(job).items()) == {"a": 1, "b": 2}
-
-
-def test_the_progress_line_says_it_waits_for_a_worker():
-    waiting = {"maps": 2, "maps_done": 0, "reduces": 1, "reduces_done": 0, "workers": 0}
-    assert "waiting for a worker" in _render("wc", {**waiting, "elapsed": 3.0})
-    assert "map 0/2" in _render("wc", {**waiting, "workers": 2, "elapsed": 3.0})
 
 
 def test_worker_wait_must_be_positive():

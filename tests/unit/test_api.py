@@ -201,11 +201,18 @@ def test_validate_names_the_bad_setting(setting, value):
         zmqmr.run_serial(job)
 
 
-def test_valid_job_passes_validation_and_is_named_after_its_mapper():
-    job = zmqmr.Job(words, total, [(1, "a")], task_timeout=2.5)
+def test_valid_job_passes_validation_and_is_named_after_its_mapper_and_input():
+    job = zmqmr.Job(words, total, [(1, "a"), (2, "b")], task_timeout=2.5)
     job.validate()
-    assert job.name == "words"
+    assert job.name == f"{__name__}.words 2 records"
+    paths = zmqmr.Job(words, total, ["books/a.txt", "books/b.txt"])
+    assert paths.name == f"{__name__}.words books/a.txt (+1)"
+    assert zmqmr.Job(words, total, "b/*.txt").name == f"{__name__}.words b/*.txt"
+    whole = zmqmr.Job(words, total, zmqmr.WholeFiles(["x.txt"]))
+    assert whole.name == f"{__name__}.words x.txt"
     assert zmqmr.Job(words, total, [], name="custom").name == "custom"
+    odd = zmqmr.Job(words, total, ["\x1b[2J" + "x" * 300])
+    assert odd.name.isprintable() and len(odd.name) <= 200
 
 
 def test_local_cluster_caches_the_package_bytecode_for_its_processes():
