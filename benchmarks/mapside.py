@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import wordcount  # noqa: E402 - the corpus generator and the word-count functions
 
-from zmqmr import executor, protocol, shuffle  # noqa: E402
+from zmqmr import layout, mapside, protocol, shuffle  # noqa: E402
 from zmqmr.config import WorkerSettings  # noqa: E402
 
 CALLS = [0]
@@ -82,28 +82,32 @@ CONTENDERS: dict[str, tuple[Callable[..., Any], bool]] = {
 }
 
 
-class _Conn:
-    def send(self, msg: Any) -> None:
-        pass
-
-
 def run_map(path: str, mapper: Callable[..., Any], c_loop: bool, work: str) -> Counter[str]:
     """One map task over the whole file with one reducer; returns its output's sums."""
-    saved = executor.speedups
+    saved = mapside.speedups
     if not c_loop:
-        executor.speedups = None
+        mapside.speedups = None
     try:
-        conn: Any = _Conn()
-        ex = executor.Executor(conn, work, "tcp://127.0.0.1:1", WorkerSettings())
-        os.makedirs(shuffle.job_dir(work, "bench"), exist_ok=True)
+        os.makedirs(layout.job_dir(work, "bench"), exist_ok=True)
         fns = {"mapper": mapper, "reducer": total, "combiner": total, "partitioner": None}
         split = protocol.Split("text", path, 0, os.path.getsize(path))
         spec = protocol.TaskSpec("bench", 1, 1, None, True, 0, split=split)
-        ex.run_map(fns, "bench", 0, 0, spec, None, {})
+        mapside.run_map(
+            fns,
+            "bench",
+            0,
+            0,
+            spec,
+            None,
+            {},
+            data_dir=work,
+            settings=WorkerSettings(),
+            progress=lambda fraction: None,
+        )
     finally:
-        executor.speedups = saved
+        mapside.speedups = saved
     got: Counter[str] = Counter()
-    output = shuffle.local_segment(shuffle.map_output_path(work, "bench", 0, 0), 0)
+    output = shuffle.local_segment(layout.map_output_path(work, "bench", 0, 0), 0)
     for key, values in output.groups():
         got[key] += int(sum(values))
     return got
@@ -120,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in CONTENDERS]
     if unknown:
         p.error(f"unknown contender(s) {', '.join(unknown)}; choose from {', '.join(CONTENDERS)}")
-    if "ones" in names and executor.speedups is None:
+    if "ones" in names and mapside.speedups is None:
         print("note: zmqmr._speedups is not built; 'ones' runs without the C loop")
 
     work = tempfile.mkdtemp(prefix="zmqmr-mapside-")

@@ -197,9 +197,9 @@ def run_zmqmr(args: argparse.Namespace) -> tuple[dict[str, int], dict[str, Any]]
 
 def speedups_on() -> bool:
     """Whether zmqmr's executors count in C (they inherit this process's environment)."""
-    import zmqmr.executor
+    import zmqmr.mapside
 
-    return zmqmr.executor.speedups is not None
+    return zmqmr.mapside.speedups is not None
 
 
 def run_zmqmr_py(args: argparse.Namespace) -> tuple[dict[str, int], dict[str, Any]]:

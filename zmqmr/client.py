@@ -29,7 +29,8 @@ from .errors import (
     MasterUnavailable,
     ResultTooLarge,
 )
-from .job import Job, JobResult, prepare, remove_temp_parts
+from .job import Job, JobResult, prepare
+from .layout import remove_temp_parts
 from .progress import Progress, ProgressArg
 from .security import MEMBER, HandshakeWatch, key_dir, load_keys
 

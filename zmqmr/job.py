@@ -25,32 +25,7 @@ from .config import (
 )
 from .errors import JobSubmitError
 from .inputs import WholeFiles
-
-PART_PREFIX = "part-"
-TEMP_PREFIX = ".part-"
-
-
-def part_name(partition: int) -> str:
-    return f"{PART_PREFIX}{partition:05d}"
-
-
-def temp_part_name(partition: int, attempt: int) -> str:
-    """Where a reduce attempt writes before it renames its file into place."""
-    return f"{TEMP_PREFIX}{partition:05d}-a{attempt}.tmp"
-
-
-def remove_temp_parts(output_dir: str) -> None:
-    """Remove temporaries that failed or lost attempts left in ``output_dir``."""
-    try:
-        entries = os.listdir(output_dir)
-    except OSError:
-        return
-    for entry in entries:
-        if entry.startswith(TEMP_PREFIX) and entry.endswith(".tmp"):
-            try:
-                os.remove(os.path.join(output_dir, entry))
-            except OSError:
-                pass
+from .layout import PART_PREFIX, remove_temp_parts
 
 
 class Job:

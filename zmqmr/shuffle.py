@@ -27,7 +27,6 @@ import io
 import logging
 import os
 import pickle
-import re
 import struct
 import threading
 import zlib
@@ -39,6 +38,7 @@ import zmq
 
 from . import pickling, protocol
 from .errors import CorruptOutput, ProtocolError, ShuffleError
+from .layout import job_dir, map_output_path
 from .security import Keys
 
 log = logging.getLogger(__name__)
@@ -56,44 +56,6 @@ BLOCK_GROUPS = 2048
 
 #: A fetch request is a few hundred bytes; anything much larger is refused by the socket.
 MAX_REQUEST_BYTES = 64 * 1024
-_JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-
-
-# -- paths -------------------------------------------------------------------------
-
-
-def job_dir(data_dir: str, job_id: str) -> str:
-    if not _JOB_ID.match(job_id):
-        raise ValueError(f"bad job id {job_id!r}")
-    return os.path.join(data_dir, job_id)
-
-
-def map_output_path(data_dir: str, job_id: str, task: int, attempt: int) -> str:
-    return os.path.join(job_dir(data_dir, job_id), f"m{task:05d}-a{attempt}.out")
-
-
-_OUTPUT_NAME = re.compile(r"m(\d{5,})-a(\d+)\.out")
-
-
-def held_outputs(data_dir: str) -> list[tuple[str, int, int]]:
-    """``(job, map task, attempt)`` of every finished map output under ``data_dir``."""
-    found = []
-    try:
-        jobs = os.listdir(data_dir)
-    except OSError:
-        return []
-    for job in jobs:
-        if not _JOB_ID.match(job):
-            continue
-        try:
-            names = os.listdir(os.path.join(data_dir, job))
-        except OSError:
-            continue
-        for name in names:
-            m = _OUTPUT_NAME.fullmatch(name)
-            if m:
-                found.append((job, int(m.group(1)), int(m.group(2))))
-    return sorted(found)
 
 
 # -- blocks ------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from typing import Any
 
 import zmq
 
-from . import executor, protocol, shuffle, worker_state
+from . import executor, layout, protocol, shuffle, worker_state
 from .config import WorkerSettings, check_endpoint
 from .errors import ProtocolError
 from .security import MEMBER, Gatekeeper, HandshakeWatch, check_bind, load_keys
@@ -192,7 +192,7 @@ class Worker:
         sock.connect(self.master)
         self.sock = sock
         self._topology += 1
-        held = [protocol.HeldOutput(*h) for h in shuffle.held_outputs(self.data_dir)]
+        held = [protocol.HeldOutput(*h) for h in layout.held_outputs(self.data_dir)]
         self._handle(worker_state.Connected(held))
 
     def _close_master_socket(self, linger: int = 0) -> None:
@@ -325,14 +325,14 @@ class Worker:
                     self.slots[cmd.slot] = self._spawn()
                     self._topology += 1
                 case worker_state.RemoveAttemptFiles():
-                    executor.remove_paths(
-                        executor.attempt_paths(
+                    layout.remove_paths(
+                        layout.attempt_paths(
                             self.data_dir, cmd.job, cmd.kind, cmd.task, cmd.attempt, cmd.output_dir
                         )
                     )
                 case worker_state.RemoveJobFiles():
                     self.server.forget_job(cmd.job)
-                    shutil.rmtree(shuffle.job_dir(self.data_dir, cmd.job), ignore_errors=True)
+                    shutil.rmtree(layout.job_dir(self.data_dir, cmd.job), ignore_errors=True)
                 case worker_state.Reconnect():
                     failure = self.watch.failure() if self.watch is not None else None
                     if failure and not self._refused:

@@ -16,6 +16,7 @@ from conftest import write_output
 
 from zmqmr import protocol
 from zmqmr.errors import CorruptOutput, ProtocolError, ShuffleError
+from zmqmr.layout import job_dir, map_output_path
 from zmqmr.shuffle import (
     CODEC_PICKLE,
     FOOTER,
@@ -23,8 +24,6 @@ from zmqmr.shuffle import (
     SocketPool,
     Wanted,
     fetch_segments,
-    job_dir,
-    map_output_path,
     read_index,
 )
 

@@ -12,10 +12,8 @@ from typing import Any
 import pytest
 
 import zmqmr
-from zmqmr import executor as executor_mod
-from zmqmr import inputs
-from zmqmr.config import WorkerSettings
-from zmqmr.executor import Executor, RecordFailed
+from zmqmr import inputs, mapside
+from zmqmr.mapside import RecordFailed
 
 UNSET = object()
 
@@ -24,24 +22,16 @@ UNSET = object()
 def counting_path(request, monkeypatch):
     """Run a test once with the C extension and once as if it were not built."""
     if request.param == "pure":
-        monkeypatch.setattr(executor_mod, "speedups", None)
+        monkeypatch.setattr(mapside, "speedups", None)
     return request.param
 
 
 def test_the_extension_is_built():
     # zmqmr works without it (the "pure" runs prove that), but the map side is
     # about twice as slow: an install that silently lost it should not pass.
-    assert executor_mod.speedups is not None, (
+    assert mapside.speedups is not None, (
         "zmqmr._speedups was not compiled (is a C compiler and Python.h present?)"
     )
-
-
-class _Conn:
-    def __init__(self) -> None:
-        self.sent: list[Any] = []
-
-    def send(self, msg: Any) -> None:
-        self.sent.append(msg)
 
 
 def map_side(
@@ -51,20 +41,23 @@ def map_side(
     batch: int = 100,
     skip: set[int] | None = None,
     spill_records: int = 400_000,
-    data_dir: str = "/nonexistent",
 ) -> tuple[dict[Any, list[Any]], int, int, dict[str, int], list[dict[Any, list[Any]]]]:
     """The executor's record loop over ``records`` cut into batches of ``batch``."""
-    ex = Executor(
-        _Conn(), data_dir, "tcp://127.0.0.1:1", WorkerSettings(spill_records=spill_records)
-    )
     reader = inputs.SplitReader(iter(()), len(records))
     reader._batches = inputs._list_batches(reader, records, batch)
     counters: dict[str, int] = {}
     spills: list[dict[Any, list[Any]]] = []
     previous = zmqmr.userfn.counting(counters)
     try:
-        buf, n_in, n_out = ex._map_records(
-            mapper, combiner, reader, skip or set(), counters, lambda b: spills.append(dict(b))
+        buf, n_in, n_out = mapside.map_records(
+            mapper,
+            combiner,
+            reader,
+            skip or set(),
+            counters,
+            lambda b: spills.append(dict(b)),
+            spill_at=spill_records,
+            progress=lambda fraction: None,
         )
     finally:
         zmqmr.userfn.counting(previous)
@@ -209,7 +202,7 @@ def test_side_effects_and_counters_happen_once_per_record_across_every_switch(co
 @pytest.fixture(params=[1, 5, 65536])
 def pairs_chunk(request, monkeypatch):
     """Run a test with the pair-counting path reading chunks of several sizes."""
-    monkeypatch.setattr(executor_mod, "PAIRS_CHUNK", request.param)
+    monkeypatch.setattr(mapside, "PAIRS_CHUNK", request.param)
     return request.param
 
 
@@ -324,7 +317,7 @@ def test_buffer_spills_past_its_key_budget(counting_path):
 
 # -- the extension itself -------------------------------------------------------------------
 
-needs_ext = pytest.mark.skipif(executor_mod.speedups is None, reason="zmqmr._speedups not built")
+needs_ext = pytest.mark.skipif(mapside.speedups is None, reason="zmqmr._speedups not built")
 
 
 @needs_ext

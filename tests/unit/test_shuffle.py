@@ -13,6 +13,7 @@ import pytest
 from conftest import write_output
 
 from zmqmr.errors import CorruptOutput, ShuffleError
+from zmqmr.layout import job_dir, map_output_path
 from zmqmr.shuffle import (
     BLOCK_GROUPS,
     BLOCK_HEADER,
@@ -23,9 +24,7 @@ from zmqmr.shuffle import (
     encode_block,
     file_segment_groups,
     iter_blocks,
-    job_dir,
     local_segment,
-    map_output_path,
     read_index,
     read_segment,
     segment_groups,

@@ -1,0 +1,129 @@
+"""Every name zmqmr gives a file on disk, in one place.
+
+On a worker, under its data dir, one directory per job::
+
+    DATA_DIR/JOB/m00003-a7.out        map task 3's output, written by attempt 7
+    DATA_DIR/JOB/m00003-a7.out.tmp    ... while attempt 7 writes it
+    DATA_DIR/JOB/m00003-a7.spills/    ... sorted runs spilled by attempt 7
+    DATA_DIR/JOB/r00001-a9/           reduce task 1's work dir (fetched segments)
+
+In a job's output directory::
+
+    OUTPUT_DIR/part-00001             reduce task 1's output, whole or absent
+    OUTPUT_DIR/.part-00001-a9.tmp     ... while attempt 9 writes it
+
+A job id is checked against a fixed alphabet before it names a directory, so a
+peer cannot make a path escape the data dir.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+
+_JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_OUTPUT_NAME = re.compile(r"m(\d{5,})-a(\d+)\.out")
+
+PART_PREFIX = "part-"
+TEMP_PREFIX = ".part-"
+
+
+# -- a worker's data dir -------------------------------------------------------------
+
+
+def job_dir(data_dir: str, job_id: str) -> str:
+    if not _JOB_ID.match(job_id):
+        raise ValueError(f"bad job id {job_id!r}")
+    return os.path.join(data_dir, job_id)
+
+
+def map_stem(data_dir: str, job_id: str, task: int, attempt: int) -> str:
+    """The common prefix of a map attempt's files."""
+    return os.path.join(job_dir(data_dir, job_id), f"m{task:05d}-a{attempt}")
+
+
+def map_output_path(data_dir: str, job_id: str, task: int, attempt: int) -> str:
+    return map_stem(data_dir, job_id, task, attempt) + ".out"
+
+
+def spill_dir(data_dir: str, job_id: str, task: int, attempt: int) -> str:
+    return map_stem(data_dir, job_id, task, attempt) + ".spills"
+
+
+def reduce_work_dir(data_dir: str, job_id: str, task: int, attempt: int) -> str:
+    return os.path.join(job_dir(data_dir, job_id), f"r{task:05d}-a{attempt}")
+
+
+def held_outputs(data_dir: str) -> list[tuple[str, int, int]]:
+    """``(job, map task, attempt)`` of every finished map output under ``data_dir``."""
+    found = []
+    try:
+        jobs = os.listdir(data_dir)
+    except OSError:
+        return []
+    for job in jobs:
+        if not _JOB_ID.match(job):
+            continue
+        try:
+            names = os.listdir(os.path.join(data_dir, job))
+        except OSError:
+            continue
+        for name in names:
+            m = _OUTPUT_NAME.fullmatch(name)
+            if m:
+                found.append((job, int(m.group(1)), int(m.group(2))))
+    return sorted(found)
+
+
+# -- a job's output dir --------------------------------------------------------------
+
+
+def part_name(partition: int) -> str:
+    return f"{PART_PREFIX}{partition:05d}"
+
+
+def temp_part_name(partition: int, attempt: int) -> str:
+    """Where a reduce attempt writes before it renames its file into place."""
+    return f"{TEMP_PREFIX}{partition:05d}-a{attempt}.tmp"
+
+
+def remove_temp_parts(output_dir: str) -> None:
+    """Remove temporaries that failed or lost attempts left in ``output_dir``."""
+    try:
+        entries = os.listdir(output_dir)
+    except OSError:
+        return
+    for entry in entries:
+        if entry.startswith(TEMP_PREFIX) and entry.endswith(".tmp"):
+            try:
+                os.remove(os.path.join(output_dir, entry))
+            except OSError:
+                pass
+
+
+# -- cleanup -------------------------------------------------------------------------
+
+
+def attempt_paths(
+    data_dir: str, job_id: str, kind: str, task: int, attempt: int, output_dir: str | None
+) -> list[str]:
+    """Every file or directory an attempt may leave behind (for cleanup on cancel)."""
+    if kind == "map":
+        stem = map_stem(data_dir, job_id, task, attempt)
+        return [stem + ".out", stem + ".out.tmp", stem + ".spills"]
+    paths = [reduce_work_dir(data_dir, job_id, task, attempt)]
+    if output_dir:
+        paths.append(os.path.join(output_dir, temp_part_name(task, attempt)))
+    return paths
+
+
+def remove_paths(paths: list[str]) -> None:
+    for path in paths:
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            try:
+                os.remove(path)
+            except FileNotFoundError:
+                pass

@@ -1,0 +1,424 @@
+"""The map side of an attempt: from a split's records to one map output file.
+
+    split records --mapper--> pairs --_Grouper--> key -> values (in memory)
+        --past spill_records--> sorted runs on disk (``_spill``)
+        --at the end--> R sorted segments in one map output file, each key's
+                        values combined where the job has a combiner
+
+The combiner's policy lives here and only here (``COMBINE_AT``,
+``_combined_list``): a key's buffered values are combined when there are
+COMBINE_AT of them, when counted values are flushed, and once more when the
+segments are written. The mapper is called exactly once per record per
+attempt, whatever path its pairs take, and an error is pinned on its record.
+"""
+
+from __future__ import annotations
+
+import array
+import bisect
+import functools
+import gc
+import itertools
+import operator
+import os
+import shutil
+import types
+from collections import _count_elements  # type: ignore[attr-defined]
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from . import layout, protocol, shuffle, userfn
+from .config import WorkerSettings
+from .inputs import SplitReader, read_split
+
+speedups: Any
+try:
+    from . import _speedups as speedups
+except ImportError:  # not built: the executor counts pairs in pure Python, more slowly
+    speedups = None
+if os.environ.get("ZMQMR_NO_SPEEDUPS"):  # to measure or debug the pure-Python path
+    speedups = None
+
+#: With a combiner, a key's buffered values are combined when there are this many.
+COMBINE_AT = 32
+
+
+def _combined_list(combiner: Callable[..., Any] | None, key: Any, values: list[Any]) -> list[Any]:
+    """A key's buffered values, combined into one value when there are several."""
+    if combiner is None or len(values) < 2:
+        return values
+    return [userfn.combined(combiner, key, iter(values))]
+
+
+class RecordFailed(Exception):
+    """The mapper failed on record ``index`` of its split."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(index)
+        self.index = index
+
+
+_second = operator.itemgetter(1)
+#: Values that are interchangeable when equal: safe to count instead of keep.
+_SCALARS = frozenset({int, str, bytes, bool, type(None)})
+#: The pairs the pair-counting path takes at a time: few enough to stay in the
+#: CPU's caches (and let Python reuse the tuples), enough to spread its checks.
+PAIRS_CHUNK = 1024
+
+_UNSET = object()
+_PLAIN = frozenset({list, tuple, types.GeneratorType})
+
+
+def _last_read(records: Iterator[Any], last: int) -> int:
+    """The index of the record that ``records``, a list's iterator, gave last.
+
+    ``last`` is the index of the list's final record.
+    """
+    return last - operator.length_hint(records)
+
+
+def _skipping(
+    mapper: Callable[[Any, Any], Any],
+    keys: Iterator[Any],
+    values: list[Any],
+    base: int,
+    skip: set[int],
+) -> Iterator[Any]:
+    """The mapper's results for records ``base`` on, None for those in ``skip`` (not mapped)."""
+    numbered = zip(itertools.count(base), keys, values)
+    return (None if i in skip else mapper(k, v) for i, k, v in numbered)
+
+
+class _Grouper:
+    """A map task's buffer: key -> list of values, plus run-length counts of values.
+
+    Pairs whose values are interchangeable when equal are counted rather than
+    kept: the combiner (or the buffer) later sees ``repeat(value, n)``, the same
+    multiset. Three paths, tried in this order, give the same buffer:
+
+    * ``single``: the keys of the pairs whose value is ``single_value`` (word
+      count's 1), each with a slot in ``single_counts``, native int64s, counted
+      in C by ``speedups.count_outputs``. Used while every pair of the task has
+      that one value, when the ``_speedups`` extension is built.
+    * ``pending``: (key, value) -> n, counted by ``collections``' own C counter
+      over chunks of up to PAIRS_CHUNK pairs. Used while every pair is an exact
+      2-tuple with an interchangeable value (and never ints with bools: 1 ==
+      True would merge them).
+    * the checked loop, which keeps every value and pins a bad pair on its record.
+
+    Each of the mapper's results is read exactly once: where one path stops,
+    the next goes on from the result (or pair) it stopped at. So the mapper is
+    called once per record, and its side effects and counters happen once.
+    """
+
+    def __init__(self, buf: dict[Any, list[Any]], combiner: Callable[..., Any] | None) -> None:
+        self.buf = buf
+        self.combiner = combiner
+        self.single: dict[Any, int] = {}  # key -> its slot in single_counts
+        self.single_counts = bytearray()  # per slot: times (key, single_value) was emitted
+        self.single_value: Any = _UNSET
+        self.use_single = speedups is not None
+        self.pending: dict[tuple[Any, Any], int] = {}  # (key, value) -> times emitted
+        self.pending_kinds: set[type] = set()  # the types of the values in pending
+        self.countable = True  # False once a chunk's pairs could not all be counted
+        self.held = 0  # values buffered (counted ones included)
+        self.emitted = 0  # pairs the mapper emitted
+
+    def keys_held(self) -> int:
+        """An upper bound on the distinct keys held: the buffer plus both counts."""
+        return len(self.buf) + len(self.single) + len(self.pending)
+
+    def flush(self) -> None:
+        """Move the run-length counts into the buffer."""
+        counts = array.array("q")
+        counts.frombytes(self.single_counts)
+        value = self.single_value
+        self._flush_counts(zip(zip(self.single, itertools.repeat(value)), counts))
+        self.single.clear()
+        self.single_counts.clear()
+        self._flush_counts(self.pending.items())
+        self.pending.clear()
+        self.pending_kinds.clear()
+
+    def _flush_counts(self, counted: Any) -> None:
+        buf, combiner = self.buf, self.combiner
+        get = buf.get
+        for (k, v), n in counted:
+            lst = get(k)
+            if lst is None:
+                buf[k] = lst = []
+            if combiner is not None:
+                lst.append(userfn.combined(combiner, k, itertools.repeat(v, n)) if n > 1 else v)
+            elif n == 1:
+                lst.append(v)
+            else:
+                lst.extend(itertools.repeat(v, n))
+
+    def add(self, results: Iterator[Any], first: int, where: Callable[[], int]) -> None:
+        """Group the pairs of ``results``: the mapper's results for records ``first`` on.
+
+        ``where()`` is the index of the record whose result was read last. A bad
+        pair raises RecordFailed naming its record. The mapper's own errors
+        propagate (with ``where()``, the caller knows the record).
+        """
+        if self.use_single:
+            index, counts = self.single, self.single_counts
+            n, self.single_value, stopped, pair = speedups.count_outputs(
+                index, counts, results, self.single_value, _UNSET
+            )
+            self.held += n
+            self.emitted += n
+            if stopped is None:
+                return
+            # Not one value throughout: this task counts pairs from here on,
+            # starting with what is left of the result counting stopped in.
+            self.use_single = False
+            first = where()
+            rest = stopped if pair is _UNSET else itertools.chain((pair,), stopped)
+            results = itertools.chain((rest,), results)
+        self._add_results(results, first)
+
+    def _add_results(self, results: Iterator[Any], first: int) -> None:
+        starts: list[int] = []  # per result, the position of its first pair in the stream
+        chunk: list[Any] = []
+        taken = 0  # pairs in earlier chunks
+        mark, items = starts.append, userfn.result_items
+
+        def opened(out: Any) -> Any:
+            mark(taken + len(chunk))  # chunk grows pair by pair as extend() reads
+            return out if type(out) in _PLAIN else items(out)
+
+        stream = itertools.chain.from_iterable(map(opened, results))
+        while True:
+            chunk.extend(itertools.islice(stream, PAIRS_CHUNK))
+            if not chunk:
+                return
+            counted = self._count_pairs(chunk) if self.countable else 0
+            if counted < len(chunk):
+                pairs: Any = iter(chunk)
+                if counted:
+                    pairs.__setstate__(counted)  # the checked loop goes on from there
+                try:
+                    self._add_pairs(userfn.checked_pairs(pairs))
+                except Exception as exc:
+                    at = taken + len(chunk) - operator.length_hint(pairs) - 1
+                    raise RecordFailed(first + bisect.bisect_right(starts, at) - 1) from exc
+            taken += len(chunk)
+            chunk.clear()
+
+    def _count_pairs(self, chunk: list[Any]) -> int:
+        """Count the chunk's pairs into ``pending`` while they qualify; return how many."""
+        try:
+            # Every pair's value type, not just the counted ones': counting
+            # merges equal pairs, and (k, 1) would hide (k, 1.0) or (k, True).
+            kinds = self.pending_kinds | set(map(type, map(_second, chunk)))
+        except Exception:
+            kinds = {object}  # an item that is not a sequence of two or more
+        if (
+            not kinds <= _SCALARS
+            or (int in kinds and bool in kinds)
+            or set(map(type, chunk)) != {tuple}
+            or set(map(len, chunk)) != {2}
+        ):
+            self.countable = False
+            return 0
+        self.pending_kinds = kinds
+        pairs = iter(chunk)
+        try:
+            _count_elements(self.pending, pairs)
+        except Exception:
+            self.countable = False  # an unhashable key, or a key's own error
+            taken = len(chunk) - operator.length_hint(pairs) - 1
+        else:
+            taken = len(chunk)
+        self.held += taken
+        self.emitted += taken
+        return taken
+
+    def _add_pairs(self, pairs: Any) -> None:
+        buf, combiner = self.buf, self.combiner
+        get = buf.get
+        n = 0
+        for k, v in pairs:
+            lst = get(k)
+            if lst is None:
+                buf[k] = [v]
+            else:
+                lst.append(v)
+                if combiner is not None and len(lst) >= COMBINE_AT:
+                    combined = userfn.combined(combiner, k, iter(lst))
+                    lst.clear()
+                    lst.append(combined)
+            n += 1
+        self.held += n
+        self.emitted += n
+
+
+# -- the map driver ----------------------------------------------------------------
+
+
+def run_map(
+    fns: dict[str, Any],
+    job_id: str,
+    task: int,
+    attempt: int,
+    spec: protocol.TaskSpec,
+    records_blob: bytes | None,
+    counters: dict[str, int],
+    *,
+    data_dir: str,
+    settings: WorkerSettings,
+    progress: Callable[[float], None],
+) -> protocol.Report:
+    """Run one map attempt; its output is ``layout.map_output_path(...)``."""
+    assert spec.split is not None
+    reader = read_split(spec.split.to_json(), records_blob)
+    R = spec.num_reducers
+    part = userfn.checked_partitioner(fns["partitioner"], R)
+    runs_dir = layout.spill_dir(data_dir, job_id, task, attempt)
+    spills: list[tuple[str, list[shuffle.Segment]]] = []
+    combiner = fns["combiner"]
+    path = layout.map_output_path(data_dir, job_id, task, attempt)
+    # The record loop makes millions of short-lived tuples and no cycles worth
+    # chasing: the cyclic collector would only slow it down.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        buf, n_in, n_out = map_records(
+            fns["mapper"],
+            combiner,
+            reader,
+            set(spec.skip),
+            counters,
+            lambda b: spills.append(_spill(b, part, R, runs_dir, len(spills))),
+            spill_at=settings.spill_records,
+            progress=progress,
+        )
+        counters["zmqmr.map_input_records"] = n_in
+        counters["zmqmr.map_output_records"] = n_out
+        writer = shuffle.MapOutputWriter(path, R)
+        try:
+            if not spills:
+                if combiner is not None:
+                    for k, lst in buf.items():
+                        buf[k] = _combined_list(combiner, k, lst)
+                for groups in _partitioned(buf, part):
+                    writer.write_segment(groups)
+            else:
+                if buf:
+                    spills.append(_spill(buf, part, R, runs_dir, len(spills)))
+                    buf.clear()
+                for r in range(R):
+                    streams = [
+                        shuffle.file_segment_groups(p, segs[r].offset, segs[r].length)
+                        for p, segs in spills
+                    ]
+                    writer.write_segment(merge_runs(streams, combiner))
+            segments = writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+    finally:
+        shutil.rmtree(runs_dir, ignore_errors=True)
+        if gc_was_enabled:
+            gc.enable()
+    return protocol.Report(
+        segments=[
+            protocol.Segment(r, s.length, s.groups) for r, s in enumerate(segments) if s.length
+        ],
+        bytes=writer.bytes_written,
+    )
+
+
+def map_records(
+    mapper: Callable[[Any, Any], Any],
+    combiner: Callable[..., Any] | None,
+    reader: SplitReader,
+    skip: set[int],
+    counters: dict[str, int],
+    spill: Callable[[dict[Any, list[Any]]], None],
+    *,
+    spill_at: int,
+    progress: Callable[[float], None],
+) -> tuple[dict[Any, list[Any]], int, int]:
+    """Call the mapper on every record and group its pairs by key: a dict of lists.
+
+    Records go in batches, through ``_Grouper``: while the pairs are of one
+    immutable value (word count's ``(word, 1)``) their keys are counted in
+    C, and the combiner later sees each key's values as ``repeat(value,
+    n)``, the same multiset. The mapper is called once per record whatever
+    path its pairs take, and an error is pinned on the record it came from.
+
+    With a combiner a key's list is combined whenever it reaches COMBINE_AT
+    values and the buffer spills past ``spill_at`` keys; without one it
+    spills past ``spill_at`` values. Returns the buffer, the records read and
+    the pairs emitted.
+    """
+    g = _Grouper(buf={}, combiner=combiner)
+    index = read = skipped = 0
+    for keys, values in reader.batches():
+        base, index = index, index + len(keys)
+        keys_read = iter(keys)
+        where = functools.partial(_last_read, keys_read, index - 1)
+        results: Iterator[Any] = map(mapper, keys_read, values)
+        dropped = sum(base <= r < index for r in skip) if skip else 0
+        if dropped:
+            skipped += dropped
+            results = _skipping(mapper, keys_read, values, base, skip)
+        try:
+            g.add(results, base, where)
+        except RecordFailed:
+            raise
+        except Exception as exc:
+            raise RecordFailed(where()) from exc
+        read += len(keys)
+        progress(reader.fraction())
+        if (g.keys_held() if combiner is not None else g.held) >= spill_at:
+            g.flush()
+            spill(g.buf)
+            g.buf.clear()
+            g.held = 0
+    g.flush()
+    if skipped:
+        counters["zmqmr.skipped_records"] = skipped
+    return g.buf, read - skipped, g.emitted
+
+
+def _partitioned(
+    buf: dict[Any, list[Any]], part: userfn.Partitioning
+) -> list[list[tuple[Any, list[Any]]]]:
+    parts = part.split(buf.items())
+    for p in parts:
+        userfn.sort_by_key(p)
+    return parts
+
+
+def _spill(
+    buf: dict[Any, list[Any]], part: userfn.Partitioning, R: int, runs_dir: str, n: int
+) -> tuple[str, list[shuffle.Segment]]:
+    """Write the buffer as one sorted run of R segments; returns its path and segments."""
+    os.makedirs(runs_dir, exist_ok=True)
+    path = os.path.join(runs_dir, f"run{n}")
+    writer = shuffle.MapOutputWriter(path, R)
+    for groups in _partitioned(buf, part):
+        writer.write_segment(groups)
+    return path, writer.close()
+
+
+def merge_runs(
+    streams: list[Iterator[tuple[Any, list[Any]]]], combiner: Callable[..., Any] | None
+) -> Iterator[tuple[Any, list[Any]]]:
+    """One partition's groups from several sorted runs, equal keys' values joined."""
+    merged = userfn.merged(streams)
+    sentinel = object()
+    cur_key: Any = sentinel
+    cur: list[Any] = []
+    for k, vs in merged:
+        if cur_key is not sentinel and k == cur_key:
+            cur.extend(vs)
+            continue
+        if cur_key is not sentinel:
+            yield cur_key, _combined_list(combiner, cur_key, cur)
+        cur_key, cur = k, list(vs)
+    if cur_key is not sentinel:
+        yield cur_key, _combined_list(combiner, cur_key, cur)

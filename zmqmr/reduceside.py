@@ -1,0 +1,235 @@
+"""The reduce side of an attempt: from map outputs on many workers to one part file.
+
+    locations (from the master) --fetch_all--> this partition's segment of every
+        map output: read locally, or fetched per worker over one connection,
+        several segments per request, to memory or (past reduce_memory) to files
+    --merge--> groups sorted by key (a dict for small in-memory inputs)
+    --reducer--> (key, value) records: result blocks for the client, and/or
+        the part file, written to a temporary and renamed into place
+
+A map output that cannot be fetched is reported to the worker (FetchFailed);
+the attempt waits for the master's Relocate with the re-executed map's new
+location and goes on.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import shutil
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+from . import layout, protocol, shuffle, userfn
+from .config import WorkerSettings
+from .errors import ShuffleError
+from .security import Keys
+
+FETCH_PARALLEL = 4
+#: A reduce whose fetched segments are all in memory and hold at most this many
+#: bytes groups them in a dict (decoded, they take a few times this much).
+HASH_GROUP_BYTES = 16 * 1024 * 1024
+
+
+class ReduceSide:
+    """What an executor keeps between reduce attempts: connections and open files."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        data_dir: str,
+        shuffle_address: str,
+        settings: WorkerSettings,
+        keys: Keys | None,
+        reader: shuffle.OutputReader,
+        progress: Callable[[float], None],
+    ) -> None:
+        self.conn = conn
+        self.data_dir = data_dir
+        self.shuffle_address = shuffle_address
+        self.settings = settings
+        self.keys = keys
+        self.reader = reader
+        self.progress = progress
+        self.sockets = shuffle.SocketPool()  # connections to other workers' shuffle servers
+        self._zctx: Any = None
+
+    @property
+    def zctx(self) -> Any:
+        if self._zctx is None:
+            import zmq
+
+            self._zctx = zmq.Context()
+        return self._zctx
+
+    # -- fetch ------------------------------------------------------------------
+
+    def _fetch_from(
+        self, job_id: str, partition: int, address: str, wanted: list[shuffle.Wanted]
+    ) -> tuple[dict[int, shuffle.Fetched], dict[int, ShuffleError]]:
+        """Segments of map outputs on one worker: read locally, or over one connection."""
+        if address != self.shuffle_address:
+            s = self.settings
+            return shuffle.fetch_segments(
+                self.zctx,
+                address,
+                job_id,
+                partition,
+                wanted,
+                chunk=s.fetch_chunk,
+                timeout=s.fetch_timeout,
+                retries=s.fetch_retries,
+                keys=self.keys,
+                pool=self.sockets,
+            )
+        fetched: dict[int, shuffle.Fetched] = {}
+        failed: dict[int, ShuffleError] = {}
+        for w in wanted:
+            path = layout.map_output_path(self.data_dir, job_id, w.map_task, w.attempt)
+            try:
+                fetched[w.map_task] = shuffle.local_segment(path, partition, self.reader)
+            except ShuffleError as exc:
+                failed[w.map_task] = exc
+            except OSError as exc:
+                failed[w.map_task] = ShuffleError(str(exc))
+        return fetched, failed
+
+    def fetch_all(
+        self, job_id: str, attempt: int, spec: protocol.TaskSpec, work_dir: str
+    ) -> list[shuffle.Fetched]:
+        """This partition's segment of every map output that has one, waiting out lost ones.
+
+        Segments are fetched per worker (several workers at a time), several
+        segments per request; those past ``reduce_memory`` go to files.
+        """
+        assert spec.partition is not None
+        partition = spec.partition
+        locations = {loc.map_task: loc for loc in spec.locations}
+        fetched: dict[int, shuffle.Fetched] = {}
+        waiting: dict[int, int] = {}  # map task -> the attempt whose output was lost
+        mem = 0
+        total = max(1, len(locations))
+        with concurrent.futures.ThreadPoolExecutor(FETCH_PARALLEL) as pool:
+            while len(fetched) < len(locations):
+                by_address: dict[str, list[shuffle.Wanted]] = {}
+                for m, loc in locations.items():
+                    if m in fetched or m in waiting:
+                        continue
+                    if loc.size == 0:  # a re-executed map with nothing for this partition
+                        fetched[m] = shuffle.Fetched(0, data=b"")
+                        continue
+                    spill = None
+                    if mem + loc.size > self.settings.reduce_memory:
+                        spill = os.path.join(work_dir, f"m{m}-a{loc.attempt}")
+                    else:
+                        mem += loc.size
+                    want = shuffle.Wanted(m, loc.attempt, spill)
+                    by_address.setdefault(loc.address, []).append(want)
+                futures = [
+                    pool.submit(self._fetch_from, job_id, partition, address, wanted)
+                    for address, wanted in by_address.items()
+                ]
+                for fut in concurrent.futures.as_completed(futures):
+                    got, failed = fut.result()
+                    fetched.update(got)
+                    for m, reason in failed.items():
+                        waiting[m] = locations[m].attempt
+                        why = str(reason)[: protocol.MAX_TEXT]
+                        self.conn.send(protocol.FetchFailed(attempt, m, waiting[m], why))
+                    self.progress(0.5 * len(fetched) / total)
+                while waiting:
+                    msg = self.conn.recv()
+                    if not isinstance(msg, protocol.Relocate):
+                        continue
+                    loc = msg.location
+                    locations[loc.map_task] = loc
+                    if loc.map_task in waiting and loc.attempt != waiting[loc.map_task]:
+                        del waiting[loc.map_task]
+        return [fetched[m] for m in sorted(locations)]
+
+    # -- reduce -----------------------------------------------------------------
+
+    def run_reduce(
+        self,
+        fns: dict[str, Any],
+        job_id: str,
+        task: int,
+        attempt: int,
+        spec: protocol.TaskSpec,
+        counters: dict[str, int],
+    ) -> tuple[protocol.Report, bytes | None]:
+        """Run one reduce attempt: its report, and its result blocks unless too big."""
+        work_dir = layout.reduce_work_dir(self.data_dir, job_id, task, attempt)
+        os.makedirs(work_dir, exist_ok=True)
+        try:
+            return self._reduce(fns, job_id, task, attempt, spec, counters, work_dir)
+        finally:
+            shutil.rmtree(work_dir, ignore_errors=True)
+
+    def _reduce(
+        self,
+        fns: dict[str, Any],
+        job_id: str,
+        task: int,
+        attempt: int,
+        spec: protocol.TaskSpec,
+        counters: dict[str, int],
+        work_dir: str,
+    ) -> tuple[protocol.Report, bytes | None]:
+        segments = self.fetch_all(job_id, attempt, spec, work_dir)
+        total_groups = max(1, sum(loc.groups for loc in spec.locations))
+        streams = [seg.groups() for seg in segments]
+        in_memory = all(seg.data is not None for seg in segments)
+        if in_memory and sum(seg.length for seg in segments) <= HASH_GROUP_BYTES:
+            groups = userfn.hash_merged(streams)
+        else:
+            groups = userfn.merged(streams)
+        output_dir = spec.output_dir
+        limit = spec.result_limit
+        out = None
+        tmp = final = ""
+        if output_dir:
+            tmp = os.path.join(output_dir, layout.temp_part_name(task, attempt))
+            final = os.path.join(output_dir, layout.part_name(task))
+            out = open(tmp, "w", encoding="utf-8", errors="surrogateescape")  # noqa: SIM115
+        blocks: list[bytes] = []
+        block: list[tuple[Any, Any]] = []
+        size = 0
+        too_big = False
+        n = 0
+        try:
+            for k, v in userfn.reduce_groups(fns["reducer"], groups, counters):
+                n += 1
+                if out is not None:
+                    out.write(f"{k}\t{v}\n")
+                if not too_big:
+                    block.append((k, v))
+                    if len(block) >= shuffle.BLOCK_GROUPS:
+                        blocks.append(shuffle.encode_block(block))
+                        size += len(blocks[-1])
+                        block = []
+                        too_big = size > limit
+                if n % 1024 == 0:
+                    self.progress(
+                        0.5
+                        + 0.5
+                        * min(1.0, counters.get("zmqmr.reduce_input_groups", 0) / total_groups)
+                    )
+            if block and not too_big:
+                blocks.append(shuffle.encode_block(block))
+                size += len(blocks[-1])
+                too_big = size > limit
+            if out is not None:
+                out.flush()
+                os.fsync(out.fileno())
+                out.close()
+                out = None
+                os.replace(tmp, final)
+        finally:
+            if out is not None:
+                out.close()
+                layout.remove_paths([tmp])
+        counters["zmqmr.reduce_output_records"] = n
+        report = protocol.Report(too_big=too_big, output_file=final or None)
+        return report, (None if too_big else b"".join(blocks))
