@@ -1,4 +1,4 @@
-"""The ``zmqmr`` command: master, worker, run, status, cancel, keygen.
+"""The ``zmqmr`` command: master, worker, run, status, cancel, keygen, chaos.
 
 This is the only module that configures logging. A mistake a user can make
 here (a flag, an address, a setting, a key or data directory, a job file)
@@ -731,12 +731,24 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("dir", help="directory to write the keys to")
     k.set_defaults(func=cmd_keygen)
 
+    # Listed for --help only: main() hands `zmqmr chaos ...` to zmqmr.chaos.cli.
+    sub.add_parser(
+        "chaos",
+        help="run jobs under faults and check the answers (zmqmr chaos --help)",
+        add_help=False,
+    )
+
     for sp in (m, w):
         sp.add_argument("--die-with-parent", action="store_true", help=argparse.SUPPRESS)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["chaos"]:  # a command line of its own (zmqmr.chaos.cli)
+        from .chaos.cli import main as chaos_main
+
+        return chaos_main(argv[1:], prog="zmqmr chaos")
     args = build_parser().parse_args(argv)
     args.verbose += args.top_verbose
     args.quiet += args.top_quiet

@@ -1,7 +1,4 @@
-"""Helpers for the chaos suite: the repository on sys.path, the sample books, scenarios.
-
-The ``chaos`` package lives at the repository root and is not installed, so
-this module puts the root on ``sys.path``; import it before ``chaos``.
+"""Helpers for the chaos suite: the sample books, scenarios, the ``slow`` gate.
 
 Why no conftest.py here: conftest files outside packages all import as the
 module ``conftest``, and pytest drops the previous one from ``sys.modules``
@@ -14,17 +11,14 @@ from __future__ import annotations
 
 import glob
 import os
-import sys
 
 import pytest
 
+from zmqmr.chaos import Report, Scenario
+from zmqmr.chaos.workload import BOOKS_DIR
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
-
-from chaos import Report, Scenario  # noqa: E402
-from chaos.workload import BOOKS_DIR  # noqa: E402
 
 BOOKS = sorted(glob.glob(os.path.join(BOOKS_DIR, "*.txt")))
 #: Four of the books (1.3 MB): a paced job of about five seconds on three workers.

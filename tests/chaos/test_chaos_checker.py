@@ -9,8 +9,8 @@ import pytest
 from chaos_support import HERE, explain, scenario
 
 import zmqmr
-from chaos import Outcome, check, run_scenario
-from chaos.checker import diff_output_dir, diff_records, snapshot
+from zmqmr.chaos import Outcome, check, run_scenario
+from zmqmr.chaos.checker import diff_output_dir, diff_records, snapshot
 
 pytestmark = pytest.mark.chaos
 
@@ -153,7 +153,7 @@ def test_a_job_that_is_wrong_on_the_cluster_is_reported_as_a_failure():
     assert failed == {"records", "counters", "output files"}, explain(report)
     text = report.text()
     assert "value(s) differ" in text and "sneaky" in text
-    assert "verdict: FAIL  (seed 1)" in text and "replay: python -m chaos run" in text
+    assert "verdict: FAIL  (seed 1)" in text and "replay: zmqmr chaos run" in text
 
 
 def test_a_job_that_never_ends_is_reported_as_hung_within_its_deadline():

@@ -1,4 +1,4 @@
-"""`python -m chaos`: run and soak print a report and the seed, and exit non-zero on failure."""
+"""`zmqmr chaos`: run and soak print a report and the seed, and exit non-zero on failure."""
 
 from __future__ import annotations
 
@@ -16,11 +16,9 @@ pytestmark = pytest.mark.chaos
 
 
 def chaos_cli(*args, timeout=300):
-    env = {**os.environ, "PYTHONPATH": REPO}
     return subprocess.run(
-        [sys.executable, "-m", "chaos", *args],
+        [sys.executable, "-m", "zmqmr", "chaos", *args],
         cwd=REPO,
-        env=env,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -49,7 +47,7 @@ def test_run_prints_a_passing_report_with_the_seed_and_a_replay_command(tmp_path
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
     assert "verdict: PASS  (seed 7)" in out
-    assert "replay: python -m chaos run --job examples/wordcount.py" in out and "--seed 7" in out
+    assert "replay: zmqmr chaos run --job examples/wordcount.py" in out and "--seed 7" in out
     for section in ("schedule (", "history:", "summary: faults injected", "outcome: succeeded"):
         assert section in out
     records = [json.loads(line) for line in history.read_text().splitlines()]

@@ -6,13 +6,12 @@ import os
 import subprocess
 import time
 
-import chaos_support  # noqa: F401 - puts the repository on sys.path
 import psutil
 import pytest
 
 import zmqmr
-from chaos import ChaosCluster
-from chaos import netns as chaos_netns
+from zmqmr.chaos import ChaosCluster
+from zmqmr.chaos import netns as chaos_netns
 
 pytestmark = pytest.mark.chaos
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import pytest
 from chaos_support import explain, scenario, slow
 
-from chaos import TOLERATED, netns, run_scenario
-from chaos.schedule import KILL_MASTER, PARTITION
+from zmqmr.chaos import TOLERATED, netns, run_scenario
+from zmqmr.chaos.schedule import KILL_MASTER, PARTITION
 
 pytestmark = pytest.mark.chaos
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import math
 
-import chaos_support  # noqa: F401 - puts the repository on sys.path
 import pytest
 
-from chaos import KINDS, History, make_schedule, parse_kinds
-from chaos.schedule import IMPAIRING, KILL, KILL_MASTER, worker_name
+from zmqmr.chaos import KINDS, History, make_schedule, parse_kinds
+from zmqmr.chaos.schedule import IMPAIRING, KILL, KILL_MASTER, worker_name
 
 pytestmark = pytest.mark.chaos
 

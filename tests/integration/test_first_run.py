@@ -110,7 +110,7 @@ def test_the_readme_test_command_runs_from_a_plain_copy(plain_copy, tmp_path):
     assert len(there) > 100
     assert there == collected(REPO, dict(os.environ))
 
-    # The books fixture (tests/conftest.py) and the chaos suite's books (chaos/workload.py).
+    # The books fixture (tests/conftest.py) and the chaos suite's books (zmqmr/chaos/books).
     chosen = [
         "tests/integration/test_cluster.py::test_wordcount_on_books_equals_serial_run",
         "tests/chaos/test_chaos_checker.py::"

@@ -3,8 +3,11 @@
 A job file defines ``mapper`` and ``reducer`` at module level, and optionally
 ``combiner`` and ``partitioner`` (``zmqmr.cli.load_job_file``, the same
 convention as ``zmqmr run``). The built-in workloads are two of the examples:
-word count and an inverted index, over the sample books that ship with the
-repository (examples/data/gutenberg).
+word count and an inverted index (examples/wordcount.py and
+examples/inverted_index.py, shipped in ``zmqmr/chaos/jobs``), over the sample
+books shipped in ``zmqmr/chaos/books`` (examples/data/gutenberg in a
+checkout). Both ship inside the package, so an installed zmqmr needs no
+checkout.
 
 Pacing: a word count over a few megabytes finishes in about a second, before
 most faults land. ``paced(job, seconds)`` returns the same job with each
@@ -23,14 +26,14 @@ from typing import Any
 import zmqmr
 from zmqmr.cli import job_from_file
 
-from .cluster import REPO
-
-EXAMPLES = os.path.join(REPO, "examples")
-BOOKS_DIR = os.path.join(EXAMPLES, "data", "gutenberg")
+HERE = os.path.dirname(os.path.abspath(__file__))
+#: The sample corpus (package data; in a checkout, a link to examples/data/gutenberg).
+BOOKS_DIR = os.path.join(HERE, "books")
+JOBS_DIR = os.path.join(HERE, "jobs")
 #: Built-in workloads by short name.
 WORKLOADS = {
-    "wordcount": os.path.join(EXAMPLES, "wordcount.py"),
-    "inverted_index": os.path.join(EXAMPLES, "inverted_index.py"),
+    "wordcount": os.path.join(JOBS_DIR, "wordcount.py"),
+    "inverted_index": os.path.join(JOBS_DIR, "inverted_index.py"),
 }
 
 

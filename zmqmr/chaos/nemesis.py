@@ -8,7 +8,7 @@ undoes whatever is still in force when the job has ended. Every action is
 written to the history. ``now`` is seconds since the master accepted the job.
 
 The runner calls all of these from one thread, the one that started the
-cluster's processes (restarts must come from it: see ``chaos.cluster``).
+cluster's processes (restarts must come from it: see ``zmqmr.chaos.cluster``).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ Each has its own data directory and log, and each can be killed, paused,
 resumed and restarted by name (``"master"``, ``"w0"``, ``"w1"``, ...). A
 restarted node gets the same addresses, data directory and namespace. With
 ``netns=True`` (root only) every worker runs in its own network namespace
-(see ``chaos.netns``) and the master listens for workers on the bridge, so a
+(see ``zmqmr.chaos.netns``) and the master listens for workers on the bridge, so a
 worker can be cut off the network; clients always connect over loopback.
 
 Processes are started with ``--die-with-parent`` (they die if the harness
@@ -43,7 +43,8 @@ from .netns import Network
 
 log = logging.getLogger(__name__)
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: The directory that holds the zmqmr package: child processes import this zmqmr.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(zmqmr.__file__)))
 
 #: Cluster settings that make faults show quickly (seconds); backups for tasks of
 #: half a second, so that stragglers (the slow nemesis) get them.
@@ -80,7 +81,7 @@ def zmqmr_help(command: str) -> str:
 def _env(node: str | None = None, cluster: str | None = None) -> dict[str, str]:
     env = dict(os.environ)
     path = env.get("PYTHONPATH", "")
-    env["PYTHONPATH"] = REPO + (os.pathsep + path if path else "")
+    env["PYTHONPATH"] = ROOT + (os.pathsep + path if path else "")
     if node is not None:
         env[NODE_ENV] = node
     if cluster is not None:

@@ -13,7 +13,7 @@
    writes of attempts that were paused or cut off;
 5. tears the cluster down and asks the checker for a verdict.
 
-Every process is started from the calling thread (see ``chaos.cluster``).
+Every process is started from the calling thread (see ``zmqmr.chaos.cluster``).
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ class Scenario:
         if self.job is not None:
             return f"(a job object; replay with the same job and seed={self.seed})"
         d = Scenario()
-        args = ["python", "-m", "chaos", "run", "--job", self.job_file, "--inputs", *self.inputs]
+        args = ["zmqmr", "chaos", "run", "--job", self.job_file, "--inputs", *self.inputs]
         args += ["--workers", str(self.workers), "--nemesis", ",".join(self.nemeses) or "none"]
         args += ["--seed", str(self.seed)]
         for name, flag in (

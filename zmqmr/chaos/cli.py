@@ -1,10 +1,10 @@
-"""``python -m chaos``: run one job under faults, soak, list nemeses, clean up.
+"""``zmqmr chaos``: run one job under faults, soak, list nemeses, clean up.
 
-    python -m chaos run --job examples/wordcount.py --inputs FILES... \\
+    zmqmr chaos run --job examples/wordcount.py --inputs FILES... \\
         --workers 4 --nemesis kill,pause --seed 7
-    python -m chaos soak --minutes 30 --seed 1
-    python -m chaos nemeses
-    python -m chaos cleanup
+    zmqmr chaos soak --minutes 30 --seed 1
+    zmqmr chaos nemeses
+    zmqmr chaos cleanup
 
 ``run`` and ``soak`` print a report and exit 1 when any check fails (2 on a
 usage error), and always print the seed and the command that replays it.
@@ -36,9 +36,9 @@ def _kinds(text: str) -> list[str]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "zmqmr chaos") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m chaos",
+        prog=prog,
         description="Fault injection for zmqmr: run jobs on a cluster of real processes "
         "while nemeses kill, pause, slow, corrupt and cut off its nodes, and check every "
         "answer against zmqmr.run_serial.",
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--inputs",
         nargs="+",
         default=Scenario().inputs,
-        help="input files or globs (default: the sample books in examples/data)",
+        help="input files or globs (default: the sample books shipped with zmqmr)",
     )
     r.add_argument("--workers", type=int, default=4, help="worker processes (default 4)")
     r.add_argument("--slots", type=int, default=1, help="executors per worker (default 1)")
@@ -161,7 +161,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         report = run_scenario(sc, keep=args.keep, history_path=args.history)
     except (zmqmr.JobSubmitError, zmqmr.ClusterError) as exc:  # before any job ran
-        print(f"python -m chaos run: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"zmqmr chaos run: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(report.to_json(), indent=2, default=str))
@@ -172,7 +172,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_soak(args: argparse.Namespace) -> int:
     if args.minutes is None and args.jobs is None:
-        raise SystemExit("python -m chaos soak: give --minutes, --jobs or both")
+        raise SystemExit("zmqmr chaos soak: give --minutes, --jobs or both")
     seed = args.seed if args.seed is not None else random.randrange(1, 1_000_000)
     print(f"soak seed {seed} (replay the whole soak with --seed {seed})", flush=True)
     out = open(args.json, "w") if args.json else None  # noqa: SIM115 - closed below
@@ -227,8 +227,8 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "zmqmr chaos") -> int:
+    args = build_parser(prog).parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so the cluster, its namespaces and its files go too.
     signal.signal(signal.SIGTERM, _interrupt)
     logging.basicConfig(
@@ -239,5 +239,5 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handler[args.command](args)
     except KeyboardInterrupt:
-        print("python -m chaos: interrupted", file=sys.stderr)
+        print("zmqmr chaos: interrupted", file=sys.stderr)
         return 130

@@ -5,12 +5,13 @@ slow, corrupt and cut off its nodes (``NEMESES``), schedules drawn from a
 seed (``make_schedule``), a history of every fault (``History``), and a
 checker that compares the job's answer with ``zmqmr.run_serial``
 (``check``). ``run_scenario(Scenario(...))`` puts them together for one job;
-``soak`` runs many. ``python -m chaos`` is the command line; see
-docs/chaos.md.
+``soak`` runs many. ``zmqmr chaos`` (or ``python -m zmqmr.chaos``) is the
+command line; see docs/chaos.md.
 
-This package sits beside ``zmqmr`` and uses its public API (plus
-``zmqmr.cli.job_from_file``, the job-file convention of ``zmqmr run``); zmqmr
-never imports it.
+It ships with zmqmr (the sample books and the built-in jobs are package
+data), uses zmqmr's public API (plus ``zmqmr.cli.job_from_file``, the
+job-file convention of ``zmqmr run``), and no module of zmqmr's core imports
+it: ``zmqmr chaos`` is handed over from ``zmqmr.cli`` before anything else.
 """
 
 from .checker import Outcome, Verdict, check
