@@ -18,6 +18,7 @@ import inspect
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -499,12 +500,40 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+def _client(args: argparse.Namespace) -> Any:
     from .client import Client
 
-    with Client(
-        args.master, keys=args.keys, timeout=args.timeout, insecure=args.insecure
-    ) as client:
+    return Client(args.master, keys=args.keys, timeout=args.timeout, insecure=args.insecure)
+
+
+def _job_rows(jobs: list[dict[str, Any]], history: bool) -> None:
+    last = "ENDED" if history else ""
+    print(
+        f"  {'ID':<16} {'NAME':<24} {'STATE':<10} {'MAPS':>9} {'REDUCES':>9} {'ELAPSED':>8}"
+        + (f" {last:>9}" if last else "")
+    )
+    for j in jobs:
+        ended = j.get("ended_ago")
+        print(
+            f"  {j['id']:<16} {j['name'][:24]:<24} {j['state']:<10} "
+            f"{j['maps_done']:>4}/{j['maps']:<4} {j['reduces_done']:>4}/{j['reduces']:<4} "
+            f"{j['elapsed']:>7.1f}s"
+            + (f" {_ago(ended):>9}" if history and ended is not None else "")
+        )
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m ago"
+    return f"{seconds / 3600:.1f}h ago"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        if args.job:
+            return _job_status(client, args)
         status = client.status()
     if args.json:
         print(json.dumps(status, indent=2))
@@ -521,13 +550,115 @@ def cmd_status(args: argparse.Namespace) -> int:
     jobs = status["jobs"]
     print(f"{len(jobs)} job(s)")
     if jobs:
-        print(f"  {'ID':<16} {'NAME':<16} {'STATE':<10} {'MAPS':>9} {'REDUCES':>9} {'ELAPSED':>8}")
-        for j in jobs:
+        _job_rows(jobs, history=False)
+    history = status.get("history", [])
+    if history:
+        print(f"{len(history)} finished job(s), newest first")
+        _job_rows(history[::-1], history=True)
+    return 0
+
+
+def _job_status(client: Any, args: argparse.Namespace) -> int:
+    """``zmqmr status JOB``: one job in detail."""
+    status = client.status()
+    job = _find_job(status["jobs"] + status.get("history", []), args.job, args.master)
+    detail = client.job_info(job["id"])
+    if detail is None:
+        fail(f"the master at {args.master} no longer knows job {job['id']}")
+    if args.json:
+        print(json.dumps(detail, indent=2))
+        return 0
+    st = detail["status"]
+    print(f"job {st['id']} ({st['name']}): {st['state']}, {st['elapsed']:.1f}s")
+    if st.get("ended_ago") is not None:
+        print(f"  ended {_ago(st['ended_ago'])}")
+    t = detail["tasks"]
+    for kind in ("map", "reduce"):
+        print(
+            f"  {kind} tasks: {t.get(f'{kind}_done', 0)} done, "
+            f"{t.get(f'{kind}_running', 0)} running, {t.get(f'{kind}_idle', 0)} "
+            f"{'not done' if st.get('ended_ago') is not None else 'idle'}"
+        )
+    attempts = detail["attempts"]
+    outcomes: dict[str, int] = {}
+    for a in attempts:
+        outcomes[a["outcome"]] = outcomes.get(a["outcome"], 0) + 1
+    shown = ", ".join(f"{n} {o}" for o, n in sorted(outcomes.items()))
+    n_dropped = detail["attempts_dropped"]
+    dropped = f" (and {n_dropped} earlier ones)" if n_dropped else ""
+    print(f"attempts: {len(attempts)}{dropped}: {shown or 'none yet'}")
+    if attempts:
+        print(f"  {'ATTEMPT':>7} {'TASK':<12} {'WORKER':<24} {'START':>7} {'END':>7}  OUTCOME")
+        for a in attempts[-args.attempts :]:
+            end = f"{a['end']:.1f}s" if a.get("end") is not None else "-"
+            marks = "".join(m for m, on in ((" backup", a["backup"]), (" rerun", a["rerun"])) if on)
             print(
-                f"  {j['id']:<16} {j['name'][:16]:<16} {j['state']:<10} "
-                f"{j['maps_done']:>4}/{j['maps']:<4} {j['reduces_done']:>4}/{j['reduces']:<4} "
-                f"{j['elapsed']:>7.1f}s"
+                f"  {a['attempt']:>7} {a['kind'] + ' ' + str(a['task']):<12} "
+                f"{a['worker'][:24]:<24} {a['start']:>6.1f}s {end:>7}  {a['outcome']}{marks}"
+                + (f": {a['error'][:80]}" if a.get("error") else "")
             )
+    failures = detail["failures"]
+    if failures:
+        print(f"failures: {len(failures)} (the latest)")
+        for f in failures:
+            print(f"  {f['type']}: {f['message']}")
+            if f.get("traceback"):
+                lines = f["traceback"].rstrip().splitlines()[-6:]
+                print("\n".join("      " + line for line in lines))
+    if st.get("error"):
+        e = st["error"]
+        print(f"job error: {e['type']}: {e['message']}")
+    for title, values in (("counters", st.get("counters", {})), ("stats", st.get("stats", {}))):
+        if values:
+            print(f"{title}:")
+            for name in sorted(values):
+                print(f"  {name:<36} {values[name]:g}")
+    return 0
+
+
+_TASK = re.compile(r"(m|map|r|reduce)[\s:_-]*(\d+)", re.IGNORECASE)
+
+
+def parse_task(text: str) -> tuple[str, int]:
+    """``map 3``, ``map:3``, ``m3``, ``reduce-0``, ``r0`` -> (kind, index)."""
+    m = _TASK.fullmatch(text.strip())
+    if m is None:
+        raise ValueError(f"{text!r} is not a task; name one as map:3 or reduce:0 (or m3, r0)")
+    kind = "map" if m.group(1).lower().startswith("m") else "reduce"
+    return kind, int(m.group(2))
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    kind, task = args.task if args.task else (None, None)
+    with _client(args) as client:
+        status = client.status()
+        job = _find_job(status["jobs"] + status.get("history", []), args.job, args.master)
+        got = client.logs(job["id"], kind, task)
+    if args.json:
+        print(json.dumps(got, indent=2))
+        return 0
+    what = f"{kind} task {task} of job {job['id']}" if kind else f"job {job['id']}"
+    logs = got["logs"]
+    for g in logs:
+        print(
+            f"=== {g['kind']} task {g['task']}, attempt {g['attempt']} on {g['worker']} "
+            f"({g['outcome']}) ==="
+        )
+        if g["dropped"]:
+            print(f"[{g['dropped']} earlier characters not kept]")
+        for stream in ("stdout", "stderr", "log"):
+            if g[stream]:
+                print(f"--- {stream} ---")
+                print(g[stream].rstrip("\n"))
+    if not logs:
+        print(f"zmqmr: no captured output for {what}", file=sys.stderr)
+    if got["more"]:
+        print(
+            f"zmqmr: {got['more']} more attempts' logs not shown; name a task (map:3)",
+            file=sys.stderr,
+        )
+    if got["missing"]:
+        print(f"zmqmr: no answer from workers {', '.join(got['missing'])}", file=sys.stderr)
     return 0
 
 
@@ -543,11 +674,7 @@ def _find_job(jobs: list[dict[str, Any]], wanted: str, address: str) -> dict[str
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    from .client import Client
-
-    with Client(
-        args.master, keys=args.keys, timeout=args.timeout, insecure=args.insecure
-    ) as client:
+    with _client(args) as client:
         job = _find_job(client.status()["jobs"], args.job, args.master)
         if job["state"] not in ("queued", "running"):
             fail(f"job {job['id']} ({job['name']}) has already ended: {job['state']}")
@@ -711,13 +838,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.set_defaults(func=cmd_run)
 
-    s = command("status", "show a master's workers and jobs")
+    s = command("status", "show a master's workers, jobs and finished jobs, or one job")
+    s.add_argument(
+        "job", nargs="?", help="a job's id (or its first characters): that job in detail"
+    )
     master_address(
         s, "the master's client address (default %(default)s)", default=DEFAULT_CLIENT_BIND
     )
     s.add_argument("--json", action="store_true", help="print JSON")
+    s.add_argument(
+        "--attempts", type=_positive(int), default=50, help="attempts shown of a job (default 50)"
+    )
     client_options(s, 5.0)
     s.set_defaults(func=cmd_status)
+
+    lg = command("logs", "show what a job's attempts printed and logged")
+    lg.add_argument("job", help="the job's id (as zmqmr status shows it), or its first characters")
+    lg.add_argument(
+        "task", nargs="?", type=_arg(parse_task), help="one task: map:3, reduce:0 (or m3, r0)"
+    )
+    master_address(
+        lg, "the master's client address (default %(default)s)", default=DEFAULT_CLIENT_BIND
+    )
+    lg.add_argument("--json", action="store_true", help="print JSON")
+    client_options(lg, 10.0)
+    lg.set_defaults(func=cmd_logs)
 
     c = command("cancel", "cancel a job on a master")
     c.add_argument("job", help="the job's id (as zmqmr status shows it), or its first characters")

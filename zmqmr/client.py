@@ -203,12 +203,31 @@ class Client:
         return states.get(job_id)
 
     def status(self) -> dict[str, Any]:
-        """Workers (slots, last heartbeat) and jobs (task counts) as the master sees them."""
+        """Workers (slots, last heartbeat), the jobs the master holds (task counts), the
+        finished jobs it remembers (``history``, newest last) and recently lost workers."""
         reply = self.request(protocol.StatusRequest(), (protocol.StatusReply,))
-        status = reply.status.to_json()
-        for j in status["jobs"]:  # one flat row per job, as `zmqmr status` prints it
-            j.update(j.pop("progress"))
-        return status
+        return reply.status.flat()
+
+    def job_info(self, job_id: str) -> dict[str, Any] | None:
+        """One job in detail: tasks by state, its latest attempts, its failures with their
+        errors, counters and stats; None if the master neither holds nor remembers it."""
+        reply = self.request(protocol.JobInfo(job_id), (protocol.JobInfoReply,), job=job_id)
+        if reply.detail is None:
+            return None
+        detail = reply.detail.to_json()
+        detail["status"].update(detail["status"].pop("progress"))
+        return detail
+
+    def logs(self, job_id: str, kind: str | None = None, task: int | None = None) -> dict[str, Any]:
+        """The captured output of a job's attempts (one task's, given ``kind`` and ``task``),
+        from every live worker: ``logs`` (per attempt: stdout, stderr, log records),
+        ``more`` (left out), ``missing`` (workers that did not answer)."""
+        reply = self.request(protocol.GetLogs(job_id, kind, task), (protocol.Logs,), job=job_id)
+        return {
+            "logs": [g.to_json() for g in reply.logs],
+            "more": reply.more,
+            "missing": list(reply.missing),
+        }
 
 
 A = TypeVar("A", bound=protocol.Message)
@@ -230,6 +249,7 @@ def _error(error: protocol.ErrorInfo) -> Exception:
         remote_message=error.user_message or message,
         remote_traceback=error.traceback,
         task=error.task,
+        log_tail=error.log,
     )
 
 

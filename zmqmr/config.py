@@ -68,6 +68,8 @@ class ClusterSettings:
     #: An attempt whose worker reports no progress for this many heartbeats, while
     #: other attempts of its phase progress, gets a backup elsewhere.
     stall_heartbeats: int = 5
+    #: Finished jobs the master remembers after their outcome was collected (zmqmr status).
+    history_jobs: int = 100
 
     @property
     def stall_seconds(self) -> float:
@@ -86,6 +88,7 @@ class ClusterSettings:
         _positive("speculation_min_seconds", self.speculation_min_seconds)
         _positive("max_worker_slots", self.max_worker_slots)
         _positive("stall_heartbeats", self.stall_heartbeats)
+        _positive("history_jobs", self.history_jobs)
         if (
             isinstance(self.prefetch, bool)
             or not isinstance(self.prefetch, int)

@@ -35,7 +35,8 @@ class JobFailed(JobError):
     """A task failed too often; the error carries the user's exception.
 
     ``remote_type``, ``remote_message`` and ``remote_traceback`` are those of
-    the exception raised in the user's function on the worker.
+    the exception raised in the user's function on the worker; ``log_tail`` is
+    the end of what that attempt printed and logged.
     """
 
     def __init__(
@@ -45,14 +46,18 @@ class JobFailed(JobError):
         remote_message: str = "",
         remote_traceback: str = "",
         task: str = "",
+        log_tail: str = "",
     ) -> None:
         self.remote_type = remote_type
         self.remote_message = remote_message
         self.remote_traceback = remote_traceback
         self.task = task
+        self.log_tail = log_tail
         full = message
         if remote_traceback:
             full = f"{message}\n\nRemote traceback ({task}):\n{remote_traceback.rstrip()}"
+        if log_tail.strip():
+            full = f"{full}\n\nOutput of the failed attempt (its tail):\n{log_tail.rstrip()}"
         super().__init__(full)
 
 

@@ -15,10 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .protocol import (
+    AttemptLog,
     AttemptProgress,
     ClusterStatus,
     ErrorInfo,
     HeldOutput,
+    JobDetail,
     JobProgress,
     JobSpec,
     Location,
@@ -124,6 +126,35 @@ class StatusRequest(_Event):
 
 
 @dataclass(slots=True)
+class JobInfoRequest(_Event):
+    """One job in detail, running, ended or remembered."""
+
+    client: bytes
+    job_id: str
+
+
+@dataclass(slots=True)
+class LogsRequest(_Event):
+    """The attempt logs of a job (of one task, with ``kind`` and ``task``)."""
+
+    client: bytes
+    job_id: str
+    kind: str | None = None
+    task: int | None = None
+
+
+@dataclass(slots=True)
+class LogsArrived(_Event):
+    """A worker's answer to AskLogs."""
+
+    worker: bytes
+    request: int
+    job_id: str
+    logs: list[AttemptLog]
+    more: int = 0
+
+
+@dataclass(slots=True)
 class Tick(_Event):
     """The clock: liveness, timeouts, speculation and due long polls are checked here."""
 
@@ -145,6 +176,9 @@ Event = (
     | PollJob
     | CancelJob
     | StatusRequest
+    | JobInfoRequest
+    | LogsRequest
+    | LogsArrived
     | Tick
     | Shutdown
 )
@@ -243,6 +277,33 @@ class SendStatus(_Command):
 
 
 @dataclass(slots=True)
+class SendJobInfo(_Command):
+    client: bytes
+    job_id: str
+    detail: JobDetail | None
+
+
+@dataclass(slots=True)
+class AskLogs(_Command):
+    """Ask a worker for the logs of a job's attempts it holds."""
+
+    worker: bytes
+    request: int
+    job_id: str
+    kind: str | None
+    task: int | None
+
+
+@dataclass(slots=True)
+class SendLogs(_Command):
+    client: bytes
+    job_id: str
+    logs: list[AttemptLog]
+    more: int
+    missing: list[str]
+
+
+@dataclass(slots=True)
 class Note(_Command):
     """A decision worth a line in the master's log (no message is sent)."""
 
@@ -262,5 +323,8 @@ Command = (
     | SendResult
     | SendJobFailed
     | SendStatus
+    | SendJobInfo
+    | AskLogs
+    | SendLogs
     | Note
 )

@@ -29,7 +29,7 @@ from typing import Any
 
 import cloudpickle
 
-from . import layout, mapside, protocol, reduceside, shuffle, userfn
+from . import layout, mapside, protocol, reduceside, shuffle, tasklogs, userfn
 from .config import WorkerSettings
 from .mapside import RecordFailed
 from .security import MEMBER, Keys, load_keys
@@ -71,6 +71,7 @@ class Executor:
         )
         self._attempt = 0
         self._next_progress = 0.0
+        self._capture: tasklogs.Capture | None = None
 
     # -- loop ---------------------------------------------------------------
 
@@ -90,9 +91,21 @@ class Executor:
         now = time.monotonic()
         if now >= self._next_progress:
             self._next_progress = now + PROGRESS_EVERY
+            if self._capture is not None:
+                self._capture.maybe_flush()  # a running attempt's output can be read
             self.conn.send(protocol.AttemptProgress(self._attempt, min(1.0, max(0.0, fraction))))
 
     def run(self, msg: protocol.RunAttempt) -> None:
+        """Run one attempt, its user code's stdout, stderr and log records captured."""
+        root = tasklogs.logs_root(self.data_dir)
+        self._capture = tasklogs.Capture(root, msg.job, msg.kind, msg.task, msg.attempt)
+        try:
+            with self._capture:
+                self._run(msg)
+        finally:
+            self._capture = None
+
+    def _run(self, msg: protocol.RunAttempt) -> None:
         attempt, job_id, task, spec = msg.attempt, msg.job, msg.task, msg.spec
         self._attempt = attempt
         self._next_progress = time.monotonic() + PROGRESS_EVERY
@@ -133,11 +146,17 @@ class Executor:
             return
         finally:
             userfn.counting(previous)
+        if self._capture is not None:
+            self._capture.flush("done")
         self.conn.send(protocol.Done(attempt, report, blobs=[] if result is None else [result]))
 
     def _fail(self, attempt: int, exc: BaseException, record: int | None) -> None:
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        error = protocol.ErrorInfo.make(type(exc).__name__, str(exc), tb)
+        log = ""
+        if self._capture is not None:
+            self._capture.flush("failed")
+            log = self._capture.error_tail()
+        error = protocol.ErrorInfo.make(type(exc).__name__, str(exc), tb, log=log)
         self.conn.send(protocol.Failed(attempt, "user", error, record))
 
 

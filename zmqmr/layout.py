@@ -7,6 +7,10 @@ On a worker, under its data dir, one directory per job::
     DATA_DIR/JOB/m00003-a7.spills/    ... sorted runs spilled by attempt 7
     DATA_DIR/JOB/r00001-a9/           reduce task 1's work dir (fetched segments)
 
+Beside the data dir, the captured output of attempts (``tasklogs``)::
+
+    DATA_DIR/../zmqmr-logs/JOB/map-00003-a7.json   what attempt 7 of map task 3 printed
+
 In a job's output directory::
 
     OUTPUT_DIR/part-00001             reduce task 1's output, whole or absent
@@ -27,6 +31,23 @@ _OUTPUT_NAME = re.compile(r"m(\d{5,})-a(\d+)\.out")
 
 PART_PREFIX = "part-"
 TEMP_PREFIX = ".part-"
+LOGS_SUBDIR = "zmqmr-logs"
+_LOG_NAME = re.compile(r"(map|reduce)-(\d{5,})-a(\d+)\.json")
+
+
+def logs_root(data_dir: str) -> str:
+    """Where a worker whose map outputs live in ``data_dir`` keeps attempt logs."""
+    return os.path.join(os.path.dirname(os.path.abspath(data_dir)), LOGS_SUBDIR)
+
+
+def log_path(root: str, job_id: str, kind: str, task: int, attempt: int) -> str:
+    return os.path.join(job_dir(root, job_id), f"{kind}-{task:05d}-a{attempt}.json")
+
+
+def parse_log_name(name: str) -> tuple[str, int, int] | None:
+    """(kind, task, attempt) of an attempt log's file name; None for anything else."""
+    m = _LOG_NAME.fullmatch(name)
+    return None if m is None else (m.group(1), int(m.group(2)), int(m.group(3)))
 
 
 # -- a worker's data dir -------------------------------------------------------------

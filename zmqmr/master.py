@@ -240,6 +240,14 @@ class Master:
                 self._send(c, cmd.client, protocol.JobFailed(cmd.job_id, cmd.error))
             case events_.SendStatus():
                 self._send(c, cmd.client, protocol.StatusReply(cmd.status))
+            case events_.SendJobInfo():
+                self._send(c, cmd.client, protocol.JobInfoReply(cmd.job_id, cmd.detail))
+            case events_.AskLogs():
+                ask = protocol.AskLogs(cmd.request, cmd.job_id, cmd.kind, cmd.task)
+                self._send(w, cmd.worker, ask)
+            case events_.SendLogs():
+                logs = protocol.Logs(0, cmd.job_id, cmd.logs, cmd.more, cmd.missing)
+                self._send(c, cmd.client, logs)
             case events_.Note():  # names from peers are escaped: no forged log lines
                 if cmd.reason:
                     log.info(
@@ -275,6 +283,10 @@ def _worker_event(wid: bytes, msg: protocol.Message, stimulus: str) -> events_.E
             )
         case protocol.Bye():
             return events_.WorkerLeft(wid, stimulus=stimulus)
+        case protocol.Logs():
+            return events_.LogsArrived(
+                wid, msg.request, msg.job, msg.logs, msg.more, stimulus=stimulus
+            )
     raise ProtocolError(f"{msg.TYPE} is not a worker's message")
 
 
@@ -290,4 +302,8 @@ def _client_event(cid: bytes, msg: protocol.Message, stimulus: str) -> events_.E
             return events_.CancelJob(cid, msg.job, stimulus=stimulus)
         case protocol.StatusRequest():
             return events_.StatusRequest(cid, stimulus=stimulus)
+        case protocol.JobInfo():
+            return events_.JobInfoRequest(cid, msg.job, stimulus=stimulus)
+        case protocol.GetLogs():
+            return events_.LogsRequest(cid, msg.job, msg.kind, msg.task, stimulus=stimulus)
     raise ProtocolError(f"{msg.TYPE} is not a client's message")

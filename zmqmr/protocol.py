@@ -92,12 +92,15 @@ class ErrorInfo(Record):
     traceback: str = ""
     task: str = ""
     user_message: str = ""
+    #: The tail of the failing attempt's captured output (stdout, stderr, log records).
+    log: str = ""
     FIELDS: ClassVar[dict[str, Kind]] = {
         "type": NAME,
         "message": TEXT,
         "traceback": TEXT,
         "task": NAME,
         "user_message": TEXT,
+        "log": TEXT,
     }
 
     @classmethod
@@ -109,6 +112,7 @@ class ErrorInfo(Record):
             traceback[-MAX_TEXT:],
             extra.get("task", "")[:MAX_NAME],
             extra.get("user_message", "")[:MAX_TEXT],
+            extra.get("log", "")[-MAX_TEXT:],
         )
 
 
@@ -338,20 +342,153 @@ class WorkerStatus(Record):
 
 
 @dataclass(slots=True)
+class LostWorker(Record):
+    """A worker the master lost lately, and why (shown greyed out)."""
+
+    id: str
+    host: str
+    pid: int
+    slots: int
+    lost_ago: float
+    reason: str
+    FIELDS: ClassVar[dict[str, Kind]] = {
+        "id": LABEL,
+        "host": LABEL,
+        "pid": COUNT,
+        "slots": COUNT,
+        "lost_ago": SECONDS,
+        "reason": Str(1000, printable=True),
+    }
+
+
+@dataclass(slots=True)
 class JobStatus(Record):
+    """One job as ``zmqmr status`` lists it; a finished one with its counters, stats, error."""
+
     id: str
     name: str
     progress: JobProgress
-    FIELDS: ClassVar[dict[str, Kind]] = {"id": JOB, "name": LABEL, "progress": Obj(JobProgress)}
+    counters: dict[str, int] = field(default_factory=dict)
+    stats: dict[str, float] = field(default_factory=dict)
+    error: ErrorInfo | None = None
+    #: Seconds since it ended (a finished job).
+    ended_ago: float | None = None
+    FIELDS: ClassVar[dict[str, Kind]] = {
+        "id": JOB,
+        "name": LABEL,
+        "progress": Obj(JobProgress),
+        "counters": DictOf(SIGNED, 100_000),
+        "stats": DictOf(Num(-1e18, 1e18), 1000),
+        "error": Opt(Obj(ErrorInfo)),
+        "ended_ago": Opt(SECONDS),
+    }
 
 
 @dataclass(slots=True)
 class ClusterStatus(Record):
+    """Workers, the jobs the master holds, then the finished jobs it remembers (newest last)."""
+
     workers: list[WorkerStatus]
     jobs: list[JobStatus]
+    history: list[JobStatus] = field(default_factory=list)
+    lost_workers: list[LostWorker] = field(default_factory=list)
     FIELDS: ClassVar[dict[str, Kind]] = {
         "workers": ListOf(Obj(WorkerStatus), 100_000),
         "jobs": ListOf(Obj(JobStatus), 100_000),
+        "history": ListOf(Obj(JobStatus), 100_000),
+        "lost_workers": ListOf(Obj(LostWorker), 10_000),
+    }
+
+    def flat(self) -> dict[str, Any]:
+        """As JSON, with each job's progress merged into its row (``zmqmr status --json``)."""
+        out = self.to_json()
+        for j in out["jobs"] + out["history"]:
+            j.update(j.pop("progress"))
+        return out
+
+
+OUTCOMES = frozenset({"running", "done", "failed", "cancelled", "lost", "preempted"})
+
+
+@dataclass(slots=True)
+class AttemptInfo(Record):
+    """One attempt on a job's timeline; times are seconds since the job was submitted.
+
+    ``shuffled``: when a reduce attempt had fetched its input (its shuffle
+    ended). ``backup``: a speculative copy; ``rerun``: a re-execution of a map
+    whose output was lost, or a retry after a failure.
+    """
+
+    attempt: int
+    kind: str
+    task: int
+    worker: str
+    start: float
+    end: float | None = None
+    shuffled: float | None = None
+    outcome: str = "running"
+    backup: bool = False
+    rerun: bool = False
+    error: str = ""
+    FIELDS: ClassVar[dict[str, Kind]] = {
+        "attempt": COUNT,
+        "kind": TASK_KIND,
+        "task": COUNT,
+        "worker": LABEL,
+        "start": SECONDS,
+        "end": Opt(SECONDS),
+        "shuffled": Opt(SECONDS),
+        "outcome": Str(choices=OUTCOMES),
+        "backup": Bool(),
+        "rerun": Bool(),
+        "error": Str(1000),
+    }
+
+
+@dataclass(slots=True)
+class JobDetail(Record):
+    """One job in detail: tasks by state, its attempts (the latest, up to a bound),
+    and its failures with their errors."""
+
+    status: JobStatus
+    tasks: dict[str, int]
+    attempts: list[AttemptInfo]
+    failures: list[ErrorInfo]
+    #: Attempts that ran but are no longer kept (the timeline keeps the latest).
+    attempts_dropped: int = 0
+    FIELDS: ClassVar[dict[str, Kind]] = {
+        "status": Obj(JobStatus),
+        "tasks": DictOf(COUNT, 16),
+        "attempts": ListOf(Obj(AttemptInfo), 1_000_000),
+        "failures": ListOf(Obj(ErrorInfo), 1000),
+        "attempts_dropped": COUNT,
+    }
+
+
+@dataclass(slots=True)
+class AttemptLog(Record):
+    """What one attempt's user code wrote: the tails of its stdout, stderr and log records."""
+
+    attempt: int
+    kind: str
+    task: int
+    worker: str = ""
+    outcome: str = ""
+    stdout: str = ""
+    stderr: str = ""
+    log: str = ""
+    #: Bytes dropped from the front of each stream (the tail is kept).
+    dropped: int = 0
+    FIELDS: ClassVar[dict[str, Kind]] = {
+        "attempt": COUNT,
+        "kind": TASK_KIND,
+        "task": COUNT,
+        "worker": LABEL,
+        "outcome": NAME,
+        "stdout": TEXT,
+        "stderr": TEXT,
+        "log": TEXT,
+        "dropped": COUNT,
     }
 
 
@@ -570,6 +707,48 @@ class FetchFailed(Message):
     }
 
 
+@_message("ASK_LOGS")
+@dataclass(slots=True)
+class AskLogs(Message):
+    """Master -> worker: the captured output of a job's attempts held there (only of
+    tasks of ``kind``, only of tasks numbered ``task``, when given)."""
+
+    request: int
+    job: str
+    kind: str | None = None
+    task: int | None = None
+    FIELDS: ClassVar[dict[str, Kind]] = {
+        "request": COUNT,
+        "job": JOB,
+        "kind": Opt(TASK_KIND),
+        "task": Opt(COUNT),
+    }
+
+
+#: Attempt logs one reply may carry; a worker stops short of it and says how many more.
+MAX_LOGS = 512
+
+
+@_message("LOGS")
+@dataclass(slots=True)
+class Logs(Message):
+    """Worker -> master, and master -> client: attempt logs; ``more`` were left out.
+    ``missing`` (to a client): workers that did not answer in time."""
+
+    request: int
+    job: str
+    logs: list[AttemptLog]
+    more: int = 0
+    missing: list[str] = field(default_factory=list)
+    FIELDS: ClassVar[dict[str, Kind]] = {
+        "request": COUNT,
+        "job": JOB,
+        "logs": ListOf(Obj(AttemptLog), MAX_LOGS * 64),
+        "more": COUNT,
+        "missing": ListOf(LABEL, 100_000),
+    }
+
+
 @_message("BYE")
 @dataclass(slots=True)
 class Bye(Message):
@@ -669,6 +848,37 @@ class StatusRequest(Message):
 class StatusReply(Message):
     status: ClusterStatus
     FIELDS: ClassVar[dict[str, Kind]] = {"status": Obj(ClusterStatus)}
+
+
+@_message("JOB_INFO")
+@dataclass(slots=True)
+class JobInfo(Message):
+    """Client -> master: one job in detail (``zmqmr status JOB``)."""
+
+    job: str
+    FIELDS: ClassVar[dict[str, Kind]] = {"job": JOB}
+
+
+@_message("JOB_INFO_REPLY")
+@dataclass(slots=True)
+class JobInfoReply(Message):
+    """None: the master knows no job of that id (running, ended or remembered)."""
+
+    job: str
+    detail: JobDetail | None
+    FIELDS: ClassVar[dict[str, Kind]] = {"job": JOB, "detail": Opt(Obj(JobDetail))}
+
+
+@_message("GET_LOGS")
+@dataclass(slots=True)
+class GetLogs(Message):
+    """Client -> master: the attempt logs of a job (of one kind of task, of one task);
+    answered with LOGS once every live worker has answered or a few seconds passed."""
+
+    job: str
+    kind: str | None = None
+    task: int | None = None
+    FIELDS: ClassVar[dict[str, Kind]] = {"job": JOB, "kind": Opt(TASK_KIND), "task": Opt(COUNT)}
 
 
 # reducer <-> shuffle server

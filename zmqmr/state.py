@@ -63,13 +63,17 @@ from .events import (
     Event,
     FetchFailed,
     JobAccepted,
+    JobInfoRequest,
     JobRejected,
     JobSubmitted,
+    LogsArrived,
+    LogsRequest,
     Note,
     PollJob,
     Relocate,
     Reregister,
     SendJobFailed,
+    SendJobInfo,
     SendProgress,
     SendResult,
     SendStatus,
@@ -82,9 +86,11 @@ from .events import (
     WorkerReady,
     WorkerSeen,
 )
+from .observe import Observer, task_counts
 from .protocol import (
     ClusterStatus,
     ErrorInfo,
+    JobDetail,
     JobProgress,
     JobStatus,
     Location,
@@ -143,12 +149,16 @@ class MasterState:
         self._ids = itertools.count(1)
         self._dirty = False  # something may be placeable: run the scheduler
         self._stimulus = ""
+        self._now = 0.0  # the clock of the event being handled
+        #: Timelines, failures, lost workers and finished jobs, for people to look at.
+        self.observe = Observer(self.settings.history_jobs)
 
     # -- entry point ----------------------------------------------------------
 
     def handle(self, event: Event, now: float) -> list[Command]:
         out: list[Command] = []
         self._stimulus = getattr(event, "stimulus", "")
+        self._now = now
         match event:
             case WorkerReady():
                 self._on_ready(event, now, out)
@@ -179,6 +189,23 @@ class MasterState:
                     self._deliver(job, out)
             case StatusRequest():
                 out.append(SendStatus(event.client, self.status(now)))
+            case JobInfoRequest():
+                out.append(SendJobInfo(event.client, event.job_id, self.detail(event.job_id, now)))
+            case LogsRequest():
+                workers = list(self.workers.values())
+                request = next(self._ids)
+                out.extend(
+                    self.observe.ask_logs(
+                        request, event.client, event.job_id, event.kind, event.task, workers, now
+                    )
+                )
+            case LogsArrived():
+                if self._known(event.worker, now, out) is not None:
+                    out.extend(
+                        self.observe.logs_arrived(
+                            event.worker, event.request, event.job_id, event.logs, event.more
+                        )
+                    )
             case Tick():
                 self._on_tick(now, out)
             case Shutdown():
@@ -193,8 +220,11 @@ class MasterState:
         return out
 
     def wake_at(self) -> float | None:
-        """When the next long poll falls due, if one waits: handle a Tick then."""
-        return self._poll_deadlines[0][0] if self._poll_deadlines else None
+        """When the next long poll or log request falls due, if one waits: a Tick then."""
+        due = [d for d in (self.observe.wake_at(),) if d is not None]
+        if self._poll_deadlines:
+            due.append(self._poll_deadlines[0][0])
+        return min(due) if due else None
 
     def _note(self, out: list[Command], what: str, reason: str = "") -> None:
         out.append(Note(what, reason=reason))
@@ -248,6 +278,8 @@ class MasterState:
             if p.fraction > att.progress:
                 att.progress = p.fraction
                 w.last_activity = now
+                if att.kind == REDUCE and p.fraction >= 0.5:  # its input is fetched
+                    self.observe.shuffled(att, now)
 
     def _on_misbehaved(self, ev: WorkerMisbehaved, now: float, out: list[Command]) -> None:
         w = self.workers.get(ev.worker)
@@ -261,9 +293,10 @@ class MasterState:
         self.load.remove(w.id)
         self.free_slots -= max(0, w.slots - w.load)
         lost = len(w.running)
+        self.observe.worker_lost(w, now, why)
         for att in list(w.running.values()):
             att.job.stats["lost_attempts"] += 1
-            self._end_attempt(att)
+            self._end_attempt(att, outcome="lost", error=f"worker {w.name} lost: {why}")
         outputs = sorted(w.outputs)
         for job_id, index in outputs:
             job = self.jobs[job_id]
@@ -294,10 +327,14 @@ class MasterState:
                 job.idle[task.kind].append(task)
             self._dirty = True
 
-    def _end_attempt(self, att: Attempt, requeue: bool = True) -> None:
+    def _end_attempt(
+        self, att: Attempt, requeue: bool = True, outcome: str = "cancelled", error: str = ""
+    ) -> None:
         """Take a running attempt off every table; its task goes idle if nothing else
-        runs it (unless ``requeue`` is false: the attempt has just completed it)."""
+        runs it (unless ``requeue`` is false: the attempt has just completed it).
+        ``outcome`` and ``error`` are for its timeline entry."""
         del self.attempts[att.id]
+        self.observe.ended(att, self._now, outcome, error)
         job, task, w = att.job, att.task, att.worker
         del job.running[att.id]
         job.n_running[task.kind] -= 1
@@ -350,7 +387,7 @@ class MasterState:
                 att, now, out, ErrorInfo("ProtocolError", "map segments name unknown partitions")
             )
             return
-        self._end_attempt(att, requeue=False)
+        self._end_attempt(att, requeue=False, outcome="done")
         w.last_activity = now
         task.report = report
         task.duration = now - att.start
@@ -399,7 +436,7 @@ class MasterState:
         if ev.kind == "lost":  # not the user's fault: the worker lost the job's code
             att.job.stats["lost_attempts"] += 1
             att.worker.has_code.discard(att.job.id)
-            self._end_attempt(att)
+            self._end_attempt(att, outcome="lost", error=ev.error.message)
             return
         self._attempt_failed(att, now, out, ev.error, ev.record)
 
@@ -413,7 +450,18 @@ class MasterState:
     ) -> None:
         job, task, w = att.job, att.task, att.worker
         task.failures += 1
-        self._end_attempt(att)
+        self._end_attempt(att, outcome="failed", error=f"{error.type}: {error.message}")
+        self.observe.failed(
+            job,
+            ErrorInfo.make(
+                error.type,
+                f"{task.name}, attempt {att.id} on {w.name}: {error.message}",
+                error.traceback,
+                task=task.name,
+                user_message=error.message,
+                log=error.log,
+            ),
+        )
         w.last_activity = now
         job.stats["failed_attempts"] += 1
         if record is not None and task.kind == MAP:
@@ -429,6 +477,7 @@ class MasterState:
                 error.traceback,
                 task=task.name,
                 user_message=error.message,
+                log=error.log,
             )
             self._fail_job(job, now, out, failed)
             return
@@ -489,6 +538,7 @@ class MasterState:
             client = self.polls.get(job_id, {}).pop(poll_id, None)
             if client is not None:
                 out.append(SendProgress(client, job_id, self.progress(self.jobs[job_id], now)))
+        out.extend(self.observe.logs_due(now))
 
     def _check_timeouts(self, job: Job, now: float, out: list[Command]) -> None:
         limit = job.spec.task_timeout
@@ -556,6 +606,7 @@ class MasterState:
         job.durations = {MAP: policy.RunningMedian(), REDUCE: policy.RunningMedian()}
         job.segments = [{} for _ in reduces]
         self.jobs[job.id] = self.active[job.id] = job
+        self.observe.submitted(job)
         self._dirty = True
         out.append(JobAccepted(ev.client, job.id))
         self._note(
@@ -588,10 +639,12 @@ class MasterState:
         self.finished[job.id] = job
         while len(self.finished) > KEEP_FINISHED:
             _, old = self.finished.popitem(last=False)
-            del self.jobs[old.id]
+            self._forget(old)
 
     def _forget(self, job: Job) -> None:
-        self.jobs.pop(job.id, None)
+        """The job's outcome was collected (or never will be): it moves to the history."""
+        if self.jobs.pop(job.id, None) is not None:
+            self.observe.remember(job, self._job_status(job, self._now), self._now)
         self.finished.pop(job.id, None)
         self.polls.pop(job.id, None)
 
@@ -707,8 +760,30 @@ class MasterState:
                 )
                 for w in self.workers.values()
             ],
-            jobs=[JobStatus(j.id, j.spec.name, self.progress(j, now)) for j in self.jobs.values()],
+            jobs=[self._job_status(j, now) for j in self.jobs.values()],
+            history=self.observe.history_status(now),
+            lost_workers=self.observe.lost_workers(now),
         )
+
+    def _job_status(self, job: Job, now: float) -> JobStatus:
+        error = job.outcome.error if isinstance(job.outcome, SendJobFailed) else None
+        ended_ago = None if job.finished is None else round(max(0.0, now - job.finished), 3)
+        return JobStatus(
+            job.id,
+            job.spec.name,
+            self.progress(job, now),
+            dict(job.counters),
+            self.job_stats(job, now),
+            error,
+            ended_ago,
+        )
+
+    def detail(self, job_id: str, now: float) -> JobDetail | None:
+        """One job in detail (``zmqmr status JOB``): held by the master or remembered."""
+        job = self.jobs.get(job_id)
+        if job is None:
+            return self.observe.detail(job_id, None, {}, now)
+        return self.observe.detail(job_id, self._job_status(job, now), task_counts(job), now)
 
     # -- scheduling ----------------------------------------------------------------------
 
@@ -748,6 +823,7 @@ class MasterState:
     ) -> None:
         began = now if w.load < w.slots else None
         att = Attempt(next(self._ids), job, task, w, now, began, backup=backup)
+        self.observe.started(att, now, rerun=not backup and task.attempts > 0)
         self.attempts[att.id] = job.running[att.id] = w.running[att.id] = att
         if w.load <= w.slots:
             self.free_slots -= 1
@@ -835,7 +911,7 @@ class MasterState:
         for att in reducers:
             if att.worker.id == task.lost_on and len(reducers) > 1:
                 continue
-            self._end_attempt(att)
+            self._end_attempt(att, outcome="preempted")
             out.append(Cancel(att.worker.id, att.id, reason=f"preempted for {task.name}"))
             job.stats["preempted_reduces"] += 1
             self._note(

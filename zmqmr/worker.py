@@ -28,7 +28,7 @@ from typing import Any
 
 import zmq
 
-from . import executor, layout, protocol, shuffle, worker_state
+from . import executor, layout, protocol, shuffle, tasklogs, worker_state
 from .config import WorkerSettings, check_endpoint
 from .errors import ProtocolError
 from .security import MEMBER, Gatekeeper, HandshakeWatch, check_bind, load_keys
@@ -333,6 +333,11 @@ class Worker:
                 case worker_state.RemoveJobFiles():
                     self.server.forget_job(cmd.job)
                     shutil.rmtree(layout.job_dir(self.data_dir, cmd.job), ignore_errors=True)
+                    tasklogs.prune(tasklogs.logs_root(self.data_dir))  # a job's logs outlive it
+                case worker_state.SendLogs():
+                    root = tasklogs.logs_root(self.data_dir)
+                    logs, more = tasklogs.read_logs(root, cmd.job, cmd.kind, cmd.task)
+                    self._send(protocol.Logs(cmd.request, cmd.job, logs, more))
                 case worker_state.Reconnect():
                     failure = self.watch.failure() if self.watch is not None else None
                     if failure and not self._refused:

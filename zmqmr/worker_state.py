@@ -117,6 +117,16 @@ class RemoveJobFiles:
 
 
 @dataclass(slots=True)
+class SendLogs:
+    """Read the logs of a job's attempts (one task's) from disk and send them to the master."""
+
+    request: int
+    job: str
+    kind: str | None
+    task: int | None
+
+
+@dataclass(slots=True)
 class Reconnect:
     """Close the master socket; open a new one after ``delay`` seconds (then: Connected)."""
 
@@ -124,7 +134,9 @@ class Reconnect:
     reason: str
 
 
-WorkerCommand = Send | Run | Forward | RestartSlot | RemoveAttemptFiles | RemoveJobFiles | Reconnect
+WorkerCommand = (
+    Send | Run | Forward | RestartSlot | RemoveAttemptFiles | RemoveJobFiles | SendLogs | Reconnect
+)
 
 
 # -- the state ------------------------------------------------------------------
@@ -227,6 +239,8 @@ class WorkerState:
                         out.append(Forward(i, msg))
             case p.DropJob():
                 self._drop_job(msg, out)
+            case p.AskLogs():
+                out.append(SendLogs(msg.request, msg.job, msg.kind, msg.task))
             case p.Reconnect():
                 self._drop_attempts(out)
                 self.connected = False
