@@ -23,6 +23,7 @@ from .records import printable
 from .security import Gatekeeper, HandshakeWatch, Keys, check_bind
 
 log = logging.getLogger(__name__)
+_NOBLOCK = int(zmq.NOBLOCK)
 
 #: Sockets refuse messages larger than this before they reach the loop.
 MAX_MESSAGE_BYTES = 2 * 1024 * 1024 * 1024 - 1
@@ -176,7 +177,7 @@ class Master:
         self, sock: zmq.Socket[Any], peer: bytes, frames: list[bytes], what: str
     ) -> None:
         try:
-            sock.send_multipart(protocol.routed(peer, frames), flags=zmq.NOBLOCK, copy=False)
+            protocol.send_frames(sock, protocol.routed(peer, frames), _NOBLOCK)
         except zmq.ZMQError as exc:  # EHOSTUNREACH (gone) or EAGAIN (queue full)
             log.debug("could not send %s to %r: %s", what, peer[:64], exc)
 

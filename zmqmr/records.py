@@ -198,6 +198,12 @@ class Record:
 
     @classmethod
     def from_json(cls: type[R], value: Any, where: str = "") -> R:
+        if where is FAST:
+            fast = cls.__dict__.get("_fast_from_json")
+            if fast is None:
+                fast = _compile_from_json(cls)
+                cls._fast_from_json = fast  # type: ignore[attr-defined]
+            return fast(value)
         where = where or cls.__name__
         if type(value) is not dict:
             raise _fail(where, "an object", value)
@@ -220,4 +226,86 @@ class Record:
         """Checks across fields; raise ProtocolError."""
 
     def to_json(self) -> dict[str, Any]:
-        return {name: kind.dump(getattr(self, name)) for name, kind in self.FIELDS.items()}
+        cls = type(self)
+        dump = cls.__dict__.get("_fast_to_json")
+        if dump is None:
+            dump = _compile_to_json(cls)
+            cls._fast_to_json = dump  # type: ignore[attr-defined]
+        return dump(self)
+
+
+# -- compiled fast paths ----------------------------------------------------------------
+#
+# Per record class, on first use, a function made of straight-line code that does
+# what ``from_json(value, FAST)`` (or ``to_json``) does with the field kinds: the
+# same checks, without a method call per field. Decoding a DONE or an ASSIGN is
+# most of what the master spends per task. A failure raises a bare ProtocolError;
+# ``protocol.decode`` then decodes again on the slow path for a message naming
+# the field.
+
+
+def _inline_check(kind: Kind, ref: str, ind: str) -> list[str]:
+    """Lines that check (and convert) ``x`` against ``kind``, bound as ``ref``."""
+    if type(kind) is Int:
+        return [f"{ind}if type(x) is not int or not {kind.lo} <= x <= {kind.hi}: raise BAD()"]
+    if type(kind) is Bool:
+        return [f"{ind}if type(x) is not bool: raise BAD()"]
+    if type(kind) is Str and kind.pattern is None and kind.choices is None:
+        lines = [f"{ind}if type(x) is not str or len(x) > {kind.max_len}: raise BAD()"]
+        if kind.printable:
+            lines.append(f"{ind}if not x.isprintable(): raise BAD()")
+        return lines
+    if type(kind) is Opt:
+        inner = _inline_check(kind.kind, ref + ".kind", ind + "    ")
+        return [f"{ind}if x is not None:", *inner]
+    if type(kind) is Obj:
+        return [f"{ind}x = {ref}.cls.from_json(x, FAST)"]
+    return [f"{ind}x = {ref}.check(x, FAST)"]
+
+
+def _compile_from_json(cls: type[Record]) -> Any:
+    env: dict[str, Any] = {
+        "BAD": ProtocolError,
+        "FAST": FAST,
+        "cls": cls,
+        "NAMES": frozenset(cls.FIELDS),
+        "REQUIRED": cls._required_fields(),
+    }
+    lines = [
+        "def from_json(value):",
+        "    if type(value) is not dict: raise BAD()",
+        "    keys = value.keys()",
+        "    if not keys <= NAMES or not REQUIRED <= keys: raise BAD()",
+        "    kw = {}",
+    ]
+    for i, (name, kind) in enumerate(cls.FIELDS.items()):
+        ref = f"k{i}"
+        env[ref] = kind
+        ind = "    "
+        if name not in env["REQUIRED"]:
+            lines.append(f"    if {name!r} in value:")
+            ind = "        "
+        lines.append(f"{ind}x = value[{name!r}]")
+        lines += _inline_check(kind, ref, ind)
+        lines.append(f"{ind}kw[{name!r}] = x")
+    lines += ["    obj = cls(**kw)", "    obj.validate(FAST)", "    return obj"]
+    exec("\n".join(lines), env)  # noqa: S102 - code built from the class's own field kinds
+    return env["from_json"]
+
+
+def _inline_dump(kind: Kind, ref: str, value: str) -> str:
+    if type(kind) in (Int, Num, Str, Bool, DictOf):
+        return value
+    if type(kind) is ListOf and type(kind.item) in (Int, Num, Str, Bool):
+        return f"list({value})"
+    return f"{ref}.dump({value})"
+
+
+def _compile_to_json(cls: type[Record]) -> Any:
+    env: dict[str, Any] = {}
+    items = []
+    for i, (name, kind) in enumerate(cls.FIELDS.items()):
+        env[f"k{i}"] = kind
+        items.append(f"{name!r}: {_inline_dump(kind, f'k{i}', 'self.' + name)}")
+    exec(f"def to_json(self): return {{{', '.join(items)}}}", env)  # noqa: S102
+    return env["to_json"]

@@ -207,7 +207,7 @@ class Worker:
         if self.sock is None:
             return  # between connections: the master will hear again after READY
         try:
-            self.sock.send_multipart(protocol.encode(msg), flags=zmq.NOBLOCK)
+            protocol.send_frames(self.sock, protocol.encode(msg), int(zmq.NOBLOCK))
         except zmq.Again:
             failure = self.watch.failure() if self.watch is not None else None
             if failure is None:

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from zmqmr import protocol as p
 from zmqmr.errors import ProtocolError
+from zmqmr.records import FAST
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 
@@ -138,6 +139,26 @@ def test_a_field_of_any_wrong_value_is_a_protocol_error_never_a_crash(msg, data,
     except ProtocolError:
         return
     assert isinstance(got, type(msg))  # the new value happened to be valid
+
+
+def _outcome(cls: type[p.Record], header: Any, where: str) -> Any:
+    try:
+        return cls.from_json(header, where)
+    except ProtocolError:
+        return ProtocolError
+
+
+@FUZZ
+@given(MESSAGES, st.data(), JSON)
+def test_the_compiled_fast_decoder_agrees_with_the_checked_one(msg, data, new):
+    """``from_json(.., FAST)`` runs code compiled from the field kinds: it must accept
+    and refuse exactly what the field-by-field checks do."""
+    cls = type(msg)
+    header = json.loads(p.encode(msg)[2])
+    assert _outcome(cls, header, FAST) == _outcome(cls, header, cls.TYPE) != ProtocolError
+    path = data.draw(st.sampled_from(_paths(header)[1:] or [()]))
+    mutated = _replace(header, path, new)
+    assert _outcome(cls, mutated, FAST) == _outcome(cls, mutated, cls.TYPE)
 
 
 @FUZZ
