@@ -246,7 +246,14 @@ def cmd_master(args: argparse.Namespace) -> int:
     import zmq
 
     try:
-        master = Master(args.bind, args.client_bind, settings, keys=keys, insecure=args.insecure)
+        master = Master(
+            args.bind,
+            args.client_bind,
+            settings,
+            keys=keys,
+            insecure=args.insecure,
+            state_dir=args.state_dir,
+        )
     except zmq.ZMQError as exc:  # the port is taken, or the address is not this machine's
         raise ClusterError(f"the master cannot bind: {exc}") from None
     if args.announce:
@@ -777,6 +784,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--worker-timeout", type=_positive(float), help="seconds of silence before a worker is dead"
     )
     sets(m, "a cluster setting (see zmqmr.config.ClusterSettings); sizes such as 64MB are fine")
+    m.add_argument(
+        "--state-dir",
+        help="keep a journal here: started again with the same directory and addresses, "
+        "the master resumes its jobs (default: jobs live in memory only)",
+    )
     m.add_argument("--announce", help=argparse.SUPPRESS)
     m.set_defaults(func=cmd_master)
 

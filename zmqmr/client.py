@@ -1,11 +1,15 @@
 """Client and JobHandle.
 
 A client talks to the master's client port with a DEALER socket: SUBMIT, then
-POLL until the job ends. Polls are long: the master holds each answer until the
-job ends or a couple of seconds pass, so the end is seen at once. Every request
-waits at most ``timeout`` seconds for an answer; silence raises
-``MasterUnavailable`` instead of hanging, and the socket is closed and reopened
-(Lazy Pirate) so a late reply cannot confuse the next request.
+POLL until the job ends, then ACK_JOB once it has the outcome (the master keeps
+an outcome until it is acknowledged, so a reply lost on the way is asked for
+again). Polls are long: the master holds each answer until the job ends or a
+couple of seconds pass, so the end is seen at once. Every request waits at
+most ``timeout`` seconds for an answer, and the socket is then closed and
+reopened (Lazy Pirate) so a late reply cannot confuse the next request. A
+single request raises ``MasterUnavailable`` on silence; a handle waiting for a
+job asks again, for as long as ``master_wait`` allows (default: for ever),
+so a master restarted with its state directory hands over the job's result.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from .errors import (
     ClusterError,
     JobCancelled,
     JobFailed,
+    JobLost,
     JobSubmitError,
     MasterUnavailable,
     ResultTooLarge,
@@ -51,8 +56,11 @@ class Client:
     CURVE off, for a master started with ``--insecure``. ``timeout`` bounds
     every wait for the master's answer, in seconds; ``worker_wait`` (seconds,
     default: for ever) how long a waiting job may see a cluster with no worker
-    before it is cancelled with a ClusterError. A client may be used from
-    several threads at once: each thread talks over a socket of its own.
+    before it is cancelled with a ClusterError; ``master_wait`` (seconds,
+    default: for ever) how long a waiting job keeps asking a master that does
+    not answer (it may be restarting) before ``MasterUnavailable``. A client
+    may be used from several threads at once: each thread talks over a socket
+    of its own.
     """
 
     def __init__(
@@ -62,14 +70,15 @@ class Client:
         timeout: float = 10.0,
         insecure: bool = False,
         worker_wait: float | None = None,
+        master_wait: float | None = None,
     ) -> None:
         check_endpoint(address, "the master's client address")
-        if worker_wait is not None and not worker_wait > 0:
-            raise ValueError(
-                f"worker_wait must be a positive number of seconds, got {worker_wait!r}"
-            )
+        for name, value in (("worker_wait", worker_wait), ("master_wait", master_wait)):
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
         self.address = address
         self.worker_wait = worker_wait
+        self.master_wait = master_wait
         directory = key_dir(keys, insecure, "a client")
         self.keys = load_keys(directory, MEMBER) if directory else None
         self.timeout = timeout
@@ -143,7 +152,7 @@ class Client:
                 failure = watch.failure() if watch is not None else None
                 self._close_socket()
                 if failure:
-                    raise MasterUnavailable(
+                    raise _Refused(
                         f"the master at {self.address} did not let this client in: {failure}; "
                         "check --keys / Client(keys=...)"
                     )
@@ -171,11 +180,15 @@ class Client:
             spec = protocol.JobSpec.from_json(prepared.spec, "job")
         except protocol.ProtocolError as exc:
             raise JobSubmitError(f"the job cannot be sent: {exc}") from None
-        reply = self.request(
-            protocol.Submit(job_id, spec, blobs=[prepared.code, *prepared.records]),
-            (protocol.Accepted, protocol.Rejected),
-            job=job_id,
-        )
+        submit = protocol.Submit(job_id, spec, blobs=[prepared.code, *prepared.records])
+        answers = (protocol.Accepted, protocol.Rejected)
+        try:
+            reply = self.request(submit, answers, job=job_id)
+        except _Refused:
+            raise
+        except MasterUnavailable:  # once more: the master may have been restarting
+            log.warning("no answer to the submission of job %s; sending it again", job_id)
+            reply = self.request(submit, answers, job=job_id)
         if isinstance(reply, protocol.Rejected):
             raise JobSubmitError(reply.error.message)
         return JobHandle(self, job_id, spec.name, spec.num_reducers, spec.output_dir)
@@ -233,6 +246,10 @@ class Client:
 A = TypeVar("A", bound=protocol.Message)
 
 
+class _Refused(MasterUnavailable):
+    """The master refused this client at the handshake: asking again will not help."""
+
+
 def _error(error: protocol.ErrorInfo) -> Exception:
     kind, message = error.type, error.message or "job failed"
     if kind == "JobSubmitError":
@@ -241,7 +258,9 @@ def _error(error: protocol.ErrorInfo) -> Exception:
         return JobCancelled(message)
     if kind == "ResultTooLarge":
         return ResultTooLarge(message)
-    if kind in ("UnknownJob", "MasterShutdown"):
+    if kind in ("UnknownJob", "JobLost", "ResultExpired"):
+        return JobLost(message)
+    if kind == "MasterShutdown":
         return ClusterError(message)
     return JobFailed(
         message,
@@ -288,6 +307,10 @@ class JobHandle:
             return msg
         assert isinstance(msg, (protocol.Result, protocol.JobFailed))
         self._outcome = msg
+        try:
+            self.client.send(protocol.AckJob(self.job_id))  # the master may forget it now
+        except zmq.ZMQError as exc:
+            log.debug("could not acknowledge job %s: %s", self.job_id, exc)
         return msg
 
     def progress(self) -> dict[str, Any]:
@@ -327,12 +350,40 @@ class JobHandle:
         # The answer must come well within the client's own request timeout.
         longest = min(PROGRESS_EVERY if shown.active else LONG_POLL, self.client.timeout / 2)
         alone_since: float | None = None  # since when the cluster has had no worker
+        silent_since: float | None = None  # since when the master has not answered
         try:
             while True:
                 wait = longest
                 if deadline is not None:
                     wait = min(wait, deadline - time.monotonic())
-                msg = self._poll(wait=max(0.0, wait))
+                try:
+                    msg = self._poll(wait=max(0.0, wait))
+                except _Refused:
+                    raise
+                except MasterUnavailable:
+                    now = time.monotonic()
+                    if silent_since is None:
+                        silent_since = now
+                        log.warning(
+                            "job %s: no answer from the master at %s; asking again",
+                            self.job_id,
+                            self.client.address,
+                        )
+                    limit = self.client.master_wait
+                    if limit is not None and now - silent_since >= limit:
+                        raise MasterUnavailable(
+                            f"job {self.job_id}: no answer from the master at "
+                            f"{self.client.address} for {now - silent_since:.1f}s (master_wait)"
+                        ) from None
+                    if deadline is not None and now >= deadline:
+                        raise TimeoutError(
+                            f"job {self.job_id}: no answer from the master for "
+                            f"{now - silent_since:.1f}s, after {timeout}s"
+                        ) from None
+                    continue
+                if silent_since is not None:
+                    log.warning("job %s: the master answers again", self.job_id)
+                    silent_since = None
                 if not isinstance(msg, protocol.Progress):
                     break
                 now = time.monotonic()

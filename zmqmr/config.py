@@ -60,6 +60,10 @@ class ClusterSettings:
     result_limit: int = DEFAULT_RESULT_LIMIT
     #: No backup for an attempt younger than this, however slow it looks.
     speculation_min_seconds: float = 2.0
+    #: A finished job's outcome waits this many seconds for a client to collect it.
+    result_ttl: float = 3600.0
+    #: Result bytes kept in memory for clients, over all jobs; more go to disk.
+    result_store_limit: int = 256 * MiB
     #: A worker gets at most this many slots, whatever it claims.
     max_worker_slots: int = 64
     #: Queued attempts per slot a worker may hold while a job has more idle tasks
@@ -86,6 +90,8 @@ class ClusterSettings:
         _positive("worker_job_failures", self.worker_job_failures)
         _positive("result_limit", self.result_limit)
         _positive("speculation_min_seconds", self.speculation_min_seconds)
+        _positive("result_ttl", self.result_ttl)
+        _positive("result_store_limit", self.result_store_limit)
         _positive("max_worker_slots", self.max_worker_slots)
         _positive("stall_heartbeats", self.stall_heartbeats)
         _positive("history_jobs", self.history_jobs)

@@ -7,7 +7,8 @@
     │   ├── JobCancelled         cancelled by a client
     │   └── ResultTooLarge       results exceed the limit for return through the master
     ├── ClusterError             the cluster cannot be reached or broke down
-    │   └── MasterUnavailable    no answer from the master within the client's timeout
+    │   ├── MasterUnavailable    no answer from the master within the client's timeout
+    │   └── JobLost              the master no longer knows the job (restarted without a state dir)
     ├── SecurityError            keys missing or unusable; an unsafe bind refused
     ├── ProtocolError            a malformed message (dropped by whoever receives it)
     └── ShuffleError             a map output could not be fetched or failed its checksum
@@ -75,6 +76,11 @@ class ClusterError(ZmqmrError):
 
 class MasterUnavailable(ClusterError):
     """The master did not answer within the client's timeout."""
+
+
+class JobLost(ClusterError):
+    """The master does not know the job any more: it was restarted without a state
+    directory, or the job's result expired or was collected already."""
 
 
 class SecurityError(ZmqmrError, ValueError):

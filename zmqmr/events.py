@@ -7,13 +7,15 @@ state machine does. ``Event`` and ``Command`` are unions: ``MasterState``
 dispatches on them with ``match``, so mypy sees every case.
 
 Payloads are the typed objects of ``zmqmr.protocol``, decoded and checked at
-the socket. Imports: the standard library and ``zmqmr.protocol`` only.
+the socket; journal entries are ``zmqmr.journal.Entry``. Imports: the
+standard library, ``zmqmr.protocol`` and ``zmqmr.journal`` only.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .journal import Entry
 from .protocol import (
     AttemptLog,
     AttemptProgress,
@@ -115,6 +117,26 @@ class PollJob(_Event):
 
 
 @dataclass(slots=True)
+class AckJob(_Event):
+    """A client has the job's outcome: it may be forgotten."""
+
+    client: bytes
+    job_id: str
+
+
+@dataclass(slots=True)
+class Replayed(_Event):
+    """An entry of the journal a previous master wrote, read back at start."""
+
+    entry: Entry
+
+
+@dataclass(slots=True)
+class Recovered(_Event):
+    """Every journal entry has been replayed: resume the jobs."""
+
+
+@dataclass(slots=True)
 class CancelJob(_Event):
     client: bytes
     job_id: str
@@ -174,6 +196,9 @@ Event = (
     | FetchFailed
     | JobSubmitted
     | PollJob
+    | AckJob
+    | Replayed
+    | Recovered
     | CancelJob
     | StatusRequest
     | JobInfoRequest
@@ -257,6 +282,9 @@ class SendProgress(_Command):
 
 @dataclass(slots=True)
 class SendResult(_Command):
+    """The outcome of a succeeded job. The state keeps no result bytes: with
+    ``summary.returned``, the shell sends the blobs of its StoreResult."""
+
     client: bytes
     job_id: str
     summary: Summary
@@ -304,6 +332,28 @@ class SendLogs(_Command):
 
 
 @dataclass(slots=True)
+class Persist(_Command):
+    """Write this entry to the journal before carrying out the commands after it."""
+
+    entry: Entry
+
+
+@dataclass(slots=True)
+class StoreResult(_Command):
+    """Keep a succeeded job's result blobs for its clients (the state keeps none)."""
+
+    job_id: str
+    blobs: list[bytes]
+
+
+@dataclass(slots=True)
+class DropResult(_Command):
+    """The job's result was collected or expired: free what holds it."""
+
+    job_id: str
+
+
+@dataclass(slots=True)
 class Note(_Command):
     """A decision worth a line in the master's log (no message is sent)."""
 
@@ -326,5 +376,8 @@ Command = (
     | SendJobInfo
     | AskLogs
     | SendLogs
+    | Persist
+    | StoreResult
+    | DropResult
     | Note
 )

@@ -59,7 +59,10 @@ class LocalCluster:
     submit a job; ``insecure=True`` turns CURVE off, with a warning.
     Settings: ``heartbeat_interval`` and ``worker_timeout`` (seconds) and the
     other fields of ``ClusterSettings`` go to the master; ``slots`` and the
-    fields of ``WorkerSettings`` go to every worker.
+    fields of ``WorkerSettings`` go to every worker. ``state_dir`` gives the
+    master a journal there (``zmqmr master --state-dir``): after
+    ``restart_master`` it resumes its jobs. The directory is the caller's and
+    stays after ``close``.
     """
 
     def __init__(
@@ -69,6 +72,7 @@ class LocalCluster:
         client_timeout: float = 10.0,
         keys: str | None = None,
         insecure: bool = False,
+        state_dir: str | None = None,
         **settings: Any,
     ) -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
@@ -87,6 +91,8 @@ class LocalCluster:
         self._worker_overrides = {k: v for k, v in settings.items() if k in worker_names}
         self._cluster_overrides = {k: v for k, v in settings.items() if k in cluster_names}
         self.num_workers = workers
+        #: The master's journal (--state-dir): kept at close, as a user's directory is.
+        self.state_dir = None if state_dir is None else os.path.abspath(state_dir)
         self.keys = key_dir(keys, insecure, "the local cluster")
         self.insecure = self.keys is None
         self._key_args = ["--insecure"] if self.keys is None else ["--keys", self.keys]
@@ -119,34 +125,50 @@ class LocalCluster:
             env=self._env(),
         )
 
+    def _start_master(self, worker_bind: str, client_bind: str) -> None:
+        announce = os.path.join(self.dir, "master.json")
+        if os.path.exists(announce):
+            os.unlink(announce)
+        state = [] if self.state_dir is None else ["--state-dir", self.state_dir]
+        self.master_proc = self._popen(
+            [
+                "master",
+                "--bind",
+                worker_bind,
+                "--client-bind",
+                client_bind,
+                "--announce",
+                announce,
+                *state,
+                *self._key_args,
+                *_settings_args(self._cluster_overrides),
+            ],
+            "master.log",
+        )
+        deadline = time.monotonic() + self.startup_timeout
+        while not os.path.exists(announce):
+            if self.master_proc.poll() is not None or time.monotonic() > deadline:
+                raise ClusterError(f"the master did not start:\n{self.log('master')}")
+            time.sleep(0.02)
+        with open(announce) as f:
+            addresses = json.load(f)
+        self.address = addresses["client_address"]
+        self.worker_address = addresses["worker_address"]
+
+    def restart_master(self) -> subprocess.Popen[bytes]:
+        """Start the master again at the same addresses (after it died or was killed),
+        with the same flags: with a state_dir, it resumes the jobs it had."""
+        if self.master_proc is not None and self.master_proc.poll() is None:
+            raise ClusterError("the master is still running")
+        self._start_master(self.worker_address, self.address)
+        assert self.master_proc is not None
+        return self.master_proc
+
     def start(self) -> LocalCluster:
         _cache_bytecode()
         self.dir = tempfile.mkdtemp(prefix="zmqmr-local-")
         try:
-            announce = os.path.join(self.dir, "master.json")
-            self.master_proc = self._popen(
-                [
-                    "master",
-                    "--bind",
-                    "tcp://127.0.0.1:*",
-                    "--client-bind",
-                    "tcp://127.0.0.1:*",
-                    "--announce",
-                    announce,
-                    *self._key_args,
-                    *_settings_args(self._cluster_overrides),
-                ],
-                "master.log",
-            )
-            deadline = time.monotonic() + self.startup_timeout
-            while not os.path.exists(announce):
-                if self.master_proc.poll() is not None or time.monotonic() > deadline:
-                    raise ClusterError(f"the master did not start:\n{self.log('master')}")
-                time.sleep(0.02)
-            with open(announce) as f:
-                addresses = json.load(f)
-            self.address = addresses["client_address"]
-            self.worker_address = addresses["worker_address"]
+            self._start_master("tcp://127.0.0.1:*", "tcp://127.0.0.1:*")
             for _ in range(self.num_workers):
                 self.add_worker()
             self.wait_for_workers(self.num_workers, self.startup_timeout)

@@ -4,11 +4,20 @@ The loop reads frames, turns each valid message into an event for the state,
 and turns the commands that come back into messages. It reads the clock
 (``time.monotonic``) and hands it in; it decides nothing itself. It never
 unpickles anything: job code, records and results stay opaque bytes.
+
+With a state directory the master keeps a journal (``zmqmr.journal``): the
+state's ``Persist`` commands are appended as they come, and the messages of
+one loop turn wait until the turn's entries are fsynced together (write-ahead,
+one fsync per turn rather than per event). At start the journal is replayed
+through the state (``zmqmr.recovery``) and rewritten compacted; it is
+compacted again as jobs end. Result bytes for clients live in a
+``ResultStore``, bounded in memory.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from typing import Any, NoReturn
@@ -16,10 +25,12 @@ from typing import Any, NoReturn
 import zmq
 
 from . import events as events_
-from . import protocol, state
+from . import protocol, recovery, state
 from .config import DEFAULT_CLIENT_BIND, DEFAULT_WORKER_BIND, ClusterSettings
 from .errors import ProtocolError
+from .journal import Journal, StateDirError
 from .records import printable
+from .results import ResultStore
 from .security import Gatekeeper, HandshakeWatch, Keys, check_bind
 
 log = logging.getLogger(__name__)
@@ -37,11 +48,24 @@ class Master:
         settings: ClusterSettings | None = None,
         keys: Keys | None = None,
         insecure: bool = False,
+        state_dir: str | None = None,
     ) -> None:
         check_bind(worker_bind, keys, insecure, "the master's worker port")
         check_bind(client_bind, keys, insecure, "the master's client port")
         self.settings = settings or ClusterSettings()
-        self.state = state.MasterState(self.settings)
+        self.state = state.MasterState(self.settings, durable=state_dir is not None)
+        self.journal = Journal(state_dir) if state_dir is not None else None
+        results_dir = None if state_dir is None else os.path.join(state_dir, "results")
+        self.results = ResultStore(self.settings.result_store_limit, results_dir)
+        self._outbox: list[events_.Command] = []
+        self._compacted = 0  # journal bytes after the last compaction
+        self._ended = False  # a job ended in this loop turn: compaction may be due
+        try:
+            if self.journal is not None:
+                self._recover()
+        except BaseException:
+            self._close_store()
+            raise
         self.keys = keys
         self.ctx: zmq.Context[Any] = zmq.Context()
         self.gatekeeper = Gatekeeper(self.ctx, keys) if keys else None
@@ -70,7 +94,61 @@ class Master:
         sock.bind(bind)
         return sock
 
+    def _recover(self) -> None:
+        """Replay the journal through the state, then write it again, compacted."""
+        assert self.journal is not None
+        entries = self.journal.replay()
+        now = time.monotonic()
+        for i, entry in enumerate(entries):
+            try:
+                self.state.handle(events_.Replayed(entry, stimulus=f"replay-{i}"), now)
+            except Exception as exc:
+                raise StateDirError(
+                    f"{self.journal.path}: entry {i} ({entry.kind}) cannot be replayed: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from None
+        self.results.retain(
+            {
+                j.id
+                for j in self.state.finished.values()
+                if isinstance(j.outcome, events_.SendResult) and j.outcome.summary.returned
+            }
+        )
+        self._compact()
+        if entries:
+            log.info("replayed %d journal entries from %s", len(entries), self.journal.path)
+        self._handle(events_.Recovered(stimulus="recovered"))
+        self._flush()
+
+    def _compact(self) -> None:
+        assert self.journal is not None
+        self.journal.rewrite(recovery.journal_entries(self.state))
+        self._compacted = self.journal.size
+
+    def _flush(self) -> None:
+        """Make this turn's journal entries durable, then send what waited for them."""
+        if self.journal is not None:
+            self.journal.sync()
+            if self._ended and (
+                not self.state.active or self.journal.size > 2 * self._compacted + (1 << 20)
+            ):
+                self._compact()
+        self._ended = False
+        outbox, self._outbox = self._outbox, []
+        for cmd in outbox:
+            try:
+                self._execute(cmd)
+            except Exception:
+                log.exception("could not carry out %s [%s]", type(cmd).__name__, cmd.stimulus)
+
+    def _close_store(self) -> None:
+        self.results.close()
+        if self.journal is not None:
+            self.journal.close()
+            self.journal = None
+
     def close(self, linger: int = 0) -> None:
+        self._close_store()
         for watch, _ in self._watches:
             watch.close()
         self.workers.close(linger)
@@ -107,7 +185,9 @@ class Master:
                     next_beat = now + interval
                     for wid in list(self.state.workers):
                         self._send_frames(self.workers, wid, beat, "HEARTBEAT")
+                self._flush()
             self._handle(events_.Shutdown(stimulus="shutdown"))
+            self._flush()
             self.close(linger=500)  # let the goodbyes out
         except BaseException:
             self.close()
@@ -169,7 +249,16 @@ class Master:
             return
         for cmd in commands:
             try:
-                self._execute(cmd)
+                if isinstance(cmd, events_.Persist):
+                    if self.journal is not None:
+                        self.journal.append(cmd.entry)
+                        self._ended |= cmd.entry.kind in ("end", "collected")
+                elif isinstance(cmd, events_.StoreResult):  # durable before the job's end
+                    self.results.put(cmd.job_id, cmd.blobs)
+                elif self._outbox or (self.journal is not None and self.journal.dirty):
+                    self._outbox.append(cmd)  # after the entries before it are on disk
+                else:
+                    self._execute(cmd)
             except Exception:
                 log.exception("could not carry out %s [%s]", type(cmd).__name__, cmd.stimulus)
 
@@ -236,7 +325,20 @@ class Master:
             case events_.SendProgress():
                 self._send(c, cmd.client, protocol.Progress(cmd.job_id, cmd.progress))
             case events_.SendResult():
-                self._send(c, cmd.client, protocol.Result(cmd.job_id, cmd.summary, blobs=cmd.blobs))
+                blobs = cmd.blobs
+                if cmd.summary.returned and not blobs:
+                    stored = self.results.get(cmd.job_id)
+                    if stored is None:
+                        message = f"the result of job {cmd.job_id} was lost by the master"
+                        error = protocol.ErrorInfo("JobLost", message)
+                        self._send(c, cmd.client, protocol.JobFailed(cmd.job_id, error))
+                        return
+                    blobs = stored
+                self._send(c, cmd.client, protocol.Result(cmd.job_id, cmd.summary, blobs=blobs))
+            case events_.DropResult():
+                self.results.drop(cmd.job_id)
+            case events_.Persist() | events_.StoreResult():  # carried out in _handle
+                pass
             case events_.SendJobFailed():
                 self._send(c, cmd.client, protocol.JobFailed(cmd.job_id, cmd.error))
             case events_.SendStatus():
@@ -301,6 +403,8 @@ def _client_event(cid: bytes, msg: protocol.Message, stimulus: str) -> events_.E
             return events_.PollJob(cid, msg.job, msg.wait, stimulus=stimulus)
         case protocol.CancelJob():
             return events_.CancelJob(cid, msg.job, stimulus=stimulus)
+        case protocol.AckJob():
+            return events_.AckJob(cid, msg.job, stimulus=stimulus)
         case protocol.StatusRequest():
             return events_.StatusRequest(cid, stimulus=stimulus)
         case protocol.JobInfo():

@@ -830,6 +830,15 @@ class JobFailed(Message):
     FIELDS: ClassVar[dict[str, Kind]] = {"job": JOB, "error": Obj(ErrorInfo)}
 
 
+@_message("ACK_JOB")
+@dataclass(slots=True)
+class AckJob(Message):
+    """The client has the job's outcome (RESULT or JOB_FAILED): the master may forget it."""
+
+    job: str
+    FIELDS: ClassVar[dict[str, Kind]] = {"job": JOB}
+
+
 @_message("CANCEL_JOB")
 @dataclass(slots=True)
 class CancelJob(Message):

@@ -46,13 +46,13 @@ looks at running attempts (timeouts, speculation), never at every task.
 from __future__ import annotations
 
 import heapq
-import itertools
 from collections import OrderedDict, deque
 from typing import Any, NoReturn
 
-from . import policy
+from . import policy, recovery
 from .config import ClusterSettings
 from .events import (
+    AckJob,
     Assign,
     AttemptDone,
     AttemptFailed,
@@ -60,6 +60,7 @@ from .events import (
     CancelJob,
     Command,
     DropJob,
+    DropResult,
     Event,
     FetchFailed,
     JobAccepted,
@@ -69,8 +70,11 @@ from .events import (
     LogsArrived,
     LogsRequest,
     Note,
+    Persist,
     PollJob,
+    Recovered,
     Relocate,
+    Replayed,
     Reregister,
     SendJobFailed,
     SendJobInfo,
@@ -79,6 +83,7 @@ from .events import (
     SendStatus,
     Shutdown,
     StatusRequest,
+    StoreResult,
     Tick,
     Welcome,
     WorkerLeft,
@@ -86,6 +91,7 @@ from .events import (
     WorkerReady,
     WorkerSeen,
 )
+from .journal import Entry
 from .observe import Observer, task_counts
 from .protocol import (
     ClusterStatus,
@@ -94,6 +100,7 @@ from .protocol import (
     JobProgress,
     JobStatus,
     Location,
+    Report,
     Summary,
     TaskSpec,
     WorkerStatus,
@@ -132,8 +139,10 @@ def _times(n: int) -> str:
 class MasterState:
     """Tasks, attempts, workers and jobs; ``handle`` is the only way in."""
 
-    def __init__(self, settings: ClusterSettings | None = None) -> None:
+    def __init__(self, settings: ClusterSettings | None = None, durable: bool = False) -> None:
         self.settings = settings or ClusterSettings()
+        #: With a journal: durable facts become Persist commands, and jobs outlive a stop.
+        self.durable = durable
         #: Ordered by when each was last heard from, so the silent ones come first.
         self.workers: OrderedDict[bytes, Worker] = OrderedDict()
         self.jobs: dict[str, Job] = {}  # in order of arrival
@@ -146,7 +155,12 @@ class MasterState:
         #: Long polls: job id -> {poll id: client}, and a heap of (deadline, poll id, job id).
         self.polls: dict[str, dict[int, bytes]] = {}
         self._poll_deadlines: list[tuple[float, int, str]] = []
-        self._ids = itertools.count(1)
+        self.last_id = 0  # attempt and poll ids: the last one given
+        #: Results collected or expired lately: job id -> why it is gone (for a clear error).
+        self.gone: OrderedDict[str, str] = OrderedDict()
+        #: Recovered map outputs by the shuffle address that served them.
+        self.waiting: dict[str, dict[tuple[str, int], None]] = {}
+        self.claim_deadline: float | None = None
         self._dirty = False  # something may be placeable: run the scheduler
         self._stimulus = ""
         self._now = 0.0  # the clock of the event being handled
@@ -180,6 +194,14 @@ class MasterState:
                 self._on_submitted(event, now, out)
             case PollJob():
                 self._on_poll(event, now, out)
+            case AckJob():
+                job = self.finished.get(event.job_id)
+                if job is not None:
+                    self._forget(job, out, "collected")
+            case Replayed():
+                recovery.replay(self, event.entry, now, out)
+            case Recovered():
+                recovery.resume(self, now, out)
             case CancelJob():
                 job = self.jobs.get(event.job_id)
                 if job is not None and not job.ended:
@@ -193,7 +215,7 @@ class MasterState:
                 out.append(SendJobInfo(event.client, event.job_id, self.detail(event.job_id, now)))
             case LogsRequest():
                 workers = list(self.workers.values())
-                request = next(self._ids)
+                request = self._new_id()
                 out.extend(
                     self.observe.ask_logs(
                         request, event.client, event.job_id, event.kind, event.task, workers, now
@@ -219,6 +241,14 @@ class MasterState:
                 cmd.stimulus = self._stimulus
         return out
 
+    def _new_id(self) -> int:
+        self.last_id += 1
+        return self.last_id
+
+    def skip_ids(self, used: int) -> None:
+        """Ids up to ``used`` were given by an earlier master: never give them again."""
+        self.last_id = max(self.last_id, used)
+
     def wake_at(self) -> float | None:
         """When the next long poll or log request falls due, if one waits: a Tick then."""
         due = [d for d in (self.observe.wake_at(),) if d is not None]
@@ -228,6 +258,13 @@ class MasterState:
 
     def _note(self, out: list[Command], what: str, reason: str = "") -> None:
         out.append(Note(what, reason=reason))
+
+    def persist(
+        self, out: list[Command], kind: str, blobs: list[bytes] | None = None, /, **f: Any
+    ) -> None:
+        """Journal a durable fact (with a state dir): the shell writes it before what follows."""
+        if self.durable:
+            out.append(Persist(Entry(kind, f, blobs or [])))
 
     # -- workers --------------------------------------------------------------
 
@@ -253,6 +290,8 @@ class MasterState:
         capped = f" (it claimed {ev.slots}; max_worker_slots)" if slots < ev.slots else ""
         self._note(out, f"worker {w.name} joined with {slots} slots{capped}", "READY")
         out.append(Welcome(w.id))
+        if self.waiting:
+            recovery.claim(self, w, ev.held, now, out)
         ended = []
         for job_id in sorted({h.job for h in ev.held}):
             if job_id in self.active:  # outputs of an earlier incarnation: dropped at its end
@@ -363,6 +402,7 @@ class MasterState:
             task.report = None
         job.stats["reexecuted_maps"] += 1
         job.maps_done_at = None
+        self.persist(out, "lost", job=job.id, task=task.index)
         self._set_status(job, task, RUNNING if task.running else IDLE)
         self._note(out, f"job {job.id}: map task {task.index} will run again", why)
 
@@ -392,13 +432,28 @@ class MasterState:
         task.report = report
         task.duration = now - att.start
         if task.kind == MAP:
-            task.output = MapOutput(w.id, att.id, w.shuffle, report.segments)
-            w.outputs.add((job.id, task.index))
-            for seg in report.segments:
-                job.segments[seg.partition][task.index] = seg
-                job.shuffle_bytes += seg.size
+            self.persist(
+                out,
+                "map",
+                job=job.id,
+                task=task.index,
+                attempt=att.id,
+                shuffle=w.shuffle,
+                report=report.to_json(),
+            )
+            self.attach_output(job, task, w, att.id, report)
         else:
             task.result = ev.result
+            self.persist(
+                out,
+                "reduce",
+                [] if ev.result is None else [ev.result],
+                job=job.id,
+                task=task.index,
+                attempt=att.id,
+                report=report.to_json(),
+                result=ev.result is not None,
+            )
         add_counters(job.counters, report.counters, 1)
         job.durations[task.kind].add(task.duration)
         self._set_status(job, task, DONE)
@@ -411,13 +466,21 @@ class MasterState:
             job.stats["backups_won"] += 1
             self._note(out, f"job {job.id}: the backup of {task.name} won", f"attempt {att.id}")
         if task.kind == MAP:
-            self._map_done(job, task, now, out)
+            self.map_done(job, task, now, out)
         elif job.spec.output_dir is None and report.too_big:
             self._fail_job(job, now, out, self._too_big(f"the results of partition {task.index}"))
         elif job.done[REDUCE] == len(job.reduces):
             self._succeed_job(job, now, out)
 
-    def _map_done(self, job: Job, task: Task, now: float, out: list[Command]) -> None:
+    def attach_output(self, job: Job, task: Task, w: Worker, attempt: int, report: Report) -> None:
+        """``task``'s output is attempt ``attempt`` on ``w``'s disk."""
+        task.output = MapOutput(w.id, attempt, w.shuffle, report.segments)
+        w.outputs.add((job.id, task.index))
+        for seg in report.segments:
+            job.segments[seg.partition][task.index] = seg
+            job.shuffle_bytes += seg.size
+
+    def map_done(self, job: Job, task: Task, now: float, out: list[Command]) -> None:
         if task.lost_on is not None:  # a re-execution: reducers may be waiting for it
             for att in job.running.values():
                 if att.kind == REDUCE:
@@ -532,6 +595,14 @@ class MasterState:
             self._check_timeouts(job, now, out)
         for job in list(self.active.values()):
             self._speculate(job, now, out)
+        if self.claim_deadline is not None and now >= self.claim_deadline:
+            recovery.release_all(self, out)
+        ttl = self.settings.result_ttl
+        while self.finished:
+            oldest = next(iter(self.finished.values()))
+            if oldest.finished is None or now - oldest.finished <= ttl:
+                break
+            self._forget(oldest, out, "expired")
         heap = self._poll_deadlines
         while heap and heap[0][0] <= now:
             _, poll_id, job_id = heapq.heappop(heap)
@@ -594,7 +665,11 @@ class MasterState:
     # -- jobs -------------------------------------------------------------------
 
     def _on_submitted(self, ev: JobSubmitted, now: float, out: list[Command]) -> None:
-        if ev.job_id in self.jobs:
+        known = self.jobs.get(ev.job_id)
+        if known is not None and known.spec == ev.spec:  # sent again: its ACCEPTED was lost
+            out.append(JobAccepted(ev.client, ev.job_id, reason="the same job, submitted again"))
+            return
+        if known is not None or ev.job_id in self.gone:
             error = ErrorInfo("JobSubmitError", f"job id {ev.job_id} is already in use")
             out.append(JobRejected(ev.client, ev.job_id, error, reason="duplicate id"))
             return
@@ -608,6 +683,7 @@ class MasterState:
         self.jobs[job.id] = self.active[job.id] = job
         self.observe.submitted(job)
         self._dirty = True
+        self.persist(out, "job", [ev.code, *ev.records], job=job.id, spec=spec.to_json())
         out.append(JobAccepted(ev.client, job.id))
         self._note(
             out, f"job {job.id} ({spec.name}) accepted: {len(maps)} maps, {len(reduces)} reduces"
@@ -616,40 +692,62 @@ class MasterState:
     def _on_poll(self, ev: PollJob, now: float, out: list[Command]) -> None:
         job = self.jobs.get(ev.job_id)
         if job is None:
-            message = f"the master does not know job {ev.job_id} (was it restarted?)"
-            out.append(SendJobFailed(ev.client, ev.job_id, ErrorInfo("UnknownJob", message)))
-        elif job.outcome is not None:
+            out.append(SendJobFailed(ev.client, ev.job_id, self._unknown(ev.job_id)))
+        elif job.outcome is not None:  # kept until the client acknowledges it
             out.append(_to(job.outcome, ev.client))
-            self._forget(job)
         elif ev.wait > 0:
-            poll_id = next(self._ids)
+            poll_id = self._new_id()
             self.polls.setdefault(job.id, {})[poll_id] = ev.client
             heapq.heappush(self._poll_deadlines, (now + ev.wait, poll_id, job.id))
         else:
             out.append(SendProgress(ev.client, job.id, self.progress(job, now)))
 
+    def _unknown(self, job_id: str) -> ErrorInfo:
+        gone = self.gone.get(job_id)
+        if gone == "expired":
+            ttl = self.settings.result_ttl
+            message = f"the result of job {job_id} expired: no client collected it in {ttl:g}s"
+            return ErrorInfo("ResultExpired", message)
+        if gone == "collected":
+            return ErrorInfo("UnknownJob", f"the result of job {job_id} was collected already")
+        if self.durable:
+            message = f"the master does not know job {job_id}: it was never accepted here"
+            return ErrorInfo("UnknownJob", message)
+        message = (
+            f"job {job_id} was lost: the master does not know it. A master without "
+            "--state-dir forgets its jobs when it stops; submit the job again"
+        )
+        return ErrorInfo("JobLost", message)
+
     def _deliver(self, job: Job, out: list[Command]) -> None:
-        """Give an ended job's outcome to its waiting long polls; else keep it to be collected."""
+        """Give an ended job's outcome to its waiting long polls, and keep it until a
+        client acknowledges it (or it expires): a reply lost on the way is asked again."""
         assert job.outcome is not None
+        outcome = job.outcome
+        self.persist(out, "end", **recovery.end_fields(job))
+        self.finished[job.id] = job
         waiting = self.polls.pop(job.id, None)
         if waiting:
-            out.extend(_to(job.outcome, client) for client in waiting.values())
-            self._forget(job)
-            return
-        self.finished[job.id] = job
+            out.extend(_to(outcome, client) for client in waiting.values())
         while len(self.finished) > KEEP_FINISHED:
-            _, old = self.finished.popitem(last=False)
-            self._forget(old)
+            self._forget(next(iter(self.finished.values())), out, "expired")
 
-    def _forget(self, job: Job) -> None:
-        """The job's outcome was collected (or never will be): it moves to the history."""
+    def _forget(self, job: Job, out: list[Command], why: str) -> None:
+        """A finished job's outcome was collected or expired: it moves to the history,
+        and its result is dropped."""
         if self.jobs.pop(job.id, None) is not None:
             self.observe.remember(job, self._job_status(job, self._now), self._now)
         self.finished.pop(job.id, None)
         self.polls.pop(job.id, None)
+        self.gone[job.id] = why
+        while len(self.gone) > 4 * KEEP_FINISHED:
+            self.gone.popitem(last=False)
+        if isinstance(job.outcome, SendResult) and job.outcome.summary.returned:
+            out.append(DropResult(job.id, reason=why))
+        self.persist(out, "collected", job=job.id)
 
     def _on_shutdown(self, now: float, out: list[Command]) -> None:
-        for job in list(self.active.values()):
+        for job in [] if self.durable else list(self.active.values()):  # else: they resume
             message = f"the master stopped while job {job.id} was running; submit it again"
             self._end_job(job, FAILED, now, out, "the master is stopping")
             job.outcome = SendJobFailed(job.client, job.id, ErrorInfo("MasterShutdown", message))
@@ -710,7 +808,11 @@ class MasterState:
             output_files=files if job.spec.output_dir else [],
             returned=returned,
         )
-        job.outcome = SendResult(job.client, job.id, summary, blobs if returned else [])
+        if returned:
+            out.append(StoreResult(job.id, blobs))
+        for t in job.reduces:
+            t.result = None
+        job.outcome = SendResult(job.client, job.id, summary, [])
         self._deliver(job, out)
 
     def job_stats(self, job: Job, now: float) -> dict[str, float]:
@@ -822,7 +924,7 @@ class MasterState:
         reason: str = "",
     ) -> None:
         began = now if w.load < w.slots else None
-        att = Attempt(next(self._ids), job, task, w, now, began, backup=backup)
+        att = Attempt(self._new_id(), job, task, w, now, began, backup=backup)
         self.observe.started(att, now, rerun=not backup and task.attempts > 0)
         self.attempts[att.id] = job.running[att.id] = w.running[att.id] = att
         if w.load <= w.slots:
@@ -833,6 +935,7 @@ class MasterState:
         task.attempts += 1
         self._set_status(job, task, RUNNING)
         job.stats[f"{task.kind}_attempts"] += 1
+        self.persist(out, "attempt", job=job.id, kind=task.kind, id=att.id)
         if backup:
             job.stats["backups_launched"] += 1
         if job.status == QUEUED:

@@ -15,6 +15,8 @@ from .events import SendJobFailed, SendResult
 from .protocol import JobSpec, Report, Segment
 
 IDLE, RUNNING, DONE = "idle", "running", "done"
+#: A map task the journal knows as completed, waiting for its worker to register again.
+WAITING = "waiting"
 MAP, REDUCE = "map", "reduce"
 #: Job states.
 QUEUED, ACTIVE, SUCCEEDED, FAILED, CANCELLED = (
@@ -24,8 +26,9 @@ QUEUED, ACTIVE, SUCCEEDED, FAILED, CANCELLED = (
     "failed",
     "cancelled",
 )
-#: Finished jobs whose outcome no client has collected are kept up to this many.
-KEEP_FINISHED = 64
+#: Finished jobs whose outcome no client has collected are kept up to this many
+#: (and for ClusterSettings.result_ttl at most); their result bytes are in the shell's store.
+KEEP_FINISHED = 10_000
 #: A record on which the mapper failed this many times is skipped (skip_bad_records).
 BAD_RECORD_FAILURES = 2
 STATS = (
@@ -112,6 +115,8 @@ class Task:
     bad_records: dict[int, int] = field(default_factory=dict)
     #: The worker whose copy of this map output was lost: run it elsewhere if we can.
     lost_on: bytes | None = None
+    #: WAITING: the output the journal knows (its attempt, shuffle address, report).
+    recovered: tuple[int, str, Report] | None = None
 
     @property
     def name(self) -> str:

@@ -19,6 +19,7 @@ from zmqmr import protocol, state
 from zmqmr.config import ClusterSettings
 from zmqmr.errors import ProtocolError
 from zmqmr.events import (
+    AckJob,
     Assign,
     AttemptDone,
     AttemptFailed,
@@ -26,6 +27,7 @@ from zmqmr.events import (
     CancelJob,
     Command,
     DropJob,
+    DropResult,
     Event,
     FetchFailed,
     JobAccepted,
@@ -40,6 +42,7 @@ from zmqmr.events import (
     SendResult,
     SendStatus,
     StatusRequest,
+    StoreResult,
     Tick,
     Welcome,
     WorkerLeft,
@@ -426,16 +429,21 @@ def test_job_completion_returns_result_with_counters_and_drops_job_on_workers():
     c.reduce_done(reduces[0], counters={"groups": 1})
     cmds = c.reduce_done(reduces[1], counters={"groups": 2})
     assert sorted(of(cmds, DropJob), key=lambda d: d.worker) == [DropJob(A, "j1"), DropJob(B, "j1")]
-    reply = c.poll()
-    assert isinstance(reply, SendResult)
-    assert reply.summary.counters == {"words": 7, "zmqmr.map_input_records": 3, "groups": 3}
+    # the result bytes go to the shell's store, in partition order; the state keeps none
     by_task = {r.task: f"result-{r.task}".encode() for r in reduces}
-    assert reply.blobs == [by_task[0], by_task[1]]
+    assert of(cmds, StoreResult) == [StoreResult("j1", [by_task[0], by_task[1]])]
+    assert all(t.result is None for t in c.state.jobs["j1"].reduces)
+    reply = c.poll()
+    assert isinstance(reply, SendResult) and reply.blobs == []
+    assert reply.summary.counters == {"words": 7, "zmqmr.map_input_records": 3, "groups": 3}
     assert reply.summary.returned is True
     assert reply.summary.stats["maps"] == 2 and reply.summary.stats["reduces"] == 2
-    # delivered once, then forgotten
+    # kept until a client acknowledges it, whatever happened to the replies before
+    assert isinstance(c.poll(), SendResult)
+    assert c(AckJob(CLIENT, "j1")) == [DropResult("j1")]
     again = c.poll()
     assert isinstance(again, SendJobFailed) and again.error.type == "UnknownJob"
+    assert "collected already" in again.error.message
 
 
 def test_long_poll_is_answered_when_the_job_ends_not_before():
@@ -447,8 +455,9 @@ def test_long_poll_is_answered_when_the_job_ends_not_before():
     (r0,) = assigns(c.map_done(m0, at=2.0))
     cmds = c.reduce_done(r0, at=3.0)
     (reply,) = of(cmds, SendResult)
-    assert reply.client == CLIENT and reply.job_id == "j1" and reply.blobs == [b"result-0"]
-    assert c.state.polls == {} and "j1" not in c.state.jobs  # delivered, forgotten
+    assert reply.client == CLIENT and reply.job_id == "j1"
+    assert of(cmds, StoreResult) == [StoreResult("j1", [b"result-0"])]
+    assert c.state.polls == {} and "j1" in c.state.finished  # delivered, kept until acked
 
 
 def test_long_poll_falls_due_with_progress_and_a_failed_job_answers_at_once():
@@ -474,7 +483,9 @@ def test_poll_without_wait_is_answered_at_once_and_an_unknown_job_too():
     c.submit()
     assert isinstance(c.poll(), SendProgress)
     (reply,) = c(PollJob(CLIENT, "nope", wait=3.0))
-    assert isinstance(reply, SendJobFailed) and reply.error.type == "UnknownJob"
+    # a master without a journal cannot tell a lost job from a made-up one: it says lost
+    assert isinstance(reply, SendJobFailed) and reply.error.type == "JobLost"
+    assert "nope" in reply.error.message and "--state-dir" in reply.error.message
 
 
 def test_job_with_output_dir_reports_its_part_files():
@@ -911,7 +922,7 @@ def test_even_tasks_with_progress_reports_launch_no_backup():
     assert assigns(c(Tick())) == []
     c.reduce_done(r0, at=24.0)
     assert isinstance(c.poll(), SendResult)
-    assert c.state.jobs == {}
+    assert c.state.active == {}
 
 
 def _straggler(c: Cluster, speculative: bool = True) -> tuple[dict[int, Assign], list[Command]]:
@@ -1096,12 +1107,22 @@ def test_spec_that_is_not_an_object_is_rejected():
         protocol.decode(submit_frames(["not", "a", "dict"], []))
 
 
-def test_job_id_already_in_use_is_rejected():
+def test_job_id_already_in_use_by_another_job_is_rejected():
     c = Cluster()
     assert c.submit("j1") == [JobAccepted(CLIENT, "j1")]
-    (rejected,) = c.submit("j1")
+    (rejected,) = c.submit("j1", spec=make_spec(maps=3))
     assert isinstance(rejected, JobRejected) and "j1" in rejected.error.message
     assert rejected.error.type == "JobSubmitError"
+
+
+def test_the_same_job_submitted_again_is_accepted_once():
+    # a client whose ACCEPTED was lost (the master restarted) sends the same SUBMIT again
+    c = Cluster()
+    c.register(A, slots=4)
+    first = c.submit("j1")
+    assert len(assigns(first)) == 2
+    assert c.submit("j1") == [JobAccepted(CLIENT, "j1")]  # no second job, no new attempts
+    assert len(c.state.jobs) == 1 and len(c.state.attempts) == 2
 
 
 def test_cancel_job_cancels_its_attempts_and_reports_cancelled():
@@ -1118,11 +1139,15 @@ def test_cancel_job_cancels_its_attempts_and_reports_cancelled():
     assert c(CancelJob(CLIENT, "nope")) == []
 
 
-def test_poll_of_unknown_job_says_so():
+def test_poll_of_unknown_job_says_it_was_lost_without_a_journal_and_unknown_with_one():
     c = Cluster()
     reply = c.poll("who")
     assert isinstance(reply, SendJobFailed)
-    assert reply.error.type == "UnknownJob" and "who" in reply.error.message
+    assert reply.error.type == "JobLost" and "who" in reply.error.message
+    durable = MasterState(ClusterSettings(), durable=True)
+    (reply,) = durable.handle(PollJob(CLIENT, "who"), 0.0)
+    assert isinstance(reply, SendJobFailed)
+    assert reply.error.type == "UnknownJob" and "never accepted" in reply.error.message
 
 
 # -- views -----------------------------------------------------------------------------
