@@ -415,7 +415,7 @@ def _cancel_on_interrupt(client: Any, handle: Any, exc: Interrupted) -> None:
     except ZmqmrError as err:
         print(f"zmqmr: {exc.name}: could not cancel job {handle.job_id}: {err}", file=sys.stderr)
         return
-    # None: the master has answered this client's waiting poll with the outcome, and forgot it
+    # None: the master forgot the job (its outcome was collected, or it was lost)
     if state in (None, "cancelled"):
         print(f"zmqmr: {exc.name}: cancelled job {handle.job_id}", file=sys.stderr)
     else:
