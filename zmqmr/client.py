@@ -362,8 +362,8 @@ class JobHandle:
                     raise
                 except MasterUnavailable:
                     now = time.monotonic()
-                    if silent_since is None:
-                        silent_since = now
+                    if silent_since is None:  # silent since the request went out
+                        silent_since = now - self.client.timeout
                         log.warning(
                             "job %s: no answer from the master at %s; asking again",
                             self.job_id,

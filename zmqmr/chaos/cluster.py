@@ -324,10 +324,15 @@ class ChaosCluster:
         args[args.index("--client-bind") + 1] = self.address
         del args[args.index("--announce") : args.index("--announce") + 2]
 
-    def client(self, timeout: float | None = None) -> zmqmr.Client:
+    def client(
+        self, timeout: float | None = None, master_wait: float | None = None
+    ) -> zmqmr.Client:
         """A new client of the master; the caller closes it."""
         return zmqmr.Client(
-            self.address, timeout=timeout or self.client_timeout, insecure=self.insecure
+            self.address,
+            timeout=timeout or self.client_timeout,
+            insecure=self.insecure,
+            master_wait=master_wait,
         )
 
     def status(self) -> dict[str, Any]:

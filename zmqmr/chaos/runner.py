@@ -216,7 +216,8 @@ class _Waiter(threading.Thread):
 
     def run(self) -> None:
         try:
-            with self.cluster.client() as client:
+            # The master keeps jobs in memory: one unanswered request is a clear failure.
+            with self.cluster.client(master_wait=1.0) as client:
                 handle = client.submit(self.job)
                 self.accepted_at = time.monotonic()
                 self.accepted.set()
