@@ -9,6 +9,7 @@ from test_state import CLIENT, A, B, Cluster, assigns, error, make_spec, run_map
 
 from zmqmr import observe
 from zmqmr.events import (
+    AckJob,
     AskLogs,
     AttemptFailed,
     JobInfoRequest,
@@ -30,6 +31,13 @@ def finish(c: Cluster, job_id: str = "j1", maps: int = 2) -> None:
     (reduce,) = assigns(run_maps_on(c, cmds), "reduce")
     c.reduce_done(reduce)
     assert job_id in c.state.finished
+
+
+def collect(c: Cluster, job_id: str = "j1"):
+    """Poll for the outcome and acknowledge it, as a client does."""
+    reply = c.poll(job_id)
+    c(AckJob(CLIENT, job_id))
+    return reply
 
 
 def test_timeline_marks_done_failed_lost_and_rerun_attempts():
@@ -62,7 +70,7 @@ def test_a_collected_job_moves_to_the_history_with_its_counters_and_stopped_cloc
     finish(c)
     c.now = 5.0
     assert c.state.status(c.now).jobs[0].progress.state == "succeeded"  # not collected yet
-    assert isinstance(c.poll(), SendResult)  # collected
+    assert isinstance(collect(c), SendResult)  # collected
     status = c.state.status(c.now)
     assert status.jobs == []
     (past,) = status.history
@@ -83,7 +91,7 @@ def test_history_keeps_the_latest_jobs_up_to_its_setting():
     c.register(A, slots=2, at=0.0)
     for job_id in ("j1", "j2", "j3"):
         finish(c, job_id)
-        c.poll(job_id)
+        collect(c, job_id)
     assert [j.id for j in c.state.status(c.now).history] == ["j2", "j3"]
 
 
@@ -94,7 +102,7 @@ def test_a_failed_jobs_error_keeps_the_attempts_log_tail():
     (m,) = assigns(c.submit(spec=spec))
     bad = ErrorInfo("ValueError", "boom", "tb", log="--- stdout ---\nabout to fail")
     c(AttemptFailed(A, m.attempt, "user", bad))
-    failed = c.poll()
+    failed = collect(c)
     assert isinstance(failed, SendJobFailed)
     assert failed.error.log == "--- stdout ---\nabout to fail"
     assert "failed once" in failed.error.message
