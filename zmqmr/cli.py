@@ -45,7 +45,15 @@ log = logging.getLogger("zmqmr")
 
 #: Job arguments that are not settings: the functions (module-level names of a
 #: job file) and the inputs (the command line's).
-_NOT_SETTINGS = ("self", "mapper", "reducer", "combiner", "partitioner", "inputs")
+_NOT_SETTINGS = (
+    "self",
+    "mapper",
+    "split_mapper",
+    "reducer",
+    "combiner",
+    "partitioner",
+    "inputs",
+)
 
 
 def fail(message: str) -> NoReturn:
@@ -341,9 +349,12 @@ def load_job_file(path: str) -> ModuleType:
     except Exception as exc:
         del sys.modules[name]
         fail(f"the job file {given} failed to import:\n{_user_traceback(exc, path)}")
-    for fn in ("mapper", "reducer"):
-        if not callable(getattr(module, fn, None)):
-            fail(f"{given} must define a function {fn}()")
+    has_mapper = callable(getattr(module, "mapper", None))
+    has_split_mapper = callable(getattr(module, "split_mapper", None))
+    if has_mapper == has_split_mapper:
+        fail(f"{given} must define a function mapper() or split_mapper() (one of them)")
+    if not callable(getattr(module, "reducer", None)):
+        fail(f"{given} must define a function reducer()")
     return module
 
 
@@ -378,7 +389,8 @@ def job_from_file(
     values.update({k: v for k, v in flags.items() if v is not None})
     values.update(settings or {})
     return Job(
-        mapper=mod.mapper,
+        mapper=getattr(mod, "mapper", None),
+        split_mapper=getattr(mod, "split_mapper", None),
         reducer=mod.reducer,
         inputs=inputs,
         combiner=getattr(mod, "combiner", None),

@@ -40,13 +40,19 @@ class Job:
     bytes (1 MiB at most). Unset, the splits are planned for the cluster: about
     MAPS_PER_SLOT map tasks per slot where the input allows, text splits of
     MIN_SPLIT_SIZE to MAX_SPLIT_SIZE, one whole file per task (see config).
+
+    ``split_mapper`` replaces ``mapper`` for in-mapper combining (Hadoop's
+    setup/cleanup, Spark's mapPartitions): it is called once per split with an
+    iterator over the split's ``(key, value)`` records and returns or yields
+    pairs. It may keep state across the split's records (a dict of partial
+    counts, say) and emit it at the end.
     """
 
     def __init__(
         self,
-        mapper: Callable[[Any, Any], Any],
-        reducer: Callable[[Any, Iterator[Any]], Any],
-        inputs: Any,
+        mapper: Callable[[Any, Any], Any] | None = None,
+        reducer: Callable[[Any, Iterator[Any]], Any] | None = None,
+        inputs: Any = None,
         num_reducers: int = 1,
         combiner: Callable[[Any, Iterator[Any]], Any] | None = None,
         partitioner: Callable[[Any, int], int] | None = None,
@@ -57,15 +63,17 @@ class Job:
         speculative: bool = True,
         skip_bad_records: bool = False,
         task_timeout: float | None = None,
+        split_mapper: Callable[[Iterator[tuple[Any, Any]]], Any] | None = None,
     ) -> None:
         self.mapper = mapper
+        self.split_mapper = split_mapper
         self.reducer = reducer
         self.inputs = inputs
         self.num_reducers = num_reducers
         self.combiner = combiner
         self.partitioner = partitioner
         self.output_dir = None if output_dir is None else os.fspath(output_dir)
-        self.name = name or default_name(mapper, inputs)
+        self.name = name or default_name(mapper or split_mapper, inputs)
         self.split_size = split_size
         self.max_attempts = max_attempts
         self.speculative = speculative
@@ -77,9 +85,16 @@ class Job:
 
     def validate(self) -> None:
         """Raise JobSubmitError naming the first bad setting."""
-        for fname in ("mapper", "reducer"):
-            if not callable(getattr(self, fname)):
+        if (self.mapper is None) == (self.split_mapper is None):
+            raise JobSubmitError("give a job either a mapper or a split_mapper (exactly one)")
+        for fname in ("mapper", "split_mapper"):
+            fn = getattr(self, fname)
+            if fn is not None and not callable(fn):
                 raise JobSubmitError(f"{fname} must be callable")
+        if not callable(self.reducer):
+            raise JobSubmitError("reducer must be callable")
+        if self.inputs is None:
+            raise JobSubmitError("a job needs inputs")
         for fname in ("combiner", "partitioner"):
             fn = getattr(self, fname)
             if fn is not None and not callable(fn):
@@ -189,6 +204,7 @@ def make_splits(
 def pickle_functions(job: Job) -> bytes:
     fns = {
         "mapper": job.mapper,
+        "split_mapper": job.split_mapper,
         "reducer": job.reducer,
         "combiner": job.combiner,
         "partitioner": job.partitioner,

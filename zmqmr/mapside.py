@@ -124,6 +124,15 @@ class _Grouper:
         self.held = 0  # values buffered (counted ones included)
         self.emitted = 0  # pairs the mapper emitted
 
+    def spill_past(self, spill_at: int, spill: Callable[[dict[Any, list[Any]]], None]) -> None:
+        """Hand the buffer to ``spill`` and empty it once it holds ``spill_at`` keys
+        (with a combiner, which keeps few values per key) or values (without)."""
+        if (self.keys_held() if self.combiner is not None else self.held) >= spill_at:
+            self.flush()
+            spill(self.buf)
+            self.buf.clear()
+            self.held = 0
+
     def keys_held(self) -> int:
         """An upper bound on the distinct keys held: the buffer plus both counts."""
         return len(self.buf) + len(self.single) + len(self.pending)
@@ -284,8 +293,9 @@ def run_map(
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        buf, n_in, n_out = map_records(
-            fns["mapper"],
+        split_mapper = fns.get("split_mapper")
+        buf, n_in, n_out = (split_map_records if split_mapper else map_records)(
+            split_mapper or fns["mapper"],
             combiner,
             reader,
             set(spec.skip),
@@ -373,12 +383,96 @@ def map_records(
             raise RecordFailed(where()) from exc
         read += len(keys)
         progress(reader.fraction())
-        if (g.keys_held() if combiner is not None else g.held) >= spill_at:
-            g.flush()
-            spill(g.buf)
-            g.buf.clear()
-            g.held = 0
+        g.spill_past(spill_at, spill)
     g.flush()
+    if skipped:
+        counters["zmqmr.skipped_records"] = skipped
+    return g.buf, read - skipped, g.emitted
+
+
+#: Pairs of a split mapper grouped between checks of the buffer's size.
+SPLIT_PAIRS_CHUNK = 16 * 1024
+
+
+class _SplitRecords:
+    """The iterator over one split's records that a split mapper gets.
+
+    It leaves out the records to skip, reports progress at each batch, and
+    knows the index of the record it gave last: the one being read when the
+    split mapper failed.
+    """
+
+    def __init__(
+        self, reader: SplitReader, skip: set[int], progress: Callable[[float], None]
+    ) -> None:
+        self._last = lambda: -1
+        self._it = self._records(reader, skip, progress)
+
+    def __iter__(self) -> _SplitRecords:
+        return self
+
+    def __next__(self) -> tuple[Any, Any]:
+        return next(self._it)
+
+    def last(self) -> int:
+        """The index of the record given last, or -1 before the first."""
+        return self._last()
+
+    def _records(
+        self, reader: SplitReader, skip: set[int], progress: Callable[[float], None]
+    ) -> Iterator[tuple[Any, Any]]:
+        index = 0
+        for keys, values in reader.batches():
+            base, index = index, index + len(keys)
+            keys_read = iter(keys)
+            self._last = functools.partial(_last_read, keys_read, index - 1)
+            dropped = sum(base <= r < index for r in skip) if skip else 0
+            if dropped:
+                for i, kv in enumerate(zip(keys_read, values), base):
+                    if i not in skip:
+                        yield kv
+            else:
+                yield from zip(keys_read, values)
+            progress(reader.fraction())
+
+
+def split_map_records(
+    split_mapper: Callable[[Iterator[tuple[Any, Any]]], Any],
+    combiner: Callable[..., Any] | None,
+    reader: SplitReader,
+    skip: set[int],
+    counters: dict[str, int],
+    spill: Callable[[dict[Any, list[Any]]], None],
+    *,
+    spill_at: int,
+    progress: Callable[[float], None],
+) -> tuple[dict[Any, list[Any]], int, int]:
+    """``map_records`` for a split mapper: one call over the split's records.
+
+    Its pairs are grouped by the same ``_Grouper``, a chunk at a time so the
+    buffer can spill; any failure is pinned on the record being read.
+    """
+    g = _Grouper(buf={}, combiner=combiner)
+    records = _SplitRecords(reader, skip, progress)
+    try:
+        # Checked as they come, so a bad pair is pinned on the record being read
+        # (the grouper reads ahead before it checks).
+        pairs = userfn.output_pairs(split_mapper(records), "split_mapper")
+        while True:
+            before = g.emitted
+            g.add(iter((itertools.islice(pairs, SPLIT_PAIRS_CHUNK),)), 0, records.last)
+            if g.emitted == before:
+                break
+            g.spill_past(spill_at, spill)
+    except Exception as exc:
+        cause = exc.__cause__ if isinstance(exc, RecordFailed) and exc.__cause__ else exc
+        at = records.last()
+        if at < 0:  # before the first record: nothing to pin it on
+            raise cause from None
+        raise RecordFailed(at) from cause
+    g.flush()
+    read = records.last() + 1  # a split mapper may stop reading early
+    skipped = sum(r < read for r in skip)
     if skipped:
         counters["zmqmr.skipped_records"] = skipped
     return g.buf, read - skipped, g.emitted

@@ -20,7 +20,7 @@ input values, in place.)
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from . import partitioning, userfn
@@ -39,8 +39,17 @@ def run_serial(job: Job) -> JobResult:
         n_in = n_out = 0
         for desc in descs:
             blob = blobs[desc["blob"]] if desc["kind"] == "records" else None
-            for key, value in read_split(desc, blob):
+            records = read_split(desc, blob)
+            if job.split_mapper is not None:
+                read = _Counted(iter(records))
+                for k, v in userfn.output_pairs(job.split_mapper(read), "split_mapper"):
+                    groups.setdefault(k, []).append(v)
+                    n_out += 1
+                n_in += read.n
+                continue
+            for key, value in records:
                 n_in += 1
+                assert job.mapper is not None
                 for k, v in userfn.output_pairs(job.mapper(key, value)):
                     groups.setdefault(k, []).append(v)
                     n_out += 1
@@ -57,6 +66,7 @@ def run_serial(job: Job) -> JobResult:
         results = []
         for p in parts:
             userfn.sort_by_key(p)
+            assert job.reducer is not None  # validated
             results.append(list(userfn.reduce_groups(job.reducer, p, counters)))
         counters["zmqmr.reduce_output_records"] = sum(len(r) for r in results)
     finally:
@@ -67,6 +77,22 @@ def run_serial(job: Job) -> JobResult:
         "total_seconds": time.monotonic() - start,
     }
     return JobResult("serial", [_constant(r) for r in results], [], counters, stats)
+
+
+class _Counted:
+    """An iterator over a split's records that counts those it gave."""
+
+    def __init__(self, records: Iterator[tuple[Any, Any]]) -> None:
+        self._records = records
+        self.n = 0
+
+    def __iter__(self) -> _Counted:
+        return self
+
+    def __next__(self) -> tuple[Any, Any]:
+        record = next(self._records)
+        self.n += 1
+        return record
 
 
 def _constant(items: list[tuple[Any, Any]]) -> Callable[[], list[tuple[Any, Any]]]:

@@ -53,7 +53,8 @@ def load(name):
 
 def job_of(module, inputs, reducers):
     return zmqmr.Job(
-        mapper=module.mapper,
+        mapper=getattr(module, "mapper", None),
+        split_mapper=getattr(module, "split_mapper", None),
         reducer=module.reducer,
         combiner=getattr(module, "combiner", None),
         partitioner=getattr(module, "partitioner", None),
@@ -92,6 +93,18 @@ def test_wordcount(cluster, reducers):
     result, items = run_checked(cluster, job_of(load("wordcount"), TWO_BOOKS, reducers))
     assert dict(items) == count_words(TWO_BOOKS)
     assert result.stats["maps"] > len(TWO_BOOKS)
+
+
+def test_wordcount_with_in_mapper_combining(cluster, reducers):
+    result, items = run_checked(cluster, job_of(load("wordcount_inmapper"), TWO_BOOKS, reducers))
+    assert dict(items) == count_words(TWO_BOOKS)
+    maps = result.stats["maps"]
+    assert maps > len(TWO_BOOKS)
+    lines = sum(1 for _ in read_lines(TWO_BOOKS))
+    assert result.counters["lines"] == result.counters["zmqmr.map_input_records"] == lines
+    # One pair per distinct word per split, not one per occurrence.
+    assert result.counters["zmqmr.map_output_records"] <= maps * len(dict(items))
+    assert result.counters["zmqmr.map_output_records"] < sum(count_words(TWO_BOOKS).values())
 
 
 def test_inverted_index(cluster, reducers):
@@ -201,23 +214,24 @@ def run_in_repo(args, tmp_path):
     return proc.stdout
 
 
-@pytest.mark.parametrize("example", ["wordcount", "weblog"])
+@pytest.mark.parametrize("example", ["wordcount", "wordcount_inmapper", "weblog"])
 def test_example_script_agrees_with_run_serial(example, tmp_path):
     out = run_in_repo([sys.executable, f"examples/{example}.py"], tmp_path)
     assert "cluster and run_serial agree: True" in out
-    if example == "wordcount":
+    if example.startswith("wordcount"):
         # The default inputs are all the books, found relative to the file.
         counts = count_words(sorted(glob.glob(os.path.join(BOOKS_DIR, "*.txt"))))
         assert f"({len(counts)} distinct words)" in out
 
 
-def cli_run(tmp_path, *extra):
-    args = [sys.executable, "-m", "zmqmr", "run", "examples/wordcount.py", *TWO_BOOKS]
+def cli_run(tmp_path, *extra, example="wordcount"):
+    args = [sys.executable, "-m", "zmqmr", "run", f"examples/{example}.py", *TWO_BOOKS]
     return run_in_repo([*args, "-r", "3", *extra], tmp_path)
 
 
-def test_cli_prints_records_in_partition_and_key_order(tmp_path):
-    out = cli_run(tmp_path)
+@pytest.mark.parametrize("example", ["wordcount", "wordcount_inmapper"])
+def test_cli_prints_records_in_partition_and_key_order(tmp_path, example):
+    out = cli_run(tmp_path, example=example)
     pairs = [line.split("\t") for line in out.splitlines()]
     assert {k: int(v) for k, v in pairs} == count_words(TWO_BOOKS)
     assert len(pairs) == len({k for k, _ in pairs})

@@ -1,0 +1,193 @@
+"""A split mapper (in-mapper combining), in process and without sockets: the map
+side's ``split_map_records`` and ``run_serial`` against answers computed here."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+
+import zmqmr
+from zmqmr import inputs, mapside
+from zmqmr.errors import JobSubmitError
+from zmqmr.mapside import RecordFailed
+
+RECORDS = [(i, f"w{i % 7} w{i % 3} w{i % 7}") for i in range(1000)]
+
+
+@pytest.fixture(params=["speedups", "pure"])
+def counting_path(request, monkeypatch):
+    if request.param == "pure":
+        monkeypatch.setattr(mapside, "speedups", None)
+    return request.param
+
+
+def split_side(split_mapper, records=RECORDS, batch=64, skip=(), spill_at=400_000, combiner=None):
+    reader = inputs.SplitReader(iter(()), len(records))
+    reader._batches = inputs._list_batches(reader, records, batch)
+    counters: dict[str, int] = {}
+    spills: list[dict[Any, list[Any]]] = []
+    fractions: list[float] = []
+    previous = zmqmr.userfn.counting(counters)
+    try:
+        buf, n_in, n_out = mapside.split_map_records(
+            split_mapper,
+            combiner,
+            reader,
+            set(skip),
+            counters,
+            lambda b: spills.append(dict(b)),
+            spill_at=spill_at,
+            progress=fractions.append,
+        )
+    finally:
+        zmqmr.userfn.counting(previous)
+    return buf, n_in, n_out, counters, spills, fractions
+
+
+def totals(*bufs) -> Counter:
+    c: Counter = Counter()
+    for buf in bufs:
+        for k, vs in buf.items():
+            c[k] += sum(vs)
+    return c
+
+
+def expected(records, skip=()) -> Counter:
+    return Counter(w for i, (_, line) in enumerate(records) if i not in skip for w in line.split())
+
+
+def in_mapper_count(records):
+    counts: Counter = Counter()
+    for _key, line in records:
+        counts.update(line.split())
+        zmqmr.increment("seen")
+    yield from counts.items()
+
+
+def per_word(records):
+    for _key, line in records:
+        for w in line.split():
+            yield w, 1
+
+
+@pytest.mark.parametrize("fn", [in_mapper_count, per_word])
+def test_the_pairs_of_one_call_over_the_split_are_grouped(counting_path, fn):
+    buf, n_in, n_out, counters, spills, fractions = split_side(fn)
+    assert spills == []
+    assert totals(buf) == expected(RECORDS)
+    assert n_in == len(RECORDS)
+    assert n_out == (7 + 3 if fn is in_mapper_count else 3 * len(RECORDS)) or fn is in_mapper_count
+    if fn is in_mapper_count:
+        assert len(buf) == len(expected(RECORDS)) and n_out == len(buf)
+        assert counters["seen"] == len(RECORDS)
+    assert fractions and fractions[-1] == 1.0 and fractions == sorted(fractions)
+
+
+def test_a_returned_dict_or_list_works_too(counting_path):
+    def as_dict(records):
+        return Counter(w for _, line in records for w in line.split())
+
+    def as_list(records):
+        return [(w, 1) for _, line in records for w in line.split()]
+
+    for fn in (as_dict, as_list):
+        buf, n_in, *_ = split_side(fn)
+        assert totals(buf) == expected(RECORDS) and n_in == len(RECORDS)
+
+
+def test_the_buffer_spills_while_the_split_mapper_runs(counting_path):
+    # One pair per record, each a new key: the buffer passes spill_at many times.
+    def distinct(records):
+        for i, _line in records:
+            yield f"k{i:05d}", 1
+
+    records = [(i, "") for i in range(50_000)]
+    buf, n_in, n_out, _, spills, _ = split_side(distinct, records, batch=1000, spill_at=10_000)
+    assert len(spills) >= 2
+    assert totals(buf, *spills) == Counter({f"k{i:05d}": 1 for i in range(50_000)})
+    assert n_in == n_out == 50_000
+
+
+def test_a_failure_is_pinned_on_the_record_being_read(counting_path):
+    def fails_at_417(records):
+        for i, _line in records:
+            if i == 417:
+                raise ValueError("bad record")
+            yield i, 1
+
+    with pytest.raises(RecordFailed) as info:
+        split_side(fails_at_417)
+    assert info.value.index == 417
+    assert isinstance(info.value.__cause__, ValueError)
+
+
+def test_a_bad_pair_is_pinned_on_the_record_being_read(counting_path):
+    def bad_pair_at_300(records):
+        for i, _line in records:
+            yield (i, 1) if i != 300 else "not a pair"
+
+    with pytest.raises(RecordFailed) as info:
+        split_side(bad_pair_at_300)
+    assert info.value.index == 300
+
+
+def test_a_failure_before_the_first_record_is_not_pinned_on_a_record():
+    def fails_at_setup(records):
+        raise RuntimeError("no setup")
+        yield  # pragma: no cover
+
+    with pytest.raises(RuntimeError, match="no setup"):
+        split_side(fails_at_setup)
+
+
+def test_skipped_records_are_never_given_and_are_counted(counting_path):
+    skip = {0, 5, 63, 64, 999}
+    buf, n_in, _, counters, _, _ = split_side(in_mapper_count, skip=skip)
+    assert totals(buf) == expected(RECORDS, skip)
+    assert n_in == len(RECORDS) - len(skip)
+    assert counters["zmqmr.skipped_records"] == len(skip)
+    assert counters["seen"] == len(RECORDS) - len(skip)
+
+
+def test_a_split_mapper_that_stops_early_counts_what_it_read():
+    def first_ten(records):
+        for n, (_i, line) in enumerate(records):
+            if n == 10:
+                break
+            yield from ((w, 1) for w in line.split())
+
+    buf, n_in, *_ = split_side(first_ten, batch=64)
+    assert n_in == 11  # the eleventh was read, then the loop stopped
+    assert totals(buf) == expected(RECORDS[:10])
+
+
+def test_run_serial_calls_the_split_mapper_once_per_split():
+    calls = []
+
+    def counting(records):
+        calls.append(1)
+        return in_mapper_count(records)
+
+    job = zmqmr.Job(split_mapper=counting, reducer=lambda k, vs: sum(vs), inputs=RECORDS)
+    job.split_size = 4096
+    result = zmqmr.run_serial(job)
+    assert dict(result.items()) == expected(RECORDS)
+    assert len(calls) == result.stats["maps"] > 1
+    assert result.counters["zmqmr.map_input_records"] == len(RECORDS)
+
+
+@pytest.mark.parametrize(
+    "kwargs, problem",
+    [
+        (dict(reducer=sum), "either a mapper or a split_mapper"),
+        (dict(mapper=per_word, split_mapper=per_word, reducer=sum), "either a mapper"),
+        (dict(split_mapper=42, reducer=sum), "split_mapper must be callable"),
+        (dict(split_mapper=per_word), "reducer must be callable"),
+    ],
+)
+def test_a_job_needs_exactly_one_kind_of_mapper(kwargs, problem):
+    job = zmqmr.Job(inputs=RECORDS, **kwargs)
+    with pytest.raises(JobSubmitError, match=problem):
+        job.validate()
