@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 #: and how often progress is reported while it is shown.
 LONG_POLL = 2.0
 PROGRESS_EVERY = 0.5
+#: How often a waiting request checks whether the master's connection was made again.
+RECONNECT_CHECK = 0.25
 
 
 class Client:
@@ -95,7 +97,7 @@ class Client:
             sock.setsockopt(zmq.IDENTITY, f"c-{uuid.uuid4().hex}".encode())
             if self.keys is not None:
                 self.keys.client(sock, self.keys.master_public)
-            watch = HandshakeWatch(sock)
+            watch = HandshakeWatch(sock, reconnects=True)
             try:
                 sock.connect(self.address)
             except zmq.ZMQError:
@@ -143,11 +145,22 @@ class Client:
     ) -> A:
         """Send one request and wait for its answer (of a type in ``answers``)."""
         sock = self._socket()
-        sock.send_multipart(protocol.encode(msg), copy=False)
+        frames = protocol.encode(msg)
+        sock.send_multipart(frames, copy=False)
         deadline = time.monotonic() + self.timeout
         while True:
             left = deadline - time.monotonic()
-            if left <= 0 or not sock.poll(int(left * 1000) + 1):
+            # Asked in slices: a master restarted meanwhile never saw the request (requests
+            # are idempotent), so it goes again as soon as the connection is made again.
+            ready = left > 0 and sock.poll(int(min(left, RECONNECT_CHECK) * 1000) + 1)
+            if not ready and left > 0:
+                watch = getattr(self._local, "watch", None)
+                if watch is not None and watch.reconnected():
+                    log.debug("the connection to the master was made again: asking again")
+                    sock.send_multipart(frames, copy=False)
+                    deadline = time.monotonic() + self.timeout
+                continue
+            if not ready:
                 watch = getattr(self._local, "watch", None)
                 failure = watch.failure() if watch is not None else None
                 self._close_socket()

@@ -266,13 +266,17 @@ _HANDSHAKE_FAILURES: dict[int, str] = {
 class HandshakeWatch:
     """Remembers why a connecting socket's security handshake failed, if it did."""
 
-    def __init__(self, sock: zmq.Socket[Any]) -> None:
+    def __init__(self, sock: zmq.Socket[Any], reconnects: bool = False) -> None:
         self._sock = sock
         events = 0
         for event in _HANDSHAKE_FAILURES:
             events |= event
+        if reconnects:  # also notice a connection lost and made again (a restarted peer)
+            events |= zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECTED
         self._monitor: zmq.Socket[Any] | None = sock.get_monitor_socket(events)
         self.reason: str | None = None
+        self._lost = False
+        self._back = False
 
     def drain(self) -> list[str]:
         """Why each handshake failed since the last call (a server sees one per peer)."""
@@ -281,11 +285,23 @@ class HandshakeWatch:
         reasons = []
         while self._monitor is not None and self._monitor.poll(0):
             event = recv_monitor_message(self._monitor)
-            reason = _HANDSHAKE_FAILURES.get(int(event["event"]))
+            kind = int(event["event"])
+            if kind == zmq.EVENT_DISCONNECTED:
+                self._lost = True
+            elif kind == zmq.EVENT_CONNECTED and self._lost:
+                self._lost, self._back = False, True
+            reason = _HANDSHAKE_FAILURES.get(kind)
             if reason is not None:
                 reasons.append(reason)
                 self.reason = reason
         return reasons
+
+    def reconnected(self) -> bool:
+        """Whether the connection was lost and made again since the last call: whatever
+        was sent before may be lost with the peer that went away."""
+        self.drain()
+        back, self._back = self._back, False
+        return back
 
     def failure(self) -> str | None:
         """Why the handshake failed (so far), or None."""
