@@ -13,10 +13,12 @@ A run passes when the job succeeded and
   (a part file must not change after the job ended);
 * it ended within its time bound.
 
-When the schedule killed the master, a clear error at the client
-(``MasterUnavailable``, another ``ClusterError`` or ``JobFailed``) within a
-bound of the master's death passes too: the master keeps jobs in memory and
-cannot recover them. A hang, a wrong answer or any other error never passes.
+When the schedule killed a master without a journal, a clear error at the
+client (``MasterUnavailable``, another ``ClusterError`` or ``JobFailed``)
+within a bound of the master's death passes too: that master keeps jobs in
+memory and cannot recover them. A master with a journal (``recovers``) must
+finish the job exactly like any other run. A hang, a wrong answer or any other
+error never passes.
 
 The checker knows nothing of processes or sockets: it judges what the runner
 saw, so it can be tested on made-up outcomes.
@@ -196,6 +198,7 @@ def check(
     late_snapshots: tuple[dict[str, str], dict[str, str]] | None = None,
     master_killed_at: float | None = None,
     failure_bound: float = 10.0,
+    recovers: bool = False,
 ) -> Verdict:
     """Judge one run. ``expected`` is ``zmqmr.run_serial(job)``.
 
@@ -219,7 +222,7 @@ def check(
     if outcome.error is not None:
         err = outcome.error
         what = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-        if master_killed_at is not None and isinstance(err, CLEAR_FAILURES):
+        if master_killed_at is not None and not recovers and isinstance(err, CLEAR_FAILURES):
             v.outcome = "failed clearly"
             late = outcome.seconds - master_killed_at
             v.add(
@@ -263,6 +266,26 @@ def check(
             changes += [f"{name} vanished" for name in sorted(at_end) if name not in later]
             v.add("no late writes", changes, "nothing changed after the job ended")
     return v
+
+
+def journaled_maps_reused(kills: list[dict[str, Any]], stats: dict[str, float]) -> list[str]:
+    """Problems if maps the journal knew as done ran again after a master restart.
+
+    ``kills`` are the history's kill records of the master, each with what its
+    journal held (``map_attempts``, ``maps_done``). After each kill at most the
+    maps not yet done may run again (backups aside); with no worker fault in the
+    run, more means a completed map on a surviving worker ran twice.
+    """
+    problems = []
+    for k in kills:
+        after = stats.get("map_attempts", 0) - k["map_attempts"] - stats.get("backups_launched", 0)
+        allowed = stats.get("maps", 0) - k["maps_done"]
+        if after > allowed:
+            problems.append(
+                f"{after:g} map attempts after the kill at {k['time']:.2f}s, but only "
+                f"{allowed:g} maps were not journaled as done"
+            )
+    return problems
 
 
 def summarize(outcome: Outcome, faults: Counter[str] | dict[str, int]) -> dict[str, Any]:

@@ -111,6 +111,12 @@ def build_parser(prog: str = "zmqmr chaos") -> argparse.ArgumentParser:
         help="seconds the client waits for each answer of the master (default 5)",
     )
     r.add_argument(
+        "--state-dir",
+        action="store_true",
+        help="give the master a journal: a killed master is restarted and must resume the "
+        "job exactly (the kill-master nemesis then also strikes at the worst moments)",
+    )
+    r.add_argument(
         "--no-output-dir",
         action="store_true",
         help="return results through the master instead of part files in an output_dir",
@@ -157,6 +163,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         deadline=args.deadline,
         netns=args.netns,
         client_timeout=args.client_timeout,
+        state_dir=args.state_dir,
     )
     try:
         report = run_scenario(sc, keep=args.keep, history_path=args.history)

@@ -38,6 +38,7 @@ import psutil
 
 import zmqmr
 
+from ..journal import read_entries
 from . import netns
 from .netns import Network
 
@@ -210,6 +211,7 @@ class ChaosCluster:
         keep: bool = False,
         client_timeout: float = 5.0,
         startup_timeout: float = 60.0,
+        state_dir: bool = False,
     ) -> None:
         if workers < 1:
             raise ValueError("a chaos cluster needs at least one worker")
@@ -223,6 +225,8 @@ class ChaosCluster:
         self.keep = keep
         self.client_timeout = client_timeout
         self.startup_timeout = startup_timeout
+        #: With a journal (--state-dir in the cluster's directory), a restarted master resumes.
+        self.journaled = state_dir
         self.dir = ""
         self.network: Network | None = None
         self.nodes: dict[str, Node] = {}
@@ -243,6 +247,30 @@ class ChaosCluster:
             return self.nodes[name]
         except KeyError:
             raise KeyError(f"no node {name!r}; nodes: {', '.join(self.nodes)}") from None
+
+    @property
+    def state_dir(self) -> str:
+        """The master's state directory (used with ``state_dir=True``)."""
+        return os.path.join(self.dir, "master-state")
+
+    def journal(self) -> dict[str, Any]:
+        """What the master's journal holds (read while the master is dead): map attempts
+        assigned and distinct maps done, summed over its jobs, and its size in bytes."""
+        path = os.path.join(self.state_dir, "journal")
+        try:
+            entries, size = read_entries(path)
+        except OSError:
+            return {"map_attempts": 0, "maps_done": 0, "bytes": 0}
+        attempts = sum(1 for e in entries if e.kind == "attempt" and e.fields["kind"] == "map")
+        attempts += sum(int(e.fields["map"]) for e in entries if e.kind == "attempts")
+        done: set[tuple[str, int]] = set()
+        for e in entries:
+            key = (e.fields.get("job", ""), e.fields.get("task", -1))
+            if e.kind == "map":
+                done.add(key)
+            elif e.kind == "lost":
+                done.discard(key)
+        return {"map_attempts": attempts, "maps_done": len(done), "bytes": size}
 
     def data_dir(self, name: str) -> str:
         return os.path.join(self.dir, name, "data")
@@ -304,6 +332,8 @@ class ChaosCluster:
             announce,
             *_settings_args(self.settings),
         ]
+        if self.journaled:
+            args += ["--state-dir", self.state_dir]
         if self.insecure:
             args.append("--insecure")
         node = Node("master", args, os.path.join(self.dir, "master.log"), [], self.dir)

@@ -76,10 +76,65 @@ class Kill(Nemesis):
 class KillMaster(Kill):
     kind = KILL_MASTER
     description = (
-        "SIGKILL the master; optionally restart it at the same addresses. The master "
-        "keeps its jobs in memory, so the client must get a clear error (never a hang, "
-        "never a wrong answer)."
+        "SIGKILL the master; optionally restart it at the same addresses. Without a "
+        "state dir the master keeps its jobs in memory, so the client must get a clear "
+        "error (never a hang, never a wrong answer); with one (--state-dir) it is always "
+        "restarted, at times at the worst moments (the job being accepted, the map/reduce "
+        "transition, the job's end), and the job must finish exactly, the maps it had "
+        "journaled not run again."
     )
+
+    def __init__(self, fault: Fault, cluster: ChaosCluster, history: History) -> None:
+        super().__init__(fault, cluster, history)
+        self.moment = fault.params.get("moment")
+        self.killed_at: float | None = None
+        self.restarted = False
+
+    def start(self, now: float) -> None:
+        if self.moment is None:  # no journal: today's kill, restarted (or not) by stop()
+            super().start(now)
+        elif self.moment in ("time", "accept"):  # "accept": the runner calls this at once
+            self._kill(now)
+        else:
+            self.record(now, "armed", moment=self.moment)
+
+    def _kill(self, now: float) -> None:
+        pid = self.cluster.node(self.target).pid
+        was = self.cluster.kill(self.target)
+        self.killed_at = now
+        self.record(now, "kill", pid=pid, was_running=was, **self.cluster.journal())
+
+    def _due(self) -> bool:
+        try:
+            jobs = self.cluster.status()["jobs"]
+        except Exception:  # the master is busy or away: not now
+            return False
+        for j in jobs:
+            if j.get("state") not in ("running", "queued"):
+                continue
+            if self.moment == "transition":  # the last map running (or later: at once)
+                return bool(j["maps_done"] >= j["maps"] - 1)
+            return bool(j["reduces_done"] >= j["reduces"] - 1)  # the last reduce
+        return any(j.get("state") == "succeeded" for j in jobs)  # passed it: kill now
+
+    def tick(self, now: float) -> float | None:
+        if self.moment is None:
+            return None
+        if self.killed_at is None:
+            if self._due():
+                self._kill(now)
+            return now + 0.02
+        if not self.restarted and now >= self.killed_at + float(self.fault.params["restart"]):
+            self.restarted = True
+            pid = self.cluster.restart(self.target)
+            self.record(now, "restart", pid=pid)
+            return None
+        return now + 0.02
+
+    def heal(self, now: float) -> None:
+        if self.moment is not None and self.killed_at is not None and not self.restarted:
+            self.restarted = True
+            self.record(now, "restart", pid=self.cluster.restart(self.target))
 
 
 class Pause(Nemesis):

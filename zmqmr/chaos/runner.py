@@ -62,6 +62,7 @@ class Scenario:
     deadline: float = 120.0
     netns: str = "auto"  # auto | on | off
     client_timeout: float = 5.0
+    state_dir: bool = False  # the master keeps a journal: killed, it restarts and resumes
     job: zmqmr.Job | None = None  # a job object instead of a job file (tests)
 
     def replay_command(self) -> str:
@@ -86,6 +87,8 @@ class Scenario:
                 args += [flag, str(getattr(self, name))]
         if not self.output:
             args.append("--no-output-dir")
+        if self.state_dir:
+            args.append("--state-dir")
         return " ".join(shlex.quote(a) for a in args)
 
     def to_json(self) -> dict[str, Any]:
@@ -205,9 +208,12 @@ def plan(sc: Scenario) -> tuple[list[str], dict[str, str], bool]:
 class _Waiter(threading.Thread):
     """Submits the job and waits for its outcome, so the schedule thread never blocks."""
 
-    def __init__(self, cluster: ChaosCluster, job: zmqmr.Job, deadline: float) -> None:
+    def __init__(
+        self, cluster: ChaosCluster, job: zmqmr.Job, deadline: float, master_wait: float | None
+    ) -> None:
         super().__init__(name="chaos-client", daemon=True)
         self.cluster, self.job, self.deadline = cluster, job, deadline
+        self.master_wait = master_wait
         self.accepted = threading.Event()
         self.accepted_at = 0.0
         self.ended_at = 0.0
@@ -216,8 +222,7 @@ class _Waiter(threading.Thread):
 
     def run(self) -> None:
         try:
-            # The master keeps jobs in memory: one unanswered request is a clear failure.
-            with self.cluster.client(master_wait=1.0) as client:
+            with self.cluster.client(master_wait=self.master_wait) as client:
                 handle = client.submit(self.job)
                 self.accepted_at = time.monotonic()
                 self.accepted.set()
@@ -255,7 +260,13 @@ def run_scenario(
     job.output_dir = out_dir
     worker_timeout = float(FAST_MASTER["worker_timeout"])
     faults = schedule.make_schedule(
-        sc.seed, kinds, sc.workers, window=sc.window, count=sc.faults, worker_timeout=worker_timeout
+        sc.seed,
+        kinds,
+        sc.workers,
+        window=sc.window,
+        count=sc.faults,
+        worker_timeout=worker_timeout,
+        restart_master=sc.state_dir,
     )
     history = History(history_path or os.path.join(workdir, "history.jsonl"))
     outcome = checker.Outcome()
@@ -268,6 +279,7 @@ def run_scenario(
         directory=workdir,
         keep=True,
         client_timeout=sc.client_timeout,
+        state_dir=sc.state_dir,
     )
     try:
         cluster.start()
@@ -300,7 +312,20 @@ def run_scenario(
         late_snapshots=snapshots,
         master_killed_at=None if killed is None else killed["time"],
         failure_bound=sc.client_timeout + 5.0,
+        recovers=sc.state_dir,
     )
+    kills = [
+        r
+        for r in history.records
+        if r["nemesis"] == schedule.KILL_MASTER and r["action"] == "kill" and "maps_done" in r
+    ]
+    worker_faults = any(r["nemesis"] not in (None, schedule.KILL_MASTER) for r in history.records)
+    if kills and outcome.result is not None and not worker_faults:
+        verdict.add(
+            "journaled maps reused",
+            checker.journaled_maps_reused(kills, outcome.result.stats),
+            "no map the journal knew as done ran again",
+        )
     if error:
         verdict.add("harness", [error.splitlines()[0]])
     report = Report(
@@ -322,6 +347,32 @@ def run_scenario(
     return report
 
 
+def _kill_while_accepting(
+    cluster: ChaosCluster,
+    waiter: _Waiter,
+    faults: list[schedule.Fault],
+    history: History,
+) -> list[schedule.Fault]:
+    """Carry out a master kill at the "accept" moment: as soon as the master starts
+    writing the job to its journal (or the job is accepted first), then restart it.
+    Returns the other faults."""
+    accept = [f for f in faults if f.params.get("moment") == "accept"]
+    if not accept:
+        return faults
+    n = nemesis.make(accept[0], cluster, history)
+    path = os.path.join(cluster.state_dir, "journal")
+    before = os.path.getsize(path)
+    give_up = time.monotonic() + 30.0
+    while not waiter.accepted.is_set() and time.monotonic() < give_up:
+        if os.path.getsize(path) > before:
+            break
+        time.sleep(0.0005)
+    n.start(0.0)
+    time.sleep(float(accept[0].params["restart"]))
+    n.heal(0.0)  # the restart
+    return [f for f in faults if f is not accept[0]]
+
+
 def _drive(
     cluster: ChaosCluster,
     job: zmqmr.Job,
@@ -335,8 +386,11 @@ def _drive(
     Returns what the client saw, and the output directory as it was when the
     job ended, before anything paused was resumed (see ``checker.snapshot``).
     """
-    waiter = _Waiter(cluster, job, deadline)
+    # Without a journal the master keeps jobs in memory: one unanswered request is a
+    # clear failure. With one, the client rides through the restart.
+    waiter = _Waiter(cluster, job, deadline, None if cluster.journaled else 1.0)
     waiter.start()
+    faults = _kill_while_accepting(cluster, waiter, faults, history)
     waiter.accepted.wait()
     if waiter.result is None and waiter.error is not None and not waiter.accepted_at:
         waiter.join()

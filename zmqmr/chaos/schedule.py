@@ -41,6 +41,10 @@ TOLERATED = (KILL, PAUSE, SLOW, CORRUPT, PARTITION)
 IMPAIRING = (KILL, PAUSE, SLOW, PARTITION)
 
 MASTER = "master"
+#: When a kill of a master with a journal strikes: at its time, or at the first worst
+#: moment after it: while the job is being accepted (its journal entry is being written),
+#: at the map/reduce transition (the last map), at the job's end (the last reduce).
+MOMENTS = ("time", "accept", "transition", "commit")
 
 
 def worker_name(i: int) -> str:
@@ -67,6 +71,9 @@ class Fault:
 
     def describe(self) -> str:
         p = self.params
+        if self.kind == KILL_MASTER and "moment" in p:
+            when = "" if p["moment"] == "time" else f" at the {p['moment']} moment"
+            return f"SIGKILL {self.target}{when}, restart after {p['restart']:.2f}s"
         if self.kind in (KILL, KILL_MASTER):
             then = (
                 "never restarted"
@@ -130,8 +137,13 @@ def make_schedule(
     window: float = 4.0,
     count: int | None = None,
     worker_timeout: float = 1.5,
+    restart_master: bool = False,
 ) -> list[Fault]:
-    """The faults for ``seed``: each of ``kinds`` at least once, offsets in [0.2, window]."""
+    """The faults for ``seed``: each of ``kinds`` at least once, offsets in [0.2, window].
+
+    ``restart_master`` (the master has a journal): a killed master is always started
+    again, the nemesis restarts it itself ``params["restart"]`` seconds after the kill,
+    and the kill may wait for one of the worst ``MOMENTS``."""
     if workers < 1:
         raise ValueError("a schedule needs at least one worker")
     if window < 0.2:
@@ -155,6 +167,14 @@ def make_schedule(
         duration, params = _draw(rng, kind, worker_timeout)
         if kind == KILL_MASTER:
             target = MASTER
+            if restart_master:
+                params = {
+                    "moment": MOMENTS[int(rng.random() * len(MOMENTS))],
+                    "restart": duration if duration is not None else 1.0,
+                }
+                duration = None  # the nemesis restarts it, counted from the kill
+                if params["moment"] == "accept":
+                    at = 0.0
         else:
             target, at, duration = _place(rng, kind, at, duration, placed, names)
         placed.append(Fault(len(placed), kind, target, round(at, 3), duration, params))
