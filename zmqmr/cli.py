@@ -39,6 +39,7 @@ from .config import (
     parse_size,
     setting_types,
 )
+from .dashboard import DEFAULT_HTTP
 from .errors import ClusterError, ZmqmrError
 
 log = logging.getLogger("zmqmr")
@@ -247,9 +248,15 @@ def cmd_master(args: argparse.Namespace) -> int:
     if args.worker_timeout is not None:
         overrides["worker_timeout"] = args.worker_timeout
     settings = _settings(ClusterSettings, overrides)
+    from .dashboard import endpoint, parse_http
     from .security import MASTER, load_keys
 
-    directory = _server_keys(args, [args.bind, args.client_bind], "the master")
+    try:
+        http_at = parse_http(args.http)
+    except ValueError as exc:
+        fail(f"--http: {exc}")
+    binds = [args.bind, args.client_bind] + ([endpoint(*http_at)] if http_at else [])
+    directory = _server_keys(args, binds, "the master")
     keys = load_keys(directory, MASTER) if directory else None
     import zmq
 
@@ -261,9 +268,12 @@ def cmd_master(args: argparse.Namespace) -> int:
             keys=keys,
             insecure=args.insecure,
             state_dir=args.state_dir,
+            http=args.http if http_at else None,
         )
     except zmq.ZMQError as exc:  # the port is taken, or the address is not this machine's
         raise ClusterError(f"the master cannot bind: {exc}") from None
+    except OSError as exc:
+        raise ClusterError(f"the dashboard cannot bind {args.http}: {exc.strerror}") from None
     if args.announce:
         tmp = args.announce + ".tmp"
         with open(tmp, "w") as f:
@@ -271,6 +281,7 @@ def cmd_master(args: argparse.Namespace) -> int:
                 {
                     "worker_address": master.worker_address,
                     "client_address": master.client_address,
+                    "dashboard_url": master.dashboard_url,
                     "pid": os.getpid(),
                 },
                 f,
@@ -279,6 +290,8 @@ def cmd_master(args: argparse.Namespace) -> int:
     log.info(
         "master: workers connect to %s, clients to %s", master.worker_address, master.client_address
     )
+    if master.dashboard_url:
+        log.info("master: dashboard at %s", master.dashboard_url)
     _stop_on_signals(master.stop_event)
     master.run()
     return 0
@@ -471,10 +484,11 @@ def _run_locally(
     try:
         cluster.start()
         log.info(
-            "local cluster: master at %s, %d workers, files in %s",
+            "local cluster: master at %s, %d workers, files in %s, dashboard at %s",
             cluster.address,
             args.workers,
             cluster.dir,
+            cluster.dashboard_url,
         )
         return cluster.client().run(job, progress=progress)
     finally:
@@ -657,18 +671,10 @@ def cmd_logs(args: argparse.Namespace) -> int:
         print(json.dumps(got, indent=2))
         return 0
     what = f"{kind} task {task} of job {job['id']}" if kind else f"job {job['id']}"
+    from .tasklogs import format_logs
+
     logs = got["logs"]
-    for g in logs:
-        print(
-            f"=== {g['kind']} task {g['task']}, attempt {g['attempt']} on {g['worker']} "
-            f"({g['outcome']}) ==="
-        )
-        if g["dropped"]:
-            print(f"[{g['dropped']} earlier characters not kept]")
-        for stream in ("stdout", "stderr", "log"):
-            if g[stream]:
-                print(f"--- {stream} ---")
-                print(g[stream].rstrip("\n"))
+    sys.stdout.write(format_logs(logs))
     if not logs:
         print(f"zmqmr: no captured output for {what}", file=sys.stderr)
     if got["more"]:
@@ -789,6 +795,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=bind_address,
         default=DEFAULT_CLIENT_BIND,
         help=f"address clients connect to (default {DEFAULT_CLIENT_BIND})",
+    )
+    m.add_argument(
+        "--http",
+        default=DEFAULT_HTTP,
+        metavar="HOST:PORT",
+        help=f"where the dashboard listens (default {DEFAULT_HTTP}; a free port if that is "
+        "taken), or off",
     )
     keys(m, SERVER_INSECURE)
     m.add_argument("--heartbeat-interval", type=_positive(float), help="seconds between heartbeats")

@@ -101,6 +101,9 @@ class LocalCluster:
         self.dir = ""
         self.address = ""
         self.worker_address = ""
+        #: The master's dashboard, token included (a free port of 127.0.0.1).
+        self.dashboard_url = ""
+        self._http = "127.0.0.1:0"
         self.master_proc: subprocess.Popen[bytes] | None = None
         self.worker_procs: list[subprocess.Popen[bytes]] = []
         self._logs: list[IO[bytes]] = []
@@ -139,6 +142,8 @@ class LocalCluster:
                 client_bind,
                 "--announce",
                 announce,
+                "--http",
+                self._http,
                 *state,
                 *self._key_args,
                 *_settings_args(self._cluster_overrides),
@@ -154,6 +159,10 @@ class LocalCluster:
             addresses = json.load(f)
         self.address = addresses["client_address"]
         self.worker_address = addresses["worker_address"]
+        self.dashboard_url = addresses.get("dashboard_url") or ""
+        if self.dashboard_url:  # a restarted master serves it at the same address
+            port = self.dashboard_url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)[1]
+            self._http = f"127.0.0.1:{port}"
 
     def restart_master(self) -> subprocess.Popen[bytes]:
         """Start the master again at the same addresses (after it died or was killed),

@@ -24,8 +24,8 @@ from typing import Any, NoReturn
 
 import zmq
 
+from . import dashboard, protocol, recovery, state
 from . import events as events_
-from . import protocol, recovery, state
 from .config import DEFAULT_CLIENT_BIND, DEFAULT_WORKER_BIND, ClusterSettings
 from .errors import ProtocolError
 from .journal import Journal, StateDirError
@@ -49,9 +49,15 @@ class Master:
         keys: Keys | None = None,
         insecure: bool = False,
         state_dir: str | None = None,
+        http: str | None = None,
     ) -> None:
+        """``http``: HOST:PORT of the dashboard (see ``zmqmr.dashboard``), None for none;
+        the default address, if taken, gives way to a free port."""
         check_bind(worker_bind, keys, insecure, "the master's worker port")
         check_bind(client_bind, keys, insecure, "the master's client port")
+        http_at = dashboard.parse_http(http) if http else None
+        if http_at is not None:
+            check_bind(dashboard.endpoint(*http_at), keys, insecure, "the master's dashboard")
         self.settings = settings or ClusterSettings()
         self.state = state.MasterState(self.settings, durable=state_dir is not None)
         self.journal = Journal(state_dir) if state_dir is not None else None
@@ -83,6 +89,25 @@ class Master:
         ]
         self._refusals: dict[str, tuple[float, int]] = {}  # port -> (last logged, not logged)
         self._seq = 0
+        self.dashboard: dashboard.Dashboard | None = None
+        if http_at is not None:
+            try:
+                self.dashboard = dashboard.Dashboard(
+                    *http_at,
+                    self.ctx,
+                    self.client_address,
+                    keys,
+                    fallback=http == dashboard.DEFAULT_HTTP,
+                )
+            except BaseException:
+                self.close()
+                raise
+            self.dashboard.start()
+
+    @property
+    def dashboard_url(self) -> str | None:
+        """The dashboard's address with its token, if it serves one."""
+        return self.dashboard.url if self.dashboard is not None else None
 
     def _router(self, bind: str) -> zmq.Socket[Any]:
         sock = self.ctx.socket(zmq.ROUTER)
@@ -148,6 +173,9 @@ class Master:
             self.journal = None
 
     def close(self, linger: int = 0) -> None:
+        if self.dashboard is not None:
+            self.dashboard.stop()
+            self.dashboard = None
         self._close_store()
         for watch, _ in self._watches:
             watch.close()
@@ -181,6 +209,8 @@ class Master:
                 now = time.monotonic()
                 if now >= next_beat or (wake is not None and now >= wake):
                     self._handle(events_.Tick(stimulus=self._stimulus("tick")))
+                if self.dashboard is not None and self.dashboard.wants(now):
+                    self.dashboard.publish(self.state.status(now).flat(), now)
                 if now >= next_beat:
                     next_beat = now + interval
                     for wid in list(self.state.workers):

@@ -100,12 +100,14 @@ class Observer:
         rec = self.jobs.get(att.job.id)
         if rec is None:
             return
+        at = max(0.0, now - rec.submitted)
         entry = AttemptInfo(
             att.id,
             att.kind,
             att.task.index,
             worker_label(att.worker),
-            max(0.0, now - rec.submitted),
+            at,
+            began=at if att.began is not None else None,  # else queued on its worker
             backup=att.backup,
             rerun=rerun,
         )
@@ -113,6 +115,13 @@ class Observer:
             rec.dropped += 1
         rec.timeline.append(entry)
         self.entries[att.id] = entry
+
+    def began(self, att: Attempt, now: float) -> None:
+        """A queued attempt was reported running."""
+        entry = self.entries.get(att.id)
+        rec = self.jobs.get(att.job.id)
+        if entry is not None and entry.began is None and rec is not None:
+            entry.began = max(entry.start, now - rec.submitted)
 
     def shuffled(self, att: Attempt, now: float) -> None:
         entry = self.entries.get(att.id)
@@ -129,6 +138,16 @@ class Observer:
         entry.end = max(entry.start, now - rec.submitted)
         entry.outcome = outcome
         entry.error = printable(error)[:1000]
+        if entry.began is None and outcome in ("done", "failed"):
+            entry.began = entry.start  # it ran between two heartbeats: when is not known
+        w = att.worker
+        if outcome in ("done", "failed") and w.load > w.slots:
+            # the worker starts its oldest queued attempt in the slot this one leaves
+            for other in w.running.values():
+                queued = self.entries.get(other.id)
+                if other is not att and queued is not None and queued.began is None:
+                    queued.began = max(queued.start, entry.end)
+                    break
 
     def failed(self, job: Job, error: ErrorInfo) -> None:
         rec = self.jobs.get(job.id)
@@ -260,6 +279,7 @@ def _copy(e: AttemptInfo) -> AttemptInfo:
         e.task,
         e.worker,
         e.start,
+        e.began,
         e.end,
         e.shuffled,
         e.outcome,

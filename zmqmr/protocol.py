@@ -414,6 +414,8 @@ OUTCOMES = frozenset({"running", "done", "failed", "cancelled", "lost", "preempt
 class AttemptInfo(Record):
     """One attempt on a job's timeline; times are seconds since the job was submitted.
 
+    ``start``: when it was assigned; ``began``: when it started running (an
+    attempt queued behind another on its worker begins later), if known.
     ``shuffled``: when a reduce attempt had fetched its input (its shuffle
     ended). ``backup``: a speculative copy; ``rerun``: a re-execution of a map
     whose output was lost, or a retry after a failure.
@@ -424,6 +426,7 @@ class AttemptInfo(Record):
     task: int
     worker: str
     start: float
+    began: float | None = None
     end: float | None = None
     shuffled: float | None = None
     outcome: str = "running"
@@ -436,6 +439,7 @@ class AttemptInfo(Record):
         "task": COUNT,
         "worker": LABEL,
         "start": SECONDS,
+        "began": Opt(SECONDS),
         "end": Opt(SECONDS),
         "shuffled": Opt(SECONDS),
         "outcome": Str(choices=OUTCOMES),

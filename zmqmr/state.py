@@ -314,6 +314,7 @@ class MasterState:
                 continue
             if att.began is None:
                 att.began = now
+                self.observe.began(att, now)
             if p.fraction > att.progress:
                 att.progress = p.fraction
                 w.last_activity = now

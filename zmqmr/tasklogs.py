@@ -213,6 +213,23 @@ def read_logs(
     return logs, 0
 
 
+def format_logs(logs: list[dict[str, Any]]) -> str:
+    """Attempt logs (as JSON) as text, one section per attempt (``zmqmr logs``, the page)."""
+    lines = []
+    for g in logs:
+        lines.append(
+            f"=== {g['kind']} task {g['task']}, attempt {g['attempt']} on {g['worker']} "
+            f"({g['outcome']}) ==="
+        )
+        if g["dropped"]:
+            lines.append(f"[{g['dropped']} earlier characters not kept]")
+        for stream in STREAMS:
+            if g[stream]:
+                lines.append(f"--- {stream} ---")
+                lines.append(g[stream].rstrip("\n"))
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
 def prune(root: str, keep: int = KEEP_JOBS) -> None:
     """Remove the logs of all but the ``keep`` jobs whose logs changed last."""
     try:

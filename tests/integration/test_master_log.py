@@ -97,7 +97,8 @@ def test_the_master_log_explains_a_job_that_loses_a_worker():
             c,
             {
                 **joined,
-                "accepted": rf"job {j} \(slow_wc_mapper\) accepted: \d+ maps, 3 reduces",
+                "accepted": rf"job {j} \(test_master_log.slow_wc_mapper .*\) accepted: "
+                r"\d+ maps, 3 reduces",
                 "started": rf"job {j} started",
                 "gone": rf"worker {victim} is gone: \d+ running attempts and [1-9]\d* map "
                 r"outputs lost: silent for \d+\.\ds",
