@@ -6,8 +6,11 @@ started, shuffled, ended; a task failed; a worker was lost; a job was
 collected); the observer keeps bounded records of it and builds the views
 (``zmqmr status``, ``zmqmr status JOB``, the dashboard). It decides nothing
 about scheduling. Every call costs O(1), apart from the views, which cost what
-they show. Pure, like the state: imports the standard library and
-``zmqmr.protocol``, ``.events`` and ``.tables`` only; the clock is passed in.
+they show. With a state dir, each finished job it remembers is journaled
+(a "history" entry: outcome, counters, stats, tasks, failures; not its
+timeline), so the history survives a restart. Pure, like the state: imports
+the standard library and zmqmr's protocol, events, tables, journal and
+recovery modules only; the clock is passed in.
 """
 
 from __future__ import annotations
@@ -15,8 +18,11 @@ from __future__ import annotations
 import heapq
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
+from . import recovery
 from .events import AskLogs, Command, SendLogs
+from .journal import Entry
 from .protocol import (
     MAX_LOGS,
     AttemptInfo,
@@ -29,6 +35,9 @@ from .protocol import (
 from .records import printable
 from .tables import MAP, REDUCE, Attempt, Job, Worker
 
+if TYPE_CHECKING:
+    from .state import MasterState
+
 #: Attempts a job's timeline keeps (the latest); a finished job's keeps fewer.
 TIMELINE_ATTEMPTS = 2000
 HISTORY_ATTEMPTS = 500
@@ -38,6 +47,9 @@ FAILURES_KEPT = 20
 LOST_WORKERS = 20
 #: How long the master waits for workers' attempt logs before answering without them.
 LOGS_WAIT = 3.0
+#: A remembered job's texts (error messages, tracebacks, log tails) are journaled up to
+#: this many characters each (their tails).
+JOURNALED_TEXT = 4096
 
 
 def worker_label(w: Worker) -> str:
@@ -203,6 +215,43 @@ class Observer:
             rec.dropped,
         )
 
+    # -- the journal: a state dir keeps the history across a restart ------------------
+
+    def history_fields(self, job_id: str) -> dict[str, Any] | None:
+        """A remembered job as a journal entry's fields (its timeline is not kept)."""
+        rec = self.history.get(job_id)
+        if rec is None or rec.status is None:
+            return None
+        status = rec.status.to_json()
+        if rec.status.error is not None:
+            status["error"] = _trimmed(rec.status.error).to_json()
+        return {
+            "job": job_id,
+            "status": status,
+            "tasks": dict(rec.tasks),
+            "failures": [_trimmed(f).to_json() for f in rec.failures],
+        }
+
+    def restore(self, f: dict[str, Any], now: float) -> None:
+        """A journaled history entry, back (it ended, as far as this master knows, now)."""
+        status = JobStatus.from_json(f["status"], "journal: history")
+        tasks = {str(k): int(v) for k, v in dict(f["tasks"]).items()}
+        rec = JobRecord(now, status=status, tasks=tasks, ended_at=now)
+        rec.failures.extend(ErrorInfo.from_json(e, "journal: failure") for e in f["failures"])
+        self.history.pop(status.id, None)
+        self.history[status.id] = rec
+        while len(self.history) > self.history_jobs:
+            self.history.popitem(last=False)
+
+    def journal_entries(self) -> list[Entry]:
+        """The history as entries, for a compacted journal (oldest first)."""
+        entries = []
+        for job_id in self.history:
+            fields = self.history_fields(job_id)
+            if fields is not None:
+                entries.append(Entry("history", fields))
+        return entries
+
     def remembers(self, job_id: str) -> bool:
         return job_id in self.history
 
@@ -262,6 +311,20 @@ class Observer:
         req.logs.sort(key=lambda g: (g.kind != MAP, g.task, g.attempt))
         missing = sorted(req.waiting.values())
         return SendLogs(req.client, req.job, req.logs, req.more, missing, reason="logs gathered")
+
+
+def _trimmed(e: ErrorInfo) -> ErrorInfo:
+    n = JOURNALED_TEXT
+    return ErrorInfo(
+        e.type, e.message[:n], e.traceback[-n:], e.task, e.user_message[:n], e.log[-n:]
+    )
+
+
+def _replay_history(st: MasterState, entry: Entry, now: float, out: list[Command]) -> None:
+    st.observe.restore(entry.fields, now)
+
+
+recovery.HANDLERS["history"] = _replay_history
 
 
 def _aged(rec: JobRecord, now: float) -> JobStatus:

@@ -268,7 +268,7 @@ def release_all(st: MasterState, out: list[Command]) -> None:
 
 def journal_entries(st: MasterState) -> list[Entry]:
     """What the state must not forget, as entries: what compaction writes."""
-    entries: list[Entry] = []
+    entries: list[Entry] = st.observe.journal_entries()  # the finished jobs it remembers
     for job in st.jobs.values():
         if job.ended:
             entries.append(Entry("end", end_fields(job)))

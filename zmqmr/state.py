@@ -746,6 +746,9 @@ class MasterState:
         if isinstance(job.outcome, SendResult) and job.outcome.summary.returned:
             out.append(DropResult(job.id, reason=why))
         self.persist(out, "collected", job=job.id)
+        remembered = self.observe.history_fields(job.id)
+        if remembered is not None:  # after "collected": its replay brings back the details
+            self.persist(out, "history", **remembered)
 
     def _on_shutdown(self, now: float, out: list[Command]) -> None:
         for job in [] if self.durable else list(self.active.values()):  # else: they resume

@@ -175,3 +175,35 @@ def test_zmqmr_run_locally_shows_a_failed_attempts_output(tmp_path):
     assert out.returncode == 1
     assert "ValueError" in out.stderr and "cannot digest poison pill" in out.stderr
     assert "looking at 'poison pill'" in out.stderr
+
+
+def test_history_survives_a_master_restart_with_a_state_dir(tmp_path):
+    state = tmp_path / "state"
+    with zmqmr.LocalCluster(workers=1, heartbeat_interval=0.2, state_dir=str(state)) as c:
+        client = c.client()
+        job = zmqmr.Job(chatty_mapper, total, inputs=four_files(tmp_path), name="before")
+        result = client.run(job, progress=False)
+        poison = tmp_path / "poison.txt"
+        poison.write_text("poison\n")
+        bad = zmqmr.Job(failing_mapper, total, inputs=[str(poison)], max_attempts=1, name="bad")
+        with pytest.raises(zmqmr.JobFailed):
+            client.run(bad, progress=False)
+        before = {j["id"]: j for j in client.status()["history"]}
+        assert len(before) == 2
+        assert c.master_proc is not None
+        c.master_proc.kill()
+        c.master_proc.wait(30)
+        c.restart_master()
+        c.wait_for_workers(1, 60)
+        after = {j["id"]: j for j in c.client().status()["history"]}
+        assert list(after) == list(before)
+        for job_id, row in before.items():
+            again = after[job_id]
+            for key in ("name", "state", "counters", "stats", "maps", "maps_done", "elapsed"):
+                assert again[key] == row[key], key
+        assert after[result.job_id]["counters"] == result.counters
+        failed = [j for j in after.values() if j["name"] == "bad"][0]
+        assert failed["error"]["type"] == "ValueError"
+        detail = c.client().job_info(failed["id"])
+        assert detail is not None and detail["tasks"]["map_done"] == 0
+        assert "cannot digest" in detail["failures"][0]["message"]

@@ -158,3 +158,35 @@ def test_timeline_keeps_the_latest_attempts_and_counts_the_rest(monkeypatch):
     assert detail is not None
     assert len(detail.attempts) == 3 and detail.attempts_dropped == 2
     assert detail.attempts[-1].attempt == m.attempt and detail.attempts[-1].outcome == "running"
+
+
+def test_the_history_comes_back_from_the_journal_and_from_a_compacted_one():
+    from test_recovery import Durable, restarted
+
+    from zmqmr import recovery
+
+    c = Durable()
+    c.register(A, slots=2, at=0.0)
+    finish(c, "j1")
+    collect(c, "j1")
+    (m,) = assigns(c.submit("j2", make_spec(maps=1, max_attempts=1)))
+    c.fail(m)
+    collect(c, "j2")
+    before = c.state.status(c.now).history
+    assert [j.id for j in before] == ["j1", "j2"]
+    assert [e.kind for e in c.journal if e.kind == "history"] == ["history", "history"]
+    for entries in (c.journal, recovery.journal_entries(c.state)):
+        again = restarted(list(entries), at=50.0)
+        after = again.state.status(again.now).history
+        assert [j.id for j in after] == ["j1", "j2"]
+        for old, new in zip(before, after):
+            assert (new.name, new.progress, new.counters, new.stats) == (
+                old.name,
+                old.progress,
+                old.counters,
+                old.stats,
+            )
+        assert after[1].error is not None and after[1].error.type == "ValueError"
+        detail = again.state.detail("j2", again.now)
+        assert detail is not None and "boom" in detail.failures[0].message
+        assert detail.tasks == c.state.detail("j2", c.now).tasks
