@@ -161,7 +161,7 @@ def test_timeline_keeps_the_latest_attempts_and_counts_the_rest(monkeypatch):
 
 
 def test_the_history_comes_back_from_the_journal_and_from_a_compacted_one():
-    from test_recovery import Durable, restarted
+    from test_state_recovery import Durable, restarted
 
     from zmqmr import recovery
 
