@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import zmq
 
-from . import protocol, shuffle
+from . import commit, protocol, shuffle
 from .config import check_endpoint
 from .errors import (
     ClusterError,
@@ -35,7 +35,6 @@ from .errors import (
     ResultTooLarge,
 )
 from .job import Job, JobResult, prepare
-from .layout import remove_temp_parts
 from .progress import Progress, ProgressArg
 from .security import MEMBER, HandshakeWatch, key_dir, load_keys
 
@@ -195,6 +194,10 @@ class Client:
             raise JobSubmitError(f"the job cannot be sent: {exc}") from None
         submit = protocol.Submit(job_id, spec, blobs=[prepared.code, *prepared.records])
         answers = (protocol.Accepted, protocol.Rejected)
+        if spec.output_dir is not None:  # the commit protocol's setup: zmqmr.commit
+            commit.setup_job(spec.output_dir, job_id)
+        # No answer is no proof that no master has the job (one restarting from its
+        # journal may run it), so its _temporary stays unless it is refused.
         try:
             reply = self.request(submit, answers, job=job_id)
         except _Refused:
@@ -203,6 +206,8 @@ class Client:
             log.warning("no answer to the submission of job %s; sending it again", job_id)
             reply = self.request(submit, answers, job=job_id)
         if isinstance(reply, protocol.Rejected):
+            if spec.output_dir is not None:
+                commit.remove_job_temp(spec.output_dir, job_id)
             raise JobSubmitError(reply.error.message)
         return JobHandle(self, job_id, spec.name, spec.num_reducers, spec.output_dir)
 
@@ -420,10 +425,7 @@ class JobHandle:
             shown.close()
         if isinstance(msg, protocol.JobFailed):
             raise _error(msg.error)
-        result = _result(self.job_id, msg)
-        if self.output_dir:
-            remove_temp_parts(self.output_dir)
-        return result
+        return _result(self.job_id, msg)
 
 
 def _loader(blob: bytes) -> Callable[[], list[tuple[Any, Any]]]:

@@ -182,6 +182,23 @@ class Tick(_Event):
 
 
 @dataclass(slots=True)
+class JobCommitted(_Event):
+    """The shell carried out CommitJob: the part files and ``_SUCCESS`` are in place,
+    unless ``error`` says why not."""
+
+    job_id: str
+    error: ErrorInfo | None = None
+
+
+@dataclass(slots=True)
+class JobAborted(_Event):
+    """The shell carried out AbortJob: the job's ``_temporary`` is gone (``error``: why not)."""
+
+    job_id: str
+    error: ErrorInfo | None = None
+
+
+@dataclass(slots=True)
 class Shutdown(_Event):
     """The master is stopping: tell clients and workers before it goes."""
 
@@ -205,6 +222,8 @@ Event = (
     | LogsRequest
     | LogsArrived
     | Tick
+    | JobCommitted
+    | JobAborted
     | Shutdown
 )
 
@@ -332,6 +351,25 @@ class SendLogs(_Command):
 
 
 @dataclass(slots=True)
+class CommitJob(_Command):
+    """Commit the job's output (``zmqmr.commit.commit_job``): ``approved[p]`` is the one
+    attempt of partition ``p`` the state approved; no other attempt's file is moved.
+    The shell answers with JobCommitted."""
+
+    job_id: str
+    output_dir: str
+    approved: list[int]
+
+
+@dataclass(slots=True)
+class AbortJob(_Command):
+    """Remove a failed or cancelled job's ``_temporary``; the shell answers with JobAborted."""
+
+    job_id: str
+    output_dir: str
+
+
+@dataclass(slots=True)
 class Persist(_Command):
     """Write this entry to the journal before carrying out the commands after it."""
 
@@ -379,5 +417,7 @@ Command = (
     | Persist
     | StoreResult
     | DropResult
+    | CommitJob
+    | AbortJob
     | Note
 )

@@ -16,6 +16,7 @@ from typing import Any
 
 from . import inputs as _inputs
 from . import pickling
+from .commit import check_output_dir
 from .config import (
     DEFAULT_RECORD_SPLIT_BYTES,
     DEFAULT_SLOTS,
@@ -25,7 +26,6 @@ from .config import (
 )
 from .errors import JobSubmitError
 from .inputs import WholeFiles
-from .layout import PART_PREFIX, remove_temp_parts
 
 
 class Job:
@@ -46,6 +46,10 @@ class Job:
     iterator over the split's ``(key, value)`` records and returns or yields
     pairs. It may keep state across the split's records (a dict of partial
     counts, say) and emit it at the end.
+    With ``output_dir``, a job that succeeds leaves ``part-00000`` .. and then
+    ``_SUCCESS`` there (``zmqmr.commit``); a directory that already holds files
+    fails at submit unless ``overwrite=True``, which replaces the previous
+    part files only when the new job has succeeded.
     """
 
     def __init__(
@@ -64,6 +68,7 @@ class Job:
         skip_bad_records: bool = False,
         task_timeout: float | None = None,
         split_mapper: Callable[[Iterator[tuple[Any, Any]]], Any] | None = None,
+        overwrite: bool = False,
     ) -> None:
         self.mapper = mapper
         self.split_mapper = split_mapper
@@ -79,6 +84,7 @@ class Job:
         self.speculative = speculative
         self.skip_bad_records = skip_bad_records
         self.task_timeout = task_timeout
+        self.overwrite = overwrite
 
     def __repr__(self) -> str:
         return f"Job(name={self.name!r}, num_reducers={self.num_reducers})"
@@ -112,6 +118,8 @@ class Job:
                 f"task_timeout must be a positive number of seconds or None, "
                 f"got {self.task_timeout!r}"
             )
+        if not isinstance(self.overwrite, bool):
+            raise JobSubmitError(f"overwrite must be True or False, got {self.overwrite!r}")
         if not isinstance(self.name, str):
             raise JobSubmitError(f"name must be a str, got {type(self.name).__name__}")
 
@@ -216,24 +224,6 @@ def pickle_functions(job: Job) -> bytes:
         raise JobSubmitError(f"the job's functions cannot be pickled: {exc!r}") from exc
 
 
-def prepare_output_dir(path: str) -> str:
-    """Create ``path``; remove part files and temporaries a previous run left."""
-    path = os.path.abspath(os.path.expanduser(path))
-    try:
-        os.makedirs(path, exist_ok=True)
-        for entry in os.listdir(path):
-            if entry.startswith(PART_PREFIX) and entry[len(PART_PREFIX) :].isdigit():
-                os.remove(os.path.join(path, entry))
-        remove_temp_parts(path)
-        probe = os.path.join(path, ".zmqmr-write-probe")
-        with open(probe, "w"):
-            pass
-        os.remove(probe)
-    except OSError as exc:
-        raise JobSubmitError(f"output_dir {path!r} is not writable: {exc}") from exc
-    return path
-
-
 def prepare(job: Job, slots: int | None = None) -> PreparedJob:
     """Check a job and build what travels to the master; raises JobSubmitError.
 
@@ -247,7 +237,9 @@ def prepare(job: Job, slots: int | None = None) -> PreparedJob:
         _check_int("slots", slots, 1)
     splits, records = make_splits(job, slots, MAX_MAP_TASKS)
     code = pickle_functions(job)
-    output_dir = None if job.output_dir is None else prepare_output_dir(job.output_dir)
+    output_dir = None
+    if job.output_dir is not None:
+        output_dir = check_output_dir(job.output_dir, bool(job.overwrite))
     spec = {
         "name": job.name,
         "num_reducers": job.num_reducers,

@@ -11,10 +11,12 @@ Beside the data dir, the captured output of attempts (``tasklogs``)::
 
     DATA_DIR/../zmqmr-logs/JOB/map-00003-a7.json   what attempt 7 of map task 3 printed
 
-In a job's output directory::
+In a job's output directory (the commit protocol is ``zmqmr.commit``'s)::
 
-    OUTPUT_DIR/part-00001             reduce task 1's output, whole or absent
-    OUTPUT_DIR/.part-00001-a9.tmp     ... while attempt 9 writes it
+    OUTPUT_DIR/_temporary/JOB/                  made at submit, removed at the job's end
+    OUTPUT_DIR/_temporary/JOB/part-00001-a9     reduce task 1's output, written by attempt 9
+    OUTPUT_DIR/part-00001                       ... moved there by the job's commit, whole
+    OUTPUT_DIR/_SUCCESS                         written last, by a job that succeeded
 
 A job id is checked against a fixed alphabet before it names a directory, so a
 peer cannot make a path escape the data dir.
@@ -28,9 +30,13 @@ import shutil
 
 _JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _OUTPUT_NAME = re.compile(r"m(\d{5,})-a(\d+)\.out")
+_PART_NAME = re.compile(r"part-(\d{5,})")
 
 PART_PREFIX = "part-"
-TEMP_PREFIX = ".part-"
+#: Attempts write under this subdirectory of the output dir; it is never output.
+TEMPORARY = "_temporary"
+#: Written last into the output dir by a job whose commit completed.
+SUCCESS = "_SUCCESS"
 LOGS_SUBDIR = "zmqmr-logs"
 _LOG_NAME = re.compile(r"(map|reduce)-(\d{5,})-a(\d+)\.json")
 
@@ -104,23 +110,26 @@ def part_name(partition: int) -> str:
     return f"{PART_PREFIX}{partition:05d}"
 
 
-def temp_part_name(partition: int, attempt: int) -> str:
-    """Where a reduce attempt writes before it renames its file into place."""
-    return f"{TEMP_PREFIX}{partition:05d}-a{attempt}.tmp"
+def part_index(name: str) -> int | None:
+    """The partition a ``part-NNNNN`` name holds, or None for any other name."""
+    m = _PART_NAME.fullmatch(name)
+    return int(m.group(1)) if m else None
 
 
-def remove_temp_parts(output_dir: str) -> None:
-    """Remove temporaries that failed or lost attempts left in ``output_dir``."""
-    try:
-        entries = os.listdir(output_dir)
-    except OSError:
-        return
-    for entry in entries:
-        if entry.startswith(TEMP_PREFIX) and entry.endswith(".tmp"):
-            try:
-                os.remove(os.path.join(output_dir, entry))
-            except OSError:
-                pass
+def temporary_dir(output_dir: str) -> str:
+    return os.path.join(output_dir, TEMPORARY)
+
+
+def job_temp_dir(output_dir: str, job_id: str) -> str:
+    """Where a job's reduce attempts write: made at submit, removed when the job ends."""
+    if not _JOB_ID.match(job_id):
+        raise ValueError(f"bad job id {job_id!r}")
+    return os.path.join(output_dir, TEMPORARY, job_id)
+
+
+def attempt_part_path(output_dir: str, job_id: str, partition: int, attempt: int) -> str:
+    """Where reduce attempt ``attempt`` of ``partition`` writes its part file."""
+    return os.path.join(job_temp_dir(output_dir, job_id), f"{part_name(partition)}-a{attempt}")
 
 
 # -- cleanup -------------------------------------------------------------------------
@@ -135,7 +144,7 @@ def attempt_paths(
         return [stem + ".out", stem + ".out.tmp", stem + ".spills"]
     paths = [reduce_work_dir(data_dir, job_id, task, attempt)]
     if output_dir:
-        paths.append(os.path.join(output_dir, temp_part_name(task, attempt)))
+        paths.append(attempt_part_path(output_dir, job_id, task, attempt))
     return paths
 
 

@@ -12,6 +12,9 @@ one fsync per turn rather than per event). At start the journal is replayed
 through the state (``zmqmr.recovery``) and rewritten compacted; it is
 compacted again as jobs end. Result bytes for clients live in a
 ``ResultStore``, bounded in memory.
+
+Job commits and aborts of output dirs (``zmqmr.commit``) run in a thread of
+their own, whose outcomes come back into the loop as events.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any, NoReturn
 
 import zmq
 
-from . import dashboard, protocol, recovery, state
+from . import commit, dashboard, protocol, recovery, state
 from . import events as events_
 from .config import DEFAULT_CLIENT_BIND, DEFAULT_WORKER_BIND, ClusterSettings
 from .errors import ProtocolError
@@ -38,6 +41,8 @@ _NOBLOCK = int(zmq.NOBLOCK)
 
 #: Sockets refuse messages larger than this before they reach the loop.
 MAX_MESSAGE_BYTES = 2 * 1024 * 1024 * 1024 - 1
+#: A stopping master waits this long (seconds) for commits and aborts under way.
+SHUTDOWN_COMMIT_WAIT = 10.0
 
 
 class Master:
@@ -66,10 +71,12 @@ class Master:
         self._outbox: list[events_.Command] = []
         self._compacted = 0  # journal bytes after the last compaction
         self._ended = False  # a job ended in this loop turn: compaction may be due
+        self.committer = commit.Committer()  # a recovered job may be committing
         try:
             if self.journal is not None:
                 self._recover()
         except BaseException:
+            self.committer.close()
             self._close_store()
             raise
         self.keys = keys
@@ -176,6 +183,7 @@ class Master:
         if self.dashboard is not None:
             self.dashboard.stop()
             self.dashboard = None
+        self.committer.close()
         self._close_store()
         for watch, _ in self._watches:
             watch.close()
@@ -190,6 +198,7 @@ class Master:
         poller = zmq.Poller()
         poller.register(self.workers, zmq.POLLIN)
         poller.register(self.clients, zmq.POLLIN)
+        poller.register(self.committer.fileno(), zmq.POLLIN)
         interval = self.settings.heartbeat_interval
         next_beat = time.monotonic()
         beat = protocol.encode(protocol.Heartbeat())
@@ -203,6 +212,8 @@ class Master:
                     self._drain(self.workers, True)
                 if self.clients in events:
                     self._drain(self.clients, False)
+                if self.committer.fileno() in events:
+                    self._committed()
                 for watch, port in self._watches:
                     for reason in watch.drain():
                         self._refused(port, reason)
@@ -216,12 +227,32 @@ class Master:
                     for wid in list(self.state.workers):
                         self._send_frames(self.workers, wid, beat, "HEARTBEAT")
                 self._flush()
+            # A commit under way ends first (its client hears the result), then what
+            # the shutdown aborts is removed before the master goes.
+            self.committer.wait_idle(SHUTDOWN_COMMIT_WAIT)
+            self._committed()
+            self._flush()
             self._handle(events_.Shutdown(stimulus="shutdown"))
             self._flush()
+            self.committer.wait_idle(SHUTDOWN_COMMIT_WAIT)
             self.close(linger=500)  # let the goodbyes out
         except BaseException:
             self.close()
             raise
+
+    def _committed(self) -> None:
+        """Hand the outcomes of finished commits and aborts to the state."""
+        for done in self.committer.outcomes():
+            error = protocol.ErrorInfo.make("OutputCommitError", done.error) if done.error else None
+            if done.kind == "commit":
+                event: events_.Event = events_.JobCommitted(
+                    done.job_id, error, stimulus=self._stimulus("committed")
+                )
+            else:
+                event = events_.JobAborted(done.job_id, error, stimulus=self._stimulus("aborted"))
+            if error is not None:
+                log.warning("%s of job %s failed: %s", done.kind, done.job_id, done.error)
+            self._handle(event)
 
     def _refused(self, port: str, reason: str) -> None:
         """Log a refused handshake: the first at once, then at most one line per 10 s."""
@@ -381,6 +412,12 @@ class Master:
             case events_.SendLogs():
                 logs = protocol.Logs(0, cmd.job_id, cmd.logs, cmd.more, cmd.missing)
                 self._send(c, cmd.client, logs)
+            case events_.CommitJob():
+                log.debug("commit job %s: %s [%s]", cmd.job_id, cmd.reason, cmd.stimulus)
+                self.committer.commit(cmd.job_id, cmd.output_dir, cmd.approved, cmd.stimulus)
+            case events_.AbortJob():
+                log.debug("abort job %s: %s [%s]", cmd.job_id, cmd.reason, cmd.stimulus)
+                self.committer.abort(cmd.job_id, cmd.output_dir, cmd.stimulus)
             case events_.Note():  # names from peers are escaped: no forged log lines
                 if cmd.reason:
                     log.info(

@@ -129,6 +129,7 @@ def _reduce(st: MasterState, entry: Entry, now: float, out: list[Command]) -> No
         add_counters(job.counters, task.report.counters, -1)
     task.report = report
     task.result = entry.blobs[0] if f["result"] else None
+    task.approved = int(f["attempt"])  # the attempt whose part file the job commit moves
     add_counters(job.counters, report.counters, 1)
     st._set_status(job, task, DONE)
 
@@ -152,6 +153,7 @@ def _end(st: MasterState, entry: Entry, now: float, out: list[Command]) -> None:
     else:
         job.outcome = SendJobFailed(b"", job_id, ErrorInfo.from_json(f["error"], "journal: error"))
     st.finished[job_id] = job
+    st._free_output_dir(job_id, job.spec.output_dir)
 
 
 def end_fields(job: Job) -> dict[str, Any]:
@@ -301,7 +303,7 @@ def journal_entries(st: MasterState) -> list[Entry]:
                 f = {
                     "job": job.id,
                     "task": task.index,
-                    "attempt": 0,
+                    "attempt": task.approved or 0,
                     "report": task.report.to_json(),
                 }
                 blobs = [] if task.result is None else [task.result]

@@ -5,7 +5,8 @@
         several segments per request, to memory or (past reduce_memory) to files
     --merge--> groups sorted by key (a dict for small in-memory inputs)
     --reducer--> (key, value) records: result blocks for the client, and/or
-        the part file, written to a temporary and renamed into place
+        the attempt's part file under output_dir/_temporary (the master's job
+        commit moves the approved attempt's file into place: zmqmr.commit)
 
 A map output that cannot be fetched is reported to the worker (FetchFailed);
 the attempt waits for the master's Relocate with the re-executed map's new
@@ -189,8 +190,8 @@ class ReduceSide:
         limit = spec.result_limit
         out = None
         tmp = final = ""
-        if output_dir:
-            tmp = os.path.join(output_dir, layout.temp_part_name(task, attempt))
+        if output_dir:  # under _temporary/JOB, made at submit: the job's commit moves it
+            tmp = layout.attempt_part_path(output_dir, job_id, task, attempt)
             final = os.path.join(output_dir, layout.part_name(task))
             out = open(tmp, "w", encoding="utf-8", errors="surrogateescape")  # noqa: SIM115
         blocks: list[bytes] = []
@@ -225,7 +226,6 @@ class ReduceSide:
                 os.fsync(out.fileno())
                 out.close()
                 out = None
-                os.replace(tmp, final)
         finally:
             if out is not None:
                 out.close()

@@ -35,6 +35,15 @@ The rules, after DESIGN.md §3 and the MapReduce paper:
 * Reduce tasks start when every map task of their job has completed. If a map
   output is lost while reducers run and no slot is free for the map, the
   newest reducer of that job is preempted (not a failure).
+* Output commit (``zmqmr.commit``): the first reduce attempt of a partition
+  whose completion is accepted is the one approved to commit it; every other
+  attempt is fenced by the rule above and its file is never moved. With an
+  ``output_dir``, a job whose reduces are all done is "committing": the shell
+  is told CommitJob with the approved attempts and answers JobCommitted; only
+  then has the job succeeded. A failed or cancelled job's outcome waits for
+  AbortJob (its ``_temporary`` removed) and JobAborted. One job at a time may
+  use an ``output_dir``: a second is rejected at submit. A cancel that comes
+  once the commit has begun is too late: the job commits.
 
 Cost: every event costs O(1) or O(log n) in tasks and workers (plus the
 messages it produces): counts of done tasks, idle queues per phase, a heap of
@@ -52,6 +61,7 @@ from typing import Any, NoReturn
 from . import policy, recovery
 from .config import ClusterSettings
 from .events import (
+    AbortJob,
     AckJob,
     Assign,
     AttemptDone,
@@ -59,11 +69,14 @@ from .events import (
     Cancel,
     CancelJob,
     Command,
+    CommitJob,
     DropJob,
     DropResult,
     Event,
     FetchFailed,
+    JobAborted,
     JobAccepted,
+    JobCommitted,
     JobInfoRequest,
     JobRejected,
     JobSubmitted,
@@ -110,6 +123,7 @@ from .tables import (
     ACTIVE,
     BAD_RECORD_FAILURES,
     CANCELLED,
+    COMMITTING,
     DONE,
     FAILED,
     IDLE,
@@ -149,6 +163,8 @@ class MasterState:
         self.active: dict[str, Job] = {}  # queued or running, in order of arrival
         self.finished: OrderedDict[str, Job] = OrderedDict()  # ended, not yet collected
         self.attempts: dict[int, Attempt] = {}
+        #: Output dirs of jobs not yet ended (or still being aborted) -> the job's id.
+        self.output_dirs: dict[str, str] = {}
         self.load = policy.LoadIndex(self.settings.prefetch)
         #: Slots not running anything, over all workers.
         self.free_slots = 0
@@ -203,12 +219,7 @@ class MasterState:
             case Recovered():
                 recovery.resume(self, now, out)
             case CancelJob():
-                job = self.jobs.get(event.job_id)
-                if job is not None and not job.ended:
-                    self._end_job(job, CANCELLED, now, out, "a client cancelled it")
-                    error = ErrorInfo("JobCancelled", f"job {job.id} was cancelled")
-                    job.outcome = SendJobFailed(job.client, job.id, error)
-                    self._deliver(job, out)
+                self._on_cancel(event, now, out)
             case StatusRequest():
                 out.append(SendStatus(event.client, self.status(now)))
             case JobInfoRequest():
@@ -230,6 +241,10 @@ class MasterState:
                     )
             case Tick():
                 self._on_tick(now, out)
+            case JobCommitted():
+                self._on_committed(event, now, out)
+            case JobAborted():
+                self._on_aborted(event, now, out)
             case Shutdown():
                 self._on_shutdown(now, out)
             case _:
@@ -445,6 +460,7 @@ class MasterState:
             self.attach_output(job, task, w, att.id, report)
         else:
             task.result = ev.result
+            task.approved = att.id  # the one attempt whose file the job commit moves
             self.persist(
                 out,
                 "reduce",
@@ -675,6 +691,17 @@ class MasterState:
             out.append(JobRejected(ev.client, ev.job_id, error, reason="duplicate id"))
             return
         spec = ev.spec
+        if spec.output_dir is not None:
+            spec.output_dir = _normalized(spec.output_dir)
+            other = self.output_dirs.get(spec.output_dir)
+            if other is not None:
+                error = ErrorInfo(
+                    "JobSubmitError",
+                    f"output_dir {spec.output_dir} is in use by job {other}, which has not "
+                    "ended; two running jobs cannot share an output_dir",
+                )
+                out.append(JobRejected(ev.client, ev.job_id, error, reason="output_dir in use"))
+                return
         maps = [Task(MAP, i) for i in range(len(spec.splits))]
         reduces = [Task(REDUCE, r) for r in range(spec.num_reducers)]
         job = Job(ev.job_id, ev.client, spec, ev.code, ev.records, maps, reduces, now)
@@ -683,6 +710,8 @@ class MasterState:
         job.segments = [{} for _ in reduces]
         self.jobs[job.id] = self.active[job.id] = job
         self.observe.submitted(job)
+        if spec.output_dir is not None:
+            self.output_dirs[spec.output_dir] = job.id
         self._dirty = True
         self.persist(out, "job", [ev.code, *ev.records], job=job.id, spec=spec.to_json())
         out.append(JobAccepted(ev.client, job.id))
@@ -694,7 +723,7 @@ class MasterState:
         job = self.jobs.get(ev.job_id)
         if job is None:
             out.append(SendJobFailed(ev.client, ev.job_id, self._unknown(ev.job_id)))
-        elif job.outcome is not None:  # kept until the client acknowledges it
+        elif job.outcome is not None and not job.output_busy:  # kept until acknowledged
             out.append(_to(job.outcome, ev.client))
         elif ev.wait > 0:
             poll_id = self._new_id()
@@ -722,8 +751,13 @@ class MasterState:
 
     def _deliver(self, job: Job, out: list[Command]) -> None:
         """Give an ended job's outcome to its waiting long polls, and keep it until a
-        client acknowledges it (or it expires): a reply lost on the way is asked again."""
+        client acknowledges it (or it expires): a reply lost on the way is asked again.
+
+        Not while its output dir is being aborted: JobAborted delivers it."""
         assert job.outcome is not None
+        if job.output_busy:
+            return
+        self._free_output_dir(job.id, job.spec.output_dir)
         outcome = job.outcome
         self.persist(out, "end", **recovery.end_fields(job))
         self.finished[job.id] = job
@@ -753,9 +787,12 @@ class MasterState:
     def _on_shutdown(self, now: float, out: list[Command]) -> None:
         for job in [] if self.durable else list(self.active.values()):  # else: they resume
             message = f"the master stopped while job {job.id} was running; submit it again"
+            committing = job.status == COMMITTING  # an abort now would race the commit
             self._end_job(job, FAILED, now, out, "the master is stopping")
             job.outcome = SendJobFailed(job.client, job.id, ErrorInfo("MasterShutdown", message))
             out.append(job.outcome)  # pushed: the client need not poll for it
+            if job.spec.output_dir is not None and not committing:
+                out.append(AbortJob(job.id, job.spec.output_dir, reason="the master is stopping"))
         for w in self.workers.values():
             out.append(Reregister(w.id, reason="the master is stopping"))
         self.workers.clear()
@@ -764,6 +801,11 @@ class MasterState:
         job.status = status
         job.finished = now
         del self.active[job.id]
+        self._release(job, out)
+        self._note(out, f"job {job.id} {status} after {now - job.submitted:.1f}s", why)
+
+    def _release(self, job: Job, out: list[Command]) -> None:
+        """Stop the job's attempts and have its workers drop its code and map outputs."""
         for att in list(job.running.values()):
             self._end_attempt(att)
             out.append(Cancel(att.worker.id, att.id, reason=f"job {job.id} ended"))
@@ -777,15 +819,77 @@ class MasterState:
             if holder is not None:
                 holder.has_code.discard(job.id)
                 out.append(DropJob(wid, job.id, reason=f"job {job.id} ended"))
+        job.holders.clear()
         job.code = b""
         job.records = []
         job.idle = {MAP: deque(), REDUCE: deque()}
-        self._note(out, f"job {job.id} {status} after {now - job.submitted:.1f}s", why)
 
     def _fail_job(self, job: Job, now: float, out: list[Command], error: ErrorInfo) -> None:
         self._end_job(job, FAILED, now, out, f"{error.type}: {error.message}"[:300])
+        self._failed_outcome(job, error, out)
+
+    def _on_cancel(self, ev: CancelJob, now: float, out: list[Command]) -> None:
+        job = self.jobs.get(ev.job_id)
+        if job is None or job.ended:
+            return
+        if job.status == COMMITTING:
+            self._note(out, f"job {job.id} is not cancelled", "its output commit has begun")
+            return
+        self._end_job(job, CANCELLED, now, out, "a client cancelled it")
+        self._failed_outcome(job, ErrorInfo("JobCancelled", f"job {job.id} was cancelled"), out)
+
+    def _failed_outcome(self, job: Job, error: ErrorInfo, out: list[Command]) -> None:
+        """An ended job's error, for its client once its ``_temporary`` is gone."""
         job.outcome = SendJobFailed(job.client, job.id, error)
+        if job.spec.output_dir is not None:
+            job.output_busy = True
+            out.append(AbortJob(job.id, job.spec.output_dir, reason=f"job {job.id} {job.status}"))
         self._deliver(job, out)
+
+    # -- the output commit ---------------------------------------------------------------
+
+    def _commit(self, job: Job, now: float, out: list[Command]) -> None:
+        """Every reduce is done: have the shell move the approved attempts' files into place."""
+        assert job.spec.output_dir is not None
+        job.status = COMMITTING
+        job.output_busy = True
+        job.commit_started = now
+        self._release(job, out)  # a map output lost from now on need not run again
+        approved = [t.approved for t in job.reduces]
+        assert all(a is not None for a in approved)
+        out.append(
+            CommitJob(
+                job.id,
+                job.spec.output_dir,
+                [a for a in approved if a is not None],
+                reason="every reduce task is done",
+            )
+        )
+        self._note(out, f"job {job.id}: committing {len(approved)} part files")
+
+    def _on_committed(self, ev: JobCommitted, now: float, out: list[Command]) -> None:
+        job = self.active.get(ev.job_id)
+        if job is None or job.status != COMMITTING:
+            return
+        job.output_busy = False
+        if ev.error is not None:
+            message = f"the output commit to {job.spec.output_dir} failed: {ev.error.message}"
+            self._fail_job(job, now, out, ErrorInfo("OutputCommitError", message))
+            return
+        self._succeed_job(job, now, out)
+
+    def _free_output_dir(self, job_id: str, output_dir: str | None) -> None:
+        if output_dir is not None and self.output_dirs.get(output_dir) == job_id:
+            del self.output_dirs[output_dir]
+
+    def _on_aborted(self, ev: JobAborted, now: float, out: list[Command]) -> None:
+        job = self.jobs.get(ev.job_id)
+        if job is not None and ev.error is not None:
+            self._note(out, f"job {job.id}: its _temporary may remain", ev.error.message)
+        self._free_output_dir(ev.job_id, job.spec.output_dir if job is not None else None)
+        if job is not None and job.output_busy and job.ended:
+            job.output_busy = False
+            self._deliver(job, out)
 
     def _too_big(self, what: str) -> ErrorInfo:
         limit = self.settings.result_limit
@@ -803,6 +907,9 @@ class MasterState:
         )
         if not returned and job.spec.output_dir is None:
             self._fail_job(job, now, out, self._too_big("the results"))
+            return
+        if job.spec.output_dir is not None and job.status != COMMITTING:
+            self._commit(job, now, out)
             return
         files = [t.report.output_file or "" for t in job.reduces if t.report is not None]
         self._end_job(job, SUCCEEDED, now, out, "every reduce task is done")
@@ -823,6 +930,7 @@ class MasterState:
         end = job.finished if job.finished is not None else now
         start = job.started if job.started is not None else end
         maps_end = job.maps_done_at if job.maps_done_at is not None else end
+        commit_start = job.commit_started if job.commit_started is not None else end
         stats: dict[str, float] = dict(job.stats)
         s = job.stats
         stats.update(
@@ -830,7 +938,8 @@ class MasterState:
             reduces=len(job.reduces),
             queued_seconds=start - job.submitted,
             map_seconds=maps_end - start,
-            reduce_seconds=end - maps_end,
+            reduce_seconds=commit_start - maps_end,
+            commit_seconds=end - commit_start,
             total_seconds=end - job.submitted,
             shuffle_bytes=job.shuffle_bytes,
             reexecutions=s["reexecuted_maps"] + s["failed_attempts"] + s["lost_attempts"],
@@ -1028,6 +1137,12 @@ class MasterState:
             )
             return self._place(job, task, queue=False)
         return None
+
+
+def _normalized(path: str) -> str:
+    """One spelling of a path (the client sends it absolute): no ``//``, ``/./`` or end slash."""
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    return ("/" if path.startswith("/") else "") + "/".join(parts)
 
 
 def _to(outcome: SendResult | SendJobFailed, client: bytes) -> SendResult | SendJobFailed:

@@ -18,10 +18,12 @@ IDLE, RUNNING, DONE = "idle", "running", "done"
 #: A map task the journal knows as completed, waiting for its worker to register again.
 WAITING = "waiting"
 MAP, REDUCE = "map", "reduce"
-#: Job states.
-QUEUED, ACTIVE, SUCCEEDED, FAILED, CANCELLED = (
+#: Job states. A job with an output_dir is "committing" between its last reduce and
+#: the end of its output commit (zmqmr.commit).
+QUEUED, ACTIVE, COMMITTING, SUCCEEDED, FAILED, CANCELLED = (
     "queued",
     "running",
+    "committing",
     "succeeded",
     "failed",
     "cancelled",
@@ -110,6 +112,8 @@ class Task:
     output: MapOutput | None = None
     #: Reduce: the encoded results, when they come back through the master.
     result: bytes | None = None
+    #: Reduce: the one attempt approved to commit this partition (the first one done).
+    approved: int | None = None
     report: Report | None = None
     duration: float = 0.0
     bad_records: dict[int, int] = field(default_factory=dict)
@@ -154,6 +158,10 @@ class Job:
     segments: list[dict[int, Segment]] = field(default_factory=list)
     #: Workers that have its code or its files: told to drop them when it ends.
     holders: set[bytes] = field(default_factory=set)
+    #: A CommitJob or AbortJob of its output_dir is being carried out: its outcome
+    #: waits for it, and no other job may take the directory.
+    output_busy: bool = False
+    commit_started: float | None = None
 
     def tasks(self, kind: str) -> list[Task]:
         return self.maps if kind == MAP else self.reduces

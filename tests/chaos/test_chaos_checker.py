@@ -94,6 +94,7 @@ def write_parts(d, texts):
     d.mkdir(exist_ok=True)
     for i, text in enumerate(texts):
         (d / f"part-{i:05d}").write_text(text)
+    (d / "_SUCCESS").write_text("")
 
 
 def partition_by_name(key, n):
@@ -115,6 +116,18 @@ def test_output_files_must_hold_each_partition_exactly_and_no_temporaries(tmp_pa
     assert (
         "part files missing" in diff_output_dir(str(out), EXPECTED_ITEMS, 2, partition_by_name)[0]
     )
+
+
+def test_output_dir_needs_success_and_no_temporary_dir(tmp_path):
+    out = tmp_path / "out"
+    write_parts(out, ["a\t3\n", "b\t1\nc\t2\n"])
+    (out / "_temporary").mkdir()
+    problems = diff_output_dir(str(out), EXPECTED_ITEMS, 2, partition_by_name)
+    assert problems == ["temporary files left: '_temporary'"]
+    (out / "_temporary").rmdir()
+    (out / "_SUCCESS").unlink()
+    problems = diff_output_dir(str(out), EXPECTED_ITEMS, 2, partition_by_name)
+    assert problems == ["part files missing: '_SUCCESS'"]
 
 
 def test_a_part_file_written_after_the_job_ended_fails(tmp_path):

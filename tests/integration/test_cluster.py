@@ -105,7 +105,7 @@ def test_output_dir_holds_one_sorted_part_file_per_reducer(cluster, books, tmp_p
         wc_mapper, wc_reducer, inputs=books[:3], num_reducers=3, combiner=wc_reducer, output_dir=out
     )
     result = cluster.client().run(job)
-    assert sorted(os.listdir(out)) == ["part-00000", "part-00001", "part-00002"]
+    assert sorted(os.listdir(out)) == ["_SUCCESS", "part-00000", "part-00001", "part-00002"]
     assert result.output_files == [str(out / f"part-0000{i}") for i in range(3)]
     from_files = {}
     for path in result.output_files:

@@ -244,7 +244,7 @@ def test_cli_writes_sorted_part_files(tmp_path):
     out = cli_run(tmp_path, "-o", str(out_dir))
     parts = [out_dir / f"part-{i:05d}" for i in range(3)]
     assert sorted(out.split()) == [str(p) for p in parts]
-    assert sorted(p.name for p in out_dir.iterdir()) == [p.name for p in parts]
+    assert sorted(p.name for p in out_dir.iterdir()) == ["_SUCCESS"] + [p.name for p in parts]
     counts = {}
     for i, part in enumerate(parts):
         keys = []

@@ -135,7 +135,12 @@ def test_paused_worker_comes_back_fenced_and_the_output_is_exact(books, tmp_path
             zmqmr.Job(wc_mapper, wc_reducer, inputs=books[:2], combiner=wc_reducer, num_reducers=3)
         )
     assert list(result.items()) == list(zmqmr.run_serial(job).items())
-    assert sorted(os.listdir(tmp_path / "out")) == ["part-00000", "part-00001", "part-00002"]
+    assert sorted(os.listdir(tmp_path / "out")) == [
+        "_SUCCESS",
+        "part-00000",
+        "part-00001",
+        "part-00002",
+    ]
     from_files = {}
     for path in result.output_files:
         with open(path) as f:

@@ -19,6 +19,7 @@ from zmqmr import protocol, state
 from zmqmr.config import ClusterSettings
 from zmqmr.errors import ProtocolError
 from zmqmr.events import (
+    AbortJob,
     AckJob,
     Assign,
     AttemptDone,
@@ -26,11 +27,14 @@ from zmqmr.events import (
     Cancel,
     CancelJob,
     Command,
+    CommitJob,
     DropJob,
     DropResult,
     Event,
     FetchFailed,
+    JobAborted,
     JobAccepted,
+    JobCommitted,
     JobRejected,
     JobSubmitted,
     Note,
@@ -41,6 +45,7 @@ from zmqmr.events import (
     SendProgress,
     SendResult,
     SendStatus,
+    Shutdown,
     StatusRequest,
     StoreResult,
     Tick,
@@ -488,15 +493,22 @@ def test_poll_without_wait_is_answered_at_once_and_an_unknown_job_too():
     assert "nope" in reply.error.message and "--state-dir" in reply.error.message
 
 
-def test_job_with_output_dir_reports_its_part_files():
+def test_job_with_output_dir_succeeds_once_its_approved_attempts_are_committed():
     c = Cluster()
-    c.register(A)
-    cmds = c.submit(spec=make_spec(maps=1, reducers=1, output_dir="/out"))
-    (r0,) = assigns(run_maps_on(c, cmds))
-    c.reduce_done(r0, output_file="/out/part-00000")
+    c.register(A, slots=2)
+    cmds = c.submit(spec=make_spec(maps=1, reducers=2, output_dir="/out"))
+    r0, r1 = assigns(run_maps_on(c, cmds))
+    c.reduce_done(r1, output_file="/out/part-00001")
+    assert of(c.reduce_done(r0, output_file="/out/part-00000"), CommitJob) == [
+        CommitJob("j1", "/out", [r0.attempt, r1.attempt])
+    ]
+    progress = c.poll()
+    assert isinstance(progress, SendProgress) and progress.progress.state == "committing"
+    assert of(c(JobCommitted("j1"), at=2.0), SendResult) == []  # nobody waits: kept
     reply = c.poll()
     assert isinstance(reply, SendResult)
-    assert reply.summary.output_files == ["/out/part-00000"]
+    assert reply.summary.output_files == ["/out/part-00000", "/out/part-00001"]
+    assert reply.summary.stats["commit_seconds"] == 2.0
 
 
 def test_results_too_big_for_the_master_fail_the_job_without_output_dir():
@@ -1440,3 +1452,139 @@ def test_the_state_module_imports_neither_zmq_nor_time():
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             imported.add(node.module.split(".")[0])
     assert not imported & {"zmq", "time", "socket", "threading"}, imported
+
+
+# -- the output commit protocol ------------------------------------------------------
+
+
+def _output_job(c: Cluster, reducers: int = 1, job_id: str = "j1", out: str = "/out") -> list:
+    """A job writing to ``out`` whose maps are done on A: its reduce Assigns."""
+    cmds = c.submit(job_id, spec=make_spec(maps=1, reducers=reducers, output_dir=out))
+    return assigns(run_maps_on(c, cmds), "reduce")
+
+
+def test_a_stale_attempt_of_a_worker_declared_dead_cannot_commit_late():
+    c = Cluster(worker_timeout=10.0)
+    c.register(A, at=0.0)
+    c.register(B, at=0.0)
+    (r0,) = _output_job(c)
+    c(WorkerSeen(B if r0.worker == A else A), at=9.0)
+    cmds = c(Tick(), at=11.0)  # r0's worker is declared dead: the reduce runs again
+    (again,) = assigns(cmds, "reduce")
+    assert again.worker != r0.worker
+    (commit,) = of(c.reduce_done(again), CommitJob)
+    assert commit.approved == [again.attempt]
+    # The stale attempt reports late, before and after the commit: it is fenced both times.
+    assert c.reduce_done(r0) == [Reregister(r0.worker)]
+    c(JobCommitted("j1"))
+    assert c.reduce_done(r0) == [Reregister(r0.worker)]
+    reply = c.poll()
+    assert isinstance(reply, SendResult)
+
+
+def test_a_losing_reduce_backup_is_never_approved():
+    c = Cluster(stall_heartbeats=5, speculation_min_seconds=1.0)
+    for w in (A, B, C):
+        c.register(w, at=0.0)
+    r0, r1 = _output_job(c, reducers=2)
+    c.reduce_done(r0, at=1.0)
+    c(WorkerSeen(A), at=20.0)
+    c(WorkerSeen(B))
+    c(WorkerSeen(C))
+    (backup,) = assigns(c(Tick()), "reduce")
+    assert backup.task == r1.task and backup.worker != r1.worker
+    cmds = c.reduce_done(backup)
+    assert Cancel(r1.worker, r1.attempt) in cmds
+    assert of(cmds, CommitJob) == [CommitJob("j1", "/out", [r0.attempt, backup.attempt])]
+    assert c.reduce_done(r1) == []  # the loser's completion changes nothing
+
+
+def test_a_second_job_with_a_running_jobs_output_dir_is_rejected_at_submit():
+    c = Cluster()
+    c.register(A)
+    (r0,) = _output_job(c)
+    spec = make_spec(maps=1, output_dir="/out/./")  # the same directory, spelt otherwise
+    (rejected,) = c.submit("j2", spec=spec)
+    assert isinstance(rejected, JobRejected) and rejected.error.type == "JobSubmitError"
+    assert "/out" in rejected.error.message and "j1" in rejected.error.message
+    c.reduce_done(r0)
+    (rejected,) = c.submit("j3", spec=make_spec(maps=1, output_dir="/out"))  # still committing
+    assert isinstance(rejected, JobRejected)
+    c(JobCommitted("j1"))
+    assert of(c.submit("j4", spec=make_spec(maps=1, output_dir="/out")), JobAccepted)
+    assert of(c.submit("j5", spec=make_spec(maps=1, output_dir="/elsewhere")), JobAccepted)
+
+
+def test_a_failed_job_aborts_its_output_before_its_client_hears_and_frees_the_dir():
+    c = Cluster()
+    c.register(A)
+    (r0,) = _output_job(c)
+    assert c(PollJob(CLIENT, "j1", wait=30.0)) == []  # a long poll waits for the end
+    attempt = r0
+    for _ in range(3):
+        (attempt,) = assigns(c.fail(attempt), "reduce")
+    cmds = c.fail(attempt)  # the fourth failure fails the job
+    assert of(cmds, AbortJob) == [AbortJob("j1", "/out")]
+    assert of(cmds, CommitJob) == [] and of(cmds, SendJobFailed) == []
+    assert isinstance(c.poll(), SendProgress)  # not yet: _temporary is being removed
+    assert of(c.submit("j2", spec=make_spec(maps=1, output_dir="/out")), JobRejected)
+    (reply,) = c(JobAborted("j1"))
+    assert isinstance(reply, SendJobFailed) and reply.error.type == "ValueError"
+    assert of(c.submit("j3", spec=make_spec(maps=1, output_dir="/out")), JobAccepted)
+
+
+def test_a_cancelled_job_aborts_and_a_cancel_once_the_commit_began_is_too_late():
+    c = Cluster()
+    c.register(A)
+    c.register(B)
+    (r0,) = _output_job(c)
+    cmds = c(CancelJob(CLIENT, "j1"))
+    assert of(cmds, Cancel) == [Cancel(r0.worker, r0.attempt)]
+    assert of(cmds, AbortJob) == [AbortJob("j1", "/out")]
+    assert of(c.reduce_done(r0), CommitJob) == []  # the cancelled attempt is fenced
+    c(JobAborted("j1"))
+    reply = c.poll()
+    assert isinstance(reply, SendJobFailed) and reply.error.type == "JobCancelled"
+
+    (r0,) = _output_job(c, job_id="j2")
+    assert of(c.reduce_done(r0), CommitJob)
+    assert c(CancelJob(CLIENT, "j2")) == []
+    assert c.noted("its output commit has begun")
+    c(JobCommitted("j2"))
+    assert isinstance(c.poll("j2"), SendResult)
+
+
+def test_a_failed_commit_fails_the_job_and_aborts_its_output():
+    c = Cluster()
+    c.register(A)
+    (r0,) = _output_job(c)
+    c.reduce_done(r0)
+    problem = ErrorInfo("OutputCommitError", "PermissionError: [Errno 13] /out")
+    assert of(c(JobCommitted("j1", problem)), AbortJob) == [AbortJob("j1", "/out")]
+    c(JobAborted("j1"))
+    reply = c.poll()
+    assert isinstance(reply, SendJobFailed) and reply.error.type == "OutputCommitError"
+    assert "PermissionError" in reply.error.message
+
+
+def test_a_worker_lost_while_the_output_commits_runs_no_map_again():
+    c = Cluster()
+    c.register(A)
+    (r0,) = _output_job(c)
+    cmds = c.reduce_done(r0)
+    assert of(cmds, DropJob) == [DropJob(A, "j1")]  # map outputs are no longer needed
+    c.register(B)
+    assert assigns(c(WorkerLeft(A))) == []
+    c(JobCommitted("j1"))
+    assert isinstance(c.poll(), SendResult)
+
+
+def test_a_stopping_master_aborts_the_output_of_running_jobs_only():
+    c = Cluster()
+    c.register(A)
+    (r0,) = _output_job(c, job_id="j1", out="/one")
+    c.reduce_done(r0)  # j1 commits: an abort would race its commit
+    _output_job(c, job_id="j2", out="/two")
+    cmds = c(Shutdown())
+    assert of(cmds, AbortJob) == [AbortJob("j2", "/two")]
+    assert {f.job_id for f in of(cmds, SendJobFailed)} == {"j1", "j2"}

@@ -8,7 +8,8 @@ A run passes when the job succeeded and
   ``zmqmr.*`` counter the serial run also produces;
 * with ``output_dir``: the directory holds exactly ``part-00000`` ..
   ``part-(R-1)``, each with the serial run's records of its partition as
-  ``key<TAB>value`` lines, and no temporary file, both when the job ended and
+  ``key<TAB>value`` lines, and ``_SUCCESS``, and no ``_temporary`` nor other
+  temporary file, both when the job ended and
   after a grace period in which paused or cut-off attempts could still write
   (a part file must not change after the job ended);
 * it ended within its time bound.
@@ -127,7 +128,7 @@ def diff_counters(expected: dict[str, int], got: dict[str, int]) -> list[str]:
 
 
 def is_temporary(name: str) -> bool:
-    return name.startswith(".part-") or name.endswith(".tmp")
+    return name == "_temporary" or name.startswith(".part-") or name.endswith(".tmp")
 
 
 def snapshot(output_dir: str) -> dict[str, str]:
@@ -158,7 +159,7 @@ def diff_output_dir(
     with partitioning.seeded_hashing():  # one helper for keys hashed under the executors' seed
         for k, v in expected:
             want_lines[part(k, num_reducers)].append((str(k), str(v)))
-    want_names = [f"part-{i:05d}" for i in range(num_reducers)]
+    want_names = [f"part-{i:05d}" for i in range(num_reducers)] + ["_SUCCESS"]
     try:
         names = sorted(os.listdir(output_dir))
     except OSError as exc:
@@ -173,7 +174,7 @@ def diff_output_dir(
     strays = [n for n in names if n not in want_names and n not in temps]
     if strays:
         problems.append(f"unexpected files: {_sample(strays)}")
-    for i, name in enumerate(want_names):
+    for i, name in enumerate(want_names[:-1]):
         if name in missing:
             continue
         want = "".join(f"{k}\t{v}\n" for k, v in want_lines[i])
