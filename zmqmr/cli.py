@@ -498,6 +498,8 @@ def _run_locally(
 
 def cmd_run(args: argparse.Namespace) -> int:
     job_sets, cluster_sets = _run_sets(args.set, local=not args.master)
+    if args.overwrite:
+        job_sets["overwrite"] = True
     if args.keys:  # before any process starts: a bad key directory is one message
         from .security import MEMBER, load_keys
 
@@ -844,6 +846,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument(
         "-o", "--output", help="output directory for part files (default: print results)"
+    )
+    r.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the part files of an output directory that holds some, on success",
     )
     master_address(r, "a master's client address; without it, a local cluster runs the job")
     r.add_argument(

@@ -184,7 +184,14 @@ def test_a_job_file_sets_job_settings_and_set_overrides_them(tmp_path):
         outdir = tmp_path / f"out{parts}"
         out = zmqmr_cmd("run", job, BOOK, "-o", outdir, "-q", *extra, env=env)
         assert out.returncode == 0, out.stderr
-        assert sorted(os.listdir(outdir)) == [f"part-{i:05d}" for i in range(parts)]
+        assert sorted(os.listdir(outdir)) == ["_SUCCESS"] + [f"part-{i:05d}" for i in range(parts)]
+    # an output dir that holds files is replaced only with --overwrite
+    again = ["run", job, BOOK, "-o", tmp_path / "out3", "-q", "-r", "1"]
+    out = zmqmr_cmd(*again, env=env)
+    assert out.returncode == 1 and "already holds files" in out.stderr
+    out = zmqmr_cmd(*again, "--overwrite", env=env)
+    assert out.returncode == 0, out.stderr
+    assert sorted(os.listdir(tmp_path / "out3")) == ["_SUCCESS", "part-00000"]
 
 
 @pytest.mark.parametrize(
