@@ -21,8 +21,8 @@ As Hadoop's FileOutputCommitter and Spark's commit protocol do it, in four steps
   directory being changed never claims success), part files of a previous
   output that this job does not replace are removed, each approved file is
   renamed into place (atomically: whole or absent), ``_SUCCESS`` (one line:
-  the job's id) is written last and ``_temporary/JOB`` removed. A previous output stays untouched until
-  every reduce task of the new job has succeeded.
+  the job's id) is written last and ``_temporary/JOB`` removed. A previous
+  output stays untouched until every reduce task of the new job has succeeded.
 * **Abort** (the master's shell, for a failed or cancelled job; ``abort_job``):
   ``_temporary/JOB`` is removed. No part file of the job was ever in place.
 

@@ -26,7 +26,10 @@ from zmqmr.events import (
     AckJob,
     Assign,
     Command,
+    CommitJob,
     JobAccepted,
+    JobCommitted,
+    JobRejected,
     Persist,
     PollJob,
     Recovered,
@@ -280,3 +283,27 @@ def test_running_maps_at_the_restart_run_again_and_their_old_attempt_ids_are_nev
     assert d.state.jobs["j1"].maps[0].status == DONE
     assert {d.state.jobs["j1"].maps[i].status for i in (1, 2)} == {RUNNING}
     assert isinstance(d.poll(), SendProgress)
+
+
+def test_approved_reduce_attempts_survive_replay_and_compaction_and_the_dir_stays_taken():
+    c = Durable()
+    c.register(A, slots=2)
+    maps = assigns(c.submit(spec=make_spec(maps=1, reducers=2, output_dir="/out")))
+    r0, r1 = assigns(c.map_done(maps[0]), "reduce")
+    c.reduce_done(r0)
+    for d in (
+        restarted(c.journal),
+        restarted(recovery.journal_entries(restarted(c.journal).state)),
+    ):
+        job = d.state.jobs["j1"]
+        assert [t.approved for t in job.reduces] == [r0.attempt, None]
+        (rejected,) = d.submit("j2", spec=make_spec(maps=1, output_dir="/out"))
+        assert isinstance(rejected, JobRejected)  # the resumed job still holds /out
+    c.reduce_done(r1)
+    d = Durable()
+    for e in c.journal:  # the master stopped while the job's output committed
+        d(Replayed(e))
+    cmds = d(Recovered())
+    assert of(cmds, CommitJob) == [CommitJob("j1", "/out", [r0.attempt, r1.attempt])]
+    d(JobCommitted("j1"))
+    assert isinstance(d.poll(), SendResult)
