@@ -53,3 +53,28 @@ def test_mapside_benchmark_calls_every_mapper_once_per_record_with_the_right_cou
     calls = {row[0]: row[3] for row in rows if row and row[0] in ("ones", "ones-py", "floats")}
     assert calls == {"ones": "1.00", "ones-py": "1.00", "floats": "1.00"}, out.stdout
     assert any(row and row[0] == "switching" for row in rows), out.stdout
+
+
+def test_wordcount_benchmark_split_mapper_and_regex_rows_agree_with_serial_and_pool(tmp_path):
+    out = run_script(
+        "wordcount.py",
+        *("--size", "1MB", "--corpus", str(tmp_path / "corpus.txt"), "--split-size", "256KB"),
+        *("--repeat", "1", "--only", "serial,zmqmr-split,serial-re,pool-re,zmqmr-re"),
+    )
+    assert "answers: all 5 runs agree" in out.stdout
+    rows = {ln.split()[0]: ln.split() for ln in out.stdout.splitlines() if ln.strip()}
+    for name in ("zmqmr-split", "serial-re", "pool-re", "zmqmr-re"):
+        assert name in rows, name
+    assert rows["serial-re"][2] == "1.00" and rows["pool-re"][3] == "1.00", out.stdout
+
+
+def test_sort_benchmark_outputs_are_identical_sorted_and_the_input_records(tmp_path):
+    out = run_script(
+        "sort.py",
+        *("--size", "2MB", "--input", str(tmp_path / "input.txt"), "--split-size", "512KB"),
+        *("--repeat", "1"),
+    )
+    assert "answers: all 3 runs agree, sorted, the input's 20,971 records exactly" in out.stdout
+    assert (tmp_path / "input.txt").stat().st_size == 20_971 * 100
+    for name in ("serial", "pool", "zmqmr"):
+        assert any(line.startswith(name + " ") for line in out.stdout.splitlines()), name

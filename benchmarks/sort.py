@@ -1,0 +1,421 @@
+#!/usr/bin/env python3
+"""Sort three ways: zmqmr, one-process Python, and a multiprocessing.Pool.
+
+    python benchmarks/sort.py                          # 256 MiB: 2.7 M records
+    python benchmarks/sort.py --size 64MB --repeat 1 --only serial,zmqmr
+    python benchmarks/sort.py --input /tmp/s.txt       # reuse it, or make it there and keep it
+
+The input is ``--size`` bytes of seeded 100-byte records, one a line: a
+10-character key and an 89-character value drawn from a 64-character ASCII
+alphabet, then a newline (TeraSort's shape). Keys are distinct. Every
+contender writes the records sorted by key as ``key<TAB>value`` lines, R
+files whose concatenation is the whole sorted output:
+
+* ``serial``: one process reads the file, ``list.sort()``s its lines, writes
+  one file;
+* ``pool``: ``multiprocessing.Pool(workers)``, MapReduce by hand: each map task
+  sorts the lines of one line-aligned byte range of ``--split-size``, cuts the
+  sorted list at the range partitioner's boundaries (bisect, no per-record
+  partitioning) and writes R run files; each of R reduce tasks reads its
+  partition's runs, sorts them together (timsort merges sorted runs) and
+  writes its part file;
+* ``zmqmr``: ``LocalCluster(workers=N)``, ``Job(mapper, reducer,
+  partitioner=range_partition, num_reducers=R, output_dir=...)`` with
+  ``mapper(_, line) = ((line[:10], line[10:]),)`` and ``reducer(k, vs) =
+  next(vs)``; timed from cluster start-up to the job's part files committed.
+
+Answers: the first output is checked in full (globally sorted, and the exact
+multiset of the input's records: count and a sum of CRC-32s of every record);
+every output must be byte-identical to it (SHA-256 of the concatenated part
+files). The exit status is 1 otherwise. Memory and CPU are sampled over each
+contender's process tree as in ``wordcount.py`` (its TreeSampler), and
+``--repeat N`` interleaves N rounds and reports the fastest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import hashlib
+import os
+import pickle
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from wordcount import (  # noqa: E402
+    MiB,
+    parse_size,
+    print_roles,
+    print_table,
+    ratio_to,
+    run_measured,
+    zmqmr_default_split_size,
+)
+
+KINDS = ("serial", "pool", "zmqmr")
+RECORD = 100  # bytes per record, newline included
+KEY = 10  # key characters
+ALPHABET = "".join(sorted("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz+/"))
+RANK = {c: i for i, c in enumerate(ALPHABET)}
+TARGET_SERIAL = 1.2
+TARGET_RSS_MB = 200
+
+
+# -- the input ---------------------------------------------------------------------------
+
+
+def generate(path: str, size: int, seed: int) -> None:
+    """``size // 100`` records with distinct keys; the same seed gives the same file."""
+    rng = random.Random(seed)
+    table = bytes.maketrans(bytes(range(256)), (ALPHABET.encode() * 4))
+    n = size // RECORD
+    seen: set[bytes] = set()
+    batch = 100_000
+    with open(path, "wb") as f:
+        while n > 0:
+            k = min(batch, n)
+            raw = rng.randbytes(k * (RECORD - 1)).translate(table)
+            out = []
+            for i in range(0, len(raw), RECORD - 1):
+                rec = raw[i : i + RECORD - 1]
+                while rec[:KEY] in seen:  # a repeated key: draw another (about 1 in 10^5 runs)
+                    rec = rng.randbytes(KEY).translate(table) + rec[KEY:]
+                seen.add(rec[:KEY])
+                out.append(rec)
+            f.write(b"\n".join(out) + b"\n")
+            n -= k
+
+
+# -- the sort, three ways ----------------------------------------------------------------
+
+
+def range_partition(key: str, n: int) -> int:
+    """Keys in ALPHABET order cut into ``n`` ranges by their first character."""
+    return RANK[key[0]] * n // len(ALPHABET)
+
+
+def boundaries(n: int) -> list[str]:
+    """The first key character of partitions 1..n-1 under ``range_partition``."""
+    size = len(ALPHABET)
+    return [ALPHABET[-(-p * size // n)] for p in range(1, n)]
+
+
+def formatted(lines: list[str]) -> str:
+    return "".join([f"{line[:KEY]}\t{line[KEY:]}\n" for line in lines])
+
+
+def read_lines(path: str, start: int = 0, end: int | None = None) -> list[str]:
+    """The lines that start in ``[start, end)`` (the rule zmqmr's text splits follow)."""
+    from wordcount import read_range
+
+    data = read_range(path, start, os.path.getsize(path) if end is None else end)
+    lines = data.decode("ascii").split("\n")
+    lines.pop()  # after the last newline
+    return lines
+
+
+def run_serial(args: argparse.Namespace) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    lines = read_lines(args.input)
+    lines.sort()
+    path = os.path.join(args.out_dir, "part-00000")
+    with open(path, "w", encoding="ascii") as f:
+        f.write(formatted(lines))
+    return {"wall": time.perf_counter() - t0, "files": [path]}
+
+
+def pool_map(task: tuple[str, int, int, int, int, str]) -> list[str]:
+    """Sort one byte range's lines; write them as R runs, one per partition."""
+    path, start, end, n, R, work = task
+    lines = read_lines(path, start, end)
+    lines.sort()
+    cuts = [0, *(bisect.bisect_left(lines, b) for b in boundaries(R)), len(lines)]
+    runs = []
+    for p in range(R):
+        run = os.path.join(work, f"run-{n}-{p}")
+        with open(run, "w", encoding="ascii") as f:
+            f.write("".join([line + "\n" for line in lines[cuts[p] : cuts[p + 1]]]))
+        runs.append(run)
+    return runs
+
+
+def pool_reduce(task: tuple[list[str], str]) -> str:
+    """Sort one partition's runs together (timsort merges them) into its part file."""
+    runs, out = task
+    lines: list[str] = []
+    for run in runs:
+        with open(run, encoding="ascii") as f:
+            part = f.read().split("\n")
+        part.pop()
+        lines += part
+        os.remove(run)
+    lines.sort()
+    with open(out, "w", encoding="ascii") as f:
+        f.write(formatted(lines))
+    return out
+
+
+def run_pool(args: argparse.Namespace) -> dict[str, Any]:
+    import multiprocessing
+
+    from wordcount import line_ranges
+
+    R = args.reducers
+    t0 = time.perf_counter()
+    pool = multiprocessing.Pool(args.workers)
+    t1 = time.perf_counter()
+    work = os.path.join(args.out_dir, "runs")
+    os.makedirs(work)
+    maps = [
+        (path, start, end, n, R, work)
+        for n, (path, start, end) in enumerate(line_ranges(args.input, args.split_size))
+    ]
+    runs = pool.map(pool_map, maps, chunksize=1)
+    parts = [os.path.join(args.out_dir, f"part-{p:05d}") for p in range(R)]
+    files = pool.map(pool_reduce, [([r[p] for r in runs], parts[p]) for p in range(R)], 1)
+    t2 = time.perf_counter()
+    pool.close()
+    pool.join()
+    os.rmdir(work)
+    return {"wall": t2 - t0, "startup": t1 - t0, "shutdown": time.perf_counter() - t2,
+            "tasks": len(maps) + R, "files": files}  # fmt: skip
+
+
+def mapper(_: Any, line: str) -> Any:
+    return ((line[:KEY], line[KEY:]),)
+
+
+def reducer(_: Any, values: Any) -> Any:
+    return next(values)  # keys are distinct: one value each
+
+
+def run_zmqmr(args: argparse.Namespace) -> dict[str, Any]:
+    import zmqmr
+
+    t0 = time.perf_counter()
+    cluster = zmqmr.LocalCluster(workers=args.workers)
+    cluster.start()
+    try:
+        t1 = time.perf_counter()
+        job = zmqmr.Job(
+            mapper=mapper,
+            reducer=reducer,
+            partitioner=range_partition,
+            inputs=[args.input],
+            num_reducers=args.reducers,
+            split_size=args.split_size,
+            output_dir=os.path.join(args.out_dir, "zmqmr"),
+            name="sort",
+        )
+        result = cluster.client().run(job, progress=False)
+        t2 = time.perf_counter()
+    finally:
+        cluster.close()
+    return {"wall": t2 - t0, "startup": t1 - t0, "job": t2 - t1,
+            "shutdown": time.perf_counter() - t2, "stats": result.stats,
+            "files": sorted(result.output_files)}  # fmt: skip
+
+
+RUNNERS = {"serial": run_serial, "pool": run_pool, "zmqmr": run_zmqmr}
+
+
+def child_main(args: argparse.Namespace) -> None:
+    info = RUNNERS[args.child](args)
+    info["maxrss_self_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    info["maxrss_children_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    with open(args.child_out, "wb") as f:
+        pickle.dump(info, f, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+# -- checking the answers ----------------------------------------------------------------
+
+
+def record_digest(lines: Any) -> tuple[int, int]:
+    """(count, sum of CRC-32s): the same for any order of the same multiset of records."""
+    n = total = 0
+    for line in lines:
+        n += 1
+        total += zlib.crc32(line)
+    return n, total
+
+
+def input_digest(path: str) -> tuple[int, int]:
+    with open(path, "rb") as f:
+        return record_digest(line[:KEY] + b"\t" + line[KEY:] for line in f)
+
+
+def output_digest(files: list[str], full: bool) -> tuple[str, tuple[int, int] | None, str]:
+    """SHA-256 of the concatenated files; with ``full``, the record digest and order check."""
+    sha = hashlib.sha256()
+    for path in files:
+        with open(path, "rb") as f:
+            while chunk := f.read(MiB):
+                sha.update(chunk)
+    if not full:
+        return sha.hexdigest(), None, ""
+    problem = ""
+    prev = b""
+
+    def lines() -> Any:
+        nonlocal prev, problem
+        for path in files:
+            with open(path, "rb") as f:
+                for line in f:
+                    if line < prev and not problem:
+                        problem = f"out of order in {os.path.basename(path)}: {line[:KEY]!r}"
+                    prev = line
+                    yield line
+
+    return sha.hexdigest(), record_digest(lines()), problem
+
+
+# -- measuring ---------------------------------------------------------------------------
+
+
+def measure(kind: str, args: argparse.Namespace, work: str, round_: int) -> dict[str, Any]:
+    out = os.path.join(work, f"info-{kind}-{round_}.pkl")
+    out_dir = os.path.join(work, f"out-{kind}-{round_}")
+    os.makedirs(out_dir)
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", kind, "--child-out", out]
+    cmd += ["--input", args.input, "--out-dir", out_dir, "--workers", str(args.workers)]
+    cmd += ["--reducers", str(args.reducers), "--split-size", str(args.split_size)]
+    r = run_measured(kind, cmd, out)
+    r["out_dir"] = out_dir
+    return r
+
+
+def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    by = {r["kind"]: r for r in runs}
+
+    print_table(runs, {k: "serial" for k in KINDS}, {k: "pool" for k in KINDS})
+    if args.repeat > 1:
+        print(f"(fastest of {args.repeat} interleaved runs; peak RSS: the largest of any run)")
+        for r in runs:
+            walls = ", ".join(f"{w:.2f}" for w in r["walls"])
+            cpus = ", ".join(f"{c:.1f}" for c in r["cpus"])
+            print(f"  {r['kind']} walls: {walls}; cpu s: {cpus}")
+    print()
+    print("wall: from the start of the work to the sorted files on disk, in the subprocess")
+    print("      (zmqmr: LocalCluster start-up + job; pool: Pool() + map + reduce phases);")
+    print("cpu:  user+system seconds of the whole process tree; RSS sampled every 50 ms.")
+    for r in runs:
+        info = r["info"]
+        print_roles(r)
+        if r["kind"] == "zmqmr":
+            st = info["stats"]
+            print(
+                f"      start-up {info['startup']:.2f} s, job {info['job']:.2f} s "
+                f"(maps {st.get('maps')}: {st.get('map_seconds', 0):.2f} s, "
+                f"reduces {st.get('reduces')}: {st.get('reduce_seconds', 0):.2f} s, "
+                f"shuffle {st.get('shuffle_bytes', 0) / MiB:.1f} MiB, "
+                f"re-executions {st.get('reexecutions', 0)})"
+            )
+    print()
+    if "zmqmr" in by and "serial" in by:
+        r = float(ratio_to(by, "zmqmr", {"zmqmr": "serial"}))
+        verdict = "MET" if r <= TARGET_SERIAL else "MISSED"
+        print(f"zmqmr / serial = {r:.2f}   (target <= {TARGET_SERIAL}: {verdict})")
+    if "zmqmr" in by and "pool" in by:
+        print(f"zmqmr / pool   = {ratio_to(by, 'zmqmr', {'zmqmr': 'pool'})}")
+    if "zmqmr" in by:
+        peak = by["zmqmr"]["peak_max_mb"]
+        verdict = "MET" if peak <= TARGET_RSS_MB else "MISSED"
+        print(
+            f"zmqmr max RSS of any process = {peak:.0f} MB   (target <= {TARGET_RSS_MB}: {verdict})"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--size", type=parse_size, default=256 * MiB, help="input size (256MB)")
+    p.add_argument("--seed", type=int, default=1, help="input seed (default 1)")
+    p.add_argument("--workers", type=int, default=2, help="zmqmr workers / pool processes")
+    p.add_argument("--reducers", type=int, default=4, help="partitions R (default 4)")
+    p.add_argument("--split-size", type=parse_size, default=None, help="zmqmr split, pool chunk")
+    p.add_argument("--input", help="input file: reused if it exists, else generated and kept")
+    p.add_argument("--repeat", type=int, default=3, help="interleaved rounds (default 3)")
+    p.add_argument("--only", default=",".join(KINDS), help="contenders, in this order")
+    p.add_argument("--child", choices=KINDS, help=argparse.SUPPRESS)
+    p.add_argument("--child-out", help=argparse.SUPPRESS)
+    p.add_argument("--out-dir", help=argparse.SUPPRESS)
+    p.add_argument("--generate", metavar="PATH", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        child_main(args)
+        return 0
+    if args.generate:
+        generate(args.generate, args.size, args.seed)
+        return 0
+    if args.split_size is None:
+        args.split_size = zmqmr_default_split_size()
+    kinds = [k.strip() for k in args.only.split(",") if k.strip()]
+    if not kinds or any(k not in KINDS for k in kinds):
+        p.error(f"--only takes a comma-separated subset of {','.join(KINDS)}")
+
+    work = tempfile.mkdtemp(prefix="zmqmr-sort-")
+    try:
+        if not (args.input and os.path.exists(args.input)):
+            path = os.path.abspath(args.input or os.path.join(work, "input.txt"))
+            t0 = time.perf_counter()
+            gen = [sys.executable, os.path.abspath(__file__), "--generate", path]
+            subprocess.run([*gen, "--size", str(args.size), "--seed", str(args.seed)], check=True)
+            print(f"input: generated {path} in {time.perf_counter() - t0:.1f} s")
+            args.input = path
+        args.input = os.path.abspath(args.input)
+        size = os.path.getsize(args.input)
+        print(
+            f"input: {size / MiB:.1f} MiB, {size // RECORD:,} records of {RECORD} bytes; "
+            f"{args.workers} workers, R = {args.reducers}, split/chunk "
+            f"{args.split_size / MiB:g} MiB; {os.cpu_count()} CPUs; load average "
+            f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; Python {sys.version.split()[0]}"
+        )
+        expected = input_digest(args.input)
+        reference: str | None = None
+        ok = True
+        every: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds}
+        for round_ in range(args.repeat):
+            for kind in kinds:
+                print(f"running {kind} ...", flush=True)
+                r = measure(kind, args, work, round_)
+                sha, digest, problem = output_digest(r["info"]["files"], reference is None)
+                shutil.rmtree(r["out_dir"], ignore_errors=True)
+                if reference is None:
+                    if problem or digest != expected:
+                        ok = False
+                        print(f"  WRONG: {kind}: {problem or 'not the input records'}")
+                    reference = sha
+                elif sha != reference:
+                    ok = False
+                    print(f"  MISMATCH: {kind}'s output differs from the first run's")
+                load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+                print(f"  {kind}: {r['info']['wall']:.2f} s (load average after: {load})")
+                every[kind].append(r)
+        if ok:
+            n = sum(len(v) for v in every.values())
+            print(
+                f"answers: all {n} runs agree, sorted, the input's {expected[0]:,} records exactly"
+            )
+        runs = []
+        for kind in kinds:
+            best = dict(min(every[kind], key=lambda r: r["info"]["wall"]))
+            best["walls"] = [r["info"]["wall"] for r in every[kind]]
+            best["cpus"] = [r["cpu"] for r in every[kind]]
+            best["peak_max_mb"] = max(r["peak_max_mb"] for r in every[kind])
+            best["peak_sum_mb"] = max(r["peak_sum_mb"] for r in every[kind])
+            runs.append(best)
+        report(runs, args)
+        return 0 if ok else 1
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # a generated --input outside it is kept
+
+
+if __name__ == "__main__":
+    sys.exit(main())
