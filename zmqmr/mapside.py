@@ -266,6 +266,22 @@ class _Grouper:
 # -- the map driver ----------------------------------------------------------------
 
 
+def split_bytes(split: protocol.Split, records_blob: bytes | None) -> int:
+    """The bytes of input a split holds: its byte range of a text file (a compressed
+    file's compressed size), its whole files' sizes, or its pickled records."""
+    if split.kind == "text":
+        return (split.end or 0) - (split.start or 0)
+    if split.kind == "files":
+        total = 0
+        for path in split.paths or []:
+            try:
+                total += os.path.getsize(path)
+            except OSError:
+                pass
+        return total
+    return len(records_blob or b"")
+
+
 def run_map(
     fns: dict[str, Any],
     job_id: str,
@@ -305,6 +321,7 @@ def run_map(
             progress=progress,
         )
         counters["zmqmr.map_input_records"] = n_in
+        counters["zmqmr.map_input_bytes"] = split_bytes(spec.split, records_blob)
         counters["zmqmr.map_output_records"] = n_out
         writer = shuffle.MapOutputWriter(path, R)
         try:

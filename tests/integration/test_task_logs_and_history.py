@@ -113,13 +113,14 @@ def test_a_failed_job_carries_the_failing_attempts_log_tail(cluster, tmp_path):
 def test_history_keeps_a_collected_job_with_counters_stats_and_a_stopped_clock(
     cluster, chatty_run
 ):
-    _, _, result = chatty_run
+    _, paths, result = chatty_run
     client = cluster.client()
     first = {j["id"]: j for j in client.status()["history"]}
     assert result.job_id not in {j["id"] for j in client.status()["jobs"]}
     row = first[result.job_id]
     assert row["name"] == "chatty" and row["state"] == "succeeded"
     assert row["counters"] == result.counters
+    assert row["counters"]["zmqmr.map_input_bytes"] == sum(os.path.getsize(p) for p in paths)
     assert row["stats"]["maps"] == 4 and row["stats"]["map_attempts"] >= 4
     assert row["maps_done"] == 4 and row["reduces_done"] == 2
     time.sleep(0.5)
