@@ -78,3 +78,10 @@ def test_sort_benchmark_outputs_are_identical_sorted_and_the_input_records(tmp_p
     assert (tmp_path / "input.txt").stat().st_size == 20_971 * 100
     for name in ("serial", "pool", "zmqmr"):
         assert any(line.startswith(name + " ") for line in out.stdout.splitlines()), name
+
+
+def test_commit_benchmark_checks_every_output_dir():
+    out = run_script("commit.py", "--reducers", "3", "--books", "1")
+    assert "answers: every output dir equals run_serial" in out.stdout
+    rows = [line.split() for line in out.stdout.splitlines() if line.strip().startswith("3 ")]
+    assert [row[1] for row in rows] == ["new", "overwrite"]
