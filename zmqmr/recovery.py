@@ -33,7 +33,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .events import Command, JobSubmitted, Note, SendJobFailed, SendResult
+from .events import AbortJob, Command, JobSubmitted, Note, SendJobFailed, SendResult
 from .journal import Entry
 from .protocol import ErrorInfo, HeldOutput, JobSpec, Report, Summary
 from .tables import DONE, IDLE, MAP, REDUCE, WAITING, Job, Worker, add_counters
@@ -198,6 +198,9 @@ def resume(st: MasterState, now: float, out: list[Command]) -> None:
     for job in list(st.active.values()):
         if len(job.reduces) == job.done[REDUCE]:
             st._succeed_job(job, now, out)  # its last reduce was journaled, its end was not
+    for job in st.finished.values():  # its abort may not have run: again (it is idempotent)
+        if job.spec.output_dir is not None and isinstance(job.outcome, SendJobFailed):
+            out.append(AbortJob(job.id, job.spec.output_dir, reason="resumed after a restart"))
     waiting = sum(len(p) for p in st.waiting.values())
     st.claim_deadline = now + st.settings.worker_timeout if waiting else None
     st._dirty = True

@@ -749,17 +749,19 @@ class MasterState:
         )
         return ErrorInfo("JobLost", message)
 
-    def _deliver(self, job: Job, out: list[Command]) -> None:
+    def _deliver(self, job: Job, out: list[Command], journaled: bool = False) -> None:
         """Give an ended job's outcome to its waiting long polls, and keep it until a
         client acknowledges it (or it expires): a reply lost on the way is asked again.
 
-        Not while its output dir is being aborted: JobAborted delivers it."""
+        Not while its output dir is being aborted: JobAborted delivers it (the end
+        is journaled at once, so a restarted master does not run the job again)."""
         assert job.outcome is not None
+        if not journaled:
+            self.persist(out, "end", **recovery.end_fields(job))
         if job.output_busy:
             return
         self._free_output_dir(job.id, job.spec.output_dir)
         outcome = job.outcome
-        self.persist(out, "end", **recovery.end_fields(job))
         self.finished[job.id] = job
         waiting = self.polls.pop(job.id, None)
         if waiting:
@@ -889,7 +891,7 @@ class MasterState:
         self._free_output_dir(ev.job_id, job.spec.output_dir if job is not None else None)
         if job is not None and job.output_busy and job.ended:
             job.output_busy = False
-            self._deliver(job, out)
+            self._deliver(job, out, journaled=True)
 
     def _too_big(self, what: str) -> ErrorInfo:
         limit = self.settings.result_limit

@@ -23,8 +23,10 @@ from test_state import (
 
 from zmqmr import recovery
 from zmqmr.events import (
+    AbortJob,
     AckJob,
     Assign,
+    CancelJob,
     Command,
     CommitJob,
     JobAccepted,
@@ -307,3 +309,20 @@ def test_approved_reduce_attempts_survive_replay_and_compaction_and_the_dir_stay
     assert of(cmds, CommitJob) == [CommitJob("j1", "/out", [r0.attempt, r1.attempt])]
     d(JobCommitted("j1"))
     assert isinstance(d.poll(), SendResult)
+
+
+def test_a_job_cancelled_while_its_output_aborts_stays_cancelled_after_a_restart():
+    c = Durable()
+    c.register(A)
+    maps = assigns(c.submit(spec=make_spec(maps=1, output_dir="/out")))
+    c.map_done(maps[0])
+    assert of(c(CancelJob(CLIENT, "j1")), AbortJob) == [AbortJob("j1", "/out")]
+    assert c.journal[-1].kind == "end"  # journaled before the abort is done
+    d = Durable()  # the master died before JobAborted
+    for e in c.journal:
+        d(Replayed(e))
+    assert of(d(Recovered()), AbortJob) == [AbortJob("j1", "/out")]  # removed again
+    assert "j1" not in d.state.active  # not run again
+    reply = d.poll()
+    assert isinstance(reply, SendJobFailed) and reply.error.type == "JobCancelled"
+    assert of(d.submit("j2", spec=make_spec(maps=1, output_dir="/out")), JobAccepted)
