@@ -30,7 +30,7 @@ QUEUED, ACTIVE, COMMITTING, SUCCEEDED, FAILED, CANCELLED = (
 )
 #: Finished jobs whose outcome no client has collected are kept up to this many
 #: (and for ClusterSettings.result_ttl at most); their result bytes are in the shell's store.
-KEEP_FINISHED = 10_000
+KEEP_FINISHED = 1000
 #: A record on which the mapper failed this many times is skipped (skip_bad_records).
 BAD_RECORD_FAILURES = 2
 STATS = (

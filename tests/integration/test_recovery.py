@@ -178,3 +178,63 @@ def test_a_second_master_on_the_same_state_dir_is_refused(tmp_path):
         with pytest.raises(zmqmr.ClusterError, match="held by another master"):
             other.start()
         assert c.client().status()["workers"] == []
+
+
+def test_a_master_and_workers_from_the_command_line_resume_after_sigkill(books, tmp_path):
+    # as a user runs them: zmqmr master --state-dir, zmqmr worker, a Python client
+    import subprocess
+    import sys
+
+    from conftest import REPO, free_port, stop_processes
+
+    wport, cport = free_port(), free_port()
+    env = {**os.environ, "PYTHONPATH": REPO}
+    master_args = [
+        sys.executable,
+        "-m",
+        "zmqmr",
+        "master",
+        "--bind",
+        f"tcp://127.0.0.1:{wport}",
+        "--client-bind",
+        f"tcp://127.0.0.1:{cport}",
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--heartbeat-interval",
+        "0.2",
+        "--worker-timeout",
+        "3",
+    ]
+    job = zmqmr.Job(
+        slow_mapper,
+        wc_reducer,
+        combiner=wc_reducer,
+        inputs=books[:3],
+        num_reducers=3,
+        split_size=64 * 1024,
+        speculative=False,
+    )
+    expected = list(zmqmr.run_serial(job).items())
+    procs = []
+    client = zmqmr.Client(f"tcp://127.0.0.1:{cport}", timeout=2.0)
+    try:
+        master = subprocess.Popen(master_args, env=env, stderr=subprocess.DEVNULL)
+        procs.append(master)
+        for i in range(2):
+            worker = [sys.executable, "-m", "zmqmr", "worker", "--master"]
+            worker += [f"tcp://127.0.0.1:{wport}", "--data-dir", str(tmp_path / f"w{i}")]
+            procs.append(subprocess.Popen(worker, env=env, stderr=subprocess.DEVNULL))
+        wait_until(lambda: len(client.status()["workers"]) == 2)
+        handle = client.submit(job)
+        maps = wait_until(lambda: (p := handle.progress())["maps_done"] >= 3 and p["maps"])
+        master.kill()
+        master.wait()
+        before = journaled(str(tmp_path / "state"), handle.job_id)
+        assert 3 <= before["maps_done"] < maps
+        procs.append(subprocess.Popen(master_args, env=env, stderr=subprocess.DEVNULL))
+        result = handle.wait(timeout=240)
+        assert list(result.items()) == expected
+        assert result.stats["map_attempts"] - before["map_attempts"] <= maps - before["maps_done"]
+    finally:
+        client.close()
+        stop_processes(procs)
