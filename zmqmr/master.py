@@ -72,13 +72,6 @@ class Master:
         self._compacted = 0  # journal bytes after the last compaction
         self._ended = False  # a job ended in this loop turn: compaction may be due
         self.committer = commit.Committer()  # a recovered job may be committing
-        try:
-            if self.journal is not None:
-                self._recover()
-        except BaseException:
-            self.committer.close()
-            self._close_store()
-            raise
         self.keys = keys
         self.ctx: zmq.Context[Any] = zmq.Context()
         self.gatekeeper = Gatekeeper(self.ctx, keys) if keys else None
@@ -110,6 +103,13 @@ class Master:
                 self.close()
                 raise
             self.dashboard.start()
+
+        if self.journal is not None:  # bound, but no message is read before it is done
+            try:
+                self._recover()
+            except BaseException:
+                self.close()
+                raise
 
     @property
     def dashboard_url(self) -> str | None:
