@@ -224,7 +224,14 @@ def test_a_master_and_workers_from_the_command_line_resume_after_sigkill(books, 
             worker = [sys.executable, "-m", "zmqmr", "worker", "--master"]
             worker += [f"tcp://127.0.0.1:{wport}", "--data-dir", str(tmp_path / f"w{i}")]
             procs.append(subprocess.Popen(worker, env=env, stderr=subprocess.DEVNULL))
-        wait_until(lambda: len(client.status()["workers"]) == 2)
+
+        def registered() -> bool:
+            try:
+                return len(client.status()["workers"]) == 2
+            except zmqmr.MasterUnavailable:  # still starting
+                return False
+
+        wait_until(registered)
         handle = client.submit(job)
         maps = wait_until(lambda: (p := handle.progress())["maps_done"] >= 3 and p["maps"])
         master.kill()
