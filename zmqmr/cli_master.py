@@ -183,9 +183,13 @@ def _find_job(jobs: list[dict[str, Any]], wanted: str, address: str) -> dict[str
 def cmd_cancel(args: argparse.Namespace) -> int:
     with _client(args) as client:
         job = _find_job(client.status()["jobs"], args.job, args.master)
+        if job["state"] == "committing":
+            fail(f"job {job['id']} ({job['name']}) is committing its output: too late to cancel")
         if job["state"] not in ("queued", "running"):
             fail(f"job {job['id']} ({job['name']}) has already ended: {job['state']}")
         state = client.cancel(job["id"])
+    if state == "committing":
+        fail(f"job {job['id']} ({job['name']}) began committing its output before the cancel")
     if state not in (None, "cancelled"):
         fail(f"job {job['id']} ({job['name']}) ended before the cancel arrived: {state}")
     print(f"cancelled job {job['id']} ({job['name']})")
