@@ -50,6 +50,7 @@ def scenario(**kw) -> Scenario:
         reducers=3,
         window=2.5,
         deadline=90.0,
+        baseline=False,  # these tests judge answers; the CLI's tests cover the no-fault run
     )
     defaults.update(kw)
     return Scenario(**defaults)

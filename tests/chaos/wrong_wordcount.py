@@ -1,8 +1,11 @@
-"""A deliberately wrong job for testing the checker: right in run_serial, wrong on the cluster.
+"""A deliberately wrong job for testing the checker: right in run_serial, wrong on a cluster.
 
-On a chaos cluster (where ZMQMR_CHAOS_NODE is set in every worker and executor)
-the reducer adds one to every count and the mapper bumps a counter the serial
-run does not have; in the checking process it is an honest word count.
+On a cluster, local or a lab, the job runs in executor processes, never in
+the process that loaded this file: there the reducer adds one to every count
+and the mapper bumps a counter the serial run does not have. In the checking
+process (and in any process that loads the file and runs it serially) it is
+an honest word count. ``LOADED_BY`` travels with the functions (cloudpickle
+ships a job file's globals by value).
 """
 
 import os
@@ -11,10 +14,11 @@ import re
 import zmqmr
 
 WORD = re.compile(r"[a-z]+")
+LOADED_BY = os.getpid()
 
 
 def on_the_cluster():
-    return bool(os.environ.get("ZMQMR_CHAOS_NODE"))
+    return os.getpid() != LOADED_BY
 
 
 def mapper(key, line):

@@ -17,6 +17,7 @@ otherwise every test here skips and says why.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import random
@@ -268,19 +269,20 @@ def _start_sshd(lab: Lab, i: int, tmp: str) -> str | None:
     return None
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory) -> Iterator[Lab]:
+@contextlib.contextmanager
+def build_lab(tmp: str, labs: int = LABS, master_args: tuple[str, ...] = ()) -> Iterator[Lab]:
+    """``labs`` lab machines with their sshd, and a master started with start-master.sh
+    (``master_args`` go to zmqmr master); skips the test when that cannot be done."""
     why = _why_not_root() or _ensure_sshd()
     if why:
         pytest.skip(why)
-    tmp = str(tmp_path_factory.mktemp("lab"))
-    tag = f"zt{os.getpid() % 100000}"  # interface names: at most 15 characters
+    tag = f"zt{os.getpid() % 10000}{next(_labs)}"  # interface names: at most 15 characters
     lan_ns = f"{tag}-lan"
     lab = Lab(
         tmp=tmp,
         net=_free_subnet(),
-        namespaces=[f"{tag}-lab{i}" for i in range(LABS)],
-        hostnames=[f"zlab{i}" for i in range(LABS)],
+        namespaces=[f"{tag}-lab{i}" for i in range(labs)],
+        hostnames=[f"zlab{i}" for i in range(labs)],
         ssh=" ".join(
             [
                 "ssh -F /dev/null",
@@ -318,7 +320,7 @@ def lab(tmp_path_factory) -> Iterator[Lab]:
             assert p.returncode == 0, p.stderr
         shutil.copy(f"{tmp}/id_test.pub", f"{tmp}/authorized_keys")
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation
-        for i in range(LABS):
+        for i in range(labs):
             why = _start_sshd(lab, i, tmp)
             if why:
                 pytest.skip(f"no usable sshd: {why}")
@@ -329,11 +331,21 @@ def lab(tmp_path_factory) -> Iterator[Lab]:
         lab.client = f"tcp://127.0.0.1:{free_port()}"
         run_dir = os.path.join(tmp, "master-run")
         args = ["--bind", lab.master, "--client-bind", lab.client, "--run-dir", run_dir]
-        p = lab.script("start-master.sh", *args, "--python", sys.executable, *lab.insecure)
+        args += ["--python", sys.executable, *lab.insecure, "--", *master_args]
+        p = lab.script("start-master.sh", *args)
         assert p.returncode == 0 and p.stdout.startswith("master: started"), p.stdout + p.stderr
         yield lab
     finally:
         _teardown(lab, made, tag)
+
+
+_labs = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory) -> Iterator[Lab]:
+    with build_lab(str(tmp_path_factory.mktemp("lab"))) as lab:
+        yield lab
 
 
 def _teardown(lab: Lab, made: list[str], tag: str) -> None:

@@ -17,6 +17,7 @@ it: ``zmqmr chaos`` is handed over from ``zmqmr.cli`` before anything else.
 from .checker import Outcome, Verdict, check
 from .cluster import ChaosCluster
 from .history import History
+from .lab import LabCluster
 from .nemesis import NEMESES, Nemesis
 from .runner import Report, Scenario, run_scenario
 from .schedule import KINDS, TOLERATED, Fault, make_schedule, parse_kinds
@@ -24,6 +25,7 @@ from .soak import SoakResult, soak
 
 __all__ = [
     "KINDS",
+    "LabCluster",
     "NEMESES",
     "TOLERATED",
     "ChaosCluster",

@@ -1,13 +1,17 @@
 """``zmqmr chaos``: run one job under faults, soak, list nemeses, clean up.
 
-    zmqmr chaos run --job examples/wordcount.py --inputs FILES... \\
-        --workers 4 --nemesis kill,pause --seed 7
+    zmqmr chaos run --job myjob.py --inputs FILES... --workers 4 --nemesis kill,pause --seed 7
+    zmqmr chaos run --job myjob.py --inputs FILES... --hosts HOSTS --master ADDR \\
+        --nemesis kill,pause,corrupt        # a lab's workers, faults over ssh
     zmqmr chaos soak --minutes 30 --seed 1
     zmqmr chaos nemeses
     zmqmr chaos cleanup
 
-``run`` and ``soak`` print a report and exit 1 when any check fails (2 on a
-usage error), and always print the seed and the command that replays it.
+``run`` and ``soak`` print a report and exit 0 when every check passed, 1
+when any failed, 3 when the job is not deterministic (its serial answer
+differed between two runs, so nothing could be judged), 2 on a usage error
+or a cluster that cannot be used; they always print the seed and the command
+that replays the run.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import signal
 import sys
 
 import zmqmr
-from zmqmr.cli import size_arg
+from zmqmr.cli import _run_sets, size_arg
 
 from . import netns, schedule
 from .nemesis import NEMESES
@@ -68,12 +72,30 @@ def build_parser(prog: str = "zmqmr chaos") -> argparse.ArgumentParser:
         help=f"comma-separated nemeses: {', '.join(schedule.KINDS)}; 'all'; 'none' (default kill)",
     )
     r.add_argument("--seed", type=int, default=None, help="the schedule's seed (default: random)")
-    r.add_argument("-r", "--reducers", type=int, default=4, help="reduce tasks (default 4)")
+    r.add_argument(
+        "-r",
+        "--reducers",
+        type=int,
+        default=None,
+        help="reduce tasks (default: the job file's JOB, else 4)",
+    )
     r.add_argument(
         "--split-size",
         type=size_arg,
-        default=256 * 1024,
-        help="bytes per input split, e.g. 64k or 1MB (default 256k)",
+        default=None,
+        help="bytes per input split, e.g. 64k or 1MB (default: the job file's JOB, else 256k)",
+    )
+    r.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a Job setting, as for zmqmr run (max_attempts=2, task_timeout=30, ...); repeat",
+    )
+    r.add_argument(
+        "--no-baseline",
+        action="store_true",
+        help="skip the run without faults that the report compares the job's time with",
     )
     r.add_argument(
         "--pace",
@@ -121,6 +143,47 @@ def build_parser(prog: str = "zmqmr chaos") -> argparse.ArgumentParser:
         action="store_true",
         help="return results through the master instead of part files in an output_dir",
     )
+    lab = r.add_argument_group(
+        "a lab",
+        "the workers scripts/start-workers.sh started on real machines; faults over ssh "
+        "(ZMQMR_SSH, as for the scripts)",
+    )
+    lab.add_argument(
+        "--hosts",
+        metavar="HOSTS_FILE",
+        help="the hosts file given to start-workers.sh: run on those workers (--workers, "
+        "--slots and --netns do not apply)",
+    )
+    lab.add_argument("--master", metavar="ADDR", help="the lab master's client address")
+    lab.add_argument(
+        "--master-host",
+        default="",
+        metavar="HOST",
+        help="the machine the master runs on, over ssh, for kill-master and its log "
+        "(default: this machine, without ssh)",
+    )
+    lab.add_argument(
+        "--run-dir",
+        default="",
+        metavar="DIR",
+        help="the scripts' --run-dir on the hosts, where the pid files are (default ~/.zmqmr)",
+    )
+    lab.add_argument(
+        "--master-run-dir",
+        default=None,
+        metavar="DIR",
+        help="start-master.sh's --run-dir on the master's machine (default: --run-dir)",
+    )
+    lab.add_argument("--keys", metavar="DIR", help="key directory for the client (CURVE)")
+    lab.add_argument(
+        "--insecure", action="store_true", help="no CURVE: a master started with --insecure"
+    )
+    lab.add_argument(
+        "--output-dir",
+        metavar="DIR",
+        help="a directory every worker and this machine share (NFS): part files go there "
+        "and are checked (default: results through the master)",
+    )
     r.add_argument("--keep", metavar="DIR", help="keep the run's logs, history and output here")
     r.add_argument("--history", metavar="FILE", help="also write the history (JSON lines) here")
     r.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -147,6 +210,11 @@ def build_parser(prog: str = "zmqmr chaos") -> argparse.ArgumentParser:
 
 def cmd_run(args: argparse.Namespace) -> int:
     seed = args.seed if args.seed is not None else random.randrange(1, 1_000_000)
+    if args.hosts is None and (args.master or args.output_dir or args.master_host):
+        raise SystemExit("zmqmr chaos run: --master, --master-host and --output-dir need --hosts")
+    if args.hosts is not None and not args.master:
+        raise SystemExit("zmqmr chaos run: --hosts needs --master, the master's client address")
+    settings = _run_sets(args.set, local=False)[0]
     sc = Scenario(
         job_file=args.job,
         inputs=args.inputs,
@@ -156,6 +224,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         slots=args.slots,
         reducers=args.reducers,
         split_size=args.split_size,
+        settings=settings,
         output=not args.no_output_dir,
         pace=args.pace,
         window=args.window,
@@ -164,6 +233,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         netns=args.netns,
         client_timeout=args.client_timeout,
         state_dir=args.state_dir,
+        baseline=not args.no_baseline,
+        hosts=args.hosts,
+        master=args.master,
+        master_host=args.master_host,
+        run_dir=args.run_dir,
+        master_run_dir=args.master_run_dir,
+        keys=args.keys,
+        insecure=args.insecure,
+        output_dir=args.output_dir,
     )
     try:
         report = run_scenario(sc, keep=args.keep, history_path=args.history)
@@ -174,6 +252,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(json.dumps(report.to_json(), indent=2, default=str))
     else:
         print(report.text())
+    if report.nondeterministic:
+        return 3
     return 0 if report.ok else 1
 
 
@@ -231,13 +311,18 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
 
 
 def _interrupt(signum: int, frame: object) -> None:
+    # Once: a second Ctrl-C must not cut short the clean-up the first one started.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt(f"signal {signum}")
 
 
 def main(argv: list[str] | None = None, prog: str = "zmqmr chaos") -> int:
     args = build_parser(prog).parse_args(argv)
-    # SIGTERM unwinds like Ctrl-C, so the cluster, its namespaces and its files go too.
+    # SIGINT and SIGTERM unwind once, so the cluster, its namespaces and its files go too,
+    # and a lab is restored (every worker running, nothing stopped).
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",

@@ -28,6 +28,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -39,7 +40,8 @@ import psutil
 import zmqmr
 
 from ..journal import read_entries
-from . import netns
+from . import agent, netns
+from .lab import parse_log
 from .netns import Network
 
 log = logging.getLogger(__name__)
@@ -279,6 +281,23 @@ class ChaosCluster:
     def worker_timeout(self) -> float:
         return float(self.settings["worker_timeout"])
 
+    def host(self, name: str) -> str:
+        """The machine a node runs on (all of them: this one)."""
+        self.node(name)
+        return socket.gethostname()
+
+    def pid(self, name: str) -> int | None:
+        return self.node(name).pid
+
+    def node_name(self, name: str) -> str:
+        """The host name the master gives a worker's machine."""
+        return socket.gethostname()
+
+    #: The master is ours: it can be killed.
+    master_known = True
+    #: What ``close`` could not restore (nothing: it tears everything down).
+    restored: list[str] = []
+
     # -- start ---------------------------------------------------------------------
 
     def start(self) -> ChaosCluster:
@@ -401,6 +420,18 @@ class ChaosCluster:
 
     def resume(self, name: str) -> bool:
         return self.node(name).signal(signal.SIGCONT)
+
+    def map_outputs(self, name: str, job_id: str | None) -> list[str]:
+        """A worker's finished map output files, of ``job_id`` if given."""
+        return agent.map_outputs(self.data_dir(name), job_id)
+
+    def damage(self, name: str, path: str, mode: str, where: float, pick: float) -> Any:
+        return agent.damage(path, mode, where, pick)
+
+    def master_log(self) -> list[tuple[float, str]]:
+        """The master's log lines, with their Unix time."""
+        node = self.nodes.get("master")
+        return parse_log(node.log()) if node is not None else []
 
     def link(self, name: str, up: bool) -> None:
         """Take a worker's network link down or bring it up (needs ``netns=True``)."""

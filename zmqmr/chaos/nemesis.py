@@ -1,11 +1,13 @@
 """Nemeses: the faults the harness injects, each a small class with start and stop.
 
-A nemesis carries out one scheduled ``Fault`` on a ``ChaosCluster``:
+A nemesis carries out one scheduled ``Fault`` on a ``ChaosCluster`` (local
+processes) or a ``LabCluster`` (a lab's machines, through ssh):
 ``start(now)`` injects it, ``stop(now)`` undoes it when its duration is over,
 ``tick(now)`` lets a fault that acts over time (a duty cycle, a watch for new
 files) do its next step and say when it wants the next tick, and ``heal(now)``
 undoes whatever is still in force when the job has ended. Every action is
-written to the history. ``now`` is seconds since the master accepted the job.
+written to the history, with the host and pid it hit. ``now`` is seconds
+since the master accepted the job.
 
 The runner calls all of these from one thread, the one that started the
 cluster's processes (restarts must come from it: see ``zmqmr.chaos.cluster``).
@@ -17,7 +19,6 @@ import os
 import random
 from typing import Any, ClassVar
 
-from .cluster import ChaosCluster
 from .history import History
 from .schedule import CORRUPT, KILL, KILL_MASTER, PARTITION, PAUSE, SLOW, Fault
 
@@ -26,14 +27,21 @@ class Nemesis:
     kind: ClassVar[str] = ""
     description: ClassVar[str] = ""
 
-    def __init__(self, fault: Fault, cluster: ChaosCluster, history: History) -> None:
+    def __init__(
+        self, fault: Fault, cluster: Any, history: History, job_id: str | None = None
+    ) -> None:
         self.fault = fault
-        self.cluster = cluster
+        self.cluster = cluster  # a ChaosCluster or a LabCluster
         self.history = history
         self.target = fault.target
+        self.job_id = job_id  # the job under faults (corrupt damages its files only)
 
     def record(self, now: float, action: str, **detail: Any) -> None:
-        self.history.record(now, self.kind, self.target, action, self.fault.index, **detail)
+        detail.setdefault("pid", self.cluster.pid(self.target))
+        host = self.cluster.host(self.target)
+        self.history.record(
+            now, self.kind, self.target, action, self.fault.index, host=host, **detail
+        )
 
     def start(self, now: float) -> None:
         raise NotImplementedError
@@ -61,7 +69,7 @@ class Kill(Nemesis):
     )
 
     def start(self, now: float) -> None:
-        pid = self.cluster.node(self.target).pid
+        pid = self.cluster.pid(self.target)
         was = self.cluster.kill(self.target)
         self.record(now, "kill", pid=pid, was_running=was)
 
@@ -76,16 +84,19 @@ class Kill(Nemesis):
 class KillMaster(Kill):
     kind = KILL_MASTER
     description = (
-        "SIGKILL the master; optionally restart it at the same addresses. Without a "
-        "state dir the master keeps its jobs in memory, so the client must get a clear "
-        "error (never a hang, never a wrong answer); with one (--state-dir) it is always "
+        "SIGKILL the master; optionally restart it at the same addresses (in a lab: with "
+        "its own command line, so with its --state-dir if it has one). A master without "
+        "a state directory keeps its jobs in memory, so the client must get a clear error "
+        "(never a hang, never a wrong answer); one with it (--state-dir) is always "
         "restarted, at times at the worst moments (the job being accepted, the map/reduce "
         "transition, the job's end), and the job must finish exactly, the maps it had "
         "journaled not run again."
     )
 
-    def __init__(self, fault: Fault, cluster: ChaosCluster, history: History) -> None:
-        super().__init__(fault, cluster, history)
+    def __init__(
+        self, fault: Fault, cluster: Any, history: History, job_id: str | None = None
+    ) -> None:
+        super().__init__(fault, cluster, history, job_id)
         self.moment = fault.params.get("moment")
         self.killed_at: float | None = None
         self.restarted = False
@@ -99,7 +110,7 @@ class KillMaster(Kill):
             self.record(now, "armed", moment=self.moment)
 
     def _kill(self, now: float) -> None:
-        pid = self.cluster.node(self.target).pid
+        pid = self.cluster.pid(self.target)
         was = self.cluster.kill(self.target)
         self.killed_at = now
         self.record(now, "kill", pid=pid, was_running=was, **self.cluster.journal())
@@ -160,8 +171,10 @@ class Slow(Nemesis):
         "and SIGCONT it for the rest (a duty cycle), so backup tasks are needed."
     )
 
-    def __init__(self, fault: Fault, cluster: ChaosCluster, history: History) -> None:
-        super().__init__(fault, cluster, history)
+    def __init__(
+        self, fault: Fault, cluster: Any, history: History, job_id: str | None = None
+    ) -> None:
+        super().__init__(fault, cluster, history, job_id)
         self.period = float(fault.params["period"])
         self.stopped_for = self.period * float(fault.params["stopped"])
         self.stopped = False
@@ -203,10 +216,6 @@ class Slow(Nemesis):
         self.record(now, "normal", cycles=self.cycles)
 
 
-#: Bytes at the end of a map output file that hold its index and footer (roughly).
-TAIL = 128
-
-
 class Corrupt(Nemesis):
     kind = CORRUPT
     description = (
@@ -215,11 +224,13 @@ class Corrupt(Nemesis):
         "and the map must run again."
     )
 
-    #: How often to look for new map outputs (seconds).
+    #: How often to look for new map outputs (seconds; over ssh a look takes longer).
     EVERY = 0.01
 
-    def __init__(self, fault: Fault, cluster: ChaosCluster, history: History) -> None:
-        super().__init__(fault, cluster, history)
+    def __init__(
+        self, fault: Fault, cluster: Any, history: History, job_id: str | None = None
+    ) -> None:
+        super().__init__(fault, cluster, history, job_id)
         self.modes: list[str] = list(fault.params["modes"])
         self.rng = random.Random(f"corrupt/{fault.params['seed']}")
         self.damaged: set[str] = set()
@@ -230,59 +241,33 @@ class Corrupt(Nemesis):
         self.record(now, "watch", modes=list(self.modes))
         self.tick(now)
 
-    def _outputs(self) -> list[str]:
-        root = self.cluster.data_dir(self.target)
-        found = []
-        for dirpath, _, files in os.walk(root):
-            for name in files:
-                if name.endswith(".out"):
-                    found.append(os.path.join(dirpath, name))
-        return sorted(p for p in found if p not in self.damaged)
-
     def tick(self, now: float) -> float | None:
         if not self.active:
             return None
         while self.modes:
-            outputs = self._outputs()
+            outputs = [
+                p
+                for p in self.cluster.map_outputs(self.target, self.job_id)
+                if p not in self.damaged
+            ]
             if not outputs:
                 break
             path = outputs[0]
             mode = self.modes[0]
-            detail = self._damage(path, mode)
+            # A third of the flips hit the tail: the index and footer that say where
+            # every partition's segment lies, the rest anywhere (mostly block data).
+            where, pick = self.rng.random(), self.rng.random()
+            detail = self.cluster.damage(self.target, path, mode, where, pick)
             self.damaged.add(path)
             if detail is None:  # gone before we got to it (a lost attempt, say)
                 continue
             self.modes.pop(0)
-            self.record(now, mode, file=os.path.relpath(path, self.cluster.dir), **detail)
+            name = os.path.join(os.path.basename(os.path.dirname(path)), os.path.basename(path))
+            self.record(now, mode, file=name, **detail)
         if not self.modes:
             self.stop(now)
             return None
         return now + self.EVERY
-
-    def _damage(self, path: str, mode: str) -> dict[str, Any] | None:
-        try:
-            size = os.path.getsize(path)
-            if mode == "delete" or size == 0:  # an empty file cannot be flipped or cut
-                os.remove(path)
-                return {"size": size, "deleted": True}
-            if mode == "truncate":
-                new = self.rng.randrange(size)
-                os.truncate(path, new)
-                return {"size": size, "to": new}
-            # A third of the flips hit the tail: the index and footer that say where
-            # every partition's segment lies, the rest anywhere (mostly block data).
-            if self.rng.random() < 1 / 3:
-                offset = self.rng.randrange(max(0, size - TAIL), size)
-            else:
-                offset = self.rng.randrange(size)
-            with open(path, "r+b") as f:
-                f.seek(offset)
-                byte = f.read(1)
-                f.seek(offset)
-                f.write(bytes([byte[0] ^ 0xFF]))
-            return {"size": size, "offset": offset}
-        except (OSError, IndexError):
-            return None
 
     def stop(self, now: float) -> None:
         if self.active:
@@ -311,5 +296,5 @@ NEMESES: dict[str, type[Nemesis]] = {
 }
 
 
-def make(fault: Fault, cluster: ChaosCluster, history: History) -> Nemesis:
-    return NEMESES[fault.kind](fault, cluster, history)
+def make(fault: Fault, cluster: Any, history: History, job_id: str | None = None) -> Nemesis:
+    return NEMESES[fault.kind](fault, cluster, history, job_id)

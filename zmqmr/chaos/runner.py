@@ -2,40 +2,52 @@
 
 ``run_scenario(Scenario(...))``:
 
-1. computes the oracle, ``zmqmr.run_serial(job)`` (cached per job and inputs);
+1. computes the oracle, ``zmqmr.run_serial(job)``, once per job, and asks it
+   twice (``zmqmr.chaos.oracle``): a job whose serial answer differs between
+   the two is reported as not deterministic, and no cluster runs;
 2. starts a ``ChaosCluster`` (in network namespaces when the schedule may cut
-   links and this process is root);
-3. submits the job from a client in a helper thread, and from this thread
-   carries out the schedule, seconds after the master accepted the job,
-   writing every action to the history, until the job ends or its deadline;
-4. heals what is still in force (resumes paused nodes, brings links up),
+   links and this process is root), or reaches a lab (``LabCluster``: the
+   workers scripts/start-workers.sh started, over ssh);
+3. runs the job once without faults (its time is the yardstick; its answer
+   is checked too), unless the scenario says not to;
+4. submits the job again from a client in a helper thread, and from this
+   thread carries out the schedule, seconds after the master accepted the
+   job, writing every action (with its host) to the history, until the job
+   ends or its deadline;
+5. heals what is still in force (resumes paused nodes, brings links up),
    waits a grace period, and looks again at the output directory for late
    writes of attempts that were paused or cut off;
-5. tears the cluster down and asks the checker for a verdict.
+6. reads the master's reaction to every fault from its log, tears the
+   cluster down (a lab is restored instead: every worker running again,
+   nothing stopped) and asks the checker for a verdict.
 
 Every process is started from the calling thread (see ``zmqmr.chaos.cluster``).
+An interrupt (Ctrl-C, SIGTERM) restores a lab before it propagates.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import heapq
-import json
 import os
-import shlex
 import shutil
+import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import zmqmr
 
-from . import checker, nemesis, netns, schedule
-from .cluster import FAST_MASTER, ChaosCluster
+from . import checker, nemesis, netns, reactions, schedule
+from .cluster import ChaosCluster
 from .history import History
-from .workload import BOOKS_DIR, expand_inputs, load_job, paced
+from .lab import LabCluster
+from .oracle import oracle
+from .report import Report
+from .scenario import Scenario
+from .workload import load_job, paced
+
+__all__ = ["Report", "Scenario", "plan", "run_scenario"]
 
 #: Seconds to wait after healing for stale attempts to write (or not).
 GRACE = 1.0
@@ -43,158 +55,14 @@ GRACE = 1.0
 TICK = 0.05
 
 
-@dataclass
-class Scenario:
-    """Everything that decides a chaos run; ``replay_command`` prints it back."""
-
-    job_file: str = "wordcount"
-    inputs: list[str] = field(default_factory=lambda: [f"{BOOKS_DIR}/*.txt"])
-    nemeses: list[str] = field(default_factory=list)
-    seed: int = 0
-    workers: int = 4
-    slots: int = 1
-    reducers: int = 4
-    split_size: int = 256 * 1024
-    output: bool = True  # part files in a temporary output_dir (False: results via the master)
-    pace: float = 0.0002
-    window: float = 4.0
-    faults: int | None = None
-    deadline: float = 120.0
-    netns: str = "auto"  # auto | on | off
-    client_timeout: float = 5.0
-    state_dir: bool = False  # the master keeps a journal: killed, it restarts and resumes
-    job: zmqmr.Job | None = None  # a job object instead of a job file (tests)
-
-    def replay_command(self) -> str:
-        if self.job is not None:
-            return f"(a job object; replay with the same job and seed={self.seed})"
-        d = Scenario()
-        args = ["zmqmr", "chaos", "run", "--job", self.job_file, "--inputs", *self.inputs]
-        args += ["--workers", str(self.workers), "--nemesis", ",".join(self.nemeses) or "none"]
-        args += ["--seed", str(self.seed)]
-        for name, flag in (
-            ("slots", "--slots"),
-            ("reducers", "--reducers"),
-            ("split_size", "--split-size"),
-            ("pace", "--pace"),
-            ("window", "--window"),
-            ("faults", "--faults"),
-            ("deadline", "--deadline"),
-            ("netns", "--netns"),
-            ("client_timeout", "--client-timeout"),
-        ):
-            if getattr(self, name) != getattr(d, name):
-                args += [flag, str(getattr(self, name))]
-        if not self.output:
-            args.append("--no-output-dir")
-        if self.state_dir:
-            args.append("--state-dir")
-        return " ".join(shlex.quote(a) for a in args)
-
-    def to_json(self) -> dict[str, Any]:
-        out = dataclasses.asdict(dataclasses.replace(self, job=None))
-        out["job"] = self.job.name if self.job is not None else None
-        return out
-
-
-@dataclass
-class Report:
-    scenario: Scenario
-    schedule: list[schedule.Fault]
-    history: list[dict[str, Any]]
-    verdict: checker.Verdict
-    summary: dict[str, Any]
-    skipped: dict[str, str] = field(default_factory=dict)  # nemesis -> why it did not run
-    netns: bool = False
-    directory: str | None = None  # kept run directory (logs, history), if any
-    error: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.verdict.ok
-
-    def text(self) -> str:
-        sc, s = self.scenario, self.summary
-        job = sc.job.name if sc.job is not None else sc.job_file
-        lines = [
-            f"chaos run: job {job}, {sc.workers} workers, nemeses "
-            f"{','.join(sc.nemeses) or 'none'}, seed {sc.seed}"
-            + (", workers in network namespaces" if self.netns else ""),
-        ]
-        for kind, why in self.skipped.items():
-            lines.append(f"  skipped {kind}: {why}")
-        lines.append(f"schedule ({len(self.schedule)} faults):")
-        injected = {r["fault"] for r in self.history if "fault" in r}
-        for f in self.schedule:
-            mark = "injected" if f.index in injected else "not reached"
-            lines.append(f"  {f.at:6.2f}s  #{f.index} {f.kind:<11} {f.describe()}  [{mark}]")
-        lines.append("history:")
-        for r in self.history:
-            extra = {
-                k: v
-                for k, v in r.items()
-                if k not in ("time", "nemesis", "target", "action", "fault", "wall")
-            }
-            what = r["nemesis"] or "job"
-            lines.append(
-                f"  {r['time']:7.3f}s  {what:<11} {r['target']:<6} {r['action']}"
-                + (f"  {json.dumps(extra, default=str)}" if extra else "")
-            )
-        faults = ", ".join(f"{k} {n}" for k, n in sorted(s["faults"].items())) or "none"
-        lines.append(
-            f"summary: faults injected {s['faults_total']} ({faults}); "
-            f"attempts {s['attempts']} (map {s['map_attempts']}, reduce {s['reduce_attempts']}); "
-            f"re-executions {s['reexecutions']}; backups {s['backups']} "
-            f"(won {s['backups_won']}); fetch failures {s['fetch_failures']}; "
-            f"wall time {s['wall_seconds']:.2f}s"
-        )
-        lines.append(f"outcome: {self.verdict.outcome}")
-        for c in self.verdict.checks:
-            lines.append(f"  [{'ok' if c.ok else 'FAIL'}] {c.name}: {c.detail}")
-        if self.error:
-            lines.append(f"error: {self.error}")
-        if self.directory:
-            lines.append(f"logs and history kept in {self.directory}")
-        lines.append(f"verdict: {'PASS' if self.ok else 'FAIL'}  (seed {sc.seed})")
-        lines.append(f"replay: {sc.replay_command()}")
-        return "\n".join(lines)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "scenario": self.scenario.to_json(),
-            "schedule": [f.to_json() for f in self.schedule],
-            "history": self.history,
-            "verdict": "PASS" if self.ok else "FAIL",
-            "outcome": self.verdict.outcome,
-            "checks": [dataclasses.asdict(c) for c in self.verdict.checks],
-            "summary": self.summary,
-            "skipped": self.skipped,
-            "netns": self.netns,
-            "directory": self.directory,
-            "replay": self.scenario.replay_command(),
-        }
-
-
-_oracles: dict[Any, zmqmr.JobResult] = {}
-#: Oracles kept (a soak draws many input sets; each answer holds every record).
-ORACLES_KEPT = 8
-
-
-def oracle(sc: Scenario, job: zmqmr.Job) -> zmqmr.JobResult:
-    """``zmqmr.run_serial(job)``, cached per job file and inputs (a job object: not cached)."""
-    if sc.job is not None:
-        return zmqmr.run_serial(job)
-    key = (os.path.abspath(sc.job_file), tuple(sc.inputs), sc.reducers, sc.split_size)
-    if key not in _oracles:
-        while len(_oracles) >= ORACLES_KEPT:
-            del _oracles[next(iter(_oracles))]
-        _oracles[key] = zmqmr.run_serial(job)
-    return _oracles[key]
-
-
 def plan(sc: Scenario) -> tuple[list[str], dict[str, str], bool]:
     """The nemeses that can run here, those skipped (with why), and whether to use netns."""
     kinds, skipped = list(sc.nemeses), {}
+    if sc.lab:
+        if schedule.PARTITION in kinds:
+            kinds.remove(schedule.PARTITION)
+            skipped[schedule.PARTITION] = "cutting a lab machine off its network is not supported"
+        return kinds, skipped, False
     ok, why = netns.available()
     if sc.netns == "on" and not ok:
         raise zmqmr.ClusterError(f"--netns on: {why}")
@@ -208,30 +76,86 @@ def plan(sc: Scenario) -> tuple[list[str], dict[str, str], bool]:
 class _Waiter(threading.Thread):
     """Submits the job and waits for its outcome, so the schedule thread never blocks."""
 
-    def __init__(
-        self, cluster: ChaosCluster, job: zmqmr.Job, deadline: float, master_wait: float | None
-    ) -> None:
+    def __init__(self, cluster: Any, job: zmqmr.Job, deadline: float) -> None:
         super().__init__(name="chaos-client", daemon=True)
         self.cluster, self.job, self.deadline = cluster, job, deadline
-        self.master_wait = master_wait
+        # Without a journal the master keeps jobs in memory: one unanswered request is a
+        # clear failure. With one, the client rides through the restart.
+        self.master_wait = None if cluster.journaled else 1.0
         self.accepted = threading.Event()
         self.accepted_at = 0.0
         self.ended_at = 0.0
+        self.job_id: str | None = None
         self.result: zmqmr.JobResult | None = None
         self.error: BaseException | None = None
+        self._cancel: Any = None
 
     def run(self) -> None:
         try:
             with self.cluster.client(master_wait=self.master_wait) as client:
                 handle = client.submit(self.job)
+                self.job_id = handle.job_id
+                self._cancel = handle.cancel
                 self.accepted_at = time.monotonic()
                 self.accepted.set()
                 self.result = handle.wait(timeout=self.deadline, progress=False)
         except BaseException as exc:  # the outcome to judge, whatever it is
             self.error = exc
         finally:
+            self._cancel = None
             self.ended_at = time.monotonic()
             self.accepted.set()
+
+    def cancel(self) -> None:
+        """Best effort: cancel the job on the master (the harness was interrupted)."""
+        cancel = self._cancel
+        if cancel is not None:
+            try:
+                cancel()
+            except Exception:  # the master may be gone; the lab is restored anyway
+                pass
+
+
+def _make_cluster(sc: Scenario, use_netns: bool, workdir: str) -> Any:
+    if sc.lab:
+        assert sc.hosts is not None
+        if not sc.master:
+            raise zmqmr.ClusterError("a lab run needs --master, the master's client address")
+        return LabCluster(
+            sc.hosts,
+            master=sc.master,
+            master_host=sc.master_host,
+            run_dir=sc.run_dir,
+            master_run_dir=sc.master_run_dir,
+            keys=sc.keys,
+            insecure=sc.insecure,
+            client_timeout=sc.client_timeout,
+            directory=workdir,
+        )
+    return ChaosCluster(
+        sc.workers,
+        netns=use_netns,
+        slots=sc.slots,
+        directory=workdir,
+        keep=True,
+        client_timeout=sc.client_timeout,
+        state_dir=sc.state_dir,
+    )
+
+
+def _output_dir(sc: Scenario, workdir: str, name: str) -> str | None:
+    if sc.lab:  # part files land on the reducers' machines: a shared directory only
+        if sc.output_dir is None:
+            return None
+        return os.path.join(sc.output_dir, f"zmqmr-chaos-{sc.seed}-{os.getpid()}-{name}")
+    return os.path.join(workdir, name) if sc.output else None
+
+
+def _nondeterministic(sc: Scenario, problems: list[str]) -> Report:
+    v = checker.Verdict(outcome="nondeterministic")
+    v.add("deterministic", problems)
+    summary = checker.summarize(checker.Outcome(), {})
+    return Report(sc, [], [], v, summary)
 
 
 def run_scenario(
@@ -251,50 +175,65 @@ def run_scenario(
     if sc.job is not None:
         job = sc.job
     else:
-        job = load_job(sc.job_file, expand_inputs(sc.inputs), sc.reducers, sc.split_size, None)
-    expected = oracle(sc, job)  # raises JobSubmitError for bad inputs, before anything starts
+        inputs = sc.expanded_inputs()
+        job = load_job(sc.job_file, inputs, sc.reducers, sc.split_size, None, sc.settings)
+    # raises JobSubmitError for bad inputs, before anything starts
+    expected, doubts = oracle(sc, job)
+    if doubts:
+        return _nondeterministic(sc, doubts)
     if keep:
         os.makedirs(keep, exist_ok=True)
     workdir = tempfile.mkdtemp(prefix=f"zmqmr-chaos-{sc.seed}-", dir=keep)
-    out_dir = os.path.join(workdir, "output") if sc.output else None
-    job.output_dir = out_dir
-    worker_timeout = float(FAST_MASTER["worker_timeout"])
-    faults = schedule.make_schedule(
-        sc.seed,
-        kinds,
-        sc.workers,
-        window=sc.window,
-        count=sc.faults,
-        worker_timeout=worker_timeout,
-        restart_master=sc.state_dir,
-    )
+    out_dir = _output_dir(sc, workdir, "output")
     history = History(history_path or os.path.join(workdir, "history.jsonl"))
     outcome = checker.Outcome()
     snapshots = None
     error = ""
-    cluster = ChaosCluster(
-        sc.workers,
-        netns=use_netns,
-        slots=sc.slots,
-        directory=workdir,
-        keep=True,
-        client_timeout=sc.client_timeout,
-        state_dir=sc.state_dir,
-    )
+    faults: list[schedule.Fault] = []
+    baseline: dict[str, Any] | None = None
+    said: dict[int, list[dict[str, Any]]] = {}
+    master_log = True
+    cluster = _make_cluster(sc, use_netns, workdir)
+    waiter: list[_Waiter] = []
     try:
         cluster.start()
+        if schedule.KILL_MASTER in kinds and not cluster.master_known:
+            kinds.remove(schedule.KILL_MASTER)
+            skipped[schedule.KILL_MASTER] = (
+                "the master's process was not found (start it with scripts/start-master.sh "
+                "on --master-host, with --master-run-dir)"
+            )
+        faults = schedule.make_schedule(
+            sc.seed,
+            kinds,
+            cluster.num_workers,
+            window=sc.window,
+            count=sc.faults,
+            worker_timeout=cluster.worker_timeout,
+            restart_master=cluster.journaled,
+        )
+        if sc.baseline:
+            baseline = _baseline(sc, cluster, job, expected, workdir)
+        job.output_dir = out_dir
         outcome, at_end = _drive(
-            cluster, paced(job, sc.pace), faults, history, sc.deadline, out_dir
+            cluster, paced(job, sc.pace), faults, history, sc.deadline, out_dir, waiter
         )
         cluster.heal()
         if at_end is not None and out_dir is not None and outcome.result is not None:
             time.sleep(GRACE)
             snapshots = (at_end, checker.snapshot(out_dir))
+        lines = cluster.master_log()
+        master_log = bool(lines)
+        nodes = {n: cluster.node_name(n) for n in cluster.worker_names}
+        said = reactions.attribute(history.records, lines, nodes)
     except Exception as exc:  # a harness or cluster failure is a failed run, with its reason
         error = f"{type(exc).__name__}: {exc}"
-    except BaseException:  # interrupted: leave nothing behind
+    except BaseException:  # interrupted: restore the lab, leave nothing behind
+        for w in waiter:
+            w.cancel()
         cluster.close()
         history.close()
+        _say_restored(cluster)
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
         raise
@@ -312,7 +251,7 @@ def run_scenario(
         late_snapshots=snapshots,
         master_killed_at=None if killed is None else killed["time"],
         failure_bound=sc.client_timeout + 5.0,
-        recovers=sc.state_dir,
+        recovers=cluster.journaled,
     )
     kills = [
         r
@@ -326,18 +265,34 @@ def run_scenario(
             checker.journaled_maps_reused(kills, outcome.result.stats),
             "no map the journal knew as done ran again",
         )
+    if baseline is not None:
+        verdict.add("no-fault run", baseline["problems"], f"{baseline['seconds']:.2f}s, exact")
+    if sc.lab:
+        verdict.add(
+            "lab restored",
+            list(cluster.restored),
+            f"all {cluster.num_workers} workers running again, none stopped",
+        )
     if error:
         verdict.add("harness", [error.splitlines()[0]])
+    summary = checker.summarize(outcome, history.counts())
+    summary["ran"] = True
     report = Report(
         sc,
         faults,
         list(history.records),
         verdict,
-        checker.summarize(outcome, history.counts()),
+        summary,
         skipped,
         use_netns,
         error=error,
+        baseline=baseline,
+        reactions=said,
+        hosts=list(getattr(cluster, "hosts", [])),
+        master_log=master_log,
     )
+    if out_dir is not None and sc.lab:
+        shutil.rmtree(out_dir, ignore_errors=True)
     if keep or (keep_on_failure and not report.ok):
         report.directory = workdir
         with open(os.path.join(workdir, "report.txt"), "w") as f:
@@ -347,17 +302,54 @@ def run_scenario(
     return report
 
 
+def _say_restored(cluster: Any) -> None:
+    """On stderr: what restoring a lab after an interrupt did, and what it could not."""
+    for what in getattr(cluster, "restore_actions", []):
+        print(f"zmqmr chaos: restoring the lab: {what}", file=sys.stderr)
+    for what in cluster.restored:
+        print(f"zmqmr chaos: could not restore the lab: {what}", file=sys.stderr)
+
+
+def _baseline(
+    sc: Scenario, cluster: Any, job: zmqmr.Job, expected: zmqmr.JobResult, workdir: str
+) -> dict[str, Any]:
+    """Run the job once without faults: its time, and whether its answer is right."""
+    out_dir = _output_dir(sc, workdir, "baseline")
+    job.output_dir = out_dir
+    waiter = _Waiter(cluster, paced(job, sc.pace), sc.deadline)
+    waiter.start()
+    waiter.join(sc.deadline + 2 * cluster.client_timeout)
+    seconds = (waiter.ended_at - waiter.accepted_at) if waiter.accepted_at else 0.0
+    outcome = checker.Outcome(waiter.result, waiter.error, seconds, waiter.is_alive())
+    v = checker.check(
+        expected,
+        outcome,
+        bound=sc.deadline,
+        num_reducers=job.num_reducers,
+        partitioner=job.partitioner,
+        output_dir=out_dir,
+    )
+    if out_dir is not None and sc.lab:
+        shutil.rmtree(out_dir, ignore_errors=True)
+    return {
+        "seconds": round(seconds, 3) if v.outcome == "succeeded" else None,
+        "outcome": v.outcome,
+        "problems": v.problems,
+    }
+
+
 def _kill_while_accepting(
-    cluster: ChaosCluster,
+    cluster: Any,
     waiter: _Waiter,
     faults: list[schedule.Fault],
     history: History,
 ) -> list[schedule.Fault]:
     """Carry out a master kill at the "accept" moment: as soon as the master starts
     writing the job to its journal (or the job is accepted first), then restart it.
-    Returns the other faults."""
+    Returns the other faults. (A lab's journal is on its master's machine: there the
+    kill comes at once after the acceptance, from the schedule, at 0 s.)"""
     accept = [f for f in faults if f.params.get("moment") == "accept"]
-    if not accept:
+    if not accept or not isinstance(cluster, ChaosCluster):
         return faults
     n = nemesis.make(accept[0], cluster, history)
     path = os.path.join(cluster.state_dir, "journal")
@@ -374,21 +366,21 @@ def _kill_while_accepting(
 
 
 def _drive(
-    cluster: ChaosCluster,
+    cluster: Any,
     job: zmqmr.Job,
     faults: list[schedule.Fault],
     history: History,
     deadline: float,
     out_dir: str | None,
+    waiters: list[_Waiter],
 ) -> tuple[checker.Outcome, dict[str, str] | None]:
     """Submit the job and carry out the schedule until the job ends.
 
     Returns what the client saw, and the output directory as it was when the
     job ended, before anything paused was resumed (see ``checker.snapshot``).
     """
-    # Without a journal the master keeps jobs in memory: one unanswered request is a
-    # clear failure. With one, the client rides through the restart.
-    waiter = _Waiter(cluster, job, deadline, None if cluster.journaled else 1.0)
+    waiter = _Waiter(cluster, job, deadline)
+    waiters.append(waiter)
     waiter.start()
     faults = _kill_while_accepting(cluster, waiter, faults, history)
     waiter.accepted.wait()
@@ -396,11 +388,11 @@ def _drive(
         waiter.join()
         return checker.Outcome(error=waiter.error), None
     t0 = waiter.accepted_at
-    history.job(0.0, "submitted", address=cluster.address)
+    history.job(0.0, "submitted", address=cluster.address, job_id=waiter.job_id)
     # (time, order, what, nemesis): starts and stops in schedule order.
     due: list[tuple[float, int, str, nemesis.Nemesis]] = []
     for f in faults:
-        n = nemesis.make(f, cluster, history)
+        n = nemesis.make(f, cluster, history, waiter.job_id)
         heapq.heappush(due, (f.at, 2 * f.index, "start", n))
     active: dict[int, nemesis.Nemesis] = {}
     ticks: dict[int, float] = {}

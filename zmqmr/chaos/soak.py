@@ -106,6 +106,7 @@ def draw_scenario(rng: random.Random, inputs: list[str] | None, jobs: list[str])
         reducers=rng.randint(1, 5),
         split_size=rng.choice((128, 256, 512)) * 1024,
         output=rng.random() < 0.7,
+        baseline=False,  # a soak is about answers; `run` compares times
     )
 
 

@@ -21,10 +21,11 @@ import copy
 import glob
 import os
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import zmqmr
-from zmqmr.cli import job_from_file
+from zmqmr.cli import job_from_file, load_job_file
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 #: The sample corpus (package data; in a checkout, a link to examples/data/gutenberg).
@@ -55,13 +56,34 @@ def expand_inputs(patterns: list[str]) -> list[str]:
     return out
 
 
+#: What a chaos run uses where neither the command line nor the job file's JOB says:
+#: several reduce tasks and small splits, so that faults find tasks to hit.
+CHAOS_DEFAULTS: dict[str, Any] = {"num_reducers": 4, "split_size": 256 * 1024}
+
+
 def load_job(
-    job_file: str, inputs: list[str], reducers: int, split_size: int, output_dir: str | None
+    job_file: str,
+    inputs: list[str],
+    reducers: int | None,
+    split_size: int | None,
+    output_dir: str | None,
+    settings: Mapping[str, Any] | None = None,
 ) -> zmqmr.Job:
+    """The job a job file defines, as ``zmqmr run`` builds it (``JOB = dict(...)``,
+    then ``reducers``/``split_size``, then ``settings``), with ``CHAOS_DEFAULTS``
+    below the file's ``JOB``."""
+    path = resolve_job_file(job_file)
     try:
-        job = job_from_file(resolve_job_file(job_file), inputs, reducers, output_dir, split_size)
+        declared = getattr(load_job_file(path), "JOB", None)
+        given = set(declared) if isinstance(declared, Mapping) else set()
+        given |= set(settings or {})
+        if reducers is None and "num_reducers" not in given:
+            reducers = CHAOS_DEFAULTS["num_reducers"]
+        if split_size is None and "split_size" not in given:
+            split_size = CHAOS_DEFAULTS["split_size"]
+        job = job_from_file(path, inputs, reducers, output_dir, split_size, settings)
     except SystemExit as exc:  # zmqmr's CLI helper exits with a message on a bad job file
-        raise zmqmr.JobSubmitError(str(exc.code)) from None
+        raise zmqmr.JobSubmitError(str(exc.code).removeprefix("zmqmr: ")) from None
     return job
 
 

@@ -1,0 +1,289 @@
+"""`zmqmr chaos run --hosts`: faults over ssh on the workers of a namespaced lab.
+
+The lab is the one tests/integration/test_scripts.py builds (network
+namespaces with their own host names and sshd, a master started with
+scripts/start-master.sh), here with three machines and a master with fast
+timeouts; the workers are started with scripts/start-workers.sh, as a user
+would. The harness reaches them over the scripts' ssh command (ZMQMR_SSH).
+Needs root and sshd, like test_scripts.py; skips and says why otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+from conftest import BOOKS, REPO
+from test_scripts import Lab, _wait_for, build_lab
+
+pytestmark = pytest.mark.timeout(600)
+
+LABS = 3
+HERE = os.path.dirname(os.path.abspath(__file__))
+CHAOS_TESTS = os.path.join(os.path.dirname(HERE), "chaos")
+FEW_BOOKS = [
+    b
+    for b in BOOKS
+    if os.path.basename(b).startswith(("pg-being", "pg-frank", "pg-grimm", "pg-meta"))
+]
+FAST_MASTER = (
+    "--worker-timeout",
+    "1.5",
+    "--heartbeat-interval",
+    "0.2",
+    "--set",
+    "speculation_min_seconds=0.5",
+)
+FAST_WORKER = (
+    "--set",
+    "fetch_timeout=0.5",
+    "--set",
+    "fetch_retries=2",
+    "--set",
+    "reconnect_initial=0.2",
+    "--set",
+    "reconnect_max=1.0",
+)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    with build_lab(str(tmp_path_factory.mktemp("chaoslab")), LABS, FAST_MASTER) as lab:
+        hosts = lab.hosts_file("hosts", "".join(f"{lab.address(i)}\n" for i in range(LABS)))
+        p = lab.start_workers(hosts, "--", *FAST_WORKER)
+        assert p.returncode == 0, p.stdout + p.stderr
+        _wait_for(lambda: len(lab.status()["workers"]) == LABS, 30, "the lab's workers")
+        lab.hosts = hosts  # type: ignore[attr-defined]
+        yield lab
+
+
+def chaos_args(lab: Lab, *args: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "zmqmr",
+        "chaos",
+        "run",
+        "--hosts",
+        lab.hosts,  # type: ignore[attr-defined]
+        "--master",
+        lab.client,
+        "--run-dir",
+        os.path.join(lab.tmp, "run"),
+        "--master-run-dir",
+        os.path.join(lab.tmp, "master-run"),
+        *lab.insecure,
+        *args,
+    ]
+
+
+def run_chaos(lab: Lab, *args: str, timeout: float = 400) -> subprocess.CompletedProcess:
+    env = {**os.environ, "ZMQMR_SSH": lab.ssh}
+    return subprocess.run(
+        chaos_args(lab, *args),
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=lab.tmp,
+        timeout=timeout,
+    )
+
+
+def stopped_in(lab: Lab) -> list[tuple[str, int]]:
+    """Processes of the lab machines in the stopped state."""
+    found = []
+    for ns in lab.namespaces:
+        for pid in lab.processes_in(ns):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    state = f.read().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if state in ("T", "t"):
+                found.append((ns, pid))
+    return found
+
+
+def running_workers(lab: Lab) -> dict[str, int]:
+    """Host name -> pid of the live worker its pid file names (the scripts' files)."""
+    found = {}
+    for name in lab.hostnames:
+        try:
+            with open(os.path.join(lab.tmp, "run", f"worker-{name}.pid")) as f:
+                pid = int(f.read())
+            proc = psutil.Process(pid)
+            if proc.status() != psutil.STATUS_ZOMBIE and "zmqmr worker" in " ".join(proc.cmdline()):
+                found[name] = pid
+        except (OSError, ValueError, psutil.Error):
+            continue
+    return found
+
+
+def assert_restored(lab: Lab, why: str = "") -> None:
+    assert stopped_in(lab) == [], why
+    running = running_workers(lab)
+    assert sorted(running) == sorted(lab.hostnames), why
+    # the master lists exactly those processes (stop-workers.sh would stop them)
+    listed = lambda: {w["host"]: w["pid"] for w in lab.status()["workers"]} == running  # noqa: E731
+    _wait_for(listed, 20, f"the master to list {running}: {lab.status()} {why}")
+
+
+def test_a_job_under_kill_pause_and_corrupt_on_the_lab_is_exact_and_the_lab_is_restored(lab):
+    proc = run_chaos(
+        lab,
+        "--job",
+        "wordcount",
+        "--inputs",
+        *FEW_BOOKS,
+        "--nemesis",
+        "kill,pause,corrupt",
+        "--seed",
+        "7",
+        "--faults",
+        "4",
+        "--window",
+        "2.5",
+        "--json",
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(proc.stdout)
+    context = json.dumps(report, indent=1)[:6000]
+    assert report["verdict"] == "PASS", context
+    checks = {c["name"]: c["ok"] for c in report["checks"]}
+    assert checks["records"] and checks["lab restored"] and checks["no-fault run"], context
+    assert report["hosts"] == [lab.address(i) for i in range(LABS)]
+    faults = [r for r in report["history"] if r.get("fault") is not None]
+    assert {r["nemesis"] for r in faults} == {"kill", "pause", "corrupt"}, context
+    # every fault says which machine it hit
+    for r in faults:
+        assert r["host"] == report["hosts"][int(r["target"][1:])], r
+    # the master noticed: a killed worker's pid is named in the master's reaction
+    kills = [r for r in faults if r["action"] == "kill"]
+    said = report["reactions"]
+    for r in kills:
+        lines = [x["line"] for x in said[str(r["fault"])]]
+        assert any(f":{r['pid']}" in line for line in lines), (r, said)
+    corrupted = [r for r in faults if r["action"] in ("flip", "truncate", "delete")]
+    assert corrupted, context
+    assert report["summary"]["reexecutions"] >= 1, context
+    assert report["baseline"]["seconds"] > 0
+    assert "--hosts" in report["replay"] and "--seed 7" in report["replay"]
+    assert_restored(lab)
+
+
+def test_the_text_report_names_hosts_and_the_masters_reactions(lab):
+    proc = run_chaos(
+        lab,
+        "--job",
+        "wordcount",
+        "--inputs",
+        *FEW_BOOKS[:2],
+        "--nemesis",
+        "kill",
+        "--seed",
+        "3",
+        "--faults",
+        "1",
+        "--window",
+        "1.0",
+        "--no-baseline",
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "verdict: PASS  (seed 3)" in out
+    assert f"on the lab of {lab.hosts}" in out  # type: ignore[attr-defined]
+    kill = [line for line in out.splitlines() if ": kill  {" in line]
+    assert kill and any(f" on {lab.address(i)} (pid " in kill[0] for i in range(LABS)), out
+    assert "master at " in out and "is gone" in out, out
+    assert "[ok] lab restored: all 3 workers running again, none stopped" in out
+    assert_restored(lab)
+
+
+def test_a_wrong_job_is_caught_on_the_lab(lab):
+    proc = run_chaos(
+        lab,
+        "--job",
+        os.path.join(CHAOS_TESTS, "wrong_wordcount.py"),
+        "--inputs",
+        FEW_BOOKS[0],
+        "--nemesis",
+        "none",
+        "--seed",
+        "9",
+        "--no-baseline",
+        "--json",
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["verdict"] == "FAIL" and report["outcome"] == "succeeded"
+    failed = {c["name"] for c in report["checks"] if not c["ok"]}
+    assert failed == {"records", "counters"}, report["checks"]
+    assert_restored(lab)
+
+
+def test_ctrl_c_during_a_long_pause_leaves_nothing_stopped_and_every_worker_back(lab, tmp_path):
+    history = tmp_path / "history.jsonl"
+    env = {**os.environ, "ZMQMR_SSH": lab.ssh}
+    args = chaos_args(
+        lab,
+        "--job",
+        "wordcount",
+        "--inputs",
+        *FEW_BOOKS,
+        "--nemesis",
+        "kill,pause",
+        "--seed",
+        "5",
+        "--faults",
+        "3",
+        "--window",
+        "1.0",
+        "--pace",
+        "0.002",
+        "--no-baseline",
+        "--history",
+        str(history),
+    )
+    proc = subprocess.Popen(
+        args, env=env, cwd=lab.tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+
+        def faults_done():
+            if not history.exists():
+                return False
+            recs = [json.loads(x) for x in history.read_text().splitlines()]
+            acts = {r["action"] for r in recs}
+            return {"kill", "pause"} <= acts and stopped_in(lab)
+
+        _wait_for(faults_done, 120, "a kill and a pause in force")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, out + err
+    assert "interrupted" in err
+    assert_restored(lab, f"{history.read_text()}\n{out}\n{err}")
+    assert "zmqmr chaos: restoring the lab: " in err
+    # the interrupted job was cancelled on the master, not left running
+    time.sleep(0.5)
+    assert all(j["state"] not in ("queued", "running") for j in lab.status()["jobs"])
+
+
+def test_a_lab_without_a_worker_on_a_host_is_refused_with_the_reason(lab, tmp_path):
+    hosts = lab.hosts_file("hosts-extra", f"{lab.address(0)}\n{lab.nobody}\n")
+    env = {**os.environ, "ZMQMR_SSH": lab.ssh}
+    args = chaos_args(lab, "--nemesis", "kill", "--seed", "1")
+    args[args.index("--hosts") + 1] = hosts
+    proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert lab.nobody in proc.stdout and "the chaos agent is gone" in proc.stdout, proc.stdout
+    assert_restored(lab)
