@@ -10,6 +10,8 @@ Needs root and sshd, like test_scripts.py; skips and says why otherwise.
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
 import os
 import signal
@@ -19,7 +21,7 @@ import time
 
 import psutil
 import pytest
-from conftest import BOOKS, REPO
+from conftest import BOOKS, REPO, _ours
 from test_scripts import Lab, _wait_for, build_lab
 
 pytestmark = pytest.mark.timeout(600)
@@ -52,9 +54,41 @@ FAST_WORKER = (
 )
 
 
+#: The labs of this module (their masters' pid files are under TMP/master-run).
+LAB_DIRS: list[str] = []
+
+
+def _lab_masters() -> set[int]:
+    pids = set()
+    for tmp in LAB_DIRS:
+        for path in glob.glob(os.path.join(tmp, "master-run", "master-*.pid")):
+            with contextlib.suppress(OSError, ValueError), open(path) as f:
+                pids.add(int(f.read()))
+    return pids
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_processes():
+    """conftest's check, except for a lab's master that a kill-master run started
+    again: start-master.sh's pid file names it, and the lab's teardown stops it."""
+    before = set(_ours())
+    yield
+    deadline = time.monotonic() + 10
+    while True:
+        now = _ours()
+        leaked = {p for p, parent in now.items() if p not in before and parent not in before}
+        leaked -= _lab_masters()
+        if not leaked or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert not leaked, f"processes left behind: {sorted(leaked)}"
+
+
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    with build_lab(str(tmp_path_factory.mktemp("chaoslab")), LABS, FAST_MASTER) as lab:
+    tmp = str(tmp_path_factory.mktemp("chaoslab"))
+    LAB_DIRS.append(tmp)
+    with build_lab(tmp, LABS, FAST_MASTER) as lab:
         hosts = lab.hosts_file("hosts", "".join(f"{lab.address(i)}\n" for i in range(LABS)))
         p = lab.start_workers(hosts, "--", *FAST_WORKER)
         assert p.returncode == 0, p.stdout + p.stderr
@@ -286,4 +320,67 @@ def test_a_lab_without_a_worker_on_a_host_is_refused_with_the_reason(lab, tmp_pa
     proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120, cwd=REPO)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert lab.nobody in proc.stdout and "the chaos agent is gone" in proc.stdout, proc.stdout
+    assert_restored(lab)
+
+
+@pytest.fixture(scope="module")
+def journaled_lab(tmp_path_factory):
+    """Two machines, and a master started with --state-dir (its journal)."""
+    tmp = str(tmp_path_factory.mktemp("journaledlab"))
+    state = os.path.join(tmp, "master-state")
+    LAB_DIRS.append(tmp)
+    with build_lab(tmp, 2, (*FAST_MASTER, "--state-dir", state)) as lab:
+        hosts = lab.hosts_file("hosts", "".join(f"{lab.address(i)}\n" for i in range(2)))
+        p = lab.start_workers(hosts, "--", *FAST_WORKER)
+        assert p.returncode == 0, p.stdout + p.stderr
+        _wait_for(lambda: len(lab.status()["workers"]) == 2, 30, "the lab's workers")
+        lab.hosts = hosts  # type: ignore[attr-defined]
+        yield lab
+
+
+def _seed_killing_at(moment: str) -> int:
+    from zmqmr.chaos.schedule import KILL_MASTER, make_schedule
+
+    for seed in range(1, 1000):
+        (f,) = make_schedule(seed, [KILL_MASTER], 2, window=2.0, count=1, restart_master=True)
+        if f.params["moment"] == moment:
+            return seed
+    raise AssertionError(moment)
+
+
+@pytest.mark.parametrize("moment", ["time", "transition"])
+def test_a_lab_master_with_a_state_dir_killed_comes_back_with_it_and_the_job_is_exact(
+    journaled_lab, moment
+):
+    lab = journaled_lab
+    seed = _seed_killing_at(moment)
+    proc = run_chaos(
+        lab,
+        "--job",
+        "wordcount",
+        "--inputs",
+        *FEW_BOOKS[:3],
+        "--nemesis",
+        "kill-master",
+        "--seed",
+        str(seed),
+        "--faults",
+        "1",
+        "--window",
+        "2.0",
+        "--no-baseline",
+        "--json",
+    )
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr
+    report = json.loads(proc.stdout)
+    context = json.dumps(report["history"], indent=1) + json.dumps(report["checks"], indent=1)
+    assert report["verdict"] == "PASS" and report["outcome"] == "succeeded", context
+    acts = [(r["target"], r["action"]) for r in report["history"] if r.get("fault") is not None]
+    assert ("master", "kill") in acts and ("master", "restart") in acts, context
+    # the restarted master is the one start-master.sh's pid file names, with its state dir
+    with open(os.path.join(lab.tmp, "master-run", f"master-{os.uname().nodename}.pid")) as f:
+        pid = int(f.read())
+    assert "--state-dir" in psutil.Process(pid).cmdline()
+    restart = [r for r in report["history"] if r["action"] == "restart"][0]
+    assert restart["pid"] == pid
     assert_restored(lab)

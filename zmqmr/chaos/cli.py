@@ -212,6 +212,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     seed = args.seed if args.seed is not None else random.randrange(1, 1_000_000)
     if args.hosts is None and (args.master or args.output_dir or args.master_host):
         raise SystemExit("zmqmr chaos run: --master, --master-host and --output-dir need --hosts")
+    if args.hosts is not None and args.state_dir:
+        raise SystemExit(
+            "zmqmr chaos run: --state-dir is for the harness's own master; in a lab, start "
+            "the master with --state-dir (start-master.sh -- --state-dir DIR) and the "
+            "harness restarts it with it"
+        )
     if args.hosts is not None and not args.master:
         raise SystemExit("zmqmr chaos run: --hosts needs --master, the master's client address")
     settings = _run_sets(args.set, local=False)[0]
