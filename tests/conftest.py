@@ -125,10 +125,17 @@ def no_leaked_processes():
     """
     before = set(_ours())
     yield
+    assert_no_leaks(before)
+
+
+def assert_no_leaks(before: set[int], exempt=set) -> None:
+    """No process of this session's that is not in ``before`` (nor a child of one),
+    nor in ``exempt()``, is alive (give them 10 s to go)."""
     deadline = time.monotonic() + 10
     while True:
         now = _ours()
         leaked = {p for p, parent in now.items() if p not in before and parent not in before}
+        leaked -= exempt()
         if not leaked or time.monotonic() > deadline:
             break
         time.sleep(0.1)

@@ -21,7 +21,7 @@ import time
 
 import psutil
 import pytest
-from conftest import BOOKS, REPO, _ours
+from conftest import BOOKS, REPO, _ours, assert_no_leaks
 from test_scripts import Lab, _wait_for, build_lab
 
 pytestmark = pytest.mark.timeout(600)
@@ -73,27 +73,25 @@ def no_leaked_processes():
     again: start-master.sh's pid file names it, and the lab's teardown stops it."""
     before = set(_ours())
     yield
-    deadline = time.monotonic() + 10
-    while True:
-        now = _ours()
-        leaked = {p for p, parent in now.items() if p not in before and parent not in before}
-        leaked -= _lab_masters()
-        if not leaked or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
-    assert not leaked, f"processes left behind: {sorted(leaked)}"
+    assert_no_leaks(before, _lab_masters)
+
+
+@contextlib.contextmanager
+def lab_with_workers(tmp: str, machines: int, master_args: tuple[str, ...]):
+    """A lab whose workers start-workers.sh started, with fast timeouts."""
+    LAB_DIRS.append(tmp)
+    with build_lab(tmp, machines, master_args) as lab:
+        hosts = lab.hosts_file("hosts", "".join(f"{lab.address(i)}\n" for i in range(machines)))
+        p = lab.start_workers(hosts, "--", *FAST_WORKER)
+        assert p.returncode == 0, p.stdout + p.stderr
+        _wait_for(lambda: len(lab.status()["workers"]) == machines, 30, "the lab's workers")
+        lab.hosts = hosts  # type: ignore[attr-defined]
+        yield lab
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    tmp = str(tmp_path_factory.mktemp("chaoslab"))
-    LAB_DIRS.append(tmp)
-    with build_lab(tmp, LABS, FAST_MASTER) as lab:
-        hosts = lab.hosts_file("hosts", "".join(f"{lab.address(i)}\n" for i in range(LABS)))
-        p = lab.start_workers(hosts, "--", *FAST_WORKER)
-        assert p.returncode == 0, p.stdout + p.stderr
-        _wait_for(lambda: len(lab.status()["workers"]) == LABS, 30, "the lab's workers")
-        lab.hosts = hosts  # type: ignore[attr-defined]
+    with lab_with_workers(str(tmp_path_factory.mktemp("chaoslab")), LABS, FAST_MASTER) as lab:
         yield lab
 
 
@@ -328,13 +326,7 @@ def journaled_lab(tmp_path_factory):
     """Two machines, and a master started with --state-dir (its journal)."""
     tmp = str(tmp_path_factory.mktemp("journaledlab"))
     state = os.path.join(tmp, "master-state")
-    LAB_DIRS.append(tmp)
-    with build_lab(tmp, 2, (*FAST_MASTER, "--state-dir", state)) as lab:
-        hosts = lab.hosts_file("hosts", "".join(f"{lab.address(i)}\n" for i in range(2)))
-        p = lab.start_workers(hosts, "--", *FAST_WORKER)
-        assert p.returncode == 0, p.stdout + p.stderr
-        _wait_for(lambda: len(lab.status()["workers"]) == 2, 30, "the lab's workers")
-        lab.hosts = hosts  # type: ignore[attr-defined]
+    with lab_with_workers(tmp, 2, (*FAST_MASTER, "--state-dir", state)) as lab:
         yield lab
 
 
