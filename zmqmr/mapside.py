@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import array
 import bisect
+import collections
 import functools
 import gc
 import itertools
@@ -58,15 +59,22 @@ class RecordFailed(Exception):
         self.index = index
 
 
+_first = operator.itemgetter(0)
 _second = operator.itemgetter(1)
 #: Values that are interchangeable when equal: safe to count instead of keep.
 _SCALARS = frozenset({int, str, bytes, bool, type(None)})
 #: The pairs the pair-counting path takes at a time: few enough to stay in the
 #: CPU's caches (and let Python reuse the tuples), enough to spread its checks.
 PAIRS_CHUNK = 1024
+#: Pairs counted before the counting path judges whether pairs repeat enough
+#: to be worth counting (a sort's pairs never do).
+PROBE_PAIRS = 8 * PAIRS_CHUNK
+#: Below this share of repeated pairs in the probe, pairs are appended as they come.
+MIN_REPEATS = 0.1
 
 _UNSET = object()
 _PLAIN = frozenset({list, tuple, types.GeneratorType})
+_SEQUENCES = frozenset({list, tuple})
 
 
 def _last_read(records: Iterator[Any], last: int) -> int:
@@ -89,6 +97,22 @@ def _skipping(
     return (None if i in skip else mapper(k, v) for i, k, v in numbered)
 
 
+class Buffer(dict[Any, list[Any]]):
+    """A map task's buffer: key -> list of values, and ``pairs``: (key, value) pairs
+    kept as the mapper made them, ungrouped (once pairs stopped repeating)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pairs: list[tuple[Any, Any]] = []
+
+    def clear(self) -> None:
+        super().clear()
+        self.pairs.clear()
+
+    def __bool__(self) -> bool:
+        return bool(len(self) or self.pairs)
+
+
 class _Grouper:
     """A map task's buffer: key -> list of values, plus run-length counts of values.
 
@@ -104,6 +128,10 @@ class _Grouper:
       over chunks of up to PAIRS_CHUNK pairs. Used while every pair is an exact
       2-tuple with an interchangeable value (and never ints with bools: 1 ==
       True would merge them).
+    * ``plain``: the pairs themselves, appended to ``buf.pairs`` a chunk at a
+      time, grouped only when partitions are sorted. Taken when the first
+      PROBE_PAIRS counted pairs held fewer than MIN_REPEATS repeats (a sort, a
+      join on unique keys): counting them would cost a dict entry each.
     * the checked loop, which keeps every value and pins a bad pair on its record.
 
     Each of the mapper's results is read exactly once: where one path stops,
@@ -111,7 +139,7 @@ class _Grouper:
     called once per record, and its side effects and counters happen once.
     """
 
-    def __init__(self, buf: dict[Any, list[Any]], combiner: Callable[..., Any] | None) -> None:
+    def __init__(self, buf: Buffer, combiner: Callable[..., Any] | None) -> None:
         self.buf = buf
         self.combiner = combiner
         self.single: dict[Any, int] = {}  # key -> its slot in single_counts
@@ -121,10 +149,13 @@ class _Grouper:
         self.pending: dict[tuple[Any, Any], int] = {}  # (key, value) -> times emitted
         self.pending_kinds: set[type] = set()  # the types of the values in pending
         self.countable = True  # False once a chunk's pairs could not all be counted
+        self.counted = 0  # pairs counted into pending (the probe for repeats)...
+        self.fresh = 0  # ...and how many of them were new to pending
+        self.plain = False  # pairs go to buf.pairs as they come
         self.held = 0  # values buffered (counted ones included)
         self.emitted = 0  # pairs the mapper emitted
 
-    def spill_past(self, spill_at: int, spill: Callable[[dict[Any, list[Any]]], None]) -> None:
+    def spill_past(self, spill_at: int, spill: Callable[[Buffer], None]) -> None:
         """Hand the buffer to ``spill`` and empty it once it holds ``spill_at`` keys
         (with a combiner, which keeps few values per key) or values (without)."""
         if (self.keys_held() if self.combiner is not None else self.held) >= spill_at:
@@ -135,7 +166,7 @@ class _Grouper:
 
     def keys_held(self) -> int:
         """An upper bound on the distinct keys held: the buffer plus both counts."""
-        return len(self.buf) + len(self.single) + len(self.pending)
+        return len(self.buf) + len(self.single) + len(self.pending) + len(self.buf.pairs)
 
     def flush(self) -> None:
         """Move the run-length counts into the buffer."""
@@ -188,6 +219,16 @@ class _Grouper:
         self._add_results(results, first)
 
     def _add_results(self, results: Iterator[Any], first: int) -> None:
+        while self.plain:  # results of tuples or lists of pairs, in C-level passes
+            batch = list(itertools.islice(results, PAIRS_CHUNK))
+            if not batch:
+                return
+            sequences = set(map(type, batch)) <= _SEQUENCES
+            if sequences and self._append_pairs(list(itertools.chain.from_iterable(batch))):
+                first += len(batch)
+                continue
+            results = itertools.chain(batch, results)  # the loop below pins what is wrong
+            break
         starts: list[int] = []  # per result, the position of its first pair in the stream
         chunk: list[Any] = []
         taken = 0  # pairs in earlier chunks
@@ -202,6 +243,10 @@ class _Grouper:
             chunk.extend(itertools.islice(stream, PAIRS_CHUNK))
             if not chunk:
                 return
+            if self.plain and self._append_pairs(chunk):
+                taken += len(chunk)
+                chunk.clear()
+                continue
             counted = self._count_pairs(chunk) if self.countable else 0
             if counted < len(chunk):
                 pairs: Any = iter(chunk)
@@ -233,6 +278,7 @@ class _Grouper:
             return 0
         self.pending_kinds = kinds
         pairs = iter(chunk)
+        distinct = len(self.pending)
         try:
             _count_elements(self.pending, pairs)
         except Exception:
@@ -242,7 +288,38 @@ class _Grouper:
             taken = len(chunk)
         self.held += taken
         self.emitted += taken
+        before, self.counted = self.counted, self.counted + taken
+        self.fresh += len(self.pending) - distinct
+        if before < PROBE_PAIRS <= self.counted and self.fresh > (1 - MIN_REPEATS) * self.counted:
+            self._go_plain()
         return taken
+
+    def _go_plain(self) -> None:
+        """From counting pairs to appending them: the counted ones move to ``buf.pairs``."""
+        pending, pairs = self.pending, self.buf.pairs
+        if max(pending.values(), default=1) == 1:
+            pairs.extend(pending)  # each pair once: the dict's keys are the pairs
+        else:
+            pairs.extend(
+                itertools.chain.from_iterable(itertools.starmap(itertools.repeat, pending.items()))
+            )
+        pending.clear()
+        self.pending_kinds.clear()
+        self.plain, self.countable = True, False
+
+    def _append_pairs(self, chunk: list[Any]) -> bool:
+        """Append the chunk's pairs to ``buf.pairs`` if all are 2-tuples with hashable
+        keys (else the checked loop takes the chunk, and pins what is wrong)."""
+        if set(map(type, chunk)) != {tuple} or set(map(len, chunk)) != {2}:
+            return False
+        try:
+            collections.deque(map(hash, map(_first, chunk)), 0)
+        except Exception:
+            return False
+        self.buf.pairs.extend(chunk)
+        self.held += len(chunk)
+        self.emitted += len(chunk)
+        return True
 
     def _add_pairs(self, pairs: Any) -> None:
         buf, combiner = self.buf, self.combiner
@@ -316,7 +393,7 @@ def run_map(
             reader,
             set(spec.skip),
             counters,
-            lambda b: spills.append(_spill(b, part, R, runs_dir, len(spills))),
+            lambda b: spills.append(_spill(b, part, combiner, R, runs_dir, len(spills))),
             spill_at=settings.spill_records,
             progress=progress,
         )
@@ -329,11 +406,11 @@ def run_map(
                 if combiner is not None:
                     for k, lst in buf.items():
                         buf[k] = _combined_list(combiner, k, lst)
-                for groups in _partitioned(buf, part):
+                for groups in _partitioned(buf, part, combiner):
                     writer.write_segment(groups)
             else:
                 if buf:
-                    spills.append(_spill(buf, part, R, runs_dir, len(spills)))
+                    spills.append(_spill(buf, part, combiner, R, runs_dir, len(spills)))
                     buf.clear()
                 for r in range(R):
                     streams = [
@@ -363,11 +440,11 @@ def map_records(
     reader: SplitReader,
     skip: set[int],
     counters: dict[str, int],
-    spill: Callable[[dict[Any, list[Any]]], None],
+    spill: Callable[[Buffer], None],
     *,
     spill_at: int,
     progress: Callable[[float], None],
-) -> tuple[dict[Any, list[Any]], int, int]:
+) -> tuple[Buffer, int, int]:
     """Call the mapper on every record and group its pairs by key: a dict of lists.
 
     Records go in batches, through ``_Grouper``: while the pairs are of one
@@ -381,7 +458,7 @@ def map_records(
     spills past ``spill_at`` values. Returns the buffer, the records read and
     the pairs emitted.
     """
-    g = _Grouper(buf={}, combiner=combiner)
+    g = _Grouper(buf=Buffer(), combiner=combiner)
     index = read = skipped = 0
     for keys, values in reader.batches():
         base, index = index, index + len(keys)
@@ -459,17 +536,17 @@ def split_map_records(
     reader: SplitReader,
     skip: set[int],
     counters: dict[str, int],
-    spill: Callable[[dict[Any, list[Any]]], None],
+    spill: Callable[[Buffer], None],
     *,
     spill_at: int,
     progress: Callable[[float], None],
-) -> tuple[dict[Any, list[Any]], int, int]:
+) -> tuple[Buffer, int, int]:
     """``map_records`` for a split mapper: one call over the split's records.
 
     Its pairs are grouped by the same ``_Grouper``, a chunk at a time so the
     buffer can spill; any failure is pinned on the record being read.
     """
-    g = _Grouper(buf={}, combiner=combiner)
+    g = _Grouper(buf=Buffer(), combiner=combiner)
     records = _SplitRecords(reader, skip, progress)
     try:
         # Checked as they come, so a bad pair is pinned on the record being read
@@ -496,22 +573,52 @@ def split_map_records(
 
 
 def _partitioned(
-    buf: dict[Any, list[Any]], part: userfn.Partitioning
-) -> list[list[tuple[Any, list[Any]]]]:
-    parts = part.split(buf.items())
+    buf: Buffer, part: userfn.Partitioning, combiner: Callable[..., Any] | None
+) -> list[list[tuple[Any, Any]]]:
+    """The buffer's groups in R lists, each sorted by key, equal keys joined.
+
+    Appended pairs become ``(key, (value,))`` groups, built in C (``zip``),
+    and are joined with equal keys (theirs, or the dict's) after the sort.
+    """
+    items: list[tuple[Any, Any]] = list(buf.items())
+    pairs = buf.pairs
+    if pairs:
+        items += zip(map(_first, pairs), zip(map(_second, pairs)))
+    parts = part.split(items)
     for p in parts:
         userfn.sort_by_key(p)
+    if pairs:
+        parts = [_joined(p, combiner) for p in parts]
     return parts
 
 
+def _joined(
+    groups: list[tuple[Any, Any]], combiner: Callable[..., Any] | None
+) -> list[tuple[Any, Any]]:
+    """Sorted groups with adjacent equal keys joined into one (their values combined)."""
+    keys = list(map(_first, groups))
+    if not any(map(operator.eq, keys, itertools.islice(keys, 1, None))):
+        return groups  # no key twice: the common case, checked in C
+    out: list[tuple[Any, Any]] = []
+    for key, run in itertools.groupby(groups, key=_first):
+        values = list(itertools.chain.from_iterable(map(_second, run)))
+        out.append((key, _combined_list(combiner, key, values)))
+    return out
+
+
 def _spill(
-    buf: dict[Any, list[Any]], part: userfn.Partitioning, R: int, runs_dir: str, n: int
+    buf: Buffer,
+    part: userfn.Partitioning,
+    combiner: Callable[..., Any] | None,
+    R: int,
+    runs_dir: str,
+    n: int,
 ) -> tuple[str, list[shuffle.Segment]]:
     """Write the buffer as one sorted run of R segments; returns its path and segments."""
     os.makedirs(runs_dir, exist_ok=True)
     path = os.path.join(runs_dir, f"run{n}")
     writer = shuffle.MapOutputWriter(path, R)
-    for groups in _partitioned(buf, part):
+    for groups in _partitioned(buf, part, combiner):
         writer.write_segment(groups)
     return path, writer.close()
 

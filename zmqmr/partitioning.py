@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import itertools
 import logging
 import numbers
+import operator
 import os
 import pickle
 import struct
@@ -44,6 +46,8 @@ from . import pickling
 log = logging.getLogger(__name__)
 
 Partitioner = Callable[[Any, int], int]
+
+_first = operator.itemgetter(0)
 
 #: The seed under which every executor hashes keys of the hash route.
 HASH_SEED = "0"
@@ -345,23 +349,42 @@ class Partitioning:
         return default_partitioner(key, self.num_partitions)
 
     def _checked(self, key: Any) -> int:
-        n = self.num_partitions
-        p = self.partitioner(key, n)  # type: ignore[misc]
-        if not isinstance(p, int) or isinstance(p, bool) or not 0 <= p < n:
-            raise ValueError(
-                f"partitioner returned {p!r} for key {key!r:.80}; it must return an int in [0, {n})"
-            )
+        p = self.partitioner(key, self.num_partitions)  # type: ignore[misc]
+        if not isinstance(p, int) or isinstance(p, bool) or not 0 <= p < self.num_partitions:
+            raise self._bad(key, p)
         return p
+
+    def _bad(self, key: Any, p: Any) -> ValueError:
+        return ValueError(
+            f"partitioner returned {p!r} for key {key!r:.80}; it must return an int in "
+            f"[0, {self.num_partitions})"
+        )
+
+    def _split_by_user(self, items: list[tuple[Any, Any]]) -> list[list[tuple[Any, Any]]]:
+        """``split`` with the user's partitioner: called once per item, its answers
+        checked and the items distributed in C-level passes where R is small."""
+        n = self.num_partitions
+        ps = list(map(self.partitioner, map(_first, items), itertools.repeat(n)))  # type: ignore[arg-type]
+        if not (set(map(type, ps)) <= {int} and (not ps or (min(ps) >= 0 and max(ps) < n))):
+            for item, p in zip(items, ps):
+                if type(p) is not int or not 0 <= p < n:
+                    raise self._bad(item[0], p)
+        if n <= 8:  # R passes of compress() cost less than one Python loop
+            return [
+                list(itertools.compress(items, map(operator.eq, ps, itertools.repeat(r))))
+                for r in range(n)
+            ]
+        parts: list[list[tuple[Any, Any]]] = [[] for _ in range(n)]
+        for item, p in zip(items, ps):
+            parts[p].append(item)
+        return parts
 
     def split(self, items: Iterable[tuple[Any, Any]]) -> list[list[tuple[Any, Any]]]:
         """``(key, x)`` items in R lists by their key's partition (in no set order within one)."""
         n = self.num_partitions
-        parts: list[list[tuple[Any, Any]]] = [[] for _ in range(n)]
         if self.partitioner is not None:
-            checked = self._checked
-            for item in items:
-                parts[checked(item[0])].append(item)
-            return parts
+            return self._split_by_user(list(items))
+        parts: list[list[tuple[Any, Any]]] = [[] for _ in range(n)]
         if n == 1:
             parts[0] = list(items)
             return parts

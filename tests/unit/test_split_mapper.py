@@ -37,13 +37,21 @@ def split_side(split_mapper, records=RECORDS, batch=64, skip=(), spill_at=400_00
             reader,
             set(skip),
             counters,
-            lambda b: spills.append(dict(b)),
+            lambda b: spills.append(groups_of(b)),
             spill_at=spill_at,
             progress=fractions.append,
         )
     finally:
         zmqmr.userfn.counting(previous)
-    return buf, n_in, n_out, counters, spills, fractions
+    return groups_of(buf), n_in, n_out, counters, spills, fractions
+
+
+def groups_of(buf: mapside.Buffer) -> dict[Any, list[Any]]:
+    """The buffer as key -> values: its groups and the pairs it appended ungrouped."""
+    out = {k: list(vs) for k, vs in buf.items()}
+    for k, v in buf.pairs:
+        out.setdefault(k, []).append(v)
+    return out
 
 
 def totals(*bufs) -> Counter:
