@@ -262,8 +262,10 @@ class JobResult:
 
     ``items()`` yields ``(key, value)`` Python objects, partition 0 first,
     sorted by key within each partition. When the results were too large to
-    come back through the master (only possible with ``output_dir``), it reads
-    the part files instead and yields ``(str, str)``.
+    come back through the master (only possible with ``output_dir``, where
+    each reduce returns its results only while they fit in its share,
+    ``result_limit / num_reducers``), it reads the part files instead and
+    yields ``(str, str)``.
     """
 
     def __init__(

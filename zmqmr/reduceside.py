@@ -187,7 +187,10 @@ class ReduceSide:
         else:
             groups = userfn.merged(streams)
         output_dir = spec.output_dir
-        limit = spec.result_limit
+        # Results come back only if every partition's fit in result_limit together.
+        # With output_dir they are in the part files anyway, so a reduce encodes
+        # no more than its share: past it, its blocks would be thrown away.
+        limit = spec.result_limit // spec.num_reducers if output_dir else spec.result_limit
         out = None
         tmp = final = ""
         if output_dir:  # under _temporary/JOB, made at submit: the job's commit moves it
