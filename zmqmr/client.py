@@ -156,7 +156,10 @@ class Client:
                 watch = getattr(self._local, "watch", None)
                 if watch is not None and watch.reconnected():
                     log.debug("the connection to the master was made again: asking again")
-                    sock.send_multipart(frames, copy=False)
+                    try:
+                        protocol.send_frames(sock, frames, int(zmq.NOBLOCK))
+                    except zmq.Again:  # gone again already: wait for the next time
+                        continue
                     deadline = time.monotonic() + self.timeout
                 continue
             if not ready:

@@ -272,7 +272,7 @@ class HandshakeWatch:
         for event in _HANDSHAKE_FAILURES:
             events |= event
         if reconnects:  # also notice a connection lost and made again (a restarted peer)
-            events |= zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECTED
+            events |= zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
         self._monitor: zmq.Socket[Any] | None = sock.get_monitor_socket(events)
         self.reason: str | None = None
         self._lost = False
@@ -288,7 +288,9 @@ class HandshakeWatch:
             kind = int(event["event"])
             if kind == zmq.EVENT_DISCONNECTED:
                 self._lost = True
-            elif kind == zmq.EVENT_CONNECTED and self._lost:
+            elif kind == zmq.EVENT_HANDSHAKE_SUCCEEDED and self._lost:
+                # Made again and let in: a TCP connection whose handshake is then
+                # refused (wrong keys) is not a peer back.
                 self._lost, self._back = False, True
             reason = _HANDSHAKE_FAILURES.get(kind)
             if reason is not None:
