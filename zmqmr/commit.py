@@ -134,7 +134,8 @@ def commit_job(output_dir: str, job_id: str, approved: list[int]) -> None:
         if missing:
             raise CommitError(
                 f"{len(missing)} approved part files are missing from {temp}, "
-                f"{os.path.basename(missing[0])} first"
+                f"{os.path.basename(missing[0])} first (the master must see output_dir "
+                "at the path the workers write it)"
             )
         _write_synced(marker)
     try:
