@@ -47,6 +47,18 @@ def test_faults_benchmark_gets_the_right_answer_with_a_killed_worker():
     assert len(lines) == 2 and all("answer right" in ln for ln in lines), out.stdout
 
 
+def test_faults_benchmark_resumes_a_killed_master_without_rerunning_journaled_maps():
+    out = run_script("faults.py", "--copies", "1", "--only", "kill-master")
+    lines = out.stdout.splitlines()
+    (row,) = [ln for ln in lines if ln.startswith("kill-master ")]
+    assert "answer right" in row, out.stdout
+    (counts,) = [ln for ln in lines if "map attempts:" in ln]
+    before_done = int(counts.split("(")[1].split()[0])
+    after = int(counts.split("),")[1].split()[0])
+    maps = int(counts.split("restart,")[1].split()[0])
+    assert after <= maps - before_done, out.stdout
+
+
 def test_mapside_benchmark_calls_every_mapper_once_per_record_with_the_right_counts():
     out = run_script("mapside.py", "--size", "1MB", "--repeat", "1")
     rows = [ln.split() for ln in out.stdout.splitlines()]
