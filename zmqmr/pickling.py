@@ -31,6 +31,7 @@ import pickle
 import site
 import sys
 import sysconfig
+import threading
 import types
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -185,12 +186,25 @@ def local_modules() -> list[Any]:
     return out
 
 
+#: cloudpickle's by-value registry is one set for the process: a thread leaving the
+#: block would unregister the modules another thread is pickling (which then
+#: travel by reference, and fail to import on the workers).
+_BY_VALUE = threading.RLock()
+
+
 @contextlib.contextmanager
 def local_modules_by_value(modules: list[Any] | None = None) -> Iterator[None]:
     """Inside the block, cloudpickle ships what modules outside installed packages
     define (a script, a notebook, a test module, a job file) by value, installed
     ones by reference. ``modules``: those modules, if already listed by
-    ``local_modules()`` (listing them scans every loaded module)."""
+    ``local_modules()`` (listing them scans every loaded module). One thread at a
+    time is inside."""
+    with _BY_VALUE, _registered(modules):
+        yield
+
+
+@contextlib.contextmanager
+def _registered(modules: list[Any] | None) -> Iterator[None]:
     registered = []
     try:
         for mod in local_modules() if modules is None else modules:

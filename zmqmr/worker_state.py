@@ -324,6 +324,8 @@ class WorkerState:
             return  # the reduce waits for a relocation
         if isinstance(msg, p.Done):
             self.finished[a.attempt] = Finished(a.job, a.kind, a.task, a.spec.output_dir)
+        else:  # it may have failed unpickling the job's code: ship the code again next time
+            slot.jobs.discard(a.job)
         slot.assign = None
         self._start_queued(out)
 

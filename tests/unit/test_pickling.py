@@ -215,3 +215,34 @@ def test_local_modules_travel_by_value_only_inside_the_block(tmp_path):
         del sys.modules[mod.__name__]
     assert b"_make_skeleton_class" in inside  # the class itself travels
     assert b"_make_skeleton_class" not in outside  # a reference to bymodule_for_pickling.Thing
+
+
+def test_threads_pickling_at_once_all_ship_local_modules_by_value(tmp_path):
+    # cloudpickle's by-value registry is global: one thread leaving the block must
+    # not make another's pickle refer to the module by name.
+    import threading
+
+    path = tmp_path / "threadmodule.py"
+    path.write_text("class Thing:\n    pass\n")
+    spec = importlib.util.spec_from_file_location("threadmodule_for_pickling", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[mod.__name__] = mod
+    blobs: list[bytes] = []
+
+    def ship() -> None:
+        for _ in range(50):
+            with pickling.local_modules_by_value():
+                blobs.append(pickling.dumps_values(mod.Thing))
+
+    try:
+        spec.loader.exec_module(mod)
+        threads = [threading.Thread(target=ship) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        del sys.modules[mod.__name__]
+    assert len(blobs) == 300
+    assert all(b"_make_skeleton_class" in b for b in blobs)

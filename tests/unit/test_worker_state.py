@@ -80,6 +80,18 @@ def test_code_goes_to_each_executor_once_per_job():
     assert runs(w.master(assign(3, code=False))) == [(1, 3, False)]
 
 
+def test_after_a_failed_attempt_the_executor_gets_the_code_again():
+    # The attempt may have failed unpickling the code: the executor does not hold it.
+    w = Worker(slots=1)
+    w(Connected())
+    w.master(assign(1))
+    error = p.ErrorInfo("ModuleNotFoundError", "No module named 'jobfile'")
+    assert runs(w(FromExecutor(0, p.Failed(1, "user", error)))) == []
+    assert runs(w.master(assign(2, code=False))) == [(0, 2, True)]
+    assert runs(w(FromExecutor(0, p.Done(2, p.Report())))) == []
+    assert runs(w.master(assign(3, code=False))) == [(0, 3, False)]
+
+
 def test_a_job_without_code_fails_its_attempt_as_lost():
     w = Worker()
     w(Connected())
