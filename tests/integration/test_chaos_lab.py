@@ -209,6 +209,34 @@ def test_a_job_under_kill_pause_and_corrupt_on_the_lab_is_exact_and_the_lab_is_r
     assert_restored(lab)
 
 
+def test_a_straggler_made_over_ssh_slows_a_host_and_the_answer_is_exact(lab):
+    proc = run_chaos(
+        lab,
+        "--job",
+        "inverted_index",
+        "--inputs",
+        *FEW_BOOKS,
+        "--nemesis",
+        "slow",
+        "--seed",
+        "4",
+        "--faults",
+        "1",
+        "--window",
+        "1.0",
+        "--no-baseline",
+        "--json",
+    )
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["verdict"] == "PASS", json.dumps(report["checks"], indent=1)
+    slow = [r for r in report["history"] if r["nemesis"] == "slow"]
+    assert [r["action"] for r in slow] == ["slow", "normal"], slow
+    assert slow[1]["cycles"] >= 1  # it was stopped and continued, over the agent, at least once
+    assert slow[0]["host"] in report["hosts"]
+    assert_restored(lab)
+
+
 def test_the_text_report_names_hosts_and_the_masters_reactions(lab):
     proc = run_chaos(
         lab,
