@@ -41,6 +41,8 @@ FAST_MASTER = (
     "0.2",
     "--set",
     "speculation_min_seconds=0.5",
+    "--http",
+    "off",  # two labs at once: no dashboard on the default port
 )
 FAST_WORKER = (
     "--set",
