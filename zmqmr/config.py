@@ -118,6 +118,9 @@ class WorkerSettings:
     spill_records: int = 400_000
     #: Reduce side: fetched map outputs beyond this many bytes go to disk.
     reduce_memory: int = 64 * MiB
+    #: Sorted streams merged at once (map runs, reduce inputs); fewer when
+    #: reduce_memory is small (zmqmr.merge). More than this merge in passes.
+    merge_fanin: int = 16
     #: Shuffle fetch: bytes per request, seconds per try, tries before giving up.
     fetch_chunk: int = 4 * MiB
     fetch_timeout: float = 5.0

@@ -3,7 +3,8 @@
     split records --mapper--> pairs --_Grouper--> key -> values (in memory)
         --past spill_records--> sorted runs on disk (``_spill``)
         --at the end--> R sorted segments in one map output file, each key's
-                        values combined where the job has a combiner
+                        values combined where the job has a combiner (runs
+                        merged at most merge_fanin at a time: ``zmqmr.merge``)
 
 The combiner's policy lives here and only here (``COMBINE_AT``,
 ``_combined_list``): a key's buffered values are combined when there are
@@ -28,7 +29,7 @@ from collections import _count_elements  # type: ignore[attr-defined]
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from . import layout, protocol, shuffle, userfn
+from . import layout, merge, protocol, shuffle, userfn
 from .config import WorkerSettings
 from .inputs import SplitReader, read_split
 
@@ -412,12 +413,18 @@ def run_map(
                 if buf:
                     spills.append(_spill(buf, part, combiner, R, runs_dir, len(spills)))
                     buf.clear()
+                spilled = sum(os.path.getsize(p) for p, _ in spills)
+                fanin = merge.fanin_for(settings.merge_fanin, settings.reduce_memory)
                 for r in range(R):
-                    streams = [
-                        shuffle.file_segment_groups(p, segs[r].offset, segs[r].length)
+                    runs: list[Any] = [
+                        merge.FileSegment(p, segs[r].offset, segs[r].length)
                         for p, segs in spills
+                        if segs[r].length
                     ]
-                    writer.write_segment(merge_runs(streams, combiner))
+                    runs, written = merge.merge_down(runs, fanin, runs_dir, f"p{r}")
+                    spilled += written
+                    writer.write_segment(merge_runs(merge.streams(runs), combiner))
+                counters[merge.SPILLED] = spilled
             segments = writer.close()
         except BaseException:
             writer.abort()
@@ -626,17 +633,26 @@ def _spill(
 def merge_runs(
     streams: list[Iterator[tuple[Any, list[Any]]]], combiner: Callable[..., Any] | None
 ) -> Iterator[tuple[Any, list[Any]]]:
-    """One partition's groups from several sorted runs, equal keys' values joined."""
-    merged = userfn.merged(streams)
-    sentinel = object()
-    cur_key: Any = sentinel
-    cur: list[Any] = []
-    for k, vs in merged:
-        if cur_key is not sentinel and k == cur_key:
-            cur.extend(vs)
+    """One partition's groups from several sorted runs (``merge.streams``).
+
+    Without a combiner the groups pass through as they come: a key's values
+    stay in runs, one after the other, and are never joined into one list.
+    With one, a key's values from every run are combined as they stream by.
+    """
+    pieces = userfn.merged(streams)
+    if combiner is None:
+        yield from pieces
+        return
+    for key, group in itertools.groupby(pieces, key=operator.itemgetter(0)):
+        runs = iter(group)
+        first = next(runs)[1]
+        second = next(runs, None)
+        if second is None and len(first) < 2:
+            yield key, first
             continue
-        if cur_key is not sentinel:
-            yield cur_key, _combined_list(combiner, cur_key, cur)
-        cur_key, cur = k, list(vs)
-    if cur_key is not sentinel:
-        yield cur_key, _combined_list(combiner, cur_key, cur)
+        values = itertools.chain(
+            first,
+            () if second is None else second[1],
+            itertools.chain.from_iterable(vs for _, vs in runs),
+        )
+        yield key, [userfn.combined(combiner, key, values)]

@@ -3,7 +3,9 @@
     locations (from the master) --fetch_all--> this partition's segment of every
         map output: read locally, or fetched per worker over one connection,
         several segments per request, to memory or (past reduce_memory) to files
-    --merge--> groups sorted by key (a dict for small in-memory inputs)
+    --merge--> groups sorted by key (a dict for small in-memory inputs; else at
+        most merge_fanin streams at once, in passes through disk beyond that),
+        one key's values streamed to the reducer a block at a time
     --reducer--> (key, value) records: result blocks for the client, and/or
         the attempt's part file under output_dir/_temporary (the master's job
         commit moves the approved attempt's file into place: zmqmr.commit)
@@ -18,11 +20,11 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from typing import Any
 
-from . import layout, protocol, shuffle, userfn
+from . import layout, merge, protocol, shuffle, userfn
 from .config import WorkerSettings
 from .errors import ShuffleError
 from .security import Keys
@@ -149,6 +151,32 @@ class ReduceSide:
                         del waiting[loc.map_task]
         return [fetched[m] for m in sorted(locations)]
 
+    # -- merge ------------------------------------------------------------------
+
+    def _grouped(
+        self, segments: list[shuffle.Fetched], work_dir: str, counters: dict[str, int]
+    ) -> Iterator[tuple[Any, list[Any]]]:
+        """The fetched segments' groups, sorted and merged (a key may span several groups).
+
+        Small inputs held in memory are grouped in a dict; the rest are merged
+        at most ``merge_fanin`` streams at a time, in passes through disk when
+        there are more, and stream to the reducer a block at a time.
+        """
+        s = self.settings
+        spilled = sum(seg.length for seg in segments if seg.path is not None)
+        in_memory = spilled == 0
+        size = sum(seg.length for seg in segments)
+        if in_memory and size <= min(HASH_GROUP_BYTES, s.reduce_memory):
+            groups = userfn.hash_merged([seg.groups() for seg in segments])
+        else:
+            fanin = merge.fanin_for(s.merge_fanin, s.reduce_memory)
+            sources, written = merge.merge_down(segments, fanin, work_dir)
+            spilled += written
+            groups = userfn.merged(merge.streams(sources))
+        if spilled:
+            counters[merge.SPILLED] = counters.get(merge.SPILLED, 0) + spilled
+        return groups
+
     # -- reduce -----------------------------------------------------------------
 
     def run_reduce(
@@ -180,12 +208,7 @@ class ReduceSide:
     ) -> tuple[protocol.Report, bytes | None]:
         segments = self.fetch_all(job_id, attempt, spec, work_dir)
         total_groups = max(1, sum(loc.groups for loc in spec.locations))
-        streams = [seg.groups() for seg in segments]
-        in_memory = all(seg.data is not None for seg in segments)
-        if in_memory and sum(seg.length for seg in segments) <= HASH_GROUP_BYTES:
-            groups = userfn.hash_merged(streams)
-        else:
-            groups = userfn.merged(streams)
+        groups = self._grouped(segments, work_dir, counters)
         output_dir = spec.output_dir
         # Results come back only if every partition's fit in result_limit together.
         # With output_dir they are in the part files anyway, so a reduce encodes

@@ -75,6 +75,7 @@ def run_serial(job: Job) -> JobResult:
         "maps": len(descs),
         "reduces": job.num_reducers,
         "total_seconds": time.monotonic() - start,
+        "spilled_bytes": 0,
     }
     return JobResult("serial", [_constant(r) for r in results], [], counters, stats)
 

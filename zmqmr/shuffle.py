@@ -51,8 +51,16 @@ FOOTER = struct.Struct("<QI8s")
 MAGIC = b"ZMQMRIX1"
 CODEC_PICKLE = 1
 CODECS = (CODEC_PICKLE,)
-#: Groups per block; a block is the unit of checksum and of decoding.
+#: Groups per block of the results a reduce sends back to the client.
 BLOCK_GROUPS = 2048
+#: A map-output block is cut at about this many bytes, or at BLOCK_VALUES
+#: values, whichever comes first: a block is the unit of checksum and of
+#: decoding, so a reader holds one block per stream it reads, and the value
+#: cap bounds what a block of many small values takes once decoded (a few
+#: times its bytes). A key with more values than fit spans several blocks:
+#: it appears in consecutive groups, each with a run of its values.
+BLOCK_BYTES = 1 << 20
+BLOCK_VALUES = 16384
 
 #: A fetch request is a few hundred bytes; anything much larger is refused by the socket.
 MAX_REQUEST_BYTES = 64 * 1024
@@ -82,6 +90,55 @@ def encode_block(groups: list[Any]) -> bytes:
         except Exception:
             payload = pickling.dumps_values(groups)
     return BLOCK_HEADER.pack(CODEC_PICKLE, len(payload), _checksum(CODEC_PICKLE, payload)) + payload
+
+
+def encode_groups(groups: Iterable[Group], target: int = BLOCK_BYTES) -> Iterator[bytes]:
+    """``groups`` (sorted) as blocks of about ``target`` bytes, a key's values cut
+    into runs across blocks where they do not fit in one.
+
+    A block's size is known only once it is pickled, so the values a block
+    takes are planned from the bytes per value of the block before (a group
+    counts its key as one value).
+    """
+    budget = 0  # set from a sample of the first group; every block corrects it
+    block: list[Group] = []
+    units = 0
+    for key, values in groups:
+        if type(values) is not list:
+            values = list(values)
+        n = len(values)
+        if not budget:
+            try:
+                sample = len(_pickle_fast((key, values[:16]))) / (min(n, 16) + 1)
+            except Exception:  # the block's own encoder will say what is wrong
+                sample = 64.0
+            budget = max(2, min(BLOCK_VALUES, int(target / max(1.0, sample))))
+        start = 0
+        while True:
+            take = n - start
+            room = budget - units - 1
+            if take > room:
+                if room < 1 and block:
+                    data = encode_block(block)
+                    yield data
+                    per_value = max(1.0, len(data) / units)
+                    budget = max(2, min(BLOCK_VALUES, int(target / per_value)))
+                    block, units = [], 0
+                    continue
+                take = max(room, 1)
+            block.append((key, values if take == n else values[start : start + take]))
+            units += take + 1
+            start += take
+            if units >= budget:
+                data = encode_block(block)
+                yield data
+                per_value = max(1.0, len(data) / units)
+                budget = max(2, min(BLOCK_VALUES, int(target / per_value)))
+                block, units = [], 0
+            if start >= n:
+                break
+    if block:
+        yield encode_block(block)
 
 
 def decode_payload(codec: int, payload: bytes | memoryview) -> list[Any]:
@@ -129,21 +186,35 @@ def verify_segment(data: bytes | memoryview) -> None:
         pass
 
 
+def segment_blocks(data: bytes | memoryview) -> Iterator[list[Group]]:
+    """The decoded blocks of a segment held in memory, one at a time."""
+    for codec, payload in iter_blocks(data):
+        yield decode_payload(codec, payload)
+
+
 def segment_groups(data: bytes | memoryview) -> Iterator[Group]:
     """The groups of a segment held in memory."""
-    for codec, payload in iter_blocks(data):
-        yield from decode_payload(codec, payload)
+    for groups in segment_blocks(data):
+        yield from groups
 
 
-def file_segment_groups(path: str, offset: int, length: int) -> Iterator[Group]:
-    """The groups of a segment held on disk, read one block at a time."""
+def file_segment_blocks(path: str, offset: int, length: int) -> Iterator[list[Group]]:
+    """The decoded blocks of a segment held on disk, read one at a time."""
     with open(path, "rb") as f:
         f.seek(offset)
         left = length
         while left > 0:
             codec, payload = _read_block(f, left, path)
             left -= BLOCK_HEADER.size + len(payload)
-            yield from decode_payload(codec, payload)
+            groups = decode_payload(codec, payload)
+            del payload  # held only while decoding: one block's bytes per stream, not two
+            yield groups
+
+
+def file_segment_groups(path: str, offset: int, length: int) -> Iterator[Group]:
+    """The groups of a segment held on disk, read one block at a time."""
+    for groups in file_segment_blocks(path, offset, length):
+        yield from groups
 
 
 def verify_file_segment(path: str, offset: int, length: int) -> None:
@@ -165,6 +236,32 @@ class Segment:
     groups: int
 
 
+class _Counted:
+    """An iterable of groups that counts them as they pass."""
+
+    __slots__ = ("groups", "n")
+
+    def __init__(self, groups: Iterable[Group]) -> None:
+        self.groups = groups
+        self.n = 0
+
+    def __iter__(self) -> Iterator[Group]:
+        for group in self.groups:
+            self.n += 1
+            yield group
+
+
+def write_run(path: str, groups: Iterable[Group]) -> int:
+    """Write sorted ``groups`` as one segment's blocks in a file of its own; its length.
+
+    The file is a reduce's merge run: read back with ``file_segment_blocks(path, 0, length)``.
+    """
+    with open(path, "wb") as f:
+        for data in encode_groups(groups):
+            f.write(data)
+        return f.tell()
+
+
 class MapOutputWriter:
     """Writes the R segments of one map output, in partition order, then its index.
 
@@ -184,18 +281,10 @@ class MapOutputWriter:
         if len(self._segments) >= self.num_partitions:
             raise ValueError("more segments than partitions")
         start = self._f.tell()
-        count = 0
-        block: list[Group] = []
-        for group in groups:
-            block.append(group)
-            if len(block) >= BLOCK_GROUPS:
-                self._f.write(encode_block(block))
-                count += len(block)
-                block = []
-        if block:
-            self._f.write(encode_block(block))
-            count += len(block)
-        seg = Segment(start, self._f.tell() - start, count)
+        counted = _Counted(groups)
+        for data in encode_groups(counted):
+            self._f.write(data)
+        seg = Segment(start, self._f.tell() - start, counted.n)
         self._segments.append(seg)
         return seg
 
@@ -433,6 +522,13 @@ class Fetched:
             return segment_groups(self.data)
         assert self.path is not None
         return file_segment_groups(self.path, 0, self.length)
+
+    def blocks(self) -> Iterator[list[Group]]:
+        """The decoded blocks, one at a time."""
+        if self.data is not None:
+            return segment_blocks(self.data)
+        assert self.path is not None
+        return file_segment_blocks(self.path, 0, self.length)
 
 
 @dataclass(slots=True)

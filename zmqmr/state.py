@@ -944,6 +944,9 @@ class MasterState:
             commit_seconds=end - commit_start,
             total_seconds=end - job.submitted,
             shuffle_bytes=job.shuffle_bytes,
+            # What the winning attempts wrote to local disk besides their outputs
+            # (their counter: zmqmr.merge.SPILLED).
+            spilled_bytes=job.counters.get("zmqmr.spilled_bytes", 0),
             reexecutions=s["reexecuted_maps"] + s["failed_attempts"] + s["lost_attempts"],
         )
         return stats

@@ -2,7 +2,7 @@
 
 The executor and ``run_serial`` both go through these helpers, so the cluster
 and the oracle check the same things and fail with the same messages.
-Imports: the standard library and ``partitioning``.
+Imports: the standard library, ``partitioning`` and ``ordering``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from operator import itemgetter
 from typing import Any
 
+from .ordering import Ordered, sort_items
 from .partitioning import Partitioner, Partitioning
 from .partitioning import default_partitioner as default_partitioner  # zmqmr's public name
 from .partitioning import stable_hash as stable_hash
@@ -135,9 +136,10 @@ def unorderable(keys: Iterable[Any]) -> TypeError:
 
 
 def sort_by_key(items: list[Pair]) -> None:
-    """Sort ``(key, x)`` pairs by key in place, or raise an error naming the key types."""
+    """Sort ``(key, x)`` pairs by key in place (in a total order: see ``ordering``), or
+    raise an error naming the key types."""
     try:
-        items.sort(key=_first)
+        sort_items(items)
     except TypeError:
         raise unorderable(k for k, _ in items) from None
 
@@ -205,9 +207,18 @@ def hash_merged(
 
 
 def merged(streams: list[Iterator[tuple[Any, list[Any]]]]) -> Iterator[tuple[Any, list[Any]]]:
-    """Sorted streams of ``(key, values)`` merged by key; unorderable keys named."""
+    """Streams of ``(key, values)`` sorted by order key (``ordering.ordered_groups``)
+    merged by key, keys unwrapped; unorderable keys named.
+
+    A key may come in several consecutive groups (from several streams, or
+    spanning blocks of one); ``reduce_groups`` hands their values over as one
+    iterator.
+    """
     try:
-        yield from heapq.merge(*streams, key=_first)
+        for group in heapq.merge(*streams, key=_first):
+            if type(group[0]) is Ordered:
+                group = (group[0].key, group[1])
+            yield group
     except TypeError as exc:
         if "not supported between instances" not in str(exc):
             raise

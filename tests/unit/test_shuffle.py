@@ -15,7 +15,8 @@ from conftest import write_output
 from zmqmr.errors import CorruptOutput, ShuffleError
 from zmqmr.layout import job_dir, map_output_path
 from zmqmr.shuffle import (
-    BLOCK_GROUPS,
+    BLOCK_BYTES,
+    BLOCK_VALUES,
     BLOCK_HEADER,
     CODEC_PICKLE,
     FOOTER,
@@ -98,15 +99,51 @@ def test_more_segments_than_partitions_is_refused(tmp_path):
     w.abort()
 
 
-def test_large_segment_spans_several_blocks(tmp_path):
+def _blocks_of(tmp_path, groups):
     path = str(tmp_path / "m.out")
-    groups = [(i, [i]) for i in range(BLOCK_GROUPS * 2 + 5)]
     w = MapOutputWriter(path, 1)
     w.write_segment(iter(groups))
     w.close()
     _, data = read_segment(path, 0)
-    assert len(list(iter_blocks(data))) == 3
+    return data, [len(payload) for _, payload in iter_blocks(data)]
+
+
+def test_blocks_are_cut_by_bytes_at_about_block_bytes(tmp_path):
+    groups = [(f"k{i:06d}", ["x" * 1000]) for i in range(8000)]  # about 8 MB
+    data, sizes = _blocks_of(tmp_path, groups)
     assert list(segment_groups(data)) == groups
+    assert 6 <= len(sizes) <= 16, sizes
+    assert max(sizes) < 1.5 * BLOCK_BYTES, sizes
+
+
+def test_many_small_groups_are_cut_at_block_values(tmp_path):
+    groups = [(i, [i]) for i in range(BLOCK_VALUES * 2)]
+    data, sizes = _blocks_of(tmp_path, groups)
+    assert list(segment_groups(data)) == groups
+    assert len(sizes) >= 4  # a group counts its key as one value
+
+
+def test_a_key_with_more_values_than_a_block_spans_consecutive_groups(tmp_path):
+    values = [f"value {i}" for i in range(200_000)]
+    groups = [("a", [1]), ("hot", values), ("z", [2, 3])]
+    data, sizes = _blocks_of(tmp_path, groups)
+    got = list(segment_groups(data))
+    assert len(sizes) > 5
+    assert got[0] == ("a", [1]) and got[-1] == ("z", [2, 3])
+    middle = got[1:-1]
+    assert {k for k, _ in middle} == {"hot"} and len(middle) > 5
+    assert [v for _, vs in middle for v in vs] == values
+    assert max(len(vs) for _, vs in middle) <= BLOCK_VALUES
+
+
+def test_a_value_larger_than_a_block_gets_a_block_of_its_own(tmp_path):
+    big = "y" * (3 * BLOCK_BYTES)
+    groups = [("a", ["small", big, "small"]), ("b", [big])]
+    data, sizes = _blocks_of(tmp_path, groups)
+    got = list(segment_groups(data))
+    assert [(k, v) for k, vs in got for v in vs] == [
+        ("a", "small"), ("a", big), ("a", "small"), ("b", big)
+    ]
 
 
 def test_read_segment_serves_byte_ranges(tmp_path):
