@@ -14,13 +14,22 @@ objects of ``zmqmr.protocol``::
 
 An executor dies with its worker: ``PR_SET_PDEATHSIG`` covers SIGKILL of the
 worker, and a closed pipe covers the rest.
+
+Its position lives in a small file the worker made for its slot, mapped into
+memory (``POSITION``: the attempt, and the index of the record a map under
+skip_bad_records is mapping, else -1): a store per record, no system call,
+and the worker reads it after the executor dies of a record (a segfault,
+``os._exit``, the kernel's OOM killer), the paper's "last gasp" without a
+signal handler that could not run anyway.
 """
 
 from __future__ import annotations
 
 import ctypes
+import mmap
 import os
 import signal
+import struct
 import sys
 import time
 import traceback
@@ -35,6 +44,8 @@ from .mapside import RecordFailed
 from .security import MEMBER, Keys, load_keys
 
 PR_SET_PDEATHSIG = 1
+#: An executor's position: (attempt, index of the record being mapped or -1).
+POSITION = struct.Struct("<qq")
 PROGRESS_EVERY = 0.5  # seconds between progress reports
 
 
@@ -58,8 +69,11 @@ class Executor:
         shuffle_address: str,
         settings: WorkerSettings,
         keys: Keys | None = None,
+        position: Any = None,
     ) -> None:
         self.conn = conn
+        #: Two int64s shared with the worker (POSITION), or None.
+        self.position = position
         self.keys = keys
         self.data_dir = data_dir
         self.shuffle_address = shuffle_address
@@ -112,6 +126,12 @@ class Executor:
         counters: dict[str, int] = {}
         previous = userfn.counting(counters)
         record = None
+        track = None
+        if self.position is not None:
+            self.position[1] = -1
+            self.position[0] = attempt
+            if msg.kind == "map" and spec.track_records:
+                track = self.position
         try:
             if msg.code is not None:
                 self.jobs[job_id] = cloudpickle.loads(msg.code)
@@ -129,6 +149,7 @@ class Executor:
                     data_dir=self.data_dir,
                     settings=self.settings,
                     progress=self.progress,
+                    track=track,
                 )
                 result = None
             else:
@@ -167,11 +188,23 @@ def main(
     shuffle_address: str,
     settings: WorkerSettings,
     keys_dir: str | None = None,
+    position_path: str | None = None,
 ) -> None:
     """Entry point of an executor process (started with the spawn method)."""
     die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the worker's to handle
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     keys = load_keys(keys_dir, MEMBER) if keys_dir else None
-    Executor(conn, data_dir, shuffle_address, settings, keys).serve()
+    position = _map_position(position_path) if position_path else None
+    Executor(conn, data_dir, shuffle_address, settings, keys, position).serve()
     os._exit(0)
+
+
+def _map_position(path: str) -> Any:
+    """The slot's position file, mapped: a memoryview of two int64s."""
+    try:
+        with open(path, "r+b") as f:
+            mm = mmap.mmap(f.fileno(), POSITION.size)
+    except (OSError, ValueError):
+        return None  # no last gasp then: a crash fails the attempt unpinned
+    return memoryview(mm).cast("q")

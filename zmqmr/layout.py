@@ -6,6 +6,7 @@ On a worker, under its data dir, one directory per job::
     DATA_DIR/JOB/m00003-a7.out.tmp    ... while attempt 7 writes it
     DATA_DIR/JOB/m00003-a7.spills/    ... sorted runs spilled by attempt 7
     DATA_DIR/JOB/r00001-a9/           reduce task 1's work dir (fetched segments)
+    DATA_DIR/.slot-2.pos              slot 2's executor: the attempt and record it maps
 
 Beside the data dir, the captured output of attempts (``tasklogs``)::
 
@@ -80,6 +81,11 @@ def spill_dir(data_dir: str, job_id: str, task: int, attempt: int) -> str:
 
 def reduce_work_dir(data_dir: str, job_id: str, task: int, attempt: int) -> str:
     return os.path.join(job_dir(data_dir, job_id), f"r{task:05d}-a{attempt}")
+
+
+def position_path(data_dir: str, slot: int) -> str:
+    """Where the executor of ``slot`` leaves its position (no job id starts with a dot)."""
+    return os.path.join(data_dir, f".slot-{slot}.pos")
 
 
 def held_outputs(data_dir: str) -> list[tuple[str, int, int]]:

@@ -114,6 +114,18 @@ class Buffer(dict[Any, list[Any]]):
         return bool(len(self) or self.pairs)
 
 
+def _tracked(keys: Iterator[Any], base: int, track: Any) -> Iterator[Any]:
+    """``keys``, noting in ``track[1]`` the index of each before it is handed on.
+
+    ``map(mapper, keys, values)`` takes a key, then calls the mapper: so while
+    the mapper runs on a record (or its generator is read), ``track[1]`` is
+    that record's index. One store per record: only for skip_bad_records.
+    """
+    for i, key in enumerate(keys, base):
+        track[1] = i
+        yield key
+
+
 class _Grouper:
     """A map task's buffer: key -> list of values, plus run-length counts of values.
 
@@ -372,8 +384,13 @@ def run_map(
     data_dir: str,
     settings: WorkerSettings,
     progress: Callable[[float], None],
+    track: Any = None,
 ) -> protocol.Report:
-    """Run one map attempt; its output is ``layout.map_output_path(...)``."""
+    """Run one map attempt; its output is ``layout.map_output_path(...)``.
+
+    With ``track`` (a writable sequence of two ints), ``track[1]`` holds the
+    index of the record being mapped while records are mapped, then -1.
+    """
     assert spec.split is not None
     reader = read_split(spec.split.to_json(), records_blob)
     R = spec.num_reducers
@@ -397,7 +414,10 @@ def run_map(
             lambda b: spills.append(_spill(b, part, combiner, R, runs_dir, len(spills))),
             spill_at=settings.spill_records,
             progress=progress,
+            track=track,
         )
+        if track is not None:
+            track[1] = -1  # what fails from here on is not one record's fault
         counters["zmqmr.map_input_records"] = n_in
         counters["zmqmr.map_input_bytes"] = split_bytes(spec.split, records_blob)
         counters["zmqmr.map_output_records"] = n_out
@@ -451,6 +471,7 @@ def map_records(
     *,
     spill_at: int,
     progress: Callable[[float], None],
+    track: Any = None,
 ) -> tuple[Buffer, int, int]:
     """Call the mapper on every record and group its pairs by key: a dict of lists.
 
@@ -463,7 +484,8 @@ def map_records(
     With a combiner a key's list is combined whenever it reaches COMBINE_AT
     values and the buffer spills past ``spill_at`` keys; without one it
     spills past ``spill_at`` values. Returns the buffer, the records read and
-    the pairs emitted.
+    the pairs emitted. With ``track``, ``track[1]`` is set to each record's
+    index before the mapper is called on it (see ``_tracked``).
     """
     g = _Grouper(buf=Buffer(), combiner=combiner)
     index = read = skipped = 0
@@ -471,11 +493,12 @@ def map_records(
         base, index = index, index + len(keys)
         keys_read = iter(keys)
         where = functools.partial(_last_read, keys_read, index - 1)
-        results: Iterator[Any] = map(mapper, keys_read, values)
+        keys_in = keys_read if track is None else _tracked(keys_read, base, track)
+        results: Iterator[Any] = map(mapper, keys_in, values)
         dropped = sum(base <= r < index for r in skip) if skip else 0
         if dropped:
             skipped += dropped
-            results = _skipping(mapper, keys_read, values, base, skip)
+            results = _skipping(mapper, keys_in, values, base, skip)
         try:
             g.add(results, base, where)
         except RecordFailed:

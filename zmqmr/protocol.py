@@ -217,6 +217,9 @@ class TaskSpec(Record):
     result_limit: int
     split: Split | None = None
     skip: list[int] = field(default_factory=list)
+    #: A map under skip_bad_records leaves the index of the record it maps where
+    #: its worker reads it if the executor dies (``layout.position_path``).
+    track_records: bool = False
     partition: int | None = None
     #: A reduce's non-empty segments, one per map output that has data for it.
     locations: list[Location] = field(default_factory=list)
@@ -229,6 +232,7 @@ class TaskSpec(Record):
         "result_limit": COUNT,
         "split": Opt(Obj(Split)),
         "skip": ListOf(COUNT, 100_000),
+        "track_records": Bool(),
         "partition": Opt(COUNT),
         "locations": ListOf(Obj(Location), MAX_MAP_TASKS),
     }

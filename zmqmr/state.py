@@ -1076,6 +1076,7 @@ class MasterState:
                 assert split.blob is not None
                 records = job.records[split.blob]
             if spec.skip_bad_records:
+                ts.track_records = True
                 ts.skip = sorted(r for r, n in task.bad_records.items() if n >= BAD_RECORD_FAILURES)
         else:
             ts.partition = task.index

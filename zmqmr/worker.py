@@ -106,8 +106,8 @@ class Worker:
         os.makedirs(self.data_dir, exist_ok=True)
         self._clear_data_dir()
         self.shuffle_address = self.server.start()
-        for _ in range(self.settings.slots):
-            self.slots.append(self._spawn())
+        for i in range(self.settings.slots):
+            self.slots.append(self._spawn(i))
         s = self.settings
         self.state = WorkerState(
             len(self.slots),
@@ -132,7 +132,10 @@ class Worker:
         for entry in os.listdir(self.data_dir):
             shutil.rmtree(os.path.join(self.data_dir, entry), ignore_errors=True)
 
-    def _spawn(self) -> Executor:
+    def _spawn(self, slot: int) -> Executor:
+        position = layout.position_path(self.data_dir, slot)
+        with open(position, "wb") as f:  # a fresh executor has no position yet
+            f.write(executor.POSITION.pack(-1, -1))
         parent, child = self._mp.Pipe()
         proc = self._mp.Process(
             target=executor.main,
@@ -143,6 +146,7 @@ class Worker:
                 self.shuffle_address,
                 self.settings,
                 self.keys_dir,
+                position,
             ),
             name="zmqmr-executor",
             daemon=True,
@@ -304,7 +308,19 @@ class Worker:
             else f"exit code {code}"
         )
         log.warning("an executor died with %s", how)
-        self._handle(worker_state.ExecutorExited(i, how))
+        self._handle(worker_state.ExecutorExited(i, how, self._position(i)))
+
+    def _position(self, i: int) -> tuple[int, int] | None:
+        """What the dead executor of slot ``i`` left: (attempt, record being mapped)."""
+        try:
+            with open(layout.position_path(self.data_dir, i), "rb") as f:
+                data = f.read(executor.POSITION.size)
+        except OSError:
+            return None
+        if len(data) != executor.POSITION.size:
+            return None
+        attempt, record = executor.POSITION.unpack(data)
+        return (attempt, record) if attempt >= 0 else None
 
     # -- carrying out the state's commands -----------------------------------------
 
@@ -322,7 +338,7 @@ class Worker:
                         ex.conn.send(cmd.msg)
                 case worker_state.RestartSlot():
                     self._kill(self.slots[cmd.slot])
-                    self.slots[cmd.slot] = self._spawn()
+                    self.slots[cmd.slot] = self._spawn(cmd.slot)
                     self._topology += 1
                 case worker_state.RemoveAttemptFiles():
                     layout.remove_paths(

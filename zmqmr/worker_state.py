@@ -14,7 +14,8 @@ What it decides:
 * A cancelled attempt's executor is restarted (killing it is the only sure
   way to stop user code) and its files removed; a cancelled attempt that had
   already finished (a losing backup) has its output removed.
-* A dead executor fails its attempt as a crash; the slot gets a new executor.
+* A dead executor fails its attempt as a crash, pinned on the record it was
+  mapping when it left one (skip_bad_records); the slot gets a new executor.
 * Heartbeats every interval carry the running attempts' progress; a master
   silent for ``worker_timeout`` means every attempt is dropped (the master
   has given them to others) and the worker registers again after a backoff
@@ -55,6 +56,8 @@ class FromExecutor:
 class ExecutorExited:
     slot: int
     how: str  # "signal 9 (SIGKILL)", "exit code 1"
+    #: The executor's last position: (attempt, index of the record it was mapping).
+    position: tuple[int, int] | None = None
 
 
 @dataclass(slots=True)
@@ -204,7 +207,7 @@ class WorkerState:
             case FromExecutor():
                 self._from_executor(event.slot, event.msg, out)
             case ExecutorExited():
-                self._exited(event.slot, event.how, out)
+                self._exited(event.slot, event.how, event.position, out)
             case Clock():
                 self._clock(now, out)
         return out
@@ -329,12 +332,19 @@ class WorkerState:
         slot.assign = None
         self._start_queued(out)
 
-    def _exited(self, i: int, how: str, out: list[WorkerCommand]) -> None:
+    def _exited(
+        self, i: int, how: str, position: tuple[int, int] | None, out: list[WorkerCommand]
+    ) -> None:
         slot = self.slots[i]
         a = slot.assign
         if a is not None:
             message = f"the executor running {a.kind} task {a.task} died with {how}"
-            out.append(Send(p.Failed(a.attempt, "crash", p.ErrorInfo("ExecutorDied", message))))
+            record = None
+            if position is not None and position[0] == a.attempt and position[1] >= 0:
+                record = position[1]  # pinned on the record, as an exception would be
+                message += f" while mapping record {record} of its split"
+            error = p.ErrorInfo("ExecutorDied", message)
+            out.append(Send(p.Failed(a.attempt, "crash", error, record)))
             out.append(self._files(a))
         out.append(RestartSlot(i))
         self.slots[i] = Slot()

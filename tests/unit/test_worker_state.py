@@ -168,6 +168,26 @@ def test_a_dead_executor_fails_its_attempt_as_a_crash_and_is_replaced():
     assert runs(cmds) == [(0, 2, True)]
 
 
+def test_a_dead_executor_pins_its_crash_on_the_record_it_left_as_its_position():
+    w = Worker()
+    w(Connected())
+    w.master(assign(1))
+    cmds = w(ExecutorExited(0, "signal 11 (SIGSEGV)", (1, 17)))
+    (send,) = [c for c in cmds if isinstance(c, Send)]
+    assert send.msg.kind == "crash" and send.msg.record == 17
+    assert "record 17" in send.msg.error.message
+
+
+@pytest.mark.parametrize("position", [None, (0, 17), (1, -1)])
+def test_a_crash_is_not_pinned_on_a_record_left_by_another_attempt_or_none(position):
+    w = Worker()
+    w(Connected())
+    w.master(assign(1))
+    cmds = w(ExecutorExited(0, "exit code 3", position))
+    (send,) = [c for c in cmds if isinstance(c, Send)]
+    assert send.msg.kind == "crash" and send.msg.record is None
+
+
 def test_drop_job_forgets_code_tells_executors_and_removes_files():
     w = Worker()
     w(Connected())
