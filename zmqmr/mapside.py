@@ -152,9 +152,17 @@ class _Grouper:
     called once per record, and its side effects and counters happen once.
     """
 
-    def __init__(self, buf: Buffer, combiner: Callable[..., Any] | None) -> None:
+    def __init__(
+        self,
+        buf: Buffer,
+        combiner: Callable[..., Any] | None,
+        full: Callable[[], None] | None = None,
+    ) -> None:
         self.buf = buf
         self.combiner = combiner
+        #: Asked between chunks of pairs: spills the buffer if it is full (a
+        #: record may emit millions of pairs; the buffer must not wait for its end).
+        self.full = full
         self.single: dict[Any, int] = {}  # key -> its slot in single_counts
         self.single_counts = bytearray()  # per slot: times (key, single_value) was emitted
         self.single_value: Any = _UNSET
@@ -272,6 +280,8 @@ class _Grouper:
                     raise RecordFailed(first + bisect.bisect_right(starts, at) - 1) from exc
             taken += len(chunk)
             chunk.clear()
+            if self.full is not None:
+                self.full()
 
     def _count_pairs(self, chunk: list[Any]) -> int:
         """Count the chunk's pairs into ``pending`` while they qualify; return how many."""
@@ -488,6 +498,7 @@ def map_records(
     index before the mapper is called on it (see ``_tracked``).
     """
     g = _Grouper(buf=Buffer(), combiner=combiner)
+    g.full = lambda: g.spill_past(spill_at, spill)
     index = read = skipped = 0
     for keys, values in reader.batches():
         base, index = index, index + len(keys)
@@ -527,9 +538,14 @@ class _SplitRecords:
     """
 
     def __init__(
-        self, reader: SplitReader, skip: set[int], progress: Callable[[float], None]
+        self,
+        reader: SplitReader,
+        skip: set[int],
+        progress: Callable[[float], None],
+        track: Any = None,
     ) -> None:
         self._last = lambda: -1
+        self._track = track
         self._it = self._records(reader, skip, progress)
 
     def __iter__(self) -> _SplitRecords:
@@ -550,13 +566,14 @@ class _SplitRecords:
             base, index = index, index + len(keys)
             keys_read = iter(keys)
             self._last = functools.partial(_last_read, keys_read, index - 1)
+            keys_in = keys_read if self._track is None else _tracked(keys_read, base, self._track)
             dropped = sum(base <= r < index for r in skip) if skip else 0
             if dropped:
-                for i, kv in enumerate(zip(keys_read, values), base):
+                for i, kv in enumerate(zip(keys_in, values), base):
                     if i not in skip:
                         yield kv
             else:
-                yield from zip(keys_read, values)
+                yield from zip(keys_in, values)
             progress(reader.fraction())
 
 
@@ -570,14 +587,16 @@ def split_map_records(
     *,
     spill_at: int,
     progress: Callable[[float], None],
+    track: Any = None,
 ) -> tuple[Buffer, int, int]:
     """``map_records`` for a split mapper: one call over the split's records.
 
     Its pairs are grouped by the same ``_Grouper``, a chunk at a time so the
-    buffer can spill; any failure is pinned on the record being read.
+    buffer can spill; any failure is pinned on the record being read (and
+    ``track[1]``, given, holds it).
     """
     g = _Grouper(buf=Buffer(), combiner=combiner)
-    records = _SplitRecords(reader, skip, progress)
+    records = _SplitRecords(reader, skip, progress, track)
     try:
         # Checked as they come, so a bad pair is pinned on the record being read
         # (the grouper reads ahead before it checks).

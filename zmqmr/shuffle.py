@@ -24,7 +24,9 @@ itself, never taking one from the wire.
 from __future__ import annotations
 
 import io
+import itertools
 import logging
+import operator
 import os
 import pickle
 import struct
@@ -43,6 +45,8 @@ from .security import Keys
 
 log = logging.getLogger(__name__)
 
+_second = operator.itemgetter(1)
+
 Group = tuple[Any, list[Any]]
 
 BLOCK_HEADER = struct.Struct("<BII")
@@ -53,14 +57,18 @@ CODEC_PICKLE = 1
 CODECS = (CODEC_PICKLE,)
 #: Groups per block of the results a reduce sends back to the client.
 BLOCK_GROUPS = 2048
-#: A map-output block is cut at about this many bytes, or at BLOCK_VALUES
-#: values, whichever comes first: a block is the unit of checksum and of
-#: decoding, so a reader holds one block per stream it reads, and the value
-#: cap bounds what a block of many small values takes once decoded (a few
-#: times its bytes). A key with more values than fit spans several blocks:
-#: it appears in consecutive groups, each with a run of its values.
+#: A map-output block is cut at about this many bytes: it is the unit of
+#: checksum and of reading, so a reader holds one block's bytes per stream.
+#: Its payload is a run of pickles ("parts") of at most PART_GROUPS groups,
+#: PART_VALUES values (a group counts its key as one) and about PART_BYTES
+#: bytes, decoded one at a time: so a reader holds one part decoded, not a
+#: block, and (un)pickling runs on lists of a size it is fast on. A key with
+#: more values than a part takes spans several parts, and blocks: it appears
+#: in consecutive groups, each with a run of its values.
 BLOCK_BYTES = 1 << 20
-BLOCK_VALUES = 16384
+PART_BYTES = 256 << 10
+PART_GROUPS = 1024
+PART_VALUES = 16384
 
 #: A fetch request is a few hundred bytes; anything much larger is refused by the socket.
 MAX_REQUEST_BYTES = 64 * 1024
@@ -81,70 +89,127 @@ def _checksum(codec: int, payload: bytes | memoryview) -> int:
     return zlib.crc32(payload, zlib.crc32(bytes((codec,)) + len(payload).to_bytes(4, "little")))
 
 
-def encode_block(groups: list[Any]) -> bytes:
+def _pickle_part(groups: list[Any]) -> bytes:
     try:
-        payload = _pickle_fast(groups)
+        return _pickle_fast(groups)
     except Exception:  # cyclic objects need the memo; closures need cloudpickle
         try:
-            payload = pickle.dumps(groups, protocol=pickle.HIGHEST_PROTOCOL)
+            return pickle.dumps(groups, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception:
-            payload = pickling.dumps_values(groups)
-    return BLOCK_HEADER.pack(CODEC_PICKLE, len(payload), _checksum(CODEC_PICKLE, payload)) + payload
+            return pickling.dumps_values(groups)
 
 
-def encode_groups(groups: Iterable[Group], target: int = BLOCK_BYTES) -> Iterator[bytes]:
-    """``groups`` (sorted) as blocks of about ``target`` bytes, a key's values cut
-    into runs across blocks where they do not fit in one.
+def encode_block(groups: list[Any]) -> bytes:
+    """One block of ``groups``, in parts of PART_GROUPS groups."""
+    parts = [_pickle_part(groups[i : i + PART_GROUPS]) for i in range(0, len(groups), PART_GROUPS)]
+    return b"".join(_block(parts or [_pickle_part([])]))
 
-    A block's size is known only once it is pickled, so the values a block
-    takes are planned from the bytes per value of the block before (a group
-    counts its key as one value).
+
+def _block(parts: list[bytes]) -> list[bytes]:
+    """A block's header and payload parts, ready for ``writelines``."""
+    size = sum(map(len, parts))
+    crc = zlib.crc32(bytes((CODEC_PICKLE,)) + size.to_bytes(4, "little"))
+    for part in parts:
+        crc = zlib.crc32(part, crc)
+    return [BLOCK_HEADER.pack(CODEC_PICKLE, size, crc), *parts]
+
+
+def encode_groups(groups: Iterable[Group], target: int = BLOCK_BYTES) -> Iterator[list[bytes]]:
+    """``groups`` (sorted) as blocks of about ``target`` bytes, each a list of byte
+    strings (its header, then its parts) to write out; a key's values are cut into
+    runs across parts, and blocks, where they do not fit in one.
+
+    A part's size is known only once it is pickled, so the values a part
+    takes are planned from the bytes per value of the part before (of a
+    sample of the first group to begin with).
     """
-    budget = 0  # set from a sample of the first group; every block corrects it
-    block: list[Group] = []
+    it = iter(groups)
+    head = next(it, None)
+    if head is None:
+        return
+    try:
+        sample = len(_pickle_fast((head[0], list(head[1])[:16]))) / (min(len(head[1]), 16) + 1)
+    except Exception:  # the part's own encoder will say what is wrong
+        sample = 64.0
+    budget = _budget(sample)
+    it = itertools.chain((head,), it)
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        chunk = list(itertools.islice(it, min(PART_GROUPS, budget)))
+        if not chunk:
+            break
+        try:
+            units = sum(map(len, map(_second, chunk))) + len(chunk)
+        except TypeError:  # values that are not a list: the careful path lists them
+            units = budget + 1
+        pieces = [(chunk, units)] if units <= budget else _cut(chunk, budget)
+        for piece, used in pieces:
+            data = _pickle_part(piece)
+            parts.append(data)
+            size += len(data)
+            budget = _budget(len(data) / used)
+            if size >= target:
+                yield _block(parts)
+                parts, size = [], 0
+    if parts:
+        yield _block(parts)
+
+
+def _budget(per_value: float) -> int:
+    """The values a part takes when each takes ``per_value`` bytes pickled."""
+    return max(2, min(PART_VALUES, int(PART_BYTES / max(1.0, per_value))))
+
+
+def _cut(chunk: list[Group], budget: int) -> Iterator[tuple[list[Group], int]]:
+    """``chunk`` in pieces of at most ``budget`` values, and the values of each; a
+    group's values are cut where they do not fit (a piece takes at least one)."""
+    piece: list[Group] = []
     units = 0
-    for key, values in groups:
+    for key, values in chunk:
         if type(values) is not list:
             values = list(values)
         n = len(values)
-        if not budget:
-            try:
-                sample = len(_pickle_fast((key, values[:16]))) / (min(n, 16) + 1)
-            except Exception:  # the block's own encoder will say what is wrong
-                sample = 64.0
-            budget = max(2, min(BLOCK_VALUES, int(target / max(1.0, sample))))
         start = 0
         while True:
             take = n - start
             room = budget - units - 1
             if take > room:
-                if room < 1 and block:
-                    data = encode_block(block)
-                    yield data
-                    per_value = max(1.0, len(data) / units)
-                    budget = max(2, min(BLOCK_VALUES, int(target / per_value)))
-                    block, units = [], 0
+                if room < 1 and piece:
+                    yield piece, units
+                    piece, units = [], 0
                     continue
                 take = max(room, 1)
-            block.append((key, values if take == n else values[start : start + take]))
+            piece.append((key, values if take == n else values[start : start + take]))
             units += take + 1
             start += take
             if units >= budget:
-                data = encode_block(block)
-                yield data
-                per_value = max(1.0, len(data) / units)
-                budget = max(2, min(BLOCK_VALUES, int(target / per_value)))
-                block, units = [], 0
+                yield piece, units
+                piece, units = [], 0
             if start >= n:
                 break
-    if block:
-        yield encode_block(block)
+    if piece:
+        yield piece, units
+
+
+def decode_parts(codec: int, payload: bytes | memoryview) -> Iterator[list[Any]]:
+    """The lists of groups a block's payload holds, decoded one at a time."""
+    if codec != CODEC_PICKLE:
+        raise CorruptOutput(f"unknown block codec {codec}")
+    f = io.BytesIO(payload)
+    del payload  # the copy in f is all that is held
+    end = len(f.getbuffer())
+    while f.tell() < end:
+        yield pickle.Unpickler(f).load()
 
 
 def decode_payload(codec: int, payload: bytes | memoryview) -> list[Any]:
-    if codec != CODEC_PICKLE:
-        raise CorruptOutput(f"unknown block codec {codec}")
-    return pickle.loads(payload)  # type: ignore[no-any-return,unused-ignore]
+    """Every group of a block's payload, in one list."""
+    parts = decode_parts(codec, payload)
+    groups: list[Any] = next(parts, [])
+    for part in parts:
+        groups.extend(part)
+    return groups
 
 
 def _read_block(f: Any, left: int, path: str) -> tuple[int, bytes]:
@@ -187,9 +252,9 @@ def verify_segment(data: bytes | memoryview) -> None:
 
 
 def segment_blocks(data: bytes | memoryview) -> Iterator[list[Group]]:
-    """The decoded blocks of a segment held in memory, one at a time."""
+    """The groups of a segment held in memory, a list at a time (a part of a block)."""
     for codec, payload in iter_blocks(data):
-        yield decode_payload(codec, payload)
+        yield from decode_parts(codec, payload)
 
 
 def segment_groups(data: bytes | memoryview) -> Iterator[Group]:
@@ -199,16 +264,17 @@ def segment_groups(data: bytes | memoryview) -> Iterator[Group]:
 
 
 def file_segment_blocks(path: str, offset: int, length: int) -> Iterator[list[Group]]:
-    """The decoded blocks of a segment held on disk, read one at a time."""
+    """The groups of a segment held on disk, a list at a time (a part of a block); one
+    block is read at a time."""
     with open(path, "rb") as f:
         f.seek(offset)
         left = length
         while left > 0:
             codec, payload = _read_block(f, left, path)
             left -= BLOCK_HEADER.size + len(payload)
-            groups = decode_payload(codec, payload)
-            del payload  # held only while decoding: one block's bytes per stream, not two
-            yield groups
+            parts = decode_parts(codec, payload)
+            del payload  # held by the parts' reader only
+            yield from parts
 
 
 def file_segment_groups(path: str, offset: int, length: int) -> Iterator[Group]:
@@ -257,8 +323,8 @@ def write_run(path: str, groups: Iterable[Group]) -> int:
     The file is a reduce's merge run: read back with ``file_segment_blocks(path, 0, length)``.
     """
     with open(path, "wb") as f:
-        for data in encode_groups(groups):
-            f.write(data)
+        for block in encode_groups(groups):
+            f.writelines(block)
         return f.tell()
 
 
@@ -282,8 +348,8 @@ class MapOutputWriter:
             raise ValueError("more segments than partitions")
         start = self._f.tell()
         counted = _Counted(groups)
-        for data in encode_groups(counted):
-            self._f.write(data)
+        for block in encode_groups(counted):
+            self._f.writelines(block)
         seg = Segment(start, self._f.tell() - start, counted.n)
         self._segments.append(seg)
         return seg

@@ -97,3 +97,11 @@ def test_commit_benchmark_checks_every_output_dir():
     assert "answers: every output dir equals run_serial" in out.stdout
     rows = [line.split() for line in out.stdout.splitlines() if line.strip().startswith("3 ")]
     assert [row[1] for row in rows] == ["new", "overwrite"]
+
+
+def test_memory_benchmark_prints_peak_rss_per_process_and_gets_both_answers_right():
+    out = run_script("memory.py", "--shuffle", "8MB", "--hot", "200k")
+    assert out.stdout.count("answer right") == 2, out.stdout
+    assert out.stdout.count("largest executor:") == 2, out.stdout
+    rows = [ln.split() for ln in out.stdout.splitlines() if ln.startswith("executor")]
+    assert len(rows) >= 4 and all(float(row[-1]) > 0 for row in rows), out.stdout

@@ -432,3 +432,23 @@ def test_text_batches_give_the_lines_and_byte_offsets_of_a_file(tmp_path, monkey
         *itertools.accumulate(len(ln.encode("utf-8", "surrogateescape")) + 1 for ln in lines),
     ]
     assert got == [((path, off), ln) for off, ln in zip(offsets, lines)]
+
+
+@pytest.mark.parametrize("values", ["distinct", "text"])
+def test_a_record_emitting_more_pairs_than_the_spill_limit_spills_before_its_end(values):
+    def mapper(key, n):
+        for i in range(n):
+            yield f"k{i % 3}", (i if values == "distinct" else f"v{i}")
+
+    buf, n_in, n_out, _, spills = map_side(mapper, [(0, 50_000), (1, 10)], spill_records=4096)
+    assert n_in == 2 and n_out == 50_010
+    assert len(spills) >= 10 and all(sum(map(len, s.values())) <= 4096 + 1024 for s in spills)
+    got: dict = {}
+    for part in [*spills, buf]:
+        for k, vs in part.items():
+            got.setdefault(k, []).extend(vs)
+    want: dict = {}
+    for n in (50_000, 10):
+        for i in range(n):
+            want.setdefault(f"k{i % 3}", []).append(i if values == "distinct" else f"v{i}")
+    assert got == want  # every value once, in record order

@@ -16,12 +16,14 @@ from zmqmr.errors import CorruptOutput, ShuffleError
 from zmqmr.layout import job_dir, map_output_path
 from zmqmr.shuffle import (
     BLOCK_BYTES,
-    BLOCK_VALUES,
     BLOCK_HEADER,
     CODEC_PICKLE,
     FOOTER,
     INDEX_ENTRY,
+    PART_GROUPS,
+    PART_VALUES,
     MapOutputWriter,
+    decode_parts,
     encode_block,
     file_segment_groups,
     iter_blocks,
@@ -116,11 +118,13 @@ def test_blocks_are_cut_by_bytes_at_about_block_bytes(tmp_path):
     assert max(sizes) < 1.5 * BLOCK_BYTES, sizes
 
 
-def test_many_small_groups_are_cut_at_block_values(tmp_path):
-    groups = [(i, [i]) for i in range(BLOCK_VALUES * 2)]
+def test_a_blocks_groups_are_decoded_a_part_at_a_time(tmp_path):
+    groups = [(i, [i]) for i in range(PART_GROUPS * 5 + 3)]
     data, sizes = _blocks_of(tmp_path, groups)
     assert list(segment_groups(data)) == groups
-    assert len(sizes) >= 4  # a group counts its key as one value
+    parts = [part for codec, payload in iter_blocks(data) for part in decode_parts(codec, payload)]
+    assert len(parts) >= 6 and max(map(len, parts)) <= PART_GROUPS
+    assert [g for part in parts for g in part] == groups
 
 
 def test_a_key_with_more_values_than_a_block_spans_consecutive_groups(tmp_path):
@@ -128,12 +132,12 @@ def test_a_key_with_more_values_than_a_block_spans_consecutive_groups(tmp_path):
     groups = [("a", [1]), ("hot", values), ("z", [2, 3])]
     data, sizes = _blocks_of(tmp_path, groups)
     got = list(segment_groups(data))
-    assert len(sizes) > 5
+    assert len(sizes) >= 2  # about 2.6 MB
     assert got[0] == ("a", [1]) and got[-1] == ("z", [2, 3])
     middle = got[1:-1]
     assert {k for k, _ in middle} == {"hot"} and len(middle) > 5
     assert [v for _, vs in middle for v in vs] == values
-    assert max(len(vs) for _, vs in middle) <= BLOCK_VALUES
+    assert max(len(vs) for _, vs in middle) <= PART_VALUES
 
 
 def test_a_value_larger_than_a_block_gets_a_block_of_its_own(tmp_path):
@@ -142,7 +146,10 @@ def test_a_value_larger_than_a_block_gets_a_block_of_its_own(tmp_path):
     data, sizes = _blocks_of(tmp_path, groups)
     got = list(segment_groups(data))
     assert [(k, v) for k, vs in got for v in vs] == [
-        ("a", "small"), ("a", big), ("a", "small"), ("b", big)
+        ("a", "small"),
+        ("a", big),
+        ("a", "small"),
+        ("b", big),
     ]
 
 
