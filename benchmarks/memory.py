@@ -57,7 +57,7 @@ def shuffle_mapper(task: int, spec: tuple[int, int, int]) -> Any:
     """Records ``first`` .. ``first + n - 1``: key ``k%09d`` of ``index % keys``, 90-byte value."""
     first, n, keys = spec
     for i in range(first, first + n):
-        yield "k%09d" % (i % keys), "%020d" % i + PAD
+        yield f"k{i % keys:09d}", f"{i:020d}{PAD}"
 
 
 def size_reducer(key: str, values: Any) -> tuple[int, int]:
@@ -96,8 +96,9 @@ class Sampler(threading.Thread):
     def __init__(self, cluster: zmqmr.LocalCluster) -> None:
         super().__init__(daemon=True, name="rss")
         self.cluster = cluster
-        self.peaks: dict[int, list[Any]] = {}  # pid -> [role, peak]
+        self.peaks: dict[int, list[Any]] = {}  # pid -> [role, peak in map phase, in reduce]
         self.done = threading.Event()
+        self.phase = 1  # 1: maps running, 2: every map done
 
     def roles(self) -> list[tuple[str, psutil.Process]]:
         out = [("client", psutil.Process())]
@@ -122,18 +123,19 @@ class Sampler(threading.Thread):
                     rss = p.memory_info().rss
                 except psutil.Error:
                     continue
-                entry = self.peaks.setdefault(p.pid, [role, 0])
-                entry[1] = max(entry[1], rss)
+                entry = self.peaks.setdefault(p.pid, [role, 0, 0])
+                entry[self.phase] = max(entry[self.phase], rss)
 
     def stop(self) -> None:
         self.done.set()
         self.join()
 
     def report(self, target: int, what: str) -> bool:
-        print(f"{'process':<24} {'pid':>8} {'peak RSS MB':>12}")
-        for pid, (role, peak) in sorted(self.peaks.items(), key=lambda kv: kv[1][0]):
-            print(f"{role:<24} {pid:>8} {peak / MB:>12.1f}")
-        executors = [peak for role, peak in self.peaks.values() if role.startswith("executor")]
+        print(f"{'process':<24} {'pid':>8} {'peak RSS MB':>12} {'map phase':>10} {'reduce':>8}")
+        for pid, (role, maps, reduces) in sorted(self.peaks.items(), key=lambda kv: kv[1][0]):
+            peak = max(maps, reduces)
+            print(f"{role:<24} {pid:>8} {peak / MB:>12.1f} {maps / MB:>10.1f} {reduces / MB:>8.1f}")
+        executors = [max(e[1:]) for e in self.peaks.values() if e[0].startswith("executor")]
         worst = max(executors, default=0)
         ok = worst <= target
         print(
@@ -148,7 +150,11 @@ def run_job(cluster: zmqmr.LocalCluster, job: zmqmr.Job) -> tuple[Any, Sampler, 
     sampler.start()
     t = time.perf_counter()
     try:
-        result = cluster.client().run(job)
+        def note(progress: dict[str, Any]) -> None:
+            if progress["maps"] and progress["maps_done"] >= progress["maps"]:
+                sampler.phase = 2
+
+        result = cluster.client().submit(job).wait(progress=note)
     finally:
         sampler.stop()
     return result, sampler, time.perf_counter() - t
@@ -193,7 +199,7 @@ def bench_hot(args: argparse.Namespace) -> bool:
     n = args.hot
     tasks = max(2, n // 1_000_000)
     memory = args.hot_reduce_memory
-    print(f"hot key: {n:,} values of one key, {tasks} map tasks, reduce_memory {memory / MB:.1f} MB")
+    print(f"hot key: {n:,} values of one key, {tasks} map tasks, reduce_memory {memory / MB:.1f}MB")
     job = zmqmr.Job(
         hot_mapper, sum_reducer, inputs=list(enumerate(ranges(n, tasks))), name="memory-hot"
     )

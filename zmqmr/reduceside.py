@@ -91,7 +91,9 @@ class ReduceSide:
         for w in wanted:
             path = layout.map_output_path(self.data_dir, job_id, w.map_task, w.attempt)
             try:
-                fetched[w.map_task] = shuffle.local_segment(path, partition, self.reader)
+                # Past reduce_memory, a local segment is read where it lies, as it is merged.
+                in_place = w.spill_path is not None
+                fetched[w.map_task] = shuffle.local_segment(path, partition, self.reader, in_place)
             except ShuffleError as exc:
                 failed[w.map_task] = exc
             except OSError as exc:
@@ -163,8 +165,8 @@ class ReduceSide:
         there are more, and stream to the reducer a block at a time.
         """
         s = self.settings
-        spilled = sum(seg.length for seg in segments if seg.path is not None)
-        in_memory = spilled == 0
+        spilled = sum(seg.length for seg in segments if seg.path and not seg.in_place)
+        in_memory = all(seg.data is not None for seg in segments)
         size = sum(seg.length for seg in segments)
         if in_memory and size <= min(HASH_GROUP_BYTES, s.reduce_memory):
             groups = userfn.hash_merged([seg.groups() for seg in segments])

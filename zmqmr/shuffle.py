@@ -465,6 +465,14 @@ class OutputReader:
             f, index, index_offset = self._held(path)
             return _read_from(f, index, index_offset, path, partition, offset, max_bytes)
 
+    def locate(self, path: str, partition: int) -> Segment:
+        """Where one partition of a map output lies in its file."""
+        with self._lock:
+            _, index, index_offset = self._held(path)
+            if not 0 <= partition < len(index) // INDEX_ENTRY.size:
+                raise ShuffleError(f"{path}: no partition {partition}")
+            return _entry(index, index_offset, partition, path)
+
     def forget(self, prefix: str = "") -> None:
         """Close the files under ``prefix`` (all of them by default)."""
         with self._lock:
@@ -577,24 +585,28 @@ class ShuffleServer:
 
 @dataclass(frozen=True, slots=True)
 class Fetched:
-    """A fetched segment: in memory (``data``) or in a local file (``path``)."""
+    """A fetched segment: in memory (``data``) or in a local file (``path``, from
+    ``offset``): a file of its own the reduce wrote, or (``in_place``) the map
+    output itself on this worker's disk."""
 
     length: int
     data: bytes | None = None
     path: str | None = None
+    offset: int = 0
+    in_place: bool = False
 
     def groups(self) -> Iterator[Group]:
         if self.data is not None:
             return segment_groups(self.data)
         assert self.path is not None
-        return file_segment_groups(self.path, 0, self.length)
+        return file_segment_groups(self.path, self.offset, self.length)
 
     def blocks(self) -> Iterator[list[Group]]:
-        """The decoded blocks, one at a time."""
+        """The decoded groups, a part of a block at a time."""
         if self.data is not None:
             return segment_blocks(self.data)
         assert self.path is not None
-        return file_segment_blocks(self.path, 0, self.length)
+        return file_segment_blocks(self.path, self.offset, self.length)
 
 
 @dataclass(slots=True)
@@ -783,8 +795,24 @@ class SocketPool:
             self._idle.clear()
 
 
-def local_segment(path: str, partition: int, reader: OutputReader | None = None) -> Fetched:
-    """One partition of a map output on this worker's own disk, verified."""
+def local_segment(
+    path: str, partition: int, reader: OutputReader | None = None, in_place: bool = False
+) -> Fetched:
+    """One partition of a map output on this worker's own disk, verified: read into
+    memory, or (``in_place``) left in the file and read a block at a time later."""
+    if in_place:
+        try:
+            if reader is not None:
+                seg = reader.locate(path, partition)
+            else:
+                index = read_index(path)
+                if not 0 <= partition < len(index):
+                    raise ShuffleError(f"{path}: no partition {partition}")
+                seg = index[partition]
+        except FileNotFoundError as exc:
+            raise ShuffleError(f"{path}: missing") from exc
+        verify_file_segment(path, seg.offset, seg.length)
+        return Fetched(seg.length, path=path, offset=seg.offset, in_place=True)
     try:
         if reader is None:
             length, data = read_segment(path, partition)

@@ -23,6 +23,7 @@ from zmqmr.shuffle import (
     PART_GROUPS,
     PART_VALUES,
     MapOutputWriter,
+    OutputReader,
     decode_parts,
     encode_block,
     file_segment_groups,
@@ -347,3 +348,33 @@ def test_map_output_path_lives_under_the_job_dir(tmp_path):
 
 
 # -- the server and the fetch ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("with_reader", [False, True])
+def test_a_local_segment_read_in_place_gives_the_same_groups_without_loading_them(
+    tmp_path, with_reader
+):
+    path = str(tmp_path / "m.out")
+    write_output(path, 4, lambda r, p: [(i, [p, "x" * 100]) for i in range(p * 3000)])
+    reader = OutputReader() if with_reader else None
+    try:
+        for p in range(4):
+            loaded = local_segment(path, p, reader)
+            in_place = local_segment(path, p, reader, in_place=True)
+            assert in_place.data is None and in_place.path == path and in_place.in_place
+            assert list(in_place.groups()) == list(loaded.groups()) == read_partition(path, p)
+        with pytest.raises(ShuffleError):
+            local_segment(path, 4, reader, in_place=True)
+        with open(path, "r+b") as f:  # a flipped byte in partition 3 is caught at once
+            seg = read_index(path)[3]
+            f.seek(seg.offset + seg.length // 2)
+            byte = f.read(1)
+            f.seek(-1, os.SEEK_CUR)
+            f.write(bytes([byte[0] ^ 0xFF]))
+        if reader is not None:
+            reader.forget()
+        with pytest.raises(CorruptOutput):
+            local_segment(path, 3, reader, in_place=True)
+    finally:
+        if reader is not None:
+            reader.forget()
