@@ -247,6 +247,8 @@ class _Grouper:
             sequences = set(map(type, batch)) <= _SEQUENCES
             if sequences and self._append_pairs(list(itertools.chain.from_iterable(batch))):
                 first += len(batch)
+                if self.full is not None:
+                    self.full()
                 continue
             results = itertools.chain(batch, results)  # the loop below pins what is wrong
             break
@@ -267,6 +269,8 @@ class _Grouper:
             if self.plain and self._append_pairs(chunk):
                 taken += len(chunk)
                 chunk.clear()
+                if self.full is not None:
+                    self.full()
                 continue
             counted = self._count_pairs(chunk) if self.countable else 0
             if counted < len(chunk):
