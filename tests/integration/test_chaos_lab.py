@@ -267,7 +267,7 @@ def test_the_text_report_names_hosts_and_the_masters_reactions(lab):
     assert_restored(lab)
 
 
-def test_a_wrong_job_is_caught_on_the_lab(lab):
+def test_a_wrong_job_is_caught_on_the_lab(lab, tmp_path):
     proc = run_chaos(
         lab,
         "--job",
@@ -279,6 +279,8 @@ def test_a_wrong_job_is_caught_on_the_lab(lab):
         "--seed",
         "9",
         "--no-baseline",
+        "--keep",
+        str(tmp_path),  # a failed run keeps its files: here, not in /tmp
         "--json",
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr
@@ -343,11 +345,12 @@ def test_ctrl_c_during_a_long_pause_leaves_nothing_stopped_and_every_worker_back
 def test_a_lab_without_a_worker_on_a_host_is_refused_with_the_reason(lab, tmp_path):
     hosts = lab.hosts_file("hosts-extra", f"{lab.address(0)}\n{lab.nobody}\n")
     env = {**os.environ, "ZMQMR_SSH": lab.ssh}
-    args = chaos_args(lab, "--nemesis", "kill", "--seed", "1")
+    args = chaos_args(lab, "--nemesis", "kill", "--seed", "1", "--keep", str(tmp_path))
     args[args.index("--hosts") + 1] = hosts
     proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120, cwd=REPO)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert lab.nobody in proc.stdout and "the chaos agent is gone" in proc.stdout, proc.stdout
+    assert f"logs and history kept in {tmp_path}" in proc.stdout
     assert_restored(lab)
 
 
