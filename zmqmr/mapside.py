@@ -634,13 +634,15 @@ def _partitioned(
     and are joined with equal keys (theirs, or the dict's) after the sort.
     """
     items: list[tuple[Any, Any]] = list(buf.items())
-    pairs = buf.pairs
-    if pairs:
-        items += zip(map(_first, pairs), zip(map(_second, pairs)))
+    pairs, buf.pairs = buf.pairs, []  # the pairs go as soon as their groups are made
+    appended = bool(pairs)
+    items += zip(map(_first, pairs), zip(map(_second, pairs)))
+    del pairs
     parts = part.split(items)
+    del items
     for p in parts:
         userfn.sort_by_key(p)
-    if pairs:
+    if appended:
         parts = [_joined(p, combiner) for p in parts]
     return parts
 
