@@ -33,6 +33,10 @@ FETCH_PARALLEL = 4
 #: A reduce whose fetched segments are all in memory and hold at most this many
 #: bytes groups them in a dict (decoded, they take a few times this much).
 HASH_GROUP_BYTES = 16 * 1024 * 1024
+#: A part file is written in large writes: lines joined this many at a time,
+#: through a buffer of this many bytes.
+WRITE_LINES = 4096
+WRITE_BUFFER = 1024 * 1024
 
 
 class ReduceSide:
@@ -221,7 +225,10 @@ class ReduceSide:
         if output_dir:  # under _temporary/JOB, made at submit: the job's commit moves it
             tmp = layout.attempt_part_path(output_dir, job_id, task, attempt)
             final = os.path.join(output_dir, layout.part_name(task))
-            out = open(tmp, "w", encoding="utf-8", errors="surrogateescape")  # noqa: SIM115
+            out = open(  # noqa: SIM115
+                tmp, "w", WRITE_BUFFER, encoding="utf-8", errors="surrogateescape"
+            )
+        lines: list[str] = []  # the part file's next lines, written WRITE_LINES at a time
         blocks: list[bytes] = []
         block: list[tuple[Any, Any]] = []
         size = 0
@@ -231,7 +238,10 @@ class ReduceSide:
             for k, v in userfn.reduce_groups(fns["reducer"], groups, counters):
                 n += 1
                 if out is not None:
-                    out.write(f"{k}\t{v}\n")
+                    lines.append(f"{k}\t{v}\n")
+                    if len(lines) >= WRITE_LINES:
+                        out.write("".join(lines))
+                        lines.clear()
                 if not too_big:
                     block.append((k, v))
                     if len(block) >= shuffle.BLOCK_GROUPS:
@@ -250,6 +260,7 @@ class ReduceSide:
                 size += len(blocks[-1])
                 too_big = size > limit
             if out is not None:
+                out.write("".join(lines))
                 out.flush()
                 os.fsync(out.fileno())
                 out.close()
