@@ -7,7 +7,7 @@ Imports: the standard library, ``partitioning`` and ``ordering``.
 
 from __future__ import annotations
 
-import heapq
+import bisect
 import itertools
 import types
 from collections.abc import Callable, Iterable, Iterator
@@ -206,20 +206,67 @@ def hash_merged(
     return iter(items)
 
 
+#: Groups a merge takes from a stream at a time (a block part holds at most 1024).
+MERGE_BATCH = 1024
+
+
 def merged(streams: list[Iterator[tuple[Any, list[Any]]]]) -> Iterator[tuple[Any, list[Any]]]:
     """Streams of ``(key, values)`` sorted by order key (``ordering.ordered_groups``)
     merged by key, keys unwrapped; unorderable keys named.
 
     A key may come in several consecutive groups (from several streams, or
     spanning blocks of one); ``reduce_groups`` hands their values over as one
-    iterator.
+    iterator. Equal keys come in stream order, as from ``heapq.merge``.
     """
     try:
-        for group in heapq.merge(*streams, key=_first):
-            if type(group[0]) is Ordered:
-                group = (group[0].key, group[1])
-            yield group
+        for batch in _merged_batches(streams):
+            if Ordered in set(map(type, map(_first, batch))):
+                batch = [(k.key, vs) if type(k) is Ordered else (k, vs) for k, vs in batch]
+            yield from batch
     except TypeError as exc:
         if "not supported between instances" not in str(exc):
             raise
         raise TypeError(f"keys of one job must be mutually orderable: {exc}") from None
+
+
+def _merged_batches(streams: list[Iterator[Any]]) -> Iterator[list[Any]]:
+    """Sorted lists of groups which, one after the other, are the streams merged.
+
+    Each stream is read MERGE_BATCH groups at a time. A round takes, from
+    every buffer, the groups with keys below the smallest last key of the
+    streams not yet at their end: those buffers hold all the groups of such
+    keys that are left, so one stable sort of the taken groups (timsort
+    merging sorted runs, with a C key function) puts them in merged order,
+    equal keys in stream order. The stream that set the bound reads more.
+    """
+    take = itertools.islice
+    bufs = [list(take(s, MERGE_BATCH)) for s in streams]
+    ended = [len(b) < MERGE_BATCH for b in bufs]
+    while True:
+        live = [i for i, b in enumerate(bufs) if b]
+        if not live:
+            return
+        open_ = [i for i in live if not ended[i]]
+        if not open_:  # every stream is whole in its buffer
+            out = [g for i in live for g in bufs[i]] if len(live) > 1 else bufs[live[0]]
+            out.sort(key=_first)
+            yield out
+            return
+        bound = min(bufs[i][-1][0] for i in open_)
+        out = []
+        for i in live:
+            b = bufs[i]
+            cut = bisect.bisect_left(b, bound, key=_first)
+            if cut:
+                out += b[:cut]
+                del b[:cut]
+        if out:
+            if len(live) > 1:
+                out.sort(key=_first)
+            yield out
+        for i in open_:
+            b = bufs[i]
+            if not b or not bound < b[-1][0]:  # the bound's stream: all its groups are >= bound
+                more = list(take(streams[i], MERGE_BATCH))
+                ended[i] = len(more) < MERGE_BATCH
+                b += more
