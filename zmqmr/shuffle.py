@@ -135,14 +135,19 @@ def encode_groups(groups: Iterable[Group], target: int = BLOCK_BYTES) -> Iterato
     it = itertools.chain((head,), it)
     parts: list[bytes] = []
     size = 0
+    per_group = len(head[1]) + 1.0  # values per group (its key counted), as last seen
     while True:
-        chunk = list(itertools.islice(it, min(PART_GROUPS, budget)))
+        # As many groups as the budget takes at the last chunk's values per group:
+        # a key's runs of many values are taken a few at a time, not PART_GROUPS.
+        take = max(1, min(PART_GROUPS, int(budget / per_group)))
+        chunk = list(itertools.islice(it, take))
         if not chunk:
             break
         try:
             units = sum(map(len, map(_second, chunk))) + len(chunk)
         except TypeError:  # values that are not a list: the careful path lists them
             units = budget + 1
+        per_group = max(1.0, units / len(chunk))
         pieces = [(chunk, units)] if units <= budget else _cut(chunk, budget)
         for piece, used in pieces:
             data = _pickle_part(piece)

@@ -26,6 +26,7 @@ from zmqmr.shuffle import (
     OutputReader,
     decode_parts,
     encode_block,
+    encode_groups,
     file_segment_groups,
     iter_blocks,
     local_segment,
@@ -378,3 +379,21 @@ def test_a_local_segment_read_in_place_gives_the_same_groups_without_loading_the
     finally:
         if reader is not None:
             reader.forget()
+
+
+def test_encoding_a_hot_keys_runs_reads_few_of_them_ahead():
+    # The runs of a hot key come from a merge on disk: taking PART_GROUPS of
+    # them at once would hold millions of values in memory.
+    pulled = 0
+
+    def runs():
+        nonlocal pulled
+        for _ in range(200):
+            pulled += 1
+            yield "hot", list(range(10_000))
+
+    blocks = encode_groups(runs())
+    next(blocks)
+    assert pulled <= 3 * BLOCK_BYTES // (10_000 * 2), pulled
+    rest = sum(1 for _ in blocks)
+    assert pulled == 200 and rest > 1
