@@ -22,6 +22,7 @@ from .partitioning import stable_hash as stable_hash
 Pair = tuple[Any, Any]
 
 _first = itemgetter(0)
+_second = itemgetter(1)
 
 # -- counters -----------------------------------------------------------------
 
@@ -206,8 +207,22 @@ def hash_merged(
     return iter(items)
 
 
-#: Groups a merge takes from a stream at a time (a block part holds at most 1024).
+#: Groups a merge takes from a stream at a time (a block part holds at most 1024)...
 MERGE_BATCH = 1024
+#: ...and values (a group's key counted as one): a hot key's runs, each of
+#: thousands of values, are taken a few at a time.
+MERGE_VALUES = 16384
+
+
+def _batch_size(groups: list[Any]) -> int:
+    """How many groups to take next from a stream whose last groups were ``groups``."""
+    if not groups:
+        return MERGE_BATCH
+    try:
+        per_group = (sum(map(len, map(_second, groups))) + len(groups)) / len(groups)
+    except TypeError:
+        return MERGE_BATCH
+    return max(1, min(MERGE_BATCH, int(MERGE_VALUES / per_group)))
 
 
 def merged(streams: list[Iterator[tuple[Any, list[Any]]]]) -> Iterator[tuple[Any, list[Any]]]:
@@ -240,8 +255,8 @@ def _merged_batches(streams: list[Iterator[Any]]) -> Iterator[list[Any]]:
     equal keys in stream order. The stream that set the bound reads more.
     """
     take = itertools.islice
-    bufs = [list(take(s, MERGE_BATCH)) for s in streams]
-    ended = [len(b) < MERGE_BATCH for b in bufs]
+    bufs = [list(take(s, 1)) for s in streams]  # one group: its size sets the next take
+    ended = [not b for b in bufs]
     while True:
         live = [i for i, b in enumerate(bufs) if b]
         if not live:
@@ -264,9 +279,26 @@ def _merged_batches(streams: list[Iterator[Any]]) -> Iterator[list[Any]]:
             if len(live) > 1:
                 out.sort(key=_first)
             yield out
+        else:
+            # Every buffer starts at the bound: one key's runs across streams (a hot
+            # key's). They go in stream order, the first stream's all before the
+            # next's, read as they go: reading on for a bound no group passes
+            # would hold the key's every value.
+            i = next(i for i in live if not bound < bufs[i][0][0])
+            b = bufs[i]
+            cut = bisect.bisect_right(b, bound, key=_first)
+            runs, b[:cut] = b[:cut], []
+            yield runs
+            if not b and not ended[i]:
+                n = _batch_size(runs)
+                more = list(take(streams[i], n))
+                ended[i] = len(more) < n
+                b += more
+            continue
         for i in open_:
             b = bufs[i]
             if not b or not bound < b[-1][0]:  # the bound's stream: all its groups are >= bound
-                more = list(take(streams[i], MERGE_BATCH))
-                ended[i] = len(more) < MERGE_BATCH
+                n = _batch_size(b or out[-1:])
+                more = list(take(streams[i], n))
+                ended[i] = len(more) < n
                 b += more

@@ -152,3 +152,24 @@ def test_merge_runs_with_a_combiner_combines_a_key_across_runs():
     got = list(merge_runs(merge.streams([as_segment(r) for r in runs]), combiner))
     assert got == [("a", [7]), ("b", [3]), ("c", [11])]
     assert calls == [("a", [1, 2, 4]), ("c", [5, 6])]
+
+
+def test_merging_a_hot_keys_runs_reads_them_as_it_goes_in_stream_order():
+    pulled = [0, 0, 0]
+
+    def stream(s):
+        for i in range(300):
+            pulled[s] += 1
+            yield "hot", [(s, i, j) for j in range(5000)]
+        yield "z", [(s, "end")]
+
+    merged = userfn.merged([stream(s) for s in range(3)])
+    seen = []
+    for _ in range(50):
+        key, values = next(merged)
+        seen.append(values[0][:2])
+        assert sum(pulled) <= len(seen) + 6, pulled  # never the key's every run at once
+    rest = list(merged)
+    order = seen + [vs[0][:2] for k, vs in rest if k == "hot"]
+    assert order == [(s, i) for s in range(3) for i in range(300)]  # stream order
+    assert [k for k, _ in rest[-3:]] == ["z", "z", "z"]
