@@ -58,7 +58,7 @@ import heapq
 from collections import OrderedDict, deque
 from typing import Any, NoReturn
 
-from . import policy, recovery
+from . import policy, recovery, views
 from .config import ClusterSettings
 from .events import (
     AbortJob,
@@ -105,7 +105,7 @@ from .events import (
     WorkerSeen,
 )
 from .journal import Entry
-from .observe import Observer, task_counts
+from .observe import Observer
 from .protocol import (
     ClusterStatus,
     ErrorInfo,
@@ -116,9 +116,7 @@ from .protocol import (
     Report,
     Summary,
     TaskSpec,
-    WorkerStatus,
 )
-from .records import printable
 from .tables import (
     ACTIVE,
     BAD_RECORD_FAILURES,
@@ -928,82 +926,23 @@ class MasterState:
         job.outcome = SendResult(job.client, job.id, summary, [])
         self._deliver(job, out)
 
-    def job_stats(self, job: Job, now: float) -> dict[str, float]:
-        end = job.finished if job.finished is not None else now
-        start = job.started if job.started is not None else end
-        maps_end = job.maps_done_at if job.maps_done_at is not None else end
-        commit_start = job.commit_started if job.commit_started is not None else end
-        stats: dict[str, float] = dict(job.stats)
-        s = job.stats
-        stats.update(
-            maps=len(job.maps),
-            reduces=len(job.reduces),
-            queued_seconds=start - job.submitted,
-            map_seconds=maps_end - start,
-            reduce_seconds=commit_start - maps_end,
-            commit_seconds=end - commit_start,
-            total_seconds=end - job.submitted,
-            shuffle_bytes=job.shuffle_bytes,
-            # What the winning attempts wrote to local disk besides their outputs
-            # (their counter: zmqmr.merge.SPILLED).
-            spilled_bytes=job.counters.get("zmqmr.spilled_bytes", 0),
-            reexecutions=s["reexecuted_maps"] + s["failed_attempts"] + s["lost_attempts"],
-        )
-        return stats
+    # -- views (zmqmr.views) -------------------------------------------------------------
 
-    # -- views -------------------------------------------------------------------------
+    def job_stats(self, job: Job, now: float) -> dict[str, float]:
+        return views.job_stats(job, now)
 
     def progress(self, job: Job, now: float) -> JobProgress:
-        end = job.finished if job.finished is not None else now
-        return JobProgress(
-            state=job.status,
-            maps=len(job.maps),
-            maps_done=job.done[MAP],
-            reduces=len(job.reduces),
-            reduces_done=job.done[REDUCE],
-            running=len(job.running),
-            elapsed=max(0.0, end - job.submitted),
-            workers=len(self.workers),
-        )
+        return views.job_progress(job, now, len(self.workers))
 
     def status(self, now: float) -> ClusterStatus:
-        return ClusterStatus(
-            workers=[
-                WorkerStatus(
-                    id=printable(w.id.decode("utf-8", "backslashreplace"))[:200],
-                    host=w.host,
-                    pid=w.pid,
-                    slots=w.slots,
-                    running=w.load,
-                    last_heartbeat=round(max(0.0, now - w.last_seen), 3),
-                    shuffle=w.shuffle,
-                )
-                for w in self.workers.values()
-            ],
-            jobs=[self._job_status(j, now) for j in self.jobs.values()],
-            history=self.observe.history_status(now),
-            lost_workers=self.observe.lost_workers(now),
-        )
+        return views.cluster_status(self, now)
 
     def _job_status(self, job: Job, now: float) -> JobStatus:
-        error = job.outcome.error if isinstance(job.outcome, SendJobFailed) else None
-        ended_ago = None if job.finished is None else round(max(0.0, now - job.finished), 3)
-        return JobStatus(
-            job.id,
-            job.spec.name,
-            self.progress(job, now),
-            dict(job.counters),
-            self.job_stats(job, now),
-            error,
-            ended_ago,
-        )
+        return views.job_status(self, job, now)
 
     def detail(self, job_id: str, now: float) -> JobDetail | None:
         """One job in detail (``zmqmr status JOB``): held by the master or remembered."""
-        job = self.jobs.get(job_id)
-        if job is None:
-            return self.observe.detail(job_id, None, {}, now)
-        return self.observe.detail(job_id, self._job_status(job, now), task_counts(job), now)
+        return views.job_detail(self, job_id, now)
 
     # -- scheduling ----------------------------------------------------------------------
 

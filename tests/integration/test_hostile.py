@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 
 import zmqmr
 from zmqmr import protocol as p
-from zmqmr import shuffle
+from zmqmr import records, shuffle
 
 FAST = dict(insecure=True, heartbeat_interval=0.2, worker_timeout=3.0)
 ENV = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -43,7 +43,7 @@ SMALL_BOOKS = [b for b in BOOKS if "being_ernest" in b or "metamorphosis" in b]
 #: What a registered worker may send without being dropped.
 WORKER_TYPES = frozenset({"READY", "HEARTBEAT", "DONE", "FAILED", "FETCH_FAILED", "BYE"})
 #: A host name that no terminal, encoder or column width is ready for, yet a valid NAME.
-HOSTILE_HOST = ("\ud800 evil\x1b[2J\r\n\x00\u202e" + "\U0001f4a3" * 300)[: p.MAX_NAME]
+HOSTILE_HOST = ("\ud800 evil\x1b[2J\r\n\x00\u202e" + "\U0001f4a3" * 300)[: records.MAX_NAME]
 #: Seconds to wait for an answer the master gives at once.
 REPLY_WAIT = 3.0
 RANDOM_SEED = 20240601
@@ -388,32 +388,32 @@ SPLITS = st.sampled_from(
 )
 
 
-def valid_json(kind: p.Kind) -> st.SearchStrategy[Any]:
+def valid_json(kind: records.Kind) -> st.SearchStrategy[Any]:
     """JSON values that ``kind`` accepts."""
-    if isinstance(kind, p.Int):
+    if isinstance(kind, records.Int):
         return st.integers(kind.lo, kind.hi)
-    if isinstance(kind, p.Num):
+    if isinstance(kind, records.Num):
         return st.floats(kind.lo, kind.hi, allow_nan=False, allow_infinity=False)
-    if isinstance(kind, p.Str):
+    if isinstance(kind, records.Str):
         if kind.choices is not None:
             return st.sampled_from(sorted(kind.choices))
         if kind.pattern is not None:  # job ids: valid, and unknown to the master
             return st.from_regex(kind.pattern, fullmatch=True)
         return st.text(max_size=min(kind.max_len, 12))
-    if isinstance(kind, p.Bool):
+    if isinstance(kind, records.Bool):
         return st.booleans()
-    if isinstance(kind, p.Opt):
+    if isinstance(kind, records.Opt):
         return st.none() | valid_json(kind.kind)
-    if isinstance(kind, p.ListOf):
+    if isinstance(kind, records.ListOf):
         return st.lists(valid_json(kind.item), max_size=min(kind.max_len, 2))
-    if isinstance(kind, p.DictOf):
+    if isinstance(kind, records.DictOf):
         return st.dictionaries(st.text(max_size=8), valid_json(kind.value), max_size=2)
-    if isinstance(kind, p.Obj):
+    if isinstance(kind, records.Obj):
         return record_json(kind.cls)
     raise AssertionError(f"a field kind this test does not know: {kind!r}")
 
 
-def record_json(cls: type[p.Record]) -> st.SearchStrategy[dict[str, Any]]:
+def record_json(cls: type[records.Record]) -> st.SearchStrategy[dict[str, Any]]:
     if cls is p.Split:  # which fields a split needs depends on its kind
         return SPLITS
     fields = {name: valid_json(kind) for name, kind in cls.FIELDS.items()}
@@ -434,7 +434,7 @@ BAD_NUMBERS = st.one_of(
 #: What a string becomes: job ids unknown to the master, or ones no job may have.
 BAD_STRINGS = st.one_of(
     st.from_regex(p.JOB_ID, fullmatch=True),
-    st.sampled_from(["../../x", "a" * 65, "job/1", "\ud800", "x" * (p.MAX_NAME + 1)]),
+    st.sampled_from(["../../x", "a" * 65, "job/1", "\ud800", "x" * (records.MAX_NAME + 1)]),
 )
 BAD_VALUES = st.one_of(
     st.sampled_from(["wrong", "", 1, -1, 2.5, True, False, None, [], {}, [1, "x"], {"x": 1}]),
@@ -444,32 +444,34 @@ BAD_VALUES = st.one_of(
 )
 
 
-def bad_value_for(kind: p.Kind) -> st.SearchStrategy[Any]:
+def bad_value_for(kind: records.Kind) -> st.SearchStrategy[Any]:
     """Anything wrong; for a number field mostly a wrong number, for a string a wrong string."""
-    if isinstance(kind, p.Opt):
+    if isinstance(kind, records.Opt):
         kind = kind.kind
-    if isinstance(kind, (p.Int, p.Num)):
+    if isinstance(kind, (records.Int, records.Num)):
         return st.one_of(BAD_NUMBERS, BAD_VALUES)
-    if isinstance(kind, p.Str):
+    if isinstance(kind, records.Str):
         return st.one_of(BAD_STRINGS, BAD_VALUES)
     return BAD_VALUES
 
 
-SCALARS = (p.Int, p.Num, p.Str, p.Bool)
+SCALARS = (records.Int, records.Num, records.Str, records.Bool)
 
 
-def _fields(value: Any, kind: p.Kind, at: tuple[Any, ...] = ()) -> Iterator[tuple[Any, p.Kind]]:
+def _fields(
+    value: Any, kind: records.Kind, at: tuple[Any, ...] = ()
+) -> Iterator[tuple[Any, records.Kind]]:
     """(path, kind) of every field in a header, nested ones too, the header itself first."""
     yield at, kind
-    if isinstance(kind, p.Opt):
+    if isinstance(kind, records.Opt):
         kind = kind.kind
-    if isinstance(kind, p.Obj) and isinstance(value, dict):
+    if isinstance(kind, records.Obj) and isinstance(value, dict):
         for name, v in value.items():
             yield from _fields(v, kind.cls.FIELDS[name], (*at, name))
-    elif isinstance(kind, p.ListOf) and isinstance(value, list):
+    elif isinstance(kind, records.ListOf) and isinstance(value, list):
         for i, v in enumerate(value):
             yield from _fields(v, kind.item, (*at, i))
-    elif isinstance(kind, p.DictOf) and isinstance(value, dict):
+    elif isinstance(kind, records.DictOf) and isinstance(value, dict):
         for k, v in value.items():
             yield from _fields(v, kind.value, (*at, k))
 
@@ -511,7 +513,7 @@ def hostile_message(draw, name: str, depths=(1_500, 100_000)) -> tuple[str, list
     how = draw(st.sampled_from(["leaf"] * 6 + ["any", "add", "drop", "frames", "bytes", "none"]))
     what = name
     if how in ("leaf", "any"):
-        fields = list(_fields(header, p.Obj(cls)))
+        fields = list(_fields(header, records.Obj(cls)))
         leaves = [f for f in fields if isinstance(getattr(f[1], "kind", f[1]), SCALARS)]
         at, kind = draw(st.sampled_from(leaves if how == "leaf" and leaves else fields))
         bad = draw(bad_value_for(kind))

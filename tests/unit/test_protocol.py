@@ -15,34 +15,35 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from zmqmr import protocol as p
+from zmqmr import records
 from zmqmr.errors import ProtocolError
 from zmqmr.records import FAST
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 
 
-def valid(kind: p.Kind) -> st.SearchStrategy[Any]:
+def valid(kind: records.Kind) -> st.SearchStrategy[Any]:
     """Values that ``kind`` accepts (small ones: the point is shape, not size)."""
-    if isinstance(kind, p.Int):
+    if isinstance(kind, records.Int):
         return st.integers(max(kind.lo, -(2**63)), min(kind.hi, 2**63 - 1))
-    if isinstance(kind, p.Num):
+    if isinstance(kind, records.Num):
         return st.floats(kind.lo, kind.hi, allow_nan=False, allow_infinity=False)
-    if isinstance(kind, p.Str):
+    if isinstance(kind, records.Str):
         if kind.choices is not None:
             return st.sampled_from(sorted(kind.choices))
         if kind.pattern is not None:
             return st.from_regex(kind.pattern, fullmatch=True)
         text = st.text(max_size=min(kind.max_len, 20))
         return text.filter(str.isprintable) if kind.printable else text
-    if isinstance(kind, p.Bool):
+    if isinstance(kind, records.Bool):
         return st.booleans()
-    if isinstance(kind, p.Opt):
+    if isinstance(kind, records.Opt):
         return st.none() | valid(kind.kind)
-    if isinstance(kind, p.ListOf):
+    if isinstance(kind, records.ListOf):
         return st.lists(valid(kind.item), max_size=min(kind.max_len, 3))
-    if isinstance(kind, p.DictOf):
+    if isinstance(kind, records.DictOf):
         return st.dictionaries(st.text(max_size=10), valid(kind.value), max_size=3)
-    if isinstance(kind, p.Obj):
+    if isinstance(kind, records.Obj):
         return record(kind.cls)
     raise AssertionError(kind)
 
@@ -58,7 +59,7 @@ SPLITS = st.one_of(
 )
 
 
-def record(cls: type[p.Record]) -> st.SearchStrategy[Any]:
+def record(cls: type[records.Record]) -> st.SearchStrategy[Any]:
     if cls is p.Split:  # its fields depend on its kind
         return SPLITS
     fields = {name: valid(kind) for name, kind in cls.FIELDS.items()}
@@ -141,7 +142,7 @@ def test_a_field_of_any_wrong_value_is_a_protocol_error_never_a_crash(msg, data,
     assert isinstance(got, type(msg))  # the new value happened to be valid
 
 
-def _outcome(cls: type[p.Record], header: Any, where: str) -> Any:
+def _outcome(cls: type[records.Record], header: Any, where: str) -> Any:
     try:
         return cls.from_json(header, where)
     except ProtocolError:
@@ -260,7 +261,7 @@ def test_error_info_make_cuts_texts_to_what_the_wire_takes():
     decoded = p.decode(p.encode(p.JobFailed("j", err)))
     assert isinstance(decoded, p.JobFailed)
     assert decoded.error.traceback.endswith("END")  # the tail of a traceback is what matters
-    assert len(decoded.error.type) == p.MAX_NAME
+    assert len(decoded.error.type) == records.MAX_NAME
 
 
 def test_numbers_keep_their_type():
