@@ -41,7 +41,7 @@ ENV = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPAT
 #: The two smallest books: a job over them takes well under a second.
 SMALL_BOOKS = [b for b in BOOKS if "being_ernest" in b or "metamorphosis" in b]
 #: What a registered worker may send without being dropped.
-WORKER_TYPES = frozenset({"READY", "HEARTBEAT", "DONE", "FAILED", "FETCH_FAILED", "BYE"})
+WORKER_TYPES = frozenset({"READY", "HEARTBEAT", "DONE", "FAILED", "FETCH_FAILED", "LOGS", "BYE"})
 #: A host name that no terminal, encoder or column width is ready for, yet a valid NAME.
 HOSTILE_HOST = ("\ud800 evil\x1b[2J\r\n\x00\u202e" + "\U0001f4a3" * 300)[: records.MAX_NAME]
 #: Seconds to wait for an answer the master gives at once.
