@@ -61,6 +61,7 @@ class ReduceSide:
         self.progress = progress
         self.sockets = shuffle.SocketPool()  # connections to other workers' shuffle servers
         self._zctx: Any = None
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
     @property
     def zctx(self) -> Any:
@@ -104,6 +105,28 @@ class ReduceSide:
                 failed[w.map_task] = ShuffleError(str(exc))
         return fetched, failed
 
+    def _fetch_each(
+        self, job_id: str, partition: int, by_address: dict[str, list[shuffle.Wanted]]
+    ) -> Iterator[tuple[dict[int, shuffle.Fetched], dict[int, ShuffleError]]]:
+        """What ``_fetch_from`` gives for each address, several addresses at a time.
+
+        One address (a reduce whose maps ran on one worker, or a retry) is fetched
+        in this thread; the pool's threads are kept between attempts, since
+        starting them is much of what a small reduce costs.
+        """
+        if len(by_address) == 1:
+            ((address, wanted),) = by_address.items()
+            yield self._fetch_from(job_id, partition, address, wanted)
+            return
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(FETCH_PARALLEL)
+        futures = [
+            self._pool.submit(self._fetch_from, job_id, partition, address, wanted)
+            for address, wanted in by_address.items()
+        ]
+        for fut in concurrent.futures.as_completed(futures):
+            yield fut.result()
+
     def fetch_all(
         self, job_id: str, attempt: int, spec: protocol.TaskSpec, work_dir: str
     ) -> list[shuffle.Fetched]:
@@ -119,42 +142,36 @@ class ReduceSide:
         waiting: dict[int, int] = {}  # map task -> the attempt whose output was lost
         mem = 0
         total = max(1, len(locations))
-        with concurrent.futures.ThreadPoolExecutor(FETCH_PARALLEL) as pool:
-            while len(fetched) < len(locations):
-                by_address: dict[str, list[shuffle.Wanted]] = {}
-                for m, loc in locations.items():
-                    if m in fetched or m in waiting:
-                        continue
-                    if loc.size == 0:  # a re-executed map with nothing for this partition
-                        fetched[m] = shuffle.Fetched(0, data=b"")
-                        continue
-                    spill = None
-                    if mem + loc.size > self.settings.reduce_memory:
-                        spill = os.path.join(work_dir, f"m{m}-a{loc.attempt}")
-                    else:
-                        mem += loc.size
-                    want = shuffle.Wanted(m, loc.attempt, spill)
-                    by_address.setdefault(loc.address, []).append(want)
-                futures = [
-                    pool.submit(self._fetch_from, job_id, partition, address, wanted)
-                    for address, wanted in by_address.items()
-                ]
-                for fut in concurrent.futures.as_completed(futures):
-                    got, failed = fut.result()
-                    fetched.update(got)
-                    for m, reason in failed.items():
-                        waiting[m] = locations[m].attempt
-                        why = str(reason)[: protocol.MAX_TEXT]
-                        self.conn.send(protocol.FetchFailed(attempt, m, waiting[m], why))
-                    self.progress(0.5 * len(fetched) / total)
-                while waiting:
-                    msg = self.conn.recv()
-                    if not isinstance(msg, protocol.Relocate):
-                        continue
-                    loc = msg.location
-                    locations[loc.map_task] = loc
-                    if loc.map_task in waiting and loc.attempt != waiting[loc.map_task]:
-                        del waiting[loc.map_task]
+        while len(fetched) < len(locations):
+            by_address: dict[str, list[shuffle.Wanted]] = {}
+            for m, loc in locations.items():
+                if m in fetched or m in waiting:
+                    continue
+                if loc.size == 0:  # a re-executed map with nothing for this partition
+                    fetched[m] = shuffle.Fetched(0, data=b"")
+                    continue
+                spill = None
+                if mem + loc.size > self.settings.reduce_memory:
+                    spill = os.path.join(work_dir, f"m{m}-a{loc.attempt}")
+                else:
+                    mem += loc.size
+                want = shuffle.Wanted(m, loc.attempt, spill)
+                by_address.setdefault(loc.address, []).append(want)
+            for got, failed in self._fetch_each(job_id, partition, by_address):
+                fetched.update(got)
+                for m, reason in failed.items():
+                    waiting[m] = locations[m].attempt
+                    why = str(reason)[: protocol.MAX_TEXT]
+                    self.conn.send(protocol.FetchFailed(attempt, m, waiting[m], why))
+                self.progress(0.5 * len(fetched) / total)
+            while waiting:
+                msg = self.conn.recv()
+                if not isinstance(msg, protocol.Relocate):
+                    continue
+                loc = msg.location
+                locations[loc.map_task] = loc
+                if loc.map_task in waiting and loc.attempt != waiting[loc.map_task]:
+                    del waiting[loc.map_task]
         return [fetched[m] for m in sorted(locations)]
 
     # -- merge ------------------------------------------------------------------
