@@ -121,11 +121,13 @@ class KillMaster(Kill):
         except Exception:  # the master is busy or away: not now
             return False
         for j in jobs:
-            if j.get("state") not in ("running", "queued"):
+            if j.get("state") not in ("running", "queued", "committing"):
                 continue
             if self.moment == "transition":  # the last map running (or later: at once)
                 return bool(j["maps_done"] >= j["maps"] - 1)
-            return bool(j["reduces_done"] >= j["reduces"] - 1)  # the last reduce
+            # "commit": the job's end, once every map is done: its reduces and the
+            # commit. (The last reduce alone is too short to be seen by polling.)
+            return bool(j["maps_done"] >= j["maps"] > 0)
         return any(j.get("state") == "succeeded" for j in jobs)  # passed it: kill now
 
     def tick(self, now: float) -> float | None:

@@ -43,7 +43,7 @@ IMPAIRING = (KILL, PAUSE, SLOW, PARTITION)
 MASTER = "master"
 #: When a kill of a master with a journal strikes: at its time, or at the first worst
 #: moment after it: while the job is being accepted (its journal entry is being written),
-#: at the map/reduce transition (the last map), at the job's end (the last reduce).
+#: at the map/reduce transition (the last map), at the job's end (its reduces and commit).
 MOMENTS = ("time", "accept", "transition", "commit")
 
 
