@@ -8,6 +8,15 @@ On a worker, under its data dir, one directory per job::
     DATA_DIR/JOB/r00001-a9/           reduce task 1's work dir (fetched segments)
     DATA_DIR/.slot-2.pos              slot 2's executor: the attempt and record it maps
 
+A worker started without ``--data-dir`` makes its own temporary directory, and
+holds an exclusive ``flock`` on a file in it for as long as it lives::
+
+    $TMPDIR/zmqmr-worker-XXXXXXXX/.owner.lock
+
+A worker killed with SIGKILL cannot remove that directory; the next worker of
+the same user to start on the machine removes every such directory whose lock
+is free (``sweep_temp_dirs``).
+
 Beside the data dir, the captured output of attempts (``tasklogs``)::
 
     DATA_DIR/../zmqmr-logs/JOB/map-00003-a7.json   what attempt 7 of map task 3 printed
@@ -25,9 +34,13 @@ peer cannot make a path escape the data dir.
 
 from __future__ import annotations
 
+import fcntl
+import logging
 import os
 import re
 import shutil
+import stat
+import tempfile
 
 _JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _OUTPUT_NAME = re.compile(r"m(\d{5,})-a(\d+)\.out")
@@ -39,6 +52,12 @@ TEMPORARY = "_temporary"
 #: Written last into the output dir by a job whose commit completed.
 SUCCESS = "_SUCCESS"
 LOGS_SUBDIR = "zmqmr-logs"
+#: A worker's own temporary directory: ``tempfile.mkdtemp(prefix=TEMP_PREFIX)``.
+TEMP_PREFIX = "zmqmr-worker-"
+#: Held (``flock``) by the worker that owns a temporary directory, while it lives.
+OWNER_LOCK = ".owner.lock"
+
+log = logging.getLogger(__name__)
 _LOG_NAME = re.compile(r"(map|reduce)-(\d{5,})-a(\d+)\.json")
 
 
@@ -55,6 +74,62 @@ def parse_log_name(name: str) -> tuple[str, int, int] | None:
     """(kind, task, attempt) of an attempt log's file name; None for anything else."""
     m = _LOG_NAME.fullmatch(name)
     return None if m is None else (m.group(1), int(m.group(2)), int(m.group(3)))
+
+
+# -- a worker's temporary directory ------------------------------------------------
+
+
+def make_temp_dir(root: str | None = None) -> tuple[str, int]:
+    """A new temporary directory for a worker, and the fd of the lock it holds on it.
+
+    The lock lasts as long as the fd is open, so it ends with the process however
+    that ends; ``sweep_temp_dirs`` removes directories whose lock nobody holds.
+    """
+    path = tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=root)
+    lock = os.path.join(path, OWNER_LOCK)
+    fd = os.open(lock + ".new", os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # new and ours: nobody else can hold it
+    os.rename(lock + ".new", lock)  # a sweep never sees the lock file unlocked
+    return path, fd
+
+
+def sweep_temp_dirs(root: str | None = None) -> list[str]:
+    """Remove the temporary directories of workers that died without removing them.
+
+    Only directories of this user that hold an owner lock nobody holds are removed:
+    a live worker's lock is held, and a directory without the lock file (made by
+    something else, or not yet locked) is left alone. Returns what was removed.
+    """
+    root = root or tempfile.gettempdir()
+    removed: list[str] = []
+    try:
+        names = [n for n in os.listdir(root) if n.startswith(TEMP_PREFIX)]
+    except OSError:
+        return removed
+    uid = os.getuid()
+    for name in names:
+        path = os.path.join(root, name)
+        try:
+            st = os.lstat(path)  # a symlink is never followed
+            if st.st_uid != uid or not stat.S_ISDIR(st.st_mode):
+                continue
+            fd = os.open(os.path.join(path, OWNER_LOCK), os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)  # held: its worker lives
+            continue
+        try:  # removed while locked, so a worker cannot start in it meanwhile
+            shutil.rmtree(path, ignore_errors=True)
+        finally:
+            os.close(fd)
+        if not os.path.exists(path):
+            removed.append(path)
+    if removed:
+        log.info("removed %d temporary directories of dead workers", len(removed))
+    return removed
 
 
 # -- a worker's data dir -------------------------------------------------------------

@@ -18,7 +18,6 @@ import os
 import shutil
 import signal
 import socket
-import tempfile
 import threading
 import time
 import uuid
@@ -68,7 +67,11 @@ class Worker:
         self.master = master
         self.settings = settings or WorkerSettings()
         self._own_data_dir = data_dir is None
-        self.base_dir = os.path.abspath(data_dir or tempfile.mkdtemp(prefix="zmqmr-worker-"))
+        self._owner_lock: int | None = None  # held while this worker owns a temp dir
+        if data_dir is None:
+            layout.sweep_temp_dirs()  # those of workers killed before they could
+            data_dir, self._owner_lock = layout.make_temp_dir()
+        self.base_dir = os.path.abspath(data_dir)
         # The worker owns this subdirectory only: whatever else is in --data-dir stays.
         self.data_dir = os.path.join(self.base_dir, DATA_SUBDIR)
         self.shuffle_bind = shuffle_bind or self._default_shuffle_bind(master)
@@ -174,6 +177,9 @@ class Worker:
             shutil.rmtree(self.base_dir, ignore_errors=True)
         else:
             shutil.rmtree(self.data_dir, ignore_errors=True)
+        if self._owner_lock is not None:
+            os.close(self._owner_lock)
+            self._owner_lock = None
 
     def _kill(self, ex: Executor) -> None:
         if ex.proc.is_alive():

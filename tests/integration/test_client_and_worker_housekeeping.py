@@ -1,13 +1,17 @@
-"""A Client shared by threads, and a worker that comes back with files of an ended job."""
+"""A Client shared by threads, a worker that comes back with files of an ended job, and
+the temp dirs of SIGKILLed workers."""
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
-from conftest import wc_mapper, wc_reducer
+import psutil
+from conftest import REPO, free_port, stop_processes, wc_mapper, wc_reducer
 
 import zmqmr
 
@@ -87,3 +91,55 @@ def test_a_worker_back_from_a_pause_deletes_the_map_outputs_of_ended_jobs():
 def _slow_mapper(key, line):
     time.sleep(0.05)
     yield from wc_mapper(key, line)
+
+
+def _temp_dirs(tmp) -> set[str]:
+    return {n for n in os.listdir(tmp) if n.startswith("zmqmr-worker-")}
+
+
+def _worker(tmp, port: int) -> subprocess.Popen:
+    """A worker without --data-dir (so in a temp dir of its own) towards no master."""
+    env = dict(os.environ, TMPDIR=str(tmp), PYTHONPATH=REPO)
+    cmd = [sys.executable, "-m", "zmqmr", "worker", "--insecure"]
+    cmd += ["--master", f"tcp://127.0.0.1:{port}"]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _wait_dirs(tmp, n: int) -> set[str]:
+    deadline = time.monotonic() + 60
+    while len(_temp_dirs(tmp)) < n:
+        assert time.monotonic() < deadline, f"temp dirs: {_temp_dirs(tmp)}"
+        time.sleep(0.05)
+    return _temp_dirs(tmp)
+
+
+def test_a_worker_removes_the_temp_dirs_of_sigkilled_workers_and_no_live_ones(tmp_path):
+    """A SIGKILLed worker cannot remove its temp dir; the next worker to start does,
+    and leaves alone a live worker's and one that is not a worker's."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    foreign = tmp / "zmqmr-worker-notours"
+    foreign.mkdir()
+    (foreign / "keep").write_text("x")
+    port = free_port()
+    procs = []
+    try:
+        procs.append(_worker(tmp, port))
+        (killed,) = _wait_dirs(tmp, 2) - {foreign.name}
+        procs.append(_worker(tmp, port))
+        (alive,) = _wait_dirs(tmp, 3) - {foreign.name, killed}
+        family = psutil.Process(procs[0].pid).children(recursive=True)
+        procs[0].kill()
+        procs[0].wait(10)
+        psutil.wait_procs(family, timeout=10)  # its executors die with it
+        assert killed in _temp_dirs(tmp), "SIGKILL removed nothing"
+        procs.append(_worker(tmp, port))
+        deadline = time.monotonic() + 60
+        while killed in _temp_dirs(tmp) or len(_temp_dirs(tmp)) < 3:
+            assert time.monotonic() < deadline, f"temp dirs: {_temp_dirs(tmp)}"
+            time.sleep(0.05)
+        assert alive in _temp_dirs(tmp) and (foreign / "keep").exists()
+    finally:
+        stop_processes(procs)
+    # Stopped gracefully, the two live workers removed their own dirs.
+    assert _temp_dirs(tmp) == {foreign.name}
