@@ -549,6 +549,11 @@ SERVER_INSECURE = (
 )
 
 
+#: The master and the workers log every decision at INFO by default; the one-off
+#: commands only warnings.
+VERBOSE_HELP = "more logging (master, worker: -v debug; other commands: -v info, -vv debug)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .cli_master import cmd_cancel, cmd_logs, cmd_status, parse_task
 
@@ -562,13 +567,11 @@ def build_parser() -> argparse.ArgumentParser:
         dest="top_verbose",
         action="count",
         default=0,
-        help="more logging (-vv: debug)",
+        help=VERBOSE_HELP,
     )
     p.add_argument("-q", "--quiet", dest="top_quiet", action="count", default=0, help="less output")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)"
-    )
+    common.add_argument("-v", "--verbose", action="count", default=0, help=VERBOSE_HELP)
     common.add_argument(
         "-q",
         "--quiet",
