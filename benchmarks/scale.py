@@ -1,6 +1,6 @@
 """Scale: what the master costs per task as jobs and clusters grow.
 
-Two parts, each printing figures and ratios measured in this run:
+Four parts, each printing figures and ratios measured in this run:
 
 * ``state``: ``MasterState`` alone, events in and commands out, no sockets: a
   job of M one-record map tasks and R reduces on W workers, every attempt
@@ -8,6 +8,11 @@ Two parts, each printing figures and ratios measured in this run:
   each size and the ratio to the smallest: flat means constant work per task.
 * ``reduce``: the reduce phase of 200 map outputs at R = 50, 200 and 400 on a
   2-worker LocalCluster (every segment non-empty), and the ratio to R = 50.
+* ``local``: M one-record map tasks and one reduce on a real 2-worker
+  ``LocalCluster`` (default settings), checked against ``run_serial``.
+  Prints wall seconds, tasks/s, and the CPU seconds per task of the master,
+  each worker, each executor and the client (psutil over the process tree),
+  so the process that bounds small-task throughput is visible.
 * ``cluster``: a real master process (``LocalCluster(workers=0)``) and fake
   workers (many DEALER sockets in a few processes, speaking the real
   protocol, completing every attempt the moment it arrives). Prints the
@@ -17,10 +22,12 @@ Two parts, each printing figures and ratios measured in this run:
     python benchmarks/scale.py                                  # both, full size
     python benchmarks/scale.py --only state --sizes 1000,10000,100000
     python benchmarks/scale.py --only cluster --workers 1000 --maps 100000 --reduces 1000
+    python benchmarks/scale.py --only local --local-maps 10000
 
 Targets (issue 9): master CPU per map task <= 50 us at 100,000 tasks, flat
 from 1,000 to 100,000; the master under 1,000 workers' heartbeats alone below
-20 % of a core at the default heartbeat interval; 200 maps at R = 400 cost at
+20 % of a core at the default heartbeat interval; 10,000 one-record maps + 1
+reduce on a 2-worker LocalCluster in <= 5 s (>= 2,000 tasks/s); 200 maps at R = 400 cost at
 most 2x R = 50 in the reduce phase.
 """
 
@@ -243,8 +250,102 @@ def bench_reduce(maps: int, reducers: list[int], keys: int) -> None:
             print(f"{r:>6} {seconds:>9.2f} {seconds / base:>7.2f}")
 
 
+def _one_pair(key: int, value: int) -> list[tuple[int, int]]:
+    return [(value % 7, value)]
+
+
+def _sum(key: object, values: object) -> int:
+    return sum(values)  # type: ignore[call-overload]
+
+
+def _tree(cluster: zmqmr.LocalCluster) -> dict[str, psutil.Process]:
+    """The cluster's processes by role: master, worker-N, worker-N/executor-K, client."""
+    procs = {"client": psutil.Process()}
+    assert cluster.master_pid is not None
+    procs["master"] = psutil.Process(cluster.master_pid)
+    for n, pid in enumerate(cluster.worker_pids):
+        w = psutil.Process(pid)
+        procs[f"worker-{n}"] = w
+        executors = [c for c in w.children() if "resource_tracker" not in " ".join(c.cmdline())]
+        for k, c in enumerate(sorted(executors, key=lambda c: c.pid)):
+            procs[f"worker-{n}/executor-{k}"] = c
+    return procs
+
+
+def _cpu_of(procs: dict[str, psutil.Process]) -> dict[str, tuple[float, float]]:
+    """Per process: (CPU seconds of all its threads, of its main thread)."""
+    out = {}
+    for name, proc in procs.items():
+        try:
+            out[name] = (_cpu(proc), _main_thread_cpu(proc))
+        except psutil.NoSuchProcess:  # restarted during the job (a crash): not comparable
+            out[name] = (float("nan"), float("nan"))
+    return out
+
+
+def bench_local(maps: int, warmup: int, settings: dict[str, object]) -> None:
+    """M one-record maps + 1 reduce on LocalCluster(workers=2), CPU per task by process."""
+    job = zmqmr.Job(_one_pair, _sum, inputs=[(i, i) for i in range(maps)], num_reducers=1)
+    job.split_size = 1  # one record, one task
+    expected = dict(zmqmr.run_serial(job).items())
+    load = os.getloadavg()
+    with zmqmr.LocalCluster(workers=2, **settings) as cluster:
+        cluster.wait_for_workers(2, 120)
+        client = cluster.client(timeout=120)
+        if warmup:  # executors import and start: not what a task costs
+            w = zmqmr.Job(_one_pair, _sum, inputs=[(i, i) for i in range(warmup)])
+            w.split_size = 1
+            client.run(w, progress=False)
+        procs = _tree(cluster)
+        cpu0, t0 = _cpu_of(procs), time.perf_counter()
+        result = client.run(job, progress=False)
+        wall = time.perf_counter() - t0
+        cpu1 = _cpu_of(procs)
+    assert dict(result.items()) == expected, "the cluster's answer differs from run_serial's"
+    tasks = result.stats["maps"] + result.stats["reduces"]
+    assert result.stats["maps"] == maps, result.stats
+    print(
+        f"local: {maps} one-record maps + 1 reduce on LocalCluster(workers=2"
+        + "".join(f", {k}={v!r}" for k, v in settings.items())
+        + f"), load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+    )
+    print(f"wall {wall:.2f}s, {tasks / wall:,.0f} tasks/s, answer equals run_serial's")
+    print(
+        "us/task: CPU over all the job's tasks; main: of it, the process's main thread "
+        "(the rest: ZeroMQ's I/O threads, CURVE, the shuffle server's thread)"
+    )
+    print(f"{'process':<22} {'CPU s':>7} {'us/task':>8} {'main':>6} {'of wall':>8}")
+    total = 0.0
+    for name in procs:
+        spent = cpu1[name][0] - cpu0[name][0]
+        main = cpu1[name][1] - cpu0[name][1]
+        total += spent
+        print(
+            f"{name:<22} {spent:>7.2f} {spent / tasks * 1e6:>8.0f} "
+            f"{main / tasks * 1e6:>6.0f} {spent / wall:>8.0%}"
+        )
+    print(f"{'all':<22} {total:>7.2f} {total / tasks * 1e6:>8.0f} {'':>6} {total / wall:>8.0%}")
+
+
 def _noop(key: object, value: object) -> None:  # never called: the fake workers run nothing
     return None
+
+
+def _settings(pairs: list[str]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--local-set takes NAME=VALUE, got {pair!r}")
+        value: object = text
+        for kind in (int, float):
+            try:
+                value = kind(text)
+                break
+            except ValueError:
+                pass
+        out[name] = value
+    return out
 
 
 def main() -> int:
@@ -253,7 +354,7 @@ def main() -> int:
         fake_workers(address, int(count), int(first), float(heartbeat), keys_dir)
         return 0
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", default="state,cluster,reduce")
+    ap.add_argument("--only", default="state,cluster,reduce,local")
     ap.add_argument("--sizes", default="1000,10000,100000", help="map tasks for the state part")
     ap.add_argument("--state-workers", type=int, default=100)
     ap.add_argument("--workers", type=int, default=1000, help="fake workers")
@@ -264,12 +365,23 @@ def main() -> int:
     ap.add_argument("--idle", type=float, default=10.0, help="seconds of heartbeats alone")
     ap.add_argument("--reduce-maps", type=int, default=200)
     ap.add_argument("--reduce-rs", default="50,200,400")
+    ap.add_argument("--local-maps", type=int, default=10_000, help="map tasks for local")
+    ap.add_argument("--local-warmup", type=int, default=20, help="maps of a job run first")
+    ap.add_argument(
+        "--local-set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a LocalCluster setting for local (an int, float or string), e.g. prefetch=2",
+    )
     args = ap.parse_args()
     only = args.only.split(",")
     if "state" in only:
         bench_state([int(s) for s in args.sizes.split(",")], args.state_workers)
     if "cluster" in only:
         bench_cluster(args.workers, args.maps, args.reduces, args.procs, args.heartbeat, args.idle)
+    if "local" in only:
+        bench_local(args.local_maps, args.local_warmup, _settings(args.local_set))
     if "reduce" in only:
         rs = [int(r) for r in args.reduce_rs.split(",")]
         bench_reduce(args.reduce_maps, rs, max(rs))

@@ -105,3 +105,11 @@ def test_memory_benchmark_prints_peak_rss_per_process_and_gets_both_answers_righ
     assert out.stdout.count("largest executor:") == 2, out.stdout
     rows = [ln.split() for ln in out.stdout.splitlines() if ln.startswith("executor")]
     assert len(rows) >= 4 and all(float(row[3]) > 0 for row in rows), out.stdout  # peak RSS
+
+
+def test_scale_benchmark_local_part_checks_its_answer_and_prints_each_process():
+    out = run_script("scale.py", "--only", "local", "--local-maps", "100", "--local-warmup", "4")
+    assert "answer equals run_serial's" in out.stdout, out.stdout
+    rows = {ln.split()[0] for ln in out.stdout.splitlines() if ln.strip()}
+    for name in ("master", "worker-0", "worker-1", "worker-0/executor-0", "worker-1/executor-0"):
+        assert name in rows, out.stdout
