@@ -26,6 +26,7 @@ signal handler that could not run anyway.
 from __future__ import annotations
 
 import ctypes
+import logging
 import mmap
 import os
 import signal
@@ -47,6 +48,9 @@ PR_SET_PDEATHSIG = 1
 #: An executor's position: (attempt, index of the record being mapped or -1).
 POSITION = struct.Struct("<qq")
 PROGRESS_EVERY = 0.5  # seconds between progress reports
+#: A map attempt whose input and output together are smaller than this leaves too
+#: little freed heap to be worth a malloc_trim (a system call per attempt).
+SMALL_BYTES = 1 << 20
 
 
 _libc: Any = None
@@ -106,6 +110,9 @@ class Executor:
         self._attempt = 0
         self._next_progress = 0.0
         self._capture: tasklogs.Capture | None = None
+        self._logs_root = tasklogs.logs_root(data_dir)
+        self._job_dirs: set[str] = set()  # jobs whose directory this executor has made
+        self._bytes = 0  # what the running attempt read and wrote, roughly
 
     # -- loop ---------------------------------------------------------------
 
@@ -119,6 +126,7 @@ class Executor:
                 self.run(msg)
             elif isinstance(msg, protocol.DropJob):
                 self.jobs.pop(msg.job, None)
+                self._job_dirs.discard(msg.job)  # the worker removes the directory
                 self.reader.forget(layout.job_dir(self.data_dir, msg.job) + os.sep)
 
     def progress(self, fraction: float) -> None:
@@ -131,18 +139,19 @@ class Executor:
 
     def run(self, msg: protocol.RunAttempt) -> None:
         """Run one attempt, its user code's stdout, stderr and log records captured."""
-        root = tasklogs.logs_root(self.data_dir)
-        self._capture = tasklogs.Capture(root, msg.job, msg.kind, msg.task, msg.attempt)
+        self._capture = tasklogs.Capture(self._logs_root, msg.job, msg.kind, msg.task, msg.attempt)
         try:
             with self._capture:
                 self._run(msg)
         finally:
             self._capture = None
-            release_memory()
+            if msg.kind != "map" or self._bytes >= SMALL_BYTES:
+                release_memory()
 
     def _run(self, msg: protocol.RunAttempt) -> None:
         attempt, job_id, task, spec = msg.attempt, msg.job, msg.task, msg.spec
         self._attempt = attempt
+        self._bytes = 0
         self._next_progress = time.monotonic() + PROGRESS_EVERY
         counters: dict[str, int] = {}
         previous = userfn.counting(counters)
@@ -157,7 +166,11 @@ class Executor:
             if msg.code is not None:
                 self.jobs[job_id] = cloudpickle.loads(msg.code)
             fns = self.jobs[job_id]
-            os.makedirs(layout.job_dir(self.data_dir, job_id), exist_ok=True)
+            if spec.split is not None:
+                self._bytes = mapside.split_bytes(spec.split, msg.records)
+            if msg.code is not None or job_id not in self._job_dirs:
+                os.makedirs(layout.job_dir(self.data_dir, job_id), exist_ok=True)
+                self._job_dirs.add(job_id)
             if msg.kind == "map":
                 report = mapside.run_map(
                     fns,
@@ -178,6 +191,7 @@ class Executor:
                     fns, job_id, task, attempt, spec, counters
                 )
             report.counters = counters
+            self._bytes += report.bytes
         except RecordFailed as exc:
             cause = exc.__cause__ or exc
             record = exc.index
@@ -213,6 +227,9 @@ def main(
 ) -> None:
     """Entry point of an executor process (started with the spawn method)."""
     die_with_parent(parent_pid)
+    # Once, not per attempt: each attempt's log capture needs INFO, and changing the
+    # root logger's level clears the cache of every logger.
+    logging.getLogger().setLevel(logging.INFO)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the worker's to handle
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     keys = load_keys(keys_dir, MEMBER) if keys_dir else None

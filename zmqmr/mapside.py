@@ -463,8 +463,13 @@ def run_map(
         except BaseException:
             writer.abort()
             raise
+    except BaseException:
+        shutil.rmtree(runs_dir, ignore_errors=True)  # a spill may have failed half made
+        raise
+    else:
+        if spills:  # else there is no runs dir: not a system call per small map
+            shutil.rmtree(runs_dir, ignore_errors=True)
     finally:
-        shutil.rmtree(runs_dir, ignore_errors=True)
         if gc_was_enabled:
             gc.enable()
     return protocol.Report(

@@ -117,6 +117,7 @@ class Capture:
         self._next_flush = time.monotonic() + FLUSH_EVERY
         self._saved: tuple[Any, Any, int] | None = None
         self._handler = _TailHandler(self.tails["log"])
+        self._written = False  # the file exists: this capture wrote it
 
     def __enter__(self) -> Capture:
         root = logging.getLogger()
@@ -133,7 +134,8 @@ class Capture:
         root = logging.getLogger()
         root.removeHandler(self._handler)
         sys.stdout, sys.stderr, level = self._saved
-        root.setLevel(level)
+        if root.level != level:  # setLevel clears every logger's cache: not per attempt
+            root.setLevel(level)
         self._saved = None
 
     def maybe_flush(self) -> None:
@@ -147,7 +149,7 @@ class Capture:
         if outcome is not None:
             self.outcome = outcome
         texts = {name: tail.getvalue() for name, tail in self.tails.items()}
-        if outcome is not None and not any(texts.values()) and not os.path.exists(self.path):
+        if outcome is not None and not any(texts.values()) and not self._written:
             return  # nothing to keep: no file for an attempt that wrote nothing
         record = {
             "attempt": self.attempt,
@@ -165,6 +167,7 @@ class Capture:
             with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as f:
                 json.dump(record, f)
             os.replace(tmp, self.path)
+            self._written = True
         except OSError:
             pass  # a full disk must not fail the attempt; its logs are what is lost
 

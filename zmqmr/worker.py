@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import select
 import shutil
 import signal
 import socket
@@ -51,6 +52,18 @@ class Executor:
 
     proc: Any
     conn: Connection
+    #: The pipe alone, to ask whether more is waiting without building a selector
+    #: (``Connection.poll`` builds one per call: about as much CPU as a small attempt's
+    #: message costs to handle).
+    readable: Any = None
+
+    def __post_init__(self) -> None:
+        self.readable = select.poll()
+        self.readable.register(self.conn.fileno(), select.POLLIN)
+
+    def more(self) -> bool:
+        """True if the pipe holds more to read (or is closed: recv then says so)."""
+        return bool(self.readable.poll(0))
 
 
 class Worker:
@@ -291,7 +304,7 @@ class Worker:
 
     def _read_executor(self, i: int) -> None:
         ex = self.slots[i]
-        while ex.conn.poll():
+        while ex.more():
             try:
                 msg = ex.conn.recv()
             except (EOFError, OSError):
