@@ -307,7 +307,8 @@ def bench_local(maps: int, warmup: int, settings: dict[str, object]) -> None:
     print(
         f"local: {maps} one-record maps + 1 reduce on LocalCluster(workers=2"
         + "".join(f", {k}={v!r}" for k, v in settings.items())
-        + f"), load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+        + f"), load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, "
+        + f"zmqmr of {os.path.dirname(os.path.dirname(os.path.abspath(zmqmr.__file__)))}"
     )
     print(f"wall {wall:.2f}s, {tasks / wall:,.0f} tasks/s, answer equals run_serial's")
     print(
