@@ -150,7 +150,8 @@ def test_a_map_that_spills_removes_its_runs_and_is_trimmed(tmp_path, counted, mo
     for r in range(2):
         for k, vs in shuffle.local_segment(path, r).groups():
             got.setdefault(k, []).extend(vs)
-    assert {k: sorted(vs) for k, vs in got.items()} == {k: list(range(k, 3000, 3)) for k in range(3)}
+    expected = {k: list(range(k, 3000, 3)) for k in range(3)}
+    assert {k: sorted(vs) for k, vs in got.items()} == expected
 
 
 def test_a_failed_small_map_is_reported_and_leaves_no_output(tmp_path, counted):
