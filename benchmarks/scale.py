@@ -15,7 +15,7 @@ Four parts, each printing figures and ratios measured in this run:
   so the process that bounds small-task throughput is visible.
 * ``cluster``: a real master process (``LocalCluster(workers=0)``) and fake
   workers (many DEALER sockets in a few processes, speaking the real
-  protocol, completing every attempt the moment it arrives). Prints the
+  protocol, batches included, completing every attempt the moment it arrives). Prints the
   master's CPU per task and tasks per second for one job of M maps and R
   reduces, and the master's CPU share while the fake workers only heartbeat.
 
@@ -133,17 +133,23 @@ def fake_workers(address: str, count: int, first: int, heartbeat: float, keys_di
         for sock, _ in poller.poll(int(heartbeat * 500)):
             if sock == sys.stdin.fileno():
                 return
+            replies: list[p.Message] = []
             while True:
                 try:
-                    msg = p.decode(sock.recv_multipart(zmq.NOBLOCK))
+                    batch = p.decode_batch(sock.recv_multipart(zmq.NOBLOCK))
                 except zmq.Again:
                     break
-                if isinstance(msg, p.Assign):
-                    blobs = [b""] if msg.kind == "reduce" else []
-                    reply = p.Done(msg.attempt, _report(msg, msg.spec.num_reducers), blobs=blobs)
-                    sock.send_multipart(p.encode(reply))
-                elif isinstance(msg, p.Reconnect):
-                    raise SystemExit(f"the master dropped a fake worker: {msg}")
+                if batch.errors:
+                    raise SystemExit(f"a malformed message from the master: {batch.errors}")
+                for msg in batch.parts:
+                    if isinstance(msg, p.Assign):
+                        blobs = [b""] if msg.kind == "reduce" else []
+                        report = _report(msg, msg.spec.num_reducers)
+                        replies.append(p.Done(msg.attempt, report, blobs=blobs))
+                    elif isinstance(msg, p.Reconnect):
+                        raise SystemExit(f"the master dropped a fake worker: {msg}")
+            for frames in p.pack(replies):  # one loop turn's completions, as a worker sends them
+                sock.send_multipart(frames)
         if time.monotonic() >= next_beat:
             next_beat = time.monotonic() + heartbeat
             for s in socks:

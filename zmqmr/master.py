@@ -69,6 +69,8 @@ class Master:
         results_dir = None if state_dir is None else os.path.join(state_dir, "results")
         self.results = ResultStore(self.settings.result_store_limit, results_dir)
         self._outbox: list[events_.Command] = []
+        #: Messages for each worker in this loop turn: sent together at its end (a BATCH).
+        self._to_workers: dict[bytes, list[protocol.Message]] = {}
         self._compacted = 0  # journal bytes after the last compaction
         self._ended = False  # a job ended in this loop turn: compaction may be due
         self.committer = commit.Committer()  # a recovered job may be committing
@@ -172,6 +174,23 @@ class Master:
                 self._execute(cmd)
             except Exception:
                 log.exception("could not carry out %s [%s]", type(cmd).__name__, cmd.stimulus)
+        self._send_to_workers()
+
+    def _send_to_workers(self) -> None:
+        """Send each worker the messages of this turn, as few ZeroMQ messages as will do."""
+        pending, self._to_workers = self._to_workers, {}
+        for wid, msgs in pending.items():
+            try:
+                packed = protocol.pack(msgs)
+            except Exception:  # one message does not encode: send the others alone
+                packed = []
+                for msg in msgs:
+                    try:
+                        packed.append(protocol.encode(msg))
+                    except Exception:
+                        log.exception("could not encode %s for %r", msg.TYPE, wid[:64])
+            for frames in packed:
+                self._send_frames(self.workers, wid, frames, "BATCH")
 
     def _close_store(self) -> None:
         self.results.close()
@@ -201,7 +220,6 @@ class Master:
         poller.register(self.committer.fileno(), zmq.POLLIN)
         interval = self.settings.heartbeat_interval
         next_beat = time.monotonic()
-        beat = protocol.encode(protocol.Heartbeat())
         try:
             while not self.stop_event.is_set():
                 wake = self.state.wake_at()  # a long poll falling due
@@ -224,8 +242,8 @@ class Master:
                     self.dashboard.publish(self.state.status(now).flat(), now)
                 if now >= next_beat:
                     next_beat = now + interval
-                    for wid in list(self.state.workers):
-                        self._send_frames(self.workers, wid, beat, "HEARTBEAT")
+                    for wid in self.state.workers:  # alone, as it always was: pre-encoded
+                        self._send_frames(self.workers, wid, _HEARTBEAT, "HEARTBEAT")
                 self._flush()
             # A commit under way ends first (its client hears the result), then what
             # the shutdown aborts is removed before the master goes.
@@ -270,35 +288,58 @@ class Master:
         return f"{what}-{self._seq}"
 
     def _drain(self, sock: zmq.Socket[Any], from_workers: bool) -> None:
+        recv = sock.recv_multipart
         for _ in range(1000):  # bounded, so one busy socket cannot starve the other
             try:
-                frames = sock.recv_multipart(flags=zmq.NOBLOCK, copy=True)
+                frames = recv(_NOBLOCK)
             except zmq.Again:
                 return
             if len(frames) < 2:
                 continue  # a ROUTER always gives an identity; nothing to answer
-            peer = bytes(frames[0])
+            peer = frames[0]
+            if from_workers:
+                self._from_worker(peer, frames)
+                continue
             try:
                 msg = protocol.decode(frames[1:])
                 stimulus = self._stimulus(msg.TYPE.lower())
-                event = (_worker_event if from_workers else _client_event)(peer, msg, stimulus)
+                event = _client_event(peer, msg, stimulus)
             except Exception as exc:  # ProtocolError, or a decoder's bug: never out of the loop
                 if not isinstance(exc, ProtocolError):
                     log.exception("decoding a message from %r failed", peer[:64])
                 self.dropped += 1
-                side = "worker" if from_workers else "client"
-                log.warning("dropping a malformed message from %s %r: %s", side, peer[:64], exc)
-                if not from_workers:
-                    job = protocol.job_of(frames[1:])
-                    if job is not None and len(frames) > 2 and bytes(frames[2]) == b"SUBMIT":
-                        error = protocol.ErrorInfo.make("JobSubmitError", f"malformed job: {exc}")
-                        self._send(sock, peer, protocol.Rejected(job, error))
-                    continue
-                if peer not in self.state.workers:
-                    continue
-                event = events_.WorkerMisbehaved(
-                    peer, str(exc)[:200], stimulus=self._stimulus("malformed")
-                )
+                log.warning("dropping a malformed message from client %r: %s", peer[:64], exc)
+                job = protocol.job_of(frames[1:])
+                if job is not None and len(frames) > 2 and bytes(frames[2]) == b"SUBMIT":
+                    error = protocol.ErrorInfo.make("JobSubmitError", f"malformed job: {exc}")
+                    self._send(sock, peer, protocol.Rejected(job, error))
+                continue
+            self._handle(event)
+
+    def _from_worker(self, peer: bytes, frames: list[bytes]) -> None:
+        """One ZeroMQ message from a worker: a message or a BATCH, each part an event.
+        Anything malformed drops the worker (after the parts that were valid)."""
+        problem = None
+        try:
+            batch = protocol.decode_batch(frames[1:])
+            for msg in batch.parts:
+                self._seq += 1
+                event = _worker_event(peer, msg, f"{_STIMULI[msg.TYPE]}-{self._seq}")
+                self._handle(event)
+            if batch.errors:
+                problem = batch.errors[0]
+        except Exception as exc:  # ProtocolError, or a decoder's bug: never out of the loop
+            if not isinstance(exc, ProtocolError):
+                log.exception("decoding a message from %r failed", peer[:64])
+            problem = str(exc)
+        if problem is None:
+            return
+        self.dropped += 1
+        log.warning("dropping a malformed message from worker %r: %s", peer[:64], problem)
+        if peer in self.state.workers:
+            event = events_.WorkerMisbehaved(
+                peer, problem[:200], stimulus=self._stimulus("malformed")
+            )
             self._handle(event)
 
     def _handle(self, event: events_.Event) -> None:
@@ -332,7 +373,10 @@ class Master:
             log.debug("could not send %s to %r: %s", what, peer[:64], exc)
 
     def _send(self, sock: zmq.Socket[Any], peer: bytes, msg: protocol.Message) -> None:
-        self._send_frames(sock, peer, protocol.encode(msg), msg.TYPE)
+        if sock is self.workers:  # at the end of the loop turn, with the worker's others
+            self._to_workers.setdefault(peer, []).append(msg)
+        else:
+            self._send_frames(sock, peer, protocol.encode(msg), msg.TYPE)
 
     def _execute(self, cmd: events_.Command) -> None:
         w, c = self.workers, self.clients
@@ -427,6 +471,11 @@ class Master:
                     log.info("%s [%s]", printable(cmd.what), cmd.stimulus)
             case _:
                 _unreachable(cmd)
+
+
+_HEARTBEAT = protocol.encode(protocol.Heartbeat())
+#: The stimulus prefix of each message type ("done-17").
+_STIMULI = {name: name.lower() for name in protocol.MESSAGES}
 
 
 def _unreachable(x: NoReturn) -> NoReturn:  # pragma: no cover - mypy proves it

@@ -12,7 +12,8 @@ location, an error): every field's type and range, no unknown field, no
 missing one, no NaN or infinity, bounded lengths. What it returns is a typed
 object; a message that does not fit raises ``ProtocolError``, and whoever
 received it logs and drops it. Nothing here unpickles anything: blobs stay
-bytes until a worker or a client decides to decode them.
+bytes until a worker or a client decides to decode them. Between the master and
+its workers several messages may travel as one BATCH (``pack``, ``decode_batch``).
 
 The worker and its executors exchange the same objects over a pipe (pickled
 by multiprocessing), so one set of types describes every exchange.
@@ -526,6 +527,7 @@ class FetchError(Message):
 
 
 _TYPES_BY_BYTES = {name.encode(): cls for name, cls in MESSAGES.items()}
+_TYPES_BY_NAME = dict(MESSAGES)
 
 
 def _no_constants(name: str) -> Any:
@@ -554,34 +556,168 @@ def encode(msg: Message) -> list[bytes]:
     return [VERSION, msg.TYPE.encode(), raw, *msg.blobs]
 
 
+def _bytes(frame: bytes | memoryview) -> bytes:
+    return frame if type(frame) is bytes else bytes(frame)
+
+
 def decode(frames: Sequence[bytes | memoryview]) -> Message:
-    """The message in ``frames``; raises ProtocolError if any part of it is malformed."""
+    """The message in ``frames``; raises ProtocolError if any part of it is malformed.
+    A BATCH is refused here: ``decode_batch`` reads those."""
     if len(frames) < 3:
         raise ProtocolError(f"{len(frames)} frames, expected at least 3")
     if len(frames) - 3 > MAX_BLOBS:
         raise ProtocolError(f"{len(frames)} frames is too many")
-    version, raw_type, raw_header = (bytes(f) for f in frames[:3])
+    version, raw_type, raw_header = (_bytes(f) for f in frames[:3])
     if version != VERSION:
         raise ProtocolError(f"version frame {version[:16]!r}, expected {VERSION!r}")
     cls = _TYPES_BY_BYTES.get(raw_type)
     if cls is None:
+        if raw_type == BATCH:
+            raise ProtocolError("a BATCH where one message was expected")
         raise ProtocolError(f"unknown message type {raw_type[:32]!r}")
     lo, hi = cls.BLOBS
     if not lo <= len(frames) - 3 <= hi:
         raise ProtocolError(f"{cls.TYPE}: {len(frames) - 3} blob frames, expected {lo}..{hi}")
-    if len(raw_header) > MAX_HEADER_BYTES:
-        raise ProtocolError(f"{cls.TYPE}: header of {len(raw_header)} bytes is too large")
+    header = _header(raw_header, cls.TYPE)
+    return _message_of(cls, header, [_bytes(f) for f in frames[3:]])
+
+
+def _header(raw: bytes, what: str) -> Any:
+    if len(raw) > MAX_HEADER_BYTES:
+        raise ProtocolError(f"{what}: header of {len(raw)} bytes is too large")
     try:
-        header = _loads(raw_header)
+        return _loads(raw)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise ProtocolError(f"{cls.TYPE}: header is not JSON: {exc}") from exc
+        raise ProtocolError(f"{what}: header is not JSON: {exc}") from exc
+
+
+def _message_of(cls: type[Message], header: Any, blobs: list[bytes]) -> Message:
     try:
         msg = cls.from_json(header, FAST)
     except ProtocolError:
         msg = cls.from_json(header, cls.TYPE)  # again, for an error that names the field
-    msg.blobs = [bytes(f) for f in frames[3:]]
+    msg.blobs = blobs
     msg.validate_blobs()
     return msg
+
+
+# -- batches -------------------------------------------------------------------------
+#
+# Between the master and its workers, the messages of one loop turn for one peer
+# travel as one ZeroMQ message (fewer frames to send, receive and encrypt)::
+#
+#     [VERSION, b"BATCH", HEADER, BODY]
+#
+# HEADER is a JSON list with one ``[TYPE, header, [blob lengths]]`` per part, in
+# order; BODY is every part's blobs, concatenated. Each part is checked as the
+# same message alone would be; a BATCH holds no BATCH. A message with large blobs
+# (a job's code, big records) travels alone, as every message may, and so do the
+# messages of registering and leaving (READY, WELCOME, RECONNECT, BYE).
+
+BATCH = b"BATCH"
+#: Parts one BATCH may hold.
+MAX_BATCH = 4096
+#: A message whose blobs are larger than this is not put in a batch (no copy of it).
+BATCH_BLOB_BYTES = 64 * 1024
+#: Messages that always travel alone.
+ALONE = frozenset({"READY", "WELCOME", "RECONNECT", "BYE"})
+
+
+@dataclass(slots=True)
+class Batch:
+    """The messages of one ZeroMQ message, in order; ``errors``: why each part that
+    did not decode was refused (the parts after it are still read)."""
+
+    parts: list[Message]
+    errors: list[str] = field(default_factory=list)
+
+
+def encode_batch(msgs: Sequence[Message]) -> list[bytes]:
+    """Frames for several messages as one BATCH (one message: its own frames)."""
+    if len(msgs) == 1:
+        return encode(msgs[0])
+    if not 0 < len(msgs) <= MAX_BATCH:
+        raise ProtocolError(f"a BATCH of {len(msgs)} parts, expected 1..{MAX_BATCH}")
+    items = []
+    blobs: list[bytes] = []
+    for msg in msgs:
+        lo, hi = msg.BLOBS
+        if not lo <= len(msg.blobs) <= hi:
+            raise ProtocolError(f"{msg.TYPE}: {len(msg.blobs)} blob frames, expected {lo}..{hi}")
+        items.append([msg.TYPE, msg.to_json(), [len(b) for b in msg.blobs]])
+        blobs += msg.blobs
+    try:
+        raw = _ENCODER.encode(items).encode()
+    except (TypeError, ValueError) as exc:
+        raise ProtocolError(f"BATCH: header is not JSON: {exc}") from exc
+    return [VERSION, BATCH, raw, b"".join(blobs)]
+
+
+def pack(msgs: Sequence[Message]) -> list[list[bytes]]:
+    """The ZeroMQ messages (frame lists) that carry ``msgs`` in order: runs of small
+    messages as batches, a message with large blobs (or of ``ALONE``) alone."""
+    out: list[list[bytes]] = []
+    run: list[Message] = []
+    for msg in msgs:
+        if msg.TYPE in ALONE or (msg.blobs and sum(map(len, msg.blobs)) > BATCH_BLOB_BYTES):
+            if run:
+                out.append(encode_batch(run))
+                run = []
+            out.append(encode(msg))
+            continue
+        run.append(msg)
+        if len(run) == MAX_BATCH:
+            out.append(encode_batch(run))
+            run = []
+    if run:
+        out.append(encode_batch(run))
+    return out
+
+
+def decode_batch(frames: Sequence[bytes | memoryview]) -> Batch:
+    """The messages in ``frames``: a BATCH's parts, or the one message they hold.
+
+    Raises ProtocolError if the envelope is malformed (or the one message is);
+    a malformed part is left out, its error in ``errors``."""
+    if len(frames) < 2 or _bytes(frames[1]) != BATCH:
+        return Batch([decode(frames)])
+    if len(frames) != 4:
+        raise ProtocolError(f"BATCH: {len(frames)} frames, expected 4")
+    version, _, raw_header, body = (_bytes(f) for f in frames)
+    if version != VERSION:
+        raise ProtocolError(f"version frame {version[:16]!r}, expected {VERSION!r}")
+    items = _header(raw_header, "BATCH")
+    if type(items) is not list or not 0 < len(items) <= MAX_BATCH:
+        raise ProtocolError(f"BATCH: the header must be a list of 1..{MAX_BATCH} parts")
+    total = 0
+    for item in items:  # the envelope whole first: blob lengths must add up to the body
+        if type(item) is not list or len(item) != 3 or type(item[2]) is not list:
+            raise ProtocolError("BATCH: a part must be [type, header, [blob lengths]]")
+        for n in item[2]:
+            if type(n) is not int or n < 0:
+                raise ProtocolError("BATCH: a blob length must be an int >= 0")
+            total += n
+    if total != len(body):
+        raise ProtocolError(f"BATCH: blob lengths add up to {total}, the body has {len(body)}")
+    batch = Batch([])
+    at = 0
+    for i, (raw_type, header, lengths) in enumerate(items):
+        blobs = []
+        for n in lengths:
+            blobs.append(body[at : at + n])
+            at += n
+        cls = _TYPES_BY_NAME.get(raw_type) if type(raw_type) is str else None
+        try:
+            if cls is None:
+                what = raw_type[:32] if type(raw_type) is str else type(raw_type).__name__
+                raise ProtocolError(f"unknown message type {what!r}")
+            lo, hi = cls.BLOBS
+            if not lo <= len(blobs) <= hi:
+                raise ProtocolError(f"{cls.TYPE}: {len(blobs)} blob frames, expected {lo}..{hi}")
+            batch.parts.append(_message_of(cls, header, blobs))
+        except ProtocolError as exc:
+            batch.errors.append(f"BATCH part {i}: {exc}")
+    return batch
 
 
 def job_of(frames: Sequence[bytes | memoryview]) -> str | None:

@@ -101,6 +101,8 @@ class Worker:
         self.identity = b""
         self._reconnect_at: float | None = None
         self._refused = False  # the refusal is logged once per connection
+        #: Messages for the master from this loop step: sent together at its end (a BATCH).
+        self._outgoing: list[protocol.Message] = []
         self._topology = 0  # counts changes of the socket or an executor
         self._poll_key = -1
         self._poller = zmq.Poller()
@@ -219,6 +221,7 @@ class Worker:
         self._handle(worker_state.Connected(held))
 
     def _close_master_socket(self, linger: int = 0) -> None:
+        self._flush_sends()
         if self.watch is not None:
             self.watch.close()
             self.watch = None
@@ -227,14 +230,26 @@ class Worker:
             self.sock = None
 
     def _send(self, msg: protocol.Message) -> None:
-        if self.sock is None:
-            return  # between connections: the master will hear again after READY
+        """Send ``msg`` to the master at the end of this loop step, with the step's others."""
+        if self.sock is not None:  # else between connections: the master hears after READY
+            self._outgoing.append(msg)
+
+    def _flush_sends(self) -> None:
+        msgs, self._outgoing = self._outgoing, []
+        if self.sock is None or not msgs:
+            return
         try:
-            protocol.send_frames(self.sock, protocol.encode(msg), int(zmq.NOBLOCK))
+            packed = protocol.pack(msgs)
+        except ProtocolError as exc:  # a message that does not encode: a bug here, logged
+            log.error("could not encode a message for the master: %s", exc)
+            return
+        try:
+            for frames in packed:
+                protocol.send_frames(self.sock, frames, int(zmq.NOBLOCK))
         except zmq.Again:
             failure = self.watch.failure() if self.watch is not None else None
             if failure is None:
-                log.warning("dropping %s: the queue to the master is full", msg.TYPE)
+                log.warning("dropping %d messages: the queue to the master is full", len(msgs))
             elif not self._refused:
                 self._refused = True
                 log.error(
@@ -288,6 +303,7 @@ class Worker:
                 elif not self.slots[i].proc.is_alive():
                     self._executor_died(i)
         self._handle(worker_state.Clock())
+        self._flush_sends()
 
     def _read_master(self) -> None:
         while self.sock is not None:
@@ -296,11 +312,14 @@ class Worker:
             except zmq.Again:
                 return
             try:
-                msg = protocol.decode(frames)
+                batch = protocol.decode_batch(frames)
             except ProtocolError as exc:
                 log.warning("dropping a malformed message from the master: %s", exc)
                 continue
-            self._handle(worker_state.FromMaster(msg))
+            for problem in batch.errors:
+                log.warning("dropping a malformed message from the master: %s", problem)
+            if batch.parts:
+                self._handle(worker_state.FromMaster(batch))
 
     def _read_executor(self, i: int) -> None:
         ex = self.slots[i]

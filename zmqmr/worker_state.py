@@ -43,7 +43,9 @@ class Connected:
 
 @dataclass(slots=True)
 class FromMaster:
-    msg: p.Message
+    """A message from the master, or a batch of them (taken in order)."""
+
+    msg: p.Message | p.Batch
 
 
 @dataclass(slots=True)
@@ -203,7 +205,13 @@ class WorkerState:
                 out.append(Send(ready))
             case FromMaster():
                 self.last_heard = now
-                self._from_master(event.msg, now, out)
+                if isinstance(event.msg, p.Batch):
+                    for msg in event.msg.parts:
+                        self._from_master(msg, now, out)
+                        if isinstance(msg, p.Reconnect):
+                            break  # told to register again: the rest was for the old one
+                else:
+                    self._from_master(event.msg, now, out)
             case FromExecutor():
                 self._from_executor(event.slot, event.msg, out)
             case ExecutorExited():

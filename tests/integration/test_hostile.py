@@ -261,6 +261,45 @@ WORKER_PORT_BARRAGE: list[tuple[str, list[bytes], bool]] = [
     ),
     ("a client's STATUS at the worker port", p.encode(p.StatusRequest()), True),
     ("the master's own ASSIGN sent back to it", raw("ASSIGN", "{}"), True),
+    (
+        "a BATCH of a fenced DONE, a HEARTBEAT and a fenced FAILED",
+        p.encode_batch(
+            [
+                p.Done(987_657, p.Report(), blobs=[b"r"]),
+                p.Heartbeat([p.AttemptProgress(987_658, 0.5)]),
+                p.Failed(987_659, "crash", p.ErrorInfo("ExecutorDied", "no")),
+            ]
+        ),
+        False,
+    ),
+    (
+        "a BATCH whose second part is a DONE with a string counter",
+        raw(
+            "BATCH",
+            '[["HEARTBEAT",{},[]],["DONE",{"attempt":1,"report":{"counters":{"x":"many"}}},[]]]',
+            b"",
+        ),
+        True,
+    ),
+    (
+        "a BATCH whose blob lengths do not add up to its body",
+        raw("BATCH", '[["DONE",{"attempt":1,"report":{}},[10]]]', b"abc"),
+        True,
+    ),
+    (
+        "a BATCH holding a BATCH",
+        raw("BATCH", '[["BATCH",[["HEARTBEAT",{},[]]],[]],["HEARTBEAT",{},[]]]', b""),
+        True,
+    ),
+    ("a BATCH of no parts", raw("BATCH", "[]", b""), True),
+    ("a BATCH of 5000 parts", raw("BATCH", json.dumps([["HEARTBEAT", {}, []]] * 5000), b""), True),
+    ("a BATCH with no body frame", raw("BATCH", '[["HEARTBEAT",{},[]]]'), True),
+    ("a BATCH whose header is a 100,000-deep list", raw("BATCH", deep(100_000), b""), True),
+    (
+        "a BATCH holding a client's STATUS",
+        raw("BATCH", '[["HEARTBEAT",{},[]],["STATUS",{},[]]]', b""),
+        True,
+    ),
 ]
 
 
@@ -809,13 +848,13 @@ class GreedyWorker(threading.Thread):
         next_beat = time.monotonic()
         while not self.stopping.is_set():
             if sock.poll(20):
-                msg = p.decode(sock.recv_multipart())
-                if isinstance(msg, p.Assign):
-                    self.assigned += 1
-                    self.outstanding.add(msg.attempt)
-                    self.most_outstanding = max(self.most_outstanding, len(self.outstanding))
-                elif isinstance(msg, p.Cancel):
-                    self.outstanding.discard(msg.attempt)
+                for msg in p.decode_batch(sock.recv_multipart()).parts:  # one message or several
+                    if isinstance(msg, p.Assign):
+                        self.assigned += 1
+                        self.outstanding.add(msg.attempt)
+                        self.most_outstanding = max(self.most_outstanding, len(self.outstanding))
+                    elif isinstance(msg, p.Cancel):
+                        self.outstanding.discard(msg.attempt)
             if time.monotonic() >= next_beat:
                 sock.send_multipart(beat)
                 next_beat += self.interval

@@ -289,3 +289,117 @@ def test_a_rejection_can_answer_a_submit_whose_job_id_is_invalid():
     assert p.job_of(frames) == "../../x"
     reply = p.decode(p.encode(p.Rejected("../../x", p.ErrorInfo("JobSubmitError", "bad id"))))
     assert isinstance(reply, p.Rejected) and reply.job == "../../x"
+
+
+# -- batches -------------------------------------------------------------------------------
+
+BATCHABLE = MESSAGES.filter(lambda m: m.TYPE not in p.ALONE)
+
+
+@FUZZ
+@given(st.lists(BATCHABLE, min_size=2, max_size=6))
+def test_a_batch_round_trips_its_parts_in_order(msgs):
+    frames = p.encode_batch(msgs)
+    assert frames[:2] == [p.VERSION, p.BATCH] and len(frames) == 4
+    batch = p.decode_batch(frames)
+    assert batch.parts == msgs and batch.errors == []
+    assert [p.decode_batch(f).parts for f in p.pack(msgs)] == [msgs]  # small: one batch
+
+
+def _mutations(frames: list[bytes]) -> st.SearchStrategy[list[bytes]]:
+    """``frames`` with one frame cut, grown, flipped or swapped, or its header changed."""
+    header = json.loads(frames[2])
+
+    def edit_header(path_new):
+        path, new = path_new
+        return [*frames[:2], json.dumps(_replace(header, path, new)).encode(), *frames[3:]]
+
+    paths = _paths(header)
+    edits = [
+        st.tuples(st.sampled_from(paths), JSON).map(edit_header),
+        st.tuples(st.integers(0, len(frames) - 1), st.integers(0, 64)).map(
+            lambda ic: [f[: ic[1]] if j == ic[0] else f for j, f in enumerate(frames)]
+        ),
+        st.tuples(st.integers(0, len(frames) - 1), st.binary(min_size=1, max_size=8)).map(
+            lambda ib: [f + ib[1] if j == ib[0] else f for j, f in enumerate(frames)]
+        ),
+        st.integers(0, len(frames)).map(lambda n: frames[:n]),
+        st.just([*frames, b"extra"]),
+    ]
+    return st.one_of(edits)
+
+
+@FUZZ
+@given(st.lists(BATCHABLE, min_size=2, max_size=4), st.data())
+def test_a_mutated_batch_is_a_protocol_error_or_refused_parts_never_a_crash(msgs, data):
+    frames = data.draw(_mutations(p.encode_batch(msgs)))
+    try:
+        batch = p.decode_batch(frames)
+    except ProtocolError:
+        return
+    assert len(batch.parts) + len(batch.errors) in (1, len(msgs))
+    for msg in batch.parts:  # whatever was kept is whole: it encodes again as it came
+        assert p.decode(p.encode(msg)) == msg
+
+
+def test_a_malformed_part_is_refused_and_the_others_kept():
+    good = p.encode_batch([p.Cancel(1), p.Cancel(2), p.Cancel(3)])
+    items = json.loads(good[2])
+    items[1][1]["attempt"] = "two"
+    batch = p.decode_batch([*good[:2], json.dumps(items).encode(), good[3]])
+    assert batch.parts == [p.Cancel(1), p.Cancel(3)]
+    assert len(batch.errors) == 1 and batch.errors[0].startswith("BATCH part 1: CANCEL.attempt")
+
+
+@pytest.mark.parametrize(
+    "header, body, problem",
+    [
+        ('[["CANCEL",{"attempt":1},[5]]]', b"abc", "add up to 5, the body has 3"),
+        ('[["CANCEL",{"attempt":1},[-1]]]', b"", "blob length"),
+        ('[["CANCEL",{"attempt":1}]]', b"", r"\[type, header, \[blob lengths\]\]"),
+        ("{}", b"", "a list of 1"),
+        ("[]", b"", "a list of 1"),
+        (json.dumps([["CANCEL", {"attempt": 1}, []]] * (p.MAX_BATCH + 1)), b"", "a list of 1"),
+        ("[" * 100_000 + "]" * 100_000, b"", "not JSON"),
+    ],
+)
+def test_a_malformed_envelope_is_a_protocol_error(header, body, problem):
+    with pytest.raises(ProtocolError, match=problem):
+        p.decode_batch([p.VERSION, p.BATCH, header.encode(), body])
+
+
+def test_a_batch_in_a_batch_and_a_batch_where_one_message_goes_are_refused():
+    inner = p.encode_batch([p.Cancel(1), p.Cancel(2)])
+    nested = json.dumps([["BATCH", json.loads(inner[2]), []], ["CANCEL", {"attempt": 3}, []]])
+    batch = p.decode_batch([p.VERSION, p.BATCH, nested.encode(), b""])
+    assert batch.parts == [p.Cancel(3)] and "unknown message type 'BATCH'" in batch.errors[0]
+    with pytest.raises(ProtocolError, match="a BATCH where one message was expected"):
+        p.decode(inner)
+
+
+def test_a_part_must_carry_the_blobs_its_type_takes():
+    frames = [
+        p.VERSION,
+        p.BATCH,
+        b'[["CANCEL",{"attempt":1},[1]],["DONE",{"attempt":2,"report":{}},[1,1]]]',
+        b"xyz",
+    ]
+    batch = p.decode_batch(frames)
+    assert batch.parts == [] and len(batch.errors) == 2
+    assert "CANCEL: 1 blob frames, expected 0..0" in batch.errors[0]
+
+
+def test_pack_keeps_order_and_sends_big_and_registering_messages_alone():
+    big = p.Done(2, p.Report(), blobs=[b"x" * (p.BATCH_BLOB_BYTES + 1)])
+    msgs = [p.Cancel(1), big, p.Cancel(3), p.Welcome(1.0, 10.0), p.Cancel(4), p.Cancel(5)]
+    packed = p.pack(msgs)
+    assert [f[1] for f in packed] == [b"CANCEL", b"DONE", b"CANCEL", b"WELCOME", b"BATCH"]
+    assert [m for f in packed for m in p.decode_batch(f).parts] == msgs
+    assert len(p.pack([p.Cancel(i) for i in range(p.MAX_BATCH + 1)])) == 2
+    assert p.pack([]) == []
+
+
+def test_a_single_message_reads_as_a_batch_of_one():
+    assert p.decode_batch(p.encode(p.Cancel(7))).parts == [p.Cancel(7)]
+    with pytest.raises(ProtocolError):
+        p.decode_batch([p.VERSION, b"CANCEL", b'{"attempt":-1}'])

@@ -244,3 +244,19 @@ def test_the_core_imports_no_sockets_clock_or_processes():
         source = f.read()
     for name in ("zmq", "time", "multiprocessing", "subprocess", "os"):
         assert f"import {name}" not in source
+
+
+def test_a_batch_from_the_master_is_taken_in_order_and_stops_at_a_reconnect():
+    w = Worker(slots=2)
+    w(Connected())
+    frames = p.encode_batch([assign(1), assign(2, code=False), assign(3, code=False), p.Cancel(1)])
+    batch = p.decode_batch(frames)
+    assert batch.errors == [] and len(batch.parts) == 4
+    cmds = w(FromMaster(batch), at=1.0)
+    # 1 and 2 run; 3 queues; cancelling 1 restarts its slot and starts 3 there
+    assert runs(cmds) == [(0, 1, True), (1, 2, True), (0, 3, True)]
+    assert RestartSlot(0) in cmds
+    assert w.state.last_heard == 1.0
+    rest = w(FromMaster(p.Batch([p.Reconnect(), assign(4, code=False)])))
+    assert [type(c) for c in rest if isinstance(c, (Run, Reconnect))] == [Reconnect]
+    assert runs(rest) == [] and not w.state.queue  # what followed the RECONNECT is not taken
