@@ -147,7 +147,12 @@ def map_stem(data_dir: str, job_id: str, task: int, attempt: int) -> str:
 
 
 def map_output_path(data_dir: str, job_id: str, task: int, attempt: int) -> str:
-    return map_stem(data_dir, job_id, task, attempt) + ".out"
+    return os.path.join(job_dir(data_dir, job_id), map_output_name(task, attempt))
+
+
+def map_output_name(task: int, attempt: int) -> str:
+    """A map output's file name in its job's directory (``job_dir``)."""
+    return f"m{task:05d}-a{attempt}.out"
 
 
 def spill_dir(data_dir: str, job_id: str, task: int, attempt: int) -> str:

@@ -39,6 +39,28 @@ WRITE_LINES = 4096
 WRITE_BUFFER = 1024 * 1024
 
 
+class WorkDir:
+    """A reduce attempt's directory for segments fetched past reduce_memory and for
+    merge passes, made on first use: a reduce that spills nothing makes none."""
+
+    __slots__ = ("path", "made")
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.made = False
+
+    def get(self) -> str:
+        if not self.made:
+            os.makedirs(self.path, exist_ok=True)
+            self.made = True
+        return self.path
+
+    def remove(self) -> None:
+        if self.made:
+            shutil.rmtree(self.path, ignore_errors=True)
+            self.made = False
+
+
 class ReduceSide:
     """What an executor keeps between reduce attempts: connections and open files."""
 
@@ -91,44 +113,41 @@ class ReduceSide:
                 keys=self.keys,
                 pool=self.sockets,
             )
-        fetched: dict[int, shuffle.Fetched] = {}
-        failed: dict[int, ShuffleError] = {}
-        for w in wanted:
-            path = layout.map_output_path(self.data_dir, job_id, w.map_task, w.attempt)
-            try:
-                # Past reduce_memory, a local segment is read where it lies, as it is merged.
-                in_place = w.spill_path is not None
-                fetched[w.map_task] = shuffle.local_segment(path, partition, self.reader, in_place)
-            except ShuffleError as exc:
-                failed[w.map_task] = exc
-            except OSError as exc:
-                failed[w.map_task] = ShuffleError(str(exc))
-        return fetched, failed
+        # Past reduce_memory (a spill path), a local segment is read where it lies, as merged.
+        directory = layout.job_dir(self.data_dir, job_id)
+        return shuffle.local_segments(self.reader, directory, partition, wanted)
 
     def _fetch_each(
         self, job_id: str, partition: int, by_address: dict[str, list[shuffle.Wanted]]
     ) -> Iterator[tuple[dict[int, shuffle.Fetched], dict[int, ShuffleError]]]:
         """What ``_fetch_from`` gives for each address, several addresses at a time.
 
-        One address (a reduce whose maps ran on one worker, or a retry) is fetched
-        in this thread; the pool's threads are kept between attempts, since
-        starting them is much of what a small reduce costs.
+        Other workers' segments are fetched by the pool's threads (kept between
+        attempts, since starting them is much of what a small reduce costs)
+        while this thread reads this worker's own; one address alone (a reduce
+        whose maps ran on one worker, or a retry) is fetched in this thread.
         """
-        if len(by_address) == 1:
-            ((address, wanted),) = by_address.items()
+        local = by_address.get(self.shuffle_address)
+        remote = [(a, w) for a, w in by_address.items() if a != self.shuffle_address]
+        futures = []
+        if remote and (local is not None or len(remote) > 1):
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(FETCH_PARALLEL)
+            futures = [
+                self._pool.submit(self._fetch_from, job_id, partition, address, wanted)
+                for address, wanted in remote
+            ]
+        elif remote:
+            local = None
+            ((address, wanted),) = remote
             yield self._fetch_from(job_id, partition, address, wanted)
-            return
-        if self._pool is None:
-            self._pool = concurrent.futures.ThreadPoolExecutor(FETCH_PARALLEL)
-        futures = [
-            self._pool.submit(self._fetch_from, job_id, partition, address, wanted)
-            for address, wanted in by_address.items()
-        ]
+        if local is not None:
+            yield self._fetch_from(job_id, partition, self.shuffle_address, local)
         for fut in concurrent.futures.as_completed(futures):
             yield fut.result()
 
     def fetch_all(
-        self, job_id: str, attempt: int, spec: protocol.TaskSpec, work_dir: str
+        self, job_id: str, attempt: int, spec: protocol.TaskSpec, work_dir: WorkDir
     ) -> list[shuffle.Fetched]:
         """This partition's segment of every map output that has one, waiting out lost ones.
 
@@ -152,7 +171,7 @@ class ReduceSide:
                     continue
                 spill = None
                 if mem + loc.size > self.settings.reduce_memory:
-                    spill = os.path.join(work_dir, f"m{m}-a{loc.attempt}")
+                    spill = os.path.join(work_dir.get(), f"m{m}-a{loc.attempt}")
                 else:
                     mem += loc.size
                 want = shuffle.Wanted(m, loc.attempt, spill)
@@ -177,7 +196,7 @@ class ReduceSide:
     # -- merge ------------------------------------------------------------------
 
     def _grouped(
-        self, segments: list[shuffle.Fetched], work_dir: str, counters: dict[str, int]
+        self, segments: list[shuffle.Fetched], work_dir: WorkDir, counters: dict[str, int]
     ) -> Iterator[tuple[Any, list[Any]]]:
         """The fetched segments' groups, sorted and merged (a key may span several groups).
 
@@ -193,7 +212,8 @@ class ReduceSide:
             groups = userfn.hash_merged([seg.groups() for seg in segments])
         else:
             fanin = merge.fanin_for(s.merge_fanin, s.reduce_memory)
-            sources, written = merge.merge_down(segments, fanin, work_dir)
+            path = work_dir.get() if len(segments) > fanin else work_dir.path  # passes write
+            sources, written = merge.merge_down(segments, fanin, path)
             spilled += written
             groups = userfn.merged(merge.streams(sources))
         if spilled:
@@ -212,12 +232,11 @@ class ReduceSide:
         counters: dict[str, int],
     ) -> tuple[protocol.Report, bytes | None]:
         """Run one reduce attempt: its report, and its result blocks unless too big."""
-        work_dir = layout.reduce_work_dir(self.data_dir, job_id, task, attempt)
-        os.makedirs(work_dir, exist_ok=True)
+        work_dir = WorkDir(layout.reduce_work_dir(self.data_dir, job_id, task, attempt))
         try:
             return self._reduce(fns, job_id, task, attempt, spec, counters, work_dir)
         finally:
-            shutil.rmtree(work_dir, ignore_errors=True)
+            work_dir.remove()
 
     def _reduce(
         self,
@@ -227,7 +246,7 @@ class ReduceSide:
         attempt: int,
         spec: protocol.TaskSpec,
         counters: dict[str, int],
-        work_dir: str,
+        work_dir: WorkDir,
     ) -> tuple[protocol.Report, bytes | None]:
         segments = self.fetch_all(job_id, attempt, spec, work_dir)
         total_groups = max(1, sum(loc.groups for loc in spec.locations))

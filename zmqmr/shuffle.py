@@ -40,7 +40,7 @@ import zmq
 
 from . import pickling, protocol
 from .errors import CorruptOutput, ProtocolError, ShuffleError
-from .layout import job_dir, map_output_path
+from .layout import job_dir, map_output_name
 from .security import Keys
 
 log = logging.getLogger(__name__)
@@ -231,8 +231,11 @@ def _read_block(f: Any, left: int, path: str) -> tuple[int, bytes]:
     return codec, payload
 
 
-def iter_blocks(data: bytes | memoryview) -> Iterator[tuple[int, memoryview]]:
-    """(codec, payload) of each block in ``data``, each checked; raises CorruptOutput."""
+def iter_blocks(data: bytes | memoryview, check: bool = True) -> Iterator[tuple[int, memoryview]]:
+    """(codec, payload) of each block in ``data``, each checked; raises CorruptOutput.
+
+    ``check=False`` skips the checksums (not the lengths): for bytes in memory
+    that were verified already, which cannot have changed since."""
     view = memoryview(data)
     pos, end = 0, len(view)
     while pos < end:
@@ -245,7 +248,7 @@ def iter_blocks(data: bytes | memoryview) -> Iterator[tuple[int, memoryview]]:
         if end - pos < length:
             raise CorruptOutput(f"truncated block: {length} bytes declared, {end - pos} left")
         payload = view[pos : pos + length]
-        if _checksum(codec, payload) != crc:
+        if check and _checksum(codec, payload) != crc:
             raise CorruptOutput(f"block checksum mismatch at byte {pos}")
         pos += length
         yield codec, payload
@@ -256,15 +259,15 @@ def verify_segment(data: bytes | memoryview) -> None:
         pass
 
 
-def segment_blocks(data: bytes | memoryview) -> Iterator[list[Group]]:
+def segment_blocks(data: bytes | memoryview, check: bool = True) -> Iterator[list[Group]]:
     """The groups of a segment held in memory, a list at a time (a part of a block)."""
-    for codec, payload in iter_blocks(data):
+    for codec, payload in iter_blocks(data, check):
         yield from decode_parts(codec, payload)
 
 
-def segment_groups(data: bytes | memoryview) -> Iterator[Group]:
+def segment_groups(data: bytes | memoryview, check: bool = True) -> Iterator[Group]:
     """The groups of a segment held in memory."""
-    for groups in segment_blocks(data):
+    for groups in segment_blocks(data, check):
         yield from groups
 
 
@@ -470,6 +473,28 @@ class OutputReader:
             f, index, index_offset = self._held(path)
             return _read_from(f, index, index_offset, path, partition, offset, max_bytes)
 
+    def read_many(
+        self, partition: int, wanted: Iterable[tuple[str, int]], max_bytes: int = -1
+    ) -> list[tuple[int, bytes] | Exception]:
+        """What ``read`` gives for each ``(path, offset)`` of ``wanted`` (or the error it
+        raises), ``max_bytes`` in all: the list stops once they are spent. The lock is
+        taken once for the batch: a reducer reads one small segment of many outputs."""
+        out: list[tuple[int, bytes] | Exception] = []
+        budget = max_bytes
+        with self._lock:
+            for path, offset in wanted:
+                if max_bytes >= 0 and budget <= 0:
+                    break
+                try:
+                    f, index, index_offset = self._held(path)
+                    got = _read_from(f, index, index_offset, path, partition, offset, budget)
+                except (OSError, ValueError, ShuffleError) as exc:
+                    out.append(exc)
+                    continue
+                budget -= len(got[1])
+                out.append(got)
+        return out
+
     def locate(self, path: str, partition: int) -> Segment:
         """Where one partition of a map output lies in its file."""
         with self._lock:
@@ -566,22 +591,24 @@ class ShuffleServer:
         if not isinstance(msg, protocol.Fetch):
             raise ProtocolError(f"shuffle server got {msg.TYPE}")
         self.requests += 1
-        budget = msg.max_bytes
+        try:
+            jdir = job_dir(self.data_dir, msg.job)
+        except ValueError as exc:
+            return protocol.encode(protocol.FetchError(str(exc), False))  # every part fails
+        wanted = (
+            (os.path.join(jdir, map_output_name(part.map_task, part.attempt)), part.offset)
+            for part in msg.parts
+        )
         parts: list[protocol.ChunkPart] = []
         blobs: list[bytes] = []
-        for part in msg.parts:
-            if budget <= 0:
-                break
-            try:
-                path = map_output_path(self.data_dir, msg.job, part.map_task, part.attempt)
-                total, data = self.reader.read(path, msg.partition, part.offset, budget)
-            except CorruptOutput as exc:
-                return protocol.encode(protocol.FetchError(str(exc), True, part.map_task))
-            except (OSError, ValueError, ShuffleError) as exc:
-                return protocol.encode(protocol.FetchError(str(exc), False, part.map_task))
+        read = self.reader.read_many(msg.partition, wanted, msg.max_bytes)
+        for part, got in zip(msg.parts, read):
+            if isinstance(got, Exception):
+                corrupt = isinstance(got, CorruptOutput)
+                return protocol.encode(protocol.FetchError(str(got), corrupt, part.map_task))
+            total, data = got
             parts.append(protocol.ChunkPart(part.map_task, part.offset, total))
             blobs.append(data)
-            budget -= len(data)
         return protocol.encode(protocol.Chunks(parts, blobs=blobs))
 
 
@@ -599,17 +626,19 @@ class Fetched:
     path: str | None = None
     offset: int = 0
     in_place: bool = False
+    #: ``data`` was verified when it arrived: decoding skips the checksums.
+    checked: bool = False
 
     def groups(self) -> Iterator[Group]:
         if self.data is not None:
-            return segment_groups(self.data)
+            return segment_groups(self.data, not self.checked)
         assert self.path is not None
         return file_segment_groups(self.path, self.offset, self.length)
 
     def blocks(self) -> Iterator[list[Group]]:
         """The decoded groups, a part of a block at a time."""
         if self.data is not None:
-            return segment_blocks(self.data)
+            return segment_blocks(self.data, not self.checked)
         assert self.path is not None
         return file_segment_blocks(self.path, self.offset, self.length)
 
@@ -657,7 +686,7 @@ class Wanted:
             return Fetched(self.total, path=self.spill_path)
         data = b"".join(self.parts or ())
         verify_segment(data)
-        return Fetched(self.total, data=data)
+        return Fetched(self.total, data=data, checked=True)
 
     def abandon(self) -> None:
         if self.out is not None:
@@ -826,4 +855,42 @@ def local_segment(
     except FileNotFoundError as exc:
         raise ShuffleError(f"{path}: missing") from exc
     verify_segment(data)
-    return Fetched(length, data=data)
+    return Fetched(length, data=data, checked=True)
+
+
+def local_segments(
+    reader: OutputReader, directory: str, partition: int, wanted: list[Wanted]
+) -> tuple[dict[int, Fetched], dict[int, ShuffleError]]:
+    """One partition of several map outputs in ``directory`` (a job's, on this worker's
+    disk), each verified: read into memory in one batch, or (a ``Wanted`` with a
+    spill path: past reduce_memory) left in place and read a block at a time later.
+    Returns what ``fetch_segments`` does."""
+    fetched: dict[int, Fetched] = {}
+    failed: dict[int, ShuffleError] = {}
+    paths = {
+        w.map_task: os.path.join(directory, map_output_name(w.map_task, w.attempt)) for w in wanted
+    }
+    in_memory = [w for w in wanted if w.spill_path is None]
+    read = reader.read_many(partition, ((paths[w.map_task], 0) for w in in_memory))
+    for w, got in zip(in_memory, read):
+        try:
+            if isinstance(got, Exception):
+                raise got
+            length, data = got
+            verify_segment(data)
+            fetched[w.map_task] = Fetched(length, data=data, checked=True)
+        except FileNotFoundError:
+            failed[w.map_task] = ShuffleError(f"{paths[w.map_task]}: missing")
+        except ShuffleError as exc:
+            failed[w.map_task] = exc
+        except (OSError, ValueError) as exc:
+            failed[w.map_task] = ShuffleError(str(exc))
+    for w in wanted:
+        if w.spill_path is not None:
+            try:
+                fetched[w.map_task] = local_segment(paths[w.map_task], partition, reader, True)
+            except ShuffleError as exc:
+                failed[w.map_task] = exc
+            except OSError as exc:
+                failed[w.map_task] = ShuffleError(str(exc))
+    return fetched, failed

@@ -1,0 +1,218 @@
+"""What a reduce is told and what it reads: only non-empty segments, counted.
+
+The master's assignment of a reduce names only the map outputs with data for
+its partition; the reduce side reads only the segments it was given that
+hold bytes, this worker's own in one batch of the output reader, and makes no
+work directory unless it spills. No sockets: every map output here is local.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from multiprocessing import Pipe
+from typing import Any
+
+import pytest
+
+from zmqmr import events as ev
+from zmqmr import layout, protocol, reduceside, shuffle
+from zmqmr.config import ClusterSettings, WorkerSettings
+from zmqmr.state import MasterState
+
+JOB = "job1"
+HERE = "tcp://127.0.0.1:7001"
+
+
+# -- the master: an assignment carries the non-empty segments of its partition --------
+
+
+def _sparse(task: int, reducers: int) -> list[protocol.Segment]:
+    """Map task ``task`` has data for three partitions, of sizes that name it."""
+    parts = sorted({task % reducers, (task * 7 + 1) % reducers, (task * 3 + 2) % reducers})
+    return [protocol.Segment(p, 10 + task, 1 + p) for p in parts]
+
+
+@pytest.mark.parametrize("maps,reducers", [(20, 10), (40, 100)])
+def test_reduce_assignments_carry_exactly_the_non_empty_segments(maps, reducers):
+    s = MasterState(ClusterSettings())
+    pending: list[ev.Assign] = []
+
+    def handle(event: ev.Event) -> None:
+        pending.extend(c for c in s.handle(event, 0.0) if isinstance(c, ev.Assign))
+
+    handle(ev.WorkerReady(b"w0", 2, HERE, "host", 1))
+    splits = [protocol.Split("records", blob=i, count=1, first=i) for i in range(maps)]
+    spec = protocol.JobSpec("sparse", reducers, splits)
+    handle(ev.JobSubmitted(b"client", "sparse", spec, b"code", [b""] * maps))
+    located: dict[int, list[protocol.Location]] = {}
+    map_attempts: dict[int, int] = {}
+    while pending:
+        a = pending.pop(0)
+        if a.kind == "map":
+            map_attempts[a.task] = a.attempt
+            handle(
+                ev.AttemptDone(
+                    a.worker, a.attempt, protocol.Report(segments=_sparse(a.task, reducers))
+                )
+            )
+        else:
+            located[a.task] = a.spec.locations
+            handle(ev.AttemptDone(a.worker, a.attempt, protocol.Report(), b""))
+    assert sorted(located) == list(range(reducers))
+    want: dict[int, list[protocol.Location]] = {r: [] for r in range(reducers)}
+    for m in range(maps):
+        for seg in _sparse(m, reducers):
+            want[seg.partition].append(
+                protocol.Location(m, map_attempts[m], HERE, seg.size, seg.groups)
+            )
+    assert located == want
+    # the work is the segments', not maps x reducers
+    assert sum(map(len, located.values())) == sum(len(_sparse(m, reducers)) for m in range(maps))
+
+
+# -- the reduce side: empty segments are never read, local ones in one batch ------------
+
+
+class CountingReader(shuffle.OutputReader):
+    """An output reader that counts what it is asked for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: Counter[str] = Counter()
+        self.batches = 0
+
+    def read(self, path: str, partition: int, offset: int = 0, max_bytes: int = -1) -> Any:
+        self.reads[os.path.basename(path)] += 1
+        return super().read(path, partition, offset, max_bytes)
+
+    def read_many(self, partition: int, wanted: Any, max_bytes: int = -1) -> Any:
+        self.batches += 1
+        wanted = list(wanted)
+        self.reads.update(os.path.basename(path) for path, _ in wanted)
+        return super().read_many(partition, wanted, max_bytes)
+
+    def locate(self, path: str, partition: int) -> shuffle.Segment:
+        self.reads[os.path.basename(path)] += 1
+        return super().locate(path, partition)
+
+
+@pytest.fixture
+def made(monkeypatch) -> list[str]:
+    """The directories ``os.makedirs`` is asked for while the test runs."""
+    asked: list[str] = []
+    real = os.makedirs
+
+    def makedirs(path: str, *args: Any, **kw: Any) -> None:
+        asked.append(path)
+        real(path, *args, **kw)
+
+    monkeypatch.setattr(os, "makedirs", makedirs)
+    return asked
+
+
+def _count(key: Any, values: Any) -> int:
+    return sum(values)
+
+
+def _groups(m: int, p: int) -> list[tuple[Any, list[Any]]]:
+    """Map task ``m``'s groups for partition ``p`` of 4: empty for every odd m at p = 1."""
+    if p == 1 and m % 2:
+        return []
+    return [(f"k{p}-{i}", [m + i]) for i in range(1 + (m + p) % 3)]
+
+
+def _setup(tmp_path, maps: int = 8, **settings: int) -> tuple[reduceside.ReduceSide, str, Any]:
+    data_dir = str(tmp_path / "data")
+    os.makedirs(layout.job_dir(data_dir, JOB))
+    for m in range(maps):
+        w = shuffle.MapOutputWriter(layout.map_output_path(data_dir, JOB, m, 100 + m), 4)
+        for p in range(4):
+            w.write_segment(_groups(m, p))
+        w.close()
+    conn, other = Pipe()
+    reader = CountingReader()
+    side = reduceside.ReduceSide(
+        conn, data_dir, HERE, WorkerSettings(**settings), None, reader, lambda f: None
+    )
+    return side, data_dir, (conn, other)
+
+
+def _spec(data_dir: str, partition: int, maps: int, relocated_empty: int | None = None):
+    locations = []
+    for m in range(maps):
+        seg = shuffle.read_index(layout.map_output_path(data_dir, JOB, m, 100 + m))[partition]
+        if seg.length or m == relocated_empty:  # the master names only non-empty ones...
+            locations.append(protocol.Location(m, 100 + m, HERE, seg.length, seg.groups))
+    return protocol.TaskSpec(
+        "t", 4, maps, None, False, 1 << 30, partition=partition, locations=locations
+    )
+
+
+def _expected(partition: int, maps: int) -> list[tuple[Any, int]]:
+    sums: Counter[Any] = Counter()
+    for m in range(maps):
+        for k, vs in _groups(m, partition):
+            sums[k] += sum(vs)
+    return sorted(sums.items())
+
+
+def _result(blob: bytes | None) -> list[tuple[Any, int]]:
+    assert blob is not None
+    return [tuple(kv) for kv in shuffle.segment_groups(blob)]  # type: ignore[misc]
+
+
+def test_a_reduce_reads_each_non_empty_local_segment_once_in_one_batch(tmp_path):
+    maps = 8
+    side, data_dir, conns = _setup(tmp_path, maps)
+    try:
+        # ...and a re-executed map with nothing for the partition is relocated with size 0
+        spec = _spec(data_dir, 1, maps, relocated_empty=3)
+        assert [loc.size for loc in spec.locations if loc.map_task == 3] == [0]
+        report, blob = side.run_reduce({"reducer": _count}, JOB, 1, 9, spec, {})
+        assert _result(blob) == _expected(1, maps)
+        reader = side.reader
+        assert isinstance(reader, CountingReader)
+        non_empty = [m for m in range(maps) if _groups(m, 1)]
+        assert reader.reads == Counter(layout.map_output_name(m, 100 + m) for m in non_empty)
+        assert reader.batches == 1
+    finally:
+        side.reader.forget()
+        for c in conns:
+            c.close()
+
+
+def test_a_reduce_that_spills_nothing_makes_no_work_directory(tmp_path, made):
+    side, data_dir, conns = _setup(tmp_path)
+    made.clear()  # the data dir's
+    try:
+        for p in range(4):
+            _, blob = side.run_reduce(
+                {"reducer": _count}, JOB, p, 20 + p, _spec(data_dir, p, 8), {}
+            )
+            assert _result(blob) == _expected(p, 8)
+        assert made == []
+    finally:
+        side.reader.forget()
+        for c in conns:
+            c.close()
+
+
+def test_a_reduce_past_reduce_memory_reads_in_place_and_merges_through_its_work_dir(tmp_path, made):
+    maps = 40
+    # every segment past reduce_memory, and more of them than a merge takes at once
+    side, data_dir, conns = _setup(tmp_path, maps, reduce_memory=1, merge_fanin=4)
+    made.clear()  # the data dir's
+    try:
+        counters: dict[str, int] = {}
+        _, blob = side.run_reduce(
+            {"reducer": _count}, JOB, 2, 7, _spec(data_dir, 2, maps), counters
+        )
+        assert _result(blob) == _expected(2, maps)
+        work = layout.reduce_work_dir(data_dir, JOB, 2, 7)
+        assert made == [work] and not os.path.exists(work)  # made once, removed after
+        assert counters["zmqmr.spilled_bytes"] > 0
+    finally:
+        side.reader.forget()
+        for c in conns:
+            c.close()
