@@ -72,6 +72,10 @@ class ClusterSettings:
     #: An attempt whose worker reports no progress for this many heartbeats, while
     #: other attempts of its phase progress, gets a backup elsewhere.
     stall_heartbeats: int = 5
+    #: A lone attempt quiet for this many typical task times of its phase gets a backup.
+    speculation_quiet_factor: float = 3.0
+    #: ...and so does one whose progress rate says it needs more than this many.
+    speculation_late_factor: float = 2.0
     #: Finished jobs the master remembers after their outcome was collected (zmqmr status).
     history_jobs: int = 100
 
@@ -94,6 +98,8 @@ class ClusterSettings:
         _positive("result_store_limit", self.result_store_limit)
         _positive("max_worker_slots", self.max_worker_slots)
         _positive("stall_heartbeats", self.stall_heartbeats)
+        _positive("speculation_quiet_factor", self.speculation_quiet_factor)
+        _positive("speculation_late_factor", self.speculation_late_factor)
         _positive("history_jobs", self.history_jobs)
         if (
             isinstance(self.prefetch, bool)

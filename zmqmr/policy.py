@@ -1,7 +1,8 @@
 """The master's small decisions, as pure functions and the structures that keep them cheap.
 
-``MasterState`` (state.py) owns the tables and the rules; what is here decides
-one thing each, with its constants in ``ClusterSettings``:
+``MasterState`` (state.py) owns the tables and the rules, and ``scheduling.py``
+places and backs up attempts with what is here; each decides one thing, with
+its constants in ``ClusterSettings``:
 
 * ``LoadIndex``: which worker gets the next attempt. Attempts go to the worker
   that runs the fewest, so a worker that claims many slots gets no more than
@@ -135,6 +136,8 @@ def straggler(
     typical: float | None,
     stall_seconds: float,
     min_seconds: float,
+    quiet_factor: float = 3.0,
+    late_factor: float = 2.0,
 ) -> str | None:
     """Why a running attempt (the only one of its task) should get a backup, or None.
 
@@ -143,11 +146,11 @@ def straggler(
     the attempt, or its worker, last showed any progress (a queued attempt does
     not count as quiet while the attempts ahead of it progress).
 
-    * Quiet: no progress for three typical times (and ``stall_seconds``). This
-      also catches a worker that reports progress it does not make: once its
-      claims stop moving, it is quiet.
+    * Quiet: no progress for ``quiet_factor`` typical times (and ``stall_seconds``).
+      This also catches a worker that reports progress it does not make: once
+      its claims stop moving, it is quiet.
     * LATE (Zaharia et al.): past the typical time, its progress rate says it
-      needs more than twice the typical time to finish.
+      needs more than ``late_factor`` typical times to finish.
     """
     if typical is None:
         return None
@@ -155,11 +158,11 @@ def straggler(
     if elapsed < max(typical, min_seconds):
         return None
     quiet = now - quiet_since
-    if quiet > max(3 * typical, stall_seconds):
+    if quiet > max(quiet_factor * typical, stall_seconds):
         return f"no progress for {quiet:.1f}s; a typical task takes {typical:.1f}s"
     if progress > 0:
         left = (1.0 - progress) * elapsed / progress
-        if left > 2 * typical:
+        if left > late_factor * typical:
             return (
                 f"at {progress:.0%} after {elapsed:.1f}s it needs about {left:.1f}s more; "
                 f"a typical task takes {typical:.1f}s"

@@ -1,10 +1,14 @@
-"""MasterState: the whole scheduling policy of the master, and nothing else.
+"""MasterState: the master's pure state machine, and nothing else.
 
-Rule 1: everything that decides what the cluster does lives here (with the
-small decisions of ``policy.py``). ``MasterState.handle(event, now)`` takes one
-event of ``zmqmr.events`` and returns the commands the shell must carry out.
-It imports neither ``zmq`` nor ``time``: the clock is passed in, so unit tests
-drive it with a fake one and assert on the commands.
+Rule 1: everything that decides what the cluster does lives here and in the
+pure modules it is split into by idea: ``scheduling.py`` (which task goes
+where and when: placement, preemption, timeouts, backups), ``policy.py`` (the
+small decisions scheduling makes), ``recovery.py`` (reading the journal back),
+``views.py`` (what clients are shown). ``MasterState.handle(event, now)`` takes
+one event of ``zmqmr.events`` and returns the commands the shell must carry
+out; it is the only way in. None of these modules imports ``zmq`` or ``time``:
+the clock is passed in, so unit tests drive it with a fake one and assert on
+the commands.
 
 The rules, after DESIGN.md §3 and the MapReduce paper:
 
@@ -26,9 +30,9 @@ The rules, after DESIGN.md §3 and the MapReduce paper:
   has already retried it with timeouts, and a checksum failure or a missing
   file does not heal by asking again. The map runs again (elsewhere when it
   can), and every running reducer of the job is told the new location.
-* Placement: attempts go to the least loaded worker (``policy.LoadIndex``);
-  claimed slots are capped at ``max_worker_slots``. Jobs run in order of
-  arrival: free slots go to the oldest job with idle work.
+* Placement (``scheduling``): attempts go to the least loaded worker
+  (``policy.LoadIndex``); claimed slots are capped at ``max_worker_slots``.
+  Jobs run in order of arrival: free slots go to the oldest job with idle work.
 * Backups: when a phase has no idle task left and a slot is free, each running
   attempt that ``policy.straggler`` names gets one backup on another worker;
   the first to finish wins and the others are cancelled.
@@ -58,12 +62,11 @@ import heapq
 from collections import OrderedDict, deque
 from typing import Any, NoReturn
 
-from . import policy, recovery, views
+from . import policy, recovery, scheduling, views
 from .config import ClusterSettings
 from .events import (
     AbortJob,
     AckJob,
-    Assign,
     AttemptDone,
     AttemptFailed,
     Cancel,
@@ -112,14 +115,10 @@ from .protocol import (
     JobDetail,
     JobProgress,
     JobStatus,
-    Location,
     Report,
     Summary,
-    TaskSpec,
 )
 from .tables import (
-    ACTIVE,
-    BAD_RECORD_FAILURES,
     CANCELLED,
     COMMITTING,
     DONE,
@@ -127,7 +126,6 @@ from .tables import (
     IDLE,
     KEEP_FINISHED,
     MAP,
-    QUEUED,
     REDUCE,
     RUNNING,
     SUCCEEDED,
@@ -248,7 +246,7 @@ class MasterState:
             case _:
                 _unreachable(event)
         if self._dirty:
-            self._schedule(now, out)
+            scheduling.schedule(self, now, out)
         for cmd in out:
             if not cmd.stimulus:
                 cmd.stimulus = self._stimulus
@@ -499,7 +497,7 @@ class MasterState:
         if task.lost_on is not None:  # a re-execution: reducers may be waiting for it
             for att in job.running.values():
                 if att.kind == REDUCE:
-                    loc = self._location(job, task, att.task.index)
+                    loc = scheduling.location(job, task, att.task.index)
                     out.append(Relocate(att.worker.id, att.id, loc, reason="re-executed map"))
             task.lost_on = None
         if job.maps_complete and job.maps_done_at is None:
@@ -544,7 +542,7 @@ class MasterState:
         job.stats["failed_attempts"] += 1
         if record is not None and task.kind == MAP:
             task.bad_records[record] = task.bad_records.get(record, 0) + 1
-        self._strike(job, w, out, f"{task.name} failed there: {error.type}")
+        scheduling.strike(self, job, w, out, f"{task.name} failed there: {error.type}")
         if task.status == DONE:
             return
         if task.failures >= job.spec.max_attempts and not self._skipping_helps(job, task):
@@ -560,18 +558,6 @@ class MasterState:
             self._fail_job(job, now, out, failed)
             return
         self._note(out, f"job {job.id}: {task.name} will be retried", f"{error.type} on {w.name}")
-
-    def _strike(self, job: Job, w: Worker, out: list[Command], why: str) -> None:
-        """Count a failure of ``job`` on ``w``; enough of them exclude it from the job."""
-        w.failures[job.id] = n = w.failures.get(job.id, 0) + 1
-        if n == self.settings.worker_job_failures and w.id in self.workers:
-            job.excluded.add(w.id)
-            self._note(out, f"job {job.id}: worker {w.name} gets no more of its tasks", why)
-            if len(job.excluded) >= len(self.workers):
-                return  # no other worker is left: it keeps what it runs
-            for att in [a for a in w.running.values() if a.job is job]:  # queued there, likely
-                self._end_attempt(att)
-                out.append(Cancel(w.id, att.id, reason=f"worker excluded from job {job.id}"))
 
     def _skipping_helps(self, job: Job, task: Task) -> bool:
         """With skip_bad_records, failures pinned on one record do not exhaust the task."""
@@ -594,7 +580,7 @@ class MasterState:
         if task.output.attempt == ev.map_attempt:
             self._map_output_lost(job, task, out, f"a reducer could not fetch it: {ev.reason}")
         else:  # the reducer has an old location: tell it the current one
-            loc = self._location(job, task, att.task.index)
+            loc = scheduling.location(job, task, att.task.index)
             out.append(Relocate(att.worker.id, att.id, loc, reason="the reducer asked an old one"))
 
     # -- the clock ----------------------------------------------------------------
@@ -607,9 +593,9 @@ class MasterState:
                 break
             self._lose_worker(w, now, out, f"silent for {now - w.last_seen:.1f}s")
         for job in list(self.active.values()):
-            self._check_timeouts(job, now, out)
+            scheduling.check_timeouts(self, job, now, out)
         for job in list(self.active.values()):
-            self._speculate(job, now, out)
+            scheduling.speculate(self, job, now, out)
         if self.claim_deadline is not None and now >= self.claim_deadline:
             recovery.release_all(self, out)
         ttl = self.settings.result_ttl
@@ -625,57 +611,6 @@ class MasterState:
             if client is not None:
                 out.append(SendProgress(client, job_id, self.progress(self.jobs[job_id], now)))
         out.extend(self.observe.logs_due(now))
-
-    def _check_timeouts(self, job: Job, now: float, out: list[Command]) -> None:
-        limit = job.spec.task_timeout
-        if limit is None:
-            return
-        for att in list(job.running.values()):
-            if job.ended:
-                return
-            if att.began is None or now - att.began <= limit:
-                continue  # queued on its worker, or within its time
-            job.stats["timeouts"] += 1
-            out.append(Cancel(att.worker.id, att.id, reason=f"task_timeout={limit:g}s"))
-            message = f"{att.task.name} ran longer than task_timeout={limit:g}s"
-            self._attempt_failed(att, now, out, ErrorInfo("TaskTimeout", message))
-
-    def _speculate(self, job: Job, now: float, out: list[Command]) -> None:
-        kind = job.phase
-        if not job.spec.speculative or job.ended or job.idle[kind] or self.free_slots <= 0:
-            return
-        # (attempt, when it began) of the phase's running attempts that have no backup
-        running = [
-            (a, a.began)
-            for a in job.running.values()
-            if a.kind == kind and a.began is not None and len(a.task.running) == 1
-        ]
-        typical = job.durations[kind].median()
-        if typical is None:  # nothing finished yet: estimate from the attempts' progress
-            estimates = sorted((now - t) / a.progress for a, t in running if a.progress > 0)
-            typical = estimates[len(estimates) // 2] if estimates else None
-        s = self.settings
-        for att, began in running:
-            if att.id not in self.attempts:
-                continue  # ended by an exclusion earlier in this loop
-            why = policy.straggler(
-                now=now,
-                start=began,
-                progress=att.progress,
-                quiet_since=max(began, att.worker.last_activity),
-                typical=typical,
-                stall_seconds=s.stall_seconds,
-                min_seconds=s.speculation_min_seconds,
-            )
-            if why is None:
-                continue
-            w = self._place(job, att.task, queue=False)
-            if w is None:
-                return
-            self._note(out, f"job {job.id}: backup of {att.task.name} on {w.name}", why)
-            self._assign(job, att.task, w, now, out, backup=True, reason=f"backup: {why}")
-            if now - att.worker.last_activity > s.stall_seconds:
-                self._strike(job, att.worker, out, f"{att.task.name} stalled there")
 
     # -- jobs -------------------------------------------------------------------
 
@@ -943,145 +878,6 @@ class MasterState:
     def detail(self, job_id: str, now: float) -> JobDetail | None:
         """One job in detail (``zmqmr status JOB``): held by the master or remembered."""
         return views.job_detail(self, job_id, now)
-
-    # -- scheduling ----------------------------------------------------------------------
-
-    def _location(self, job: Job, task: Task, partition: int) -> Location:
-        out = task.output
-        assert out is not None
-        seg = job.segments[partition].get(task.index)
-        size, groups = (seg.size, seg.groups) if seg is not None else (0, 0)
-        return Location(task.index, out.attempt, out.address, size, groups)
-
-    def _place(self, job: Job, task: Task, queue: bool) -> Worker | None:
-        """The worker for ``task``'s next attempt: not one already running it, nor one
-        excluded from the job (unless every worker is), away from where its output
-        was lost when another has room."""
-        busy = {a.worker.id for a in task.running}
-        excluded = job.excluded
-
-        def ok(w: Any) -> bool:
-            return w.id not in busy and w.id not in excluded and w.id != task.lost_on
-
-        found = self.load.pick(ok, queue)
-        if found is None and task.lost_on is not None:
-            found = self.load.pick(lambda w: w.id not in busy and w.id not in excluded, queue)
-        if found is None and excluded and len(excluded) >= len(self.workers):
-            found = self.load.pick(lambda w: w.id not in busy, queue)
-        return found  # type: ignore[return-value]
-
-    def _assign(
-        self,
-        job: Job,
-        task: Task,
-        w: Worker,
-        now: float,
-        out: list[Command],
-        backup: bool = False,
-        reason: str = "",
-    ) -> None:
-        began = now if w.load < w.slots else None
-        att = Attempt(self._new_id(), job, task, w, now, began, backup=backup)
-        self.observe.started(att, now, rerun=not backup and task.attempts > 0)
-        self.attempts[att.id] = job.running[att.id] = w.running[att.id] = att
-        if w.load <= w.slots:
-            self.free_slots -= 1
-        self.load.update(w)
-        task.running.append(att)
-        job.n_running[task.kind] += 1
-        task.attempts += 1
-        self._set_status(job, task, RUNNING)
-        job.stats[f"{task.kind}_attempts"] += 1
-        self.persist(out, "attempt", job=job.id, kind=task.kind, id=att.id)
-        if backup:
-            job.stats["backups_launched"] += 1
-        if job.status == QUEUED:
-            job.status = ACTIVE
-            job.started = now
-            self._note(out, f"job {job.id} started")
-        spec = job.spec
-        ts = TaskSpec(
-            name=spec.name,
-            num_reducers=len(job.reduces),
-            num_maps=len(job.maps),
-            output_dir=spec.output_dir,
-            has_combiner=spec.has_combiner,
-            result_limit=self.settings.result_limit,
-        )
-        records = None
-        if task.kind == MAP:
-            split = ts.split = spec.splits[task.index]
-            if split.kind == "records":
-                assert split.blob is not None
-                records = job.records[split.blob]
-            if spec.skip_bad_records:
-                ts.track_records = True
-                ts.skip = sorted(r for r, n in task.bad_records.items() if n >= BAD_RECORD_FAILURES)
-        else:
-            ts.partition = task.index
-            ts.locations = [
-                self._location(job, job.maps[m], task.index) for m in job.segments[task.index]
-            ]
-        code = None
-        if job.id not in w.has_code:
-            code = job.code
-            w.has_code.add(job.id)
-            job.holders.add(w.id)
-        if not reason:
-            reason = "retry" if task.failures else "re-execution" if task.lost_on else "idle task"
-        out.append(
-            Assign(w.id, att.id, job.id, task.kind, task.index, ts, code, records, reason=reason)
-        )
-
-    def _schedule(self, now: float, out: list[Command]) -> None:
-        self._dirty = False
-        for job in list(self.active.values()):
-            self._fill(job, now, out)
-
-    def _fill(self, job: Job, now: float, out: list[Command]) -> None:
-        """Assign the job's idle tasks while workers have room for them."""
-        while not job.ended:
-            kind = MAP if job.idle[MAP] else REDUCE if job.maps_complete else None
-            if kind is None or not job.idle[kind]:
-                return
-            queue = job.idle[kind]
-            task = queue[0]
-            if task.status != IDLE:  # cannot happen: every push is a change to idle
-                queue.popleft()
-                continue
-            # Queue behind running attempts only while there is more work than free slots,
-            # and never a re-executed map: the reducers it would wait behind wait for it.
-            queue_ok = task.lost_on is None and len(queue) > self.free_slots
-            w = self._place(job, task, queue=queue_ok)
-            if w is None and kind == MAP and job.n_running[REDUCE]:
-                w = self._preempt_reducer(job, task, out)
-            if w is None:
-                return
-            queue.popleft()
-            self._assign(job, task, w, now, out)
-
-    def _preempt_reducer(self, job: Job, task: Task, out: list[Command]) -> Worker | None:
-        """Free a slot for a map that must run again by stopping one of the job's reducers.
-
-        Reducers waiting for this very map output could otherwise hold every
-        slot and wait forever. The newest reduce attempt goes (not on the worker
-        that lost the output, when another will do); it is not a failure, and the
-        reduce runs again once every map output exists.
-        """
-        reducers = [a for a in reversed(job.running.values()) if a.kind == REDUCE]
-        for att in reducers:
-            if att.worker.id == task.lost_on and len(reducers) > 1:
-                continue
-            self._end_attempt(att, outcome="preempted")
-            out.append(Cancel(att.worker.id, att.id, reason=f"preempted for {task.name}"))
-            job.stats["preempted_reduces"] += 1
-            self._note(
-                out,
-                f"job {job.id}: reduce task {att.task.index} preempted on {att.worker.name}",
-                f"{task.name} must run again and no slot is free",
-            )
-            return self._place(job, task, queue=False)
-        return None
 
 
 def _normalized(path: str) -> str:
