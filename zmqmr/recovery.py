@@ -33,6 +33,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from . import outcomes
 from .events import AbortJob, Command, JobSubmitted, Note, SendJobFailed, SendResult
 from .journal import Entry
 from .protocol import ErrorInfo, HeldOutput, JobSpec, Report, Summary
@@ -144,7 +145,7 @@ def _end(st: MasterState, entry: Entry, now: float, out: list[Command]) -> None:
         job.idle = {MAP: deque(), REDUCE: deque()}
         st.jobs[job_id] = job
     elif job_id in st.active:
-        st._end_job(job, str(f["status"]), now, out, "its end was journaled")
+        outcomes.end_job(st, job, str(f["status"]), now, out, "its end was journaled")
     job.status = str(f["status"])
     job.finished = now  # the time to collect it starts again with this master
     if "summary" in f:
@@ -153,7 +154,7 @@ def _end(st: MasterState, entry: Entry, now: float, out: list[Command]) -> None:
     else:
         job.outcome = SendJobFailed(b"", job_id, ErrorInfo.from_json(f["error"], "journal: error"))
     st.finished[job_id] = job
-    st._free_output_dir(job_id, job.spec.output_dir)
+    outcomes.free_output_dir(st, job_id, job.spec.output_dir)
 
 
 def end_fields(job: Job) -> dict[str, Any]:
@@ -176,7 +177,7 @@ def end_fields(job: Job) -> dict[str, Any]:
 def _collected(st: MasterState, entry: Entry, now: float, out: list[Command]) -> None:
     job = st.finished.get(entry.fields["job"])
     if job is not None:
-        st._forget(job, [], "collected")
+        outcomes.forget(st, job, [], "collected")
 
 
 #: Entry kind -> how it is replayed. A module that journals entries of its own
@@ -197,7 +198,9 @@ def resume(st: MasterState, now: float, out: list[Command]) -> None:
     """Every entry is back: finish what had finished, and wait for the workers."""
     for job in list(st.active.values()):
         if len(job.reduces) == job.done[REDUCE]:
-            st._succeed_job(job, now, out)  # its last reduce was journaled, its end was not
+            outcomes.succeed_job(
+                st, job, now, out
+            )  # its last reduce was journaled, its end was not
     for job in st.finished.values():  # its abort may not have run: again (it is idempotent)
         if job.spec.output_dir is not None and isinstance(job.outcome, SendJobFailed):
             out.append(AbortJob(job.id, job.spec.output_dir, reason="resumed after a restart"))

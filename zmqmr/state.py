@@ -3,7 +3,8 @@
 Rule 1: everything that decides what the cluster does lives here and in the
 pure modules it is split into by idea: ``scheduling.py`` (which task goes
 where and when: placement, preemption, timeouts, backups), ``policy.py`` (the
-small decisions scheduling makes), ``recovery.py`` (reading the journal back),
+small decisions scheduling makes), ``outcomes.py`` (how a job ends, commits,
+and reaches its client), ``recovery.py`` (reading the journal back) and
 ``views.py`` (what clients are shown). ``MasterState.handle(event, now)`` takes
 one event of ``zmqmr.events`` and returns the commands the shell must carry
 out; it is the only way in. None of these modules imports ``zmq`` or ``time``:
@@ -62,7 +63,7 @@ import heapq
 from collections import OrderedDict, deque
 from typing import Any, NoReturn
 
-from . import policy, recovery, scheduling, views
+from . import outcomes, policy, recovery, scheduling, views
 from .config import ClusterSettings
 from .events import (
     AbortJob,
@@ -72,9 +73,7 @@ from .events import (
     Cancel,
     CancelJob,
     Command,
-    CommitJob,
     DropJob,
-    DropResult,
     Event,
     FetchFailed,
     JobAborted,
@@ -95,11 +94,9 @@ from .events import (
     SendJobFailed,
     SendJobInfo,
     SendProgress,
-    SendResult,
     SendStatus,
     Shutdown,
     StatusRequest,
-    StoreResult,
     Tick,
     Welcome,
     WorkerLeft,
@@ -116,19 +113,15 @@ from .protocol import (
     JobProgress,
     JobStatus,
     Report,
-    Summary,
 )
 from .tables import (
-    CANCELLED,
     COMMITTING,
     DONE,
     FAILED,
     IDLE,
-    KEEP_FINISHED,
     MAP,
     REDUCE,
     RUNNING,
-    SUCCEEDED,
     Attempt,
     Job,
     MapOutput,
@@ -182,10 +175,14 @@ class MasterState:
     # -- entry point ----------------------------------------------------------
 
     def handle(self, event: Event, now: float) -> list[Command]:
+        """Take one event at ``now``; return the commands it causes, in order. Each case
+        changes the tables; then, if that may have made room or work, free slots go to
+        idle tasks (``scheduling.schedule``)."""
         out: list[Command] = []
         self._stimulus = getattr(event, "stimulus", "")
         self._now = now
         match event:
+            # a worker's messages
             case WorkerReady():
                 self._on_ready(event, now, out)
             case WorkerSeen():
@@ -202,20 +199,24 @@ class MasterState:
                 self._on_failed(event, now, out)
             case FetchFailed():
                 self._on_fetch_failed(event, now, out)
+            case LogsArrived():
+                if self._known(event.worker, now, out) is not None:
+                    out.extend(
+                        self.observe.logs_arrived(
+                            event.worker, event.request, event.job_id, event.logs, event.more
+                        )
+                    )
+            # a client's requests
             case JobSubmitted():
                 self._on_submitted(event, now, out)
             case PollJob():
-                self._on_poll(event, now, out)
+                outcomes.on_poll(self, event, now, out)
             case AckJob():
                 job = self.finished.get(event.job_id)
                 if job is not None:
-                    self._forget(job, out, "collected")
-            case Replayed():
-                recovery.replay(self, event.entry, now, out)
-            case Recovered():
-                recovery.resume(self, now, out)
+                    outcomes.forget(self, job, out, "collected")
             case CancelJob():
-                self._on_cancel(event, now, out)
+                outcomes.on_cancel(self, event, now, out)
             case StatusRequest():
                 out.append(SendStatus(event.client, self.status(now)))
             case JobInfoRequest():
@@ -228,19 +229,17 @@ class MasterState:
                         request, event.client, event.job_id, event.kind, event.task, workers, now
                     )
                 )
-            case LogsArrived():
-                if self._known(event.worker, now, out) is not None:
-                    out.extend(
-                        self.observe.logs_arrived(
-                            event.worker, event.request, event.job_id, event.logs, event.more
-                        )
-                    )
+            # the shell: the clock, the output commit, the journal, a stop
             case Tick():
                 self._on_tick(now, out)
             case JobCommitted():
-                self._on_committed(event, now, out)
+                outcomes.on_committed(self, event, now, out)
             case JobAborted():
-                self._on_aborted(event, now, out)
+                outcomes.on_aborted(self, event, now, out)
+            case Replayed():
+                recovery.replay(self, event.entry, now, out)
+            case Recovered():
+                recovery.resume(self, now, out)
             case Shutdown():
                 self._on_shutdown(now, out)
             case _:
@@ -481,9 +480,10 @@ class MasterState:
         if task.kind == MAP:
             self.map_done(job, task, now, out)
         elif job.spec.output_dir is None and report.too_big:
-            self._fail_job(job, now, out, self._too_big(f"the results of partition {task.index}"))
+            limit, what = self.settings.result_limit, f"the results of partition {task.index}"
+            outcomes.fail_job(self, job, now, out, outcomes.too_big(limit, what))
         elif job.done[REDUCE] == len(job.reduces):
-            self._succeed_job(job, now, out)
+            outcomes.succeed_job(self, job, now, out)
 
     def attach_output(self, job: Job, task: Task, w: Worker, attempt: int, report: Report) -> None:
         """``task``'s output is attempt ``attempt`` on ``w``'s disk."""
@@ -555,7 +555,7 @@ class MasterState:
                 user_message=error.message,
                 log=error.log,
             )
-            self._fail_job(job, now, out, failed)
+            outcomes.fail_job(self, job, now, out, failed)
             return
         self._note(out, f"job {job.id}: {task.name} will be retried", f"{error.type} on {w.name}")
 
@@ -603,7 +603,7 @@ class MasterState:
             oldest = next(iter(self.finished.values()))
             if oldest.finished is None or now - oldest.finished <= ttl:
                 break
-            self._forget(oldest, out, "expired")
+            outcomes.forget(self, oldest, out, "expired")
         heap = self._poll_deadlines
         while heap and heap[0][0] <= now:
             _, poll_id, job_id = heapq.heappop(heap)
@@ -652,78 +652,11 @@ class MasterState:
             out, f"job {job.id} ({spec.name}) accepted: {len(maps)} maps, {len(reduces)} reduces"
         )
 
-    def _on_poll(self, ev: PollJob, now: float, out: list[Command]) -> None:
-        job = self.jobs.get(ev.job_id)
-        if job is None:
-            out.append(SendJobFailed(ev.client, ev.job_id, self._unknown(ev.job_id)))
-        elif job.outcome is not None and not job.output_busy:  # kept until acknowledged
-            out.append(_to(job.outcome, ev.client))
-        elif ev.wait > 0:
-            poll_id = self._new_id()
-            self.polls.setdefault(job.id, {})[poll_id] = ev.client
-            heapq.heappush(self._poll_deadlines, (now + ev.wait, poll_id, job.id))
-        else:
-            out.append(SendProgress(ev.client, job.id, self.progress(job, now)))
-
-    def _unknown(self, job_id: str) -> ErrorInfo:
-        gone = self.gone.get(job_id)
-        if gone == "expired":
-            ttl = self.settings.result_ttl
-            message = f"the result of job {job_id} expired: no client collected it in {ttl:g}s"
-            return ErrorInfo("ResultExpired", message)
-        if gone == "collected":
-            return ErrorInfo("UnknownJob", f"the result of job {job_id} was collected already")
-        if self.durable:
-            message = f"the master does not know job {job_id}: it was never accepted here"
-            return ErrorInfo("UnknownJob", message)
-        message = (
-            f"job {job_id} was lost: the master does not know it. A master without "
-            "--state-dir forgets its jobs when it stops; submit the job again"
-        )
-        return ErrorInfo("JobLost", message)
-
-    def _deliver(self, job: Job, out: list[Command], journaled: bool = False) -> None:
-        """Give an ended job's outcome to its waiting long polls, and keep it until a
-        client acknowledges it (or it expires): a reply lost on the way is asked again.
-
-        Not while its output dir is being aborted: JobAborted delivers it (the end
-        is journaled at once, so a restarted master does not run the job again)."""
-        assert job.outcome is not None
-        if not journaled:
-            self.persist(out, "end", **recovery.end_fields(job))
-        if job.output_busy:
-            return
-        self._free_output_dir(job.id, job.spec.output_dir)
-        outcome = job.outcome
-        self.finished[job.id] = job
-        waiting = self.polls.pop(job.id, None)
-        if waiting:
-            out.extend(_to(outcome, client) for client in waiting.values())
-        while len(self.finished) > KEEP_FINISHED:
-            self._forget(next(iter(self.finished.values())), out, "expired")
-
-    def _forget(self, job: Job, out: list[Command], why: str) -> None:
-        """A finished job's outcome was collected or expired: it moves to the history,
-        and its result is dropped."""
-        if self.jobs.pop(job.id, None) is not None:
-            self.observe.remember(job, self._job_status(job, self._now), self._now)
-        self.finished.pop(job.id, None)
-        self.polls.pop(job.id, None)
-        self.gone[job.id] = why
-        while len(self.gone) > 4 * KEEP_FINISHED:
-            self.gone.popitem(last=False)
-        if isinstance(job.outcome, SendResult) and job.outcome.summary.returned:
-            out.append(DropResult(job.id, reason=why))
-        self.persist(out, "collected", job=job.id)
-        remembered = self.observe.history_fields(job.id)
-        if remembered is not None:  # after "collected": its replay brings back the details
-            self.persist(out, "history", **remembered)
-
     def _on_shutdown(self, now: float, out: list[Command]) -> None:
         for job in [] if self.durable else list(self.active.values()):  # else: they resume
             message = f"the master stopped while job {job.id} was running; submit it again"
             committing = job.status == COMMITTING  # an abort now would race the commit
-            self._end_job(job, FAILED, now, out, "the master is stopping")
+            outcomes.end_job(self, job, FAILED, now, out, "the master is stopping")
             job.outcome = SendJobFailed(job.client, job.id, ErrorInfo("MasterShutdown", message))
             out.append(job.outcome)  # pushed: the client need not poll for it
             if job.spec.output_dir is not None and not committing:
@@ -731,135 +664,6 @@ class MasterState:
         for w in self.workers.values():
             out.append(Reregister(w.id, reason="the master is stopping"))
         self.workers.clear()
-
-    def _end_job(self, job: Job, status: str, now: float, out: list[Command], why: str) -> None:
-        job.status = status
-        job.finished = now
-        del self.active[job.id]
-        self._release(job, out)
-        self._note(out, f"job {job.id} {status} after {now - job.submitted:.1f}s", why)
-
-    def _release(self, job: Job, out: list[Command]) -> None:
-        """Stop the job's attempts and have its workers drop its code and map outputs."""
-        for att in list(job.running.values()):
-            self._end_attempt(att)
-            out.append(Cancel(att.worker.id, att.id, reason=f"job {job.id} ended"))
-        for task in job.maps:
-            if task.output is not None:
-                w = self.workers.get(task.output.worker)
-                if w is not None:
-                    w.outputs.discard((job.id, task.index))
-        for wid in sorted(job.holders):
-            holder = self.workers.get(wid)
-            if holder is not None:
-                holder.has_code.discard(job.id)
-                out.append(DropJob(wid, job.id, reason=f"job {job.id} ended"))
-        job.holders.clear()
-        job.code = b""
-        job.records = []
-        job.idle = {MAP: deque(), REDUCE: deque()}
-
-    def _fail_job(self, job: Job, now: float, out: list[Command], error: ErrorInfo) -> None:
-        self._end_job(job, FAILED, now, out, f"{error.type}: {error.message}"[:300])
-        self._failed_outcome(job, error, out)
-
-    def _on_cancel(self, ev: CancelJob, now: float, out: list[Command]) -> None:
-        job = self.jobs.get(ev.job_id)
-        if job is None or job.ended:
-            return
-        if job.status == COMMITTING:
-            self._note(out, f"job {job.id} is not cancelled", "its output commit has begun")
-            return
-        self._end_job(job, CANCELLED, now, out, "a client cancelled it")
-        self._failed_outcome(job, ErrorInfo("JobCancelled", f"job {job.id} was cancelled"), out)
-
-    def _failed_outcome(self, job: Job, error: ErrorInfo, out: list[Command]) -> None:
-        """An ended job's error, for its client once its ``_temporary`` is gone."""
-        job.outcome = SendJobFailed(job.client, job.id, error)
-        if job.spec.output_dir is not None:
-            job.output_busy = True
-            out.append(AbortJob(job.id, job.spec.output_dir, reason=f"job {job.id} {job.status}"))
-        self._deliver(job, out)
-
-    # -- the output commit ---------------------------------------------------------------
-
-    def _commit(self, job: Job, now: float, out: list[Command]) -> None:
-        """Every reduce is done: have the shell move the approved attempts' files into place."""
-        assert job.spec.output_dir is not None
-        job.status = COMMITTING
-        job.output_busy = True
-        job.commit_started = now
-        self._release(job, out)  # a map output lost from now on need not run again
-        approved = [t.approved for t in job.reduces]
-        assert all(a is not None for a in approved)
-        out.append(
-            CommitJob(
-                job.id,
-                job.spec.output_dir,
-                [a for a in approved if a is not None],
-                reason="every reduce task is done",
-            )
-        )
-        self._note(out, f"job {job.id}: committing {len(approved)} part files")
-
-    def _on_committed(self, ev: JobCommitted, now: float, out: list[Command]) -> None:
-        job = self.active.get(ev.job_id)
-        if job is None or job.status != COMMITTING:
-            return
-        job.output_busy = False
-        if ev.error is not None:
-            message = f"the output commit to {job.spec.output_dir} failed: {ev.error.message}"
-            self._fail_job(job, now, out, ErrorInfo("OutputCommitError", message))
-            return
-        self._succeed_job(job, now, out)
-
-    def _free_output_dir(self, job_id: str, output_dir: str | None) -> None:
-        if output_dir is not None and self.output_dirs.get(output_dir) == job_id:
-            del self.output_dirs[output_dir]
-
-    def _on_aborted(self, ev: JobAborted, now: float, out: list[Command]) -> None:
-        job = self.jobs.get(ev.job_id)
-        if job is not None and ev.error is not None:
-            self._note(out, f"job {job.id}: its _temporary may remain", ev.error.message)
-        self._free_output_dir(ev.job_id, job.spec.output_dir if job is not None else None)
-        if job is not None and job.output_busy and job.ended:
-            job.output_busy = False
-            self._deliver(job, out, journaled=True)
-
-    def _too_big(self, what: str) -> ErrorInfo:
-        limit = self.settings.result_limit
-        return ErrorInfo(
-            "ResultTooLarge",
-            f"{what} exceed the {limit}-byte limit for results returned through the "
-            "master; set output_dir to write them to files",
-        )
-
-    def _succeed_job(self, job: Job, now: float, out: list[Command]) -> None:
-        blobs = [t.result or b"" for t in job.reduces]
-        returned = (
-            all(t.result is not None for t in job.reduces)
-            and sum(map(len, blobs)) <= self.settings.result_limit
-        )
-        if not returned and job.spec.output_dir is None:
-            self._fail_job(job, now, out, self._too_big("the results"))
-            return
-        if job.spec.output_dir is not None and job.status != COMMITTING:
-            self._commit(job, now, out)
-            return
-        files = [t.report.output_file or "" for t in job.reduces if t.report is not None]
-        self._end_job(job, SUCCEEDED, now, out, "every reduce task is done")
-        summary = Summary(
-            counters=dict(job.counters),
-            stats=self.job_stats(job, now),
-            output_files=files if job.spec.output_dir else [],
-            returned=returned,
-        )
-        if returned:
-            out.append(StoreResult(job.id, blobs))
-        for t in job.reduces:
-            t.result = None
-        job.outcome = SendResult(job.client, job.id, summary, [])
-        self._deliver(job, out)
 
     # -- views (zmqmr.views) -------------------------------------------------------------
 
@@ -884,13 +688,6 @@ def _normalized(path: str) -> str:
     """One spelling of a path (the client sends it absolute): no ``//``, ``/./`` or end slash."""
     parts = [p for p in path.split("/") if p not in ("", ".")]
     return ("/" if path.startswith("/") else "") + "/".join(parts)
-
-
-def _to(outcome: SendResult | SendJobFailed, client: bytes) -> SendResult | SendJobFailed:
-    """The same outcome, addressed to ``client``."""
-    if isinstance(outcome, SendResult):
-        return SendResult(client, outcome.job_id, outcome.summary, outcome.blobs)
-    return SendJobFailed(client, outcome.job_id, outcome.error)
 
 
 __all__ = ["MasterState", "Job", "Task", "Attempt", "Worker"]

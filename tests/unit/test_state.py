@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from zmqmr import policy, protocol, recovery, scheduling, state, views
+from zmqmr import outcomes, policy, protocol, recovery, scheduling, state, views
 from zmqmr.config import ClusterSettings
 from zmqmr.errors import ProtocolError
 from zmqmr.events import (
@@ -1441,7 +1441,7 @@ def test_a_tick_does_not_scan_idle_tasks():
     assert large <= 1.2 * small + 10, (small, large)
 
 
-@pytest.mark.parametrize("module", [state, scheduling, policy, recovery, views])
+@pytest.mark.parametrize("module", [state, scheduling, outcomes, policy, recovery, views])
 def test_the_state_machine_modules_import_neither_zmq_nor_time(module):
     assert module.__file__ is not None
     with open(module.__file__, encoding="utf-8") as f:
