@@ -53,7 +53,7 @@ def partition_groups(r: int, p: int) -> list[tuple[Any, list[Any]]]:
 
 
 def write_output(path: str, r: int, groups=partition_groups) -> list[list[Any]]:
-    from zmqmr.shuffle import MapOutputWriter
+    from zmqmr.mapoutput import MapOutputWriter
 
     w = MapOutputWriter(path, r)
     written = [groups(r, p) for p in range(r)]

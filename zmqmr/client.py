@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import zmq
 
-from . import commit, protocol, shuffle
+from . import commit, mapoutput, protocol
 from .config import check_endpoint
 from .errors import (
     ClusterError,
@@ -432,7 +432,7 @@ class JobHandle:
 
 
 def _loader(blob: bytes) -> Callable[[], list[tuple[Any, Any]]]:
-    return lambda: list(shuffle.segment_groups(blob))
+    return lambda: list(mapoutput.segment_groups(blob))
 
 
 def _result(job_id: str, msg: protocol.Result) -> JobResult:

@@ -39,7 +39,7 @@ from typing import Any
 
 import cloudpickle
 
-from . import layout, mapside, protocol, reduceside, shuffle, tasklogs, userfn
+from . import layout, mapoutput, mapside, protocol, reduceside, tasklogs, userfn
 from .config import WorkerSettings
 from .mapside import RecordFailed
 from .security import MEMBER, Keys, load_keys
@@ -103,7 +103,7 @@ class Executor:
         self.shuffle_address = shuffle_address
         self.settings = settings
         self.jobs: dict[str, dict[str, Any]] = {}
-        self.reader = shuffle.OutputReader()
+        self.reader = mapoutput.OutputReader()
         self.reduce_side = reduceside.ReduceSide(
             conn, data_dir, shuffle_address, settings, keys, self.reader, self.progress
         )

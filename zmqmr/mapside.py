@@ -29,7 +29,7 @@ from collections import _count_elements  # type: ignore[attr-defined]
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from . import layout, merge, protocol, shuffle, userfn
+from . import layout, mapoutput, merge, protocol, userfn
 from .config import WorkerSettings
 from .inputs import SplitReader, read_split
 
@@ -410,7 +410,7 @@ def run_map(
     R = spec.num_reducers
     part = userfn.checked_partitioner(fns["partitioner"], R)
     runs_dir = layout.spill_dir(data_dir, job_id, task, attempt)
-    spills: list[tuple[str, list[shuffle.Segment]]] = []
+    spills: list[tuple[str, list[mapoutput.Segment]]] = []
     combiner = fns["combiner"]
     path = layout.map_output_path(data_dir, job_id, task, attempt)
     # The record loop makes millions of short-lived tuples and no cycles worth
@@ -435,7 +435,7 @@ def run_map(
         counters["zmqmr.map_input_records"] = n_in
         counters["zmqmr.map_input_bytes"] = split_bytes(spec.split, records_blob)
         counters["zmqmr.map_output_records"] = n_out
-        writer = shuffle.MapOutputWriter(path, R)
+        writer = mapoutput.MapOutputWriter(path, R)
         try:
             if not spills:
                 if combiner is not None:
@@ -673,11 +673,11 @@ def _spill(
     R: int,
     runs_dir: str,
     n: int,
-) -> tuple[str, list[shuffle.Segment]]:
+) -> tuple[str, list[mapoutput.Segment]]:
     """Write the buffer as one sorted run of R segments; returns its path and segments."""
     os.makedirs(runs_dir, exist_ok=True)
     path = os.path.join(runs_dir, f"run{n}")
-    writer = shuffle.MapOutputWriter(path, R)
+    writer = mapoutput.MapOutputWriter(path, R)
     for groups in _partitioned(buf, part, combiner):
         writer.write_segment(groups)
     return path, writer.close()

@@ -1,6 +1,6 @@
 """Merging sorted runs in bounded memory: at most ``fanin`` streams at once.
 
-A stream being merged holds one decoded block (see ``shuffle.BLOCK_BYTES``),
+A stream being merged holds one decoded block (see ``mapoutput.BLOCK_BYTES``),
 so a merge of F streams holds F blocks, however large the runs. With more
 runs than F, the smallest are merged into a new run on disk first (in passes,
 as Hadoop's merger does: the first pass takes just enough runs that every
@@ -8,7 +8,7 @@ later one takes F), until F are left; the last merge feeds its caller
 (the reducer, or a map task's output) without a run of its own.
 
 Used by both sides: a reduce merges its fetched segments, a map task the
-sorted runs it spilled. Imports: ``shuffle``, ``userfn``, ``ordering``.
+sorted runs it spilled. Imports: ``mapoutput``, ``shuffle``, ``userfn``, ``ordering``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from . import shuffle, userfn
+from . import mapoutput, shuffle, userfn
 from .ordering import ordered_groups
 
 #: Each stream of a merge holds about this much (a block and its decoded
@@ -35,7 +35,7 @@ class Source(Protocol):
     @property
     def length(self) -> int: ...
 
-    def blocks(self) -> Iterator[list[shuffle.Group]]: ...
+    def blocks(self) -> Iterator[list[mapoutput.Group]]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,8 +46,8 @@ class FileSegment:
     offset: int
     length: int
 
-    def blocks(self) -> Iterator[list[shuffle.Group]]:
-        return shuffle.file_segment_blocks(self.path, self.offset, self.length)
+    def blocks(self) -> Iterator[list[mapoutput.Group]]:
+        return mapoutput.file_segment_blocks(self.path, self.offset, self.length)
 
 
 def fanin_for(setting: int, memory: int) -> int:
@@ -55,7 +55,7 @@ def fanin_for(setting: int, memory: int) -> int:
     return max(MIN_FANIN, min(setting, memory // STREAM_MEMORY))
 
 
-def streams(sources: list[Any]) -> list[Iterator[shuffle.Group]]:
+def streams(sources: list[Any]) -> list[Iterator[mapoutput.Group]]:
     return [ordered_groups(s.blocks()) for s in sources]
 
 
@@ -89,7 +89,7 @@ def merge_down(
             path = os.path.join(work_dir, f"{prefix}-{n}")
             n += 1
             batch = todo[i : i + take]
-            length = shuffle.write_run(path, userfn.merged(streams(batch)))
+            length = mapoutput.write_run(path, userfn.merged(streams(batch)))
             for s in batch:
                 if getattr(s, "path", None) in made:
                     os.remove(s.path)

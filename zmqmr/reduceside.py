@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from typing import Any
 
-from . import layout, merge, protocol, shuffle, userfn
+from . import layout, mapoutput, merge, protocol, shuffle, userfn
 from .config import WorkerSettings
 from .errors import ShuffleError
 from .security import Keys
@@ -71,7 +71,7 @@ class ReduceSide:
         shuffle_address: str,
         settings: WorkerSettings,
         keys: Keys | None,
-        reader: shuffle.OutputReader,
+        reader: mapoutput.OutputReader,
         progress: Callable[[float], None],
     ) -> None:
         self.conn = conn
@@ -280,8 +280,8 @@ class ReduceSide:
                         lines.clear()
                 if not too_big:
                     block.append((k, v))
-                    if len(block) >= shuffle.BLOCK_GROUPS:
-                        blocks.append(shuffle.encode_block(block))
+                    if len(block) >= mapoutput.BLOCK_GROUPS:
+                        blocks.append(mapoutput.encode_block(block))
                         size += len(blocks[-1])
                         block = []
                         too_big = size > limit
@@ -292,7 +292,7 @@ class ReduceSide:
                         * min(1.0, counters.get("zmqmr.reduce_input_groups", 0) / total_groups)
                     )
             if block and not too_big:
-                blocks.append(shuffle.encode_block(block))
+                blocks.append(mapoutput.encode_block(block))
                 size += len(blocks[-1])
                 too_big = size > limit
             if out is not None:

@@ -8,14 +8,14 @@ import random
 
 import pytest
 
-from zmqmr import merge, ordering, shuffle, userfn
+from zmqmr import mapoutput, merge, ordering, shuffle, userfn
 from zmqmr.mapside import merge_runs
 from zmqmr.userfn import reduce_groups, sort_by_key
 
 
 def as_segment(groups):
     """Sorted groups as an in-memory fetched segment, cut into blocks as a map output is."""
-    data = b"".join(b"".join(block) for block in shuffle.encode_groups(groups, target=4096))
+    data = b"".join(b"".join(block) for block in mapoutput.encode_groups(groups, target=4096))
     return shuffle.Fetched(len(data), data=data)
 
 
@@ -116,7 +116,7 @@ def test_merge_down_leaves_at_most_fanin_runs_and_the_same_groups(tmp_path, n, f
 
 
 def test_merge_down_keeps_a_hot_key_in_runs_across_blocks(tmp_path, monkeypatch):
-    monkeypatch.setattr(shuffle, "PART_VALUES", 1000)
+    monkeypatch.setattr(mapoutput, "PART_VALUES", 1000)
     runs = [[("hot", [(s, i) for i in range(5000)])] for s in range(5)]
     left, written = merge.merge_down([as_segment(r) for r in runs], 2, str(tmp_path))
     assert written > 0

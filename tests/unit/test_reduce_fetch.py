@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from zmqmr import events as ev
-from zmqmr import layout, protocol, reduceside, shuffle
+from zmqmr import layout, mapoutput, protocol, reduceside
 from zmqmr.config import ClusterSettings, WorkerSettings
 from zmqmr.state import MasterState
 
@@ -74,7 +74,7 @@ def test_reduce_assignments_carry_exactly_the_non_empty_segments(maps, reducers)
 # -- the reduce side: empty segments are never read, local ones in one batch ------------
 
 
-class CountingReader(shuffle.OutputReader):
+class CountingReader(mapoutput.OutputReader):
     """An output reader that counts what it is asked for."""
 
     def __init__(self) -> None:
@@ -92,7 +92,7 @@ class CountingReader(shuffle.OutputReader):
         self.reads.update(os.path.basename(path) for path, _ in wanted)
         return super().read_many(partition, wanted, max_bytes)
 
-    def locate(self, path: str, partition: int) -> shuffle.Segment:
+    def locate(self, path: str, partition: int) -> mapoutput.Segment:
         self.reads[os.path.basename(path)] += 1
         return super().locate(path, partition)
 
@@ -126,7 +126,7 @@ def _setup(tmp_path, maps: int = 8, **settings: int) -> tuple[reduceside.ReduceS
     data_dir = str(tmp_path / "data")
     os.makedirs(layout.job_dir(data_dir, JOB))
     for m in range(maps):
-        w = shuffle.MapOutputWriter(layout.map_output_path(data_dir, JOB, m, 100 + m), 4)
+        w = mapoutput.MapOutputWriter(layout.map_output_path(data_dir, JOB, m, 100 + m), 4)
         for p in range(4):
             w.write_segment(_groups(m, p))
         w.close()
@@ -141,7 +141,7 @@ def _setup(tmp_path, maps: int = 8, **settings: int) -> tuple[reduceside.ReduceS
 def _spec(data_dir: str, partition: int, maps: int, relocated_empty: int | None = None):
     locations = []
     for m in range(maps):
-        seg = shuffle.read_index(layout.map_output_path(data_dir, JOB, m, 100 + m))[partition]
+        seg = mapoutput.read_index(layout.map_output_path(data_dir, JOB, m, 100 + m))[partition]
         if seg.length or m == relocated_empty:  # the master names only non-empty ones...
             locations.append(protocol.Location(m, 100 + m, HERE, seg.length, seg.groups))
     return protocol.TaskSpec(
@@ -159,7 +159,7 @@ def _expected(partition: int, maps: int) -> list[tuple[Any, int]]:
 
 def _result(blob: bytes | None) -> list[tuple[Any, int]]:
     assert blob is not None
-    return [tuple(kv) for kv in shuffle.segment_groups(blob)]  # type: ignore[misc]
+    return [tuple(kv) for kv in mapoutput.segment_groups(blob)]  # type: ignore[misc]
 
 
 def test_a_reduce_reads_each_non_empty_local_segment_once_in_one_batch(tmp_path):

@@ -14,7 +14,7 @@ from conftest import write_output
 
 from zmqmr.errors import CorruptOutput, ShuffleError
 from zmqmr.layout import job_dir, map_output_path
-from zmqmr.shuffle import (
+from zmqmr.mapoutput import (
     BLOCK_BYTES,
     BLOCK_HEADER,
     CODEC_PICKLE,
@@ -29,13 +29,13 @@ from zmqmr.shuffle import (
     encode_groups,
     file_segment_groups,
     iter_blocks,
-    local_segment,
     read_index,
     read_segment,
     segment_groups,
     verify_file_segment,
     verify_segment,
 )
+from zmqmr.shuffle import local_segment
 
 
 @dataclasses.dataclass(frozen=True, order=True)

@@ -1,0 +1,514 @@
+"""Map outputs on disk: the file format, its writer and its readers.
+
+File format (one file per map attempt)::
+
+    segment 0 | segment 1 | ... | segment R-1 | index | footer
+
+A segment is a run of blocks holding the sorted ``(key, values)`` groups of
+one partition. A block is ``<codec:u8><length:u32><crc32:u32>`` then
+``length`` bytes of payload: a list of groups, pickled without a memo (fast,
+and exact about types, which marshal is not: it turns a bytearray or an
+array into bytes), or with one for cyclic values, or with cloudpickle for
+what plain pickle cannot name (closures, classes shipped by value, which keep
+their slots and aliases: see ``pickling``); the checksum covers the codec and
+length too. The index holds R entries ``<offset:u64><length:u64><groups:u64>``;
+the footer is ``<index offset:u64><index crc32:u32>`` and a magic. A flipped
+byte or a truncated file fails a checksum or a length and raises
+``CorruptOutput``: corrupt data is never decoded, let alone reduced.
+
+Writers: ``MapOutputWriter`` (one segment per partition, then the index and
+footer, written to a temporary name and renamed), ``write_run`` (one segment
+alone: a spilled run, a reduce's merged input). Readers: ``OutputReader``
+(open files kept between reads, for the shuffle server and the executors),
+``read_index``/``read_segment``, and the decoders of a segment in memory or in
+a file. ``zmqmr.shuffle`` serves and fetches these files over the network.
+Imports: the standard library and zmqmr's pickling and errors modules; no
+``zmq``.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import operator
+import os
+import pickle
+import struct
+import threading
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from . import pickling
+from .errors import CorruptOutput, ShuffleError
+
+_second = operator.itemgetter(1)
+
+Group = tuple[Any, list[Any]]
+
+BLOCK_HEADER = struct.Struct("<BII")
+INDEX_ENTRY = struct.Struct("<QQQ")
+FOOTER = struct.Struct("<QI8s")
+MAGIC = b"ZMQMRIX1"
+CODEC_PICKLE = 1
+CODECS = (CODEC_PICKLE,)
+#: Groups per block of the results a reduce sends back to the client.
+BLOCK_GROUPS = 2048
+#: A map-output block is cut at about this many bytes: it is the unit of
+#: checksum and of reading, so a reader holds one block's bytes per stream.
+#: Its payload is a run of pickles ("parts") of at most PART_GROUPS groups,
+#: PART_VALUES values (a group counts its key as one) and about PART_BYTES
+#: bytes, decoded one at a time: so a reader holds one part decoded, not a
+#: block, and (un)pickling runs on lists of a size it is fast on. A key with
+#: more values than a part takes spans several parts, and blocks: it appears
+#: in consecutive groups, each with a run of its values.
+BLOCK_BYTES = 1 << 20
+PART_BYTES = 256 << 10
+PART_GROUPS = 1024
+PART_VALUES = 16384
+
+
+# -- blocks ------------------------------------------------------------------------
+
+
+def _pickle_fast(obj: Any) -> bytes:
+    buf = io.BytesIO()
+    pickler = pickle.Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL)
+    pickler.fast = True  # no memo: several times faster on streams of small tuples
+    pickler.dump(obj)
+    return buf.getvalue()
+
+
+def _checksum(codec: int, payload: bytes | memoryview) -> int:
+    return zlib.crc32(payload, zlib.crc32(bytes((codec,)) + len(payload).to_bytes(4, "little")))
+
+
+def _pickle_part(groups: list[Any]) -> bytes:
+    try:
+        return _pickle_fast(groups)
+    except Exception:  # cyclic objects need the memo; closures need cloudpickle
+        try:
+            return pickle.dumps(groups, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:
+            return pickling.dumps_values(groups)
+
+
+def encode_block(groups: list[Any]) -> bytes:
+    """One block of ``groups``, in parts of PART_GROUPS groups."""
+    parts = [_pickle_part(groups[i : i + PART_GROUPS]) for i in range(0, len(groups), PART_GROUPS)]
+    return b"".join(_block(parts or [_pickle_part([])]))
+
+
+def _block(parts: list[bytes]) -> list[bytes]:
+    """A block's header and payload parts, ready for ``writelines``."""
+    size = sum(map(len, parts))
+    crc = zlib.crc32(bytes((CODEC_PICKLE,)) + size.to_bytes(4, "little"))
+    for part in parts:
+        crc = zlib.crc32(part, crc)
+    return [BLOCK_HEADER.pack(CODEC_PICKLE, size, crc), *parts]
+
+
+def encode_groups(groups: Iterable[Group], target: int = BLOCK_BYTES) -> Iterator[list[bytes]]:
+    """``groups`` (sorted) as blocks of about ``target`` bytes, each a list of byte
+    strings (its header, then its parts) to write out; a key's values are cut into
+    runs across parts, and blocks, where they do not fit in one.
+
+    A part's size is known only once it is pickled, so the values a part
+    takes are planned from the bytes per value of the part before (of a
+    sample of the first group to begin with).
+    """
+    it = iter(groups)
+    head = next(it, None)
+    if head is None:
+        return
+    try:
+        sample = len(_pickle_fast((head[0], list(head[1])[:16]))) / (min(len(head[1]), 16) + 1)
+    except Exception:  # the part's own encoder will say what is wrong
+        sample = 64.0
+    budget = _budget(sample)
+    it = itertools.chain((head,), it)
+    parts: list[bytes] = []
+    size = 0
+    per_group = len(head[1]) + 1.0  # values per group (its key counted), as last seen
+    while True:
+        # As many groups as the budget takes at the last chunk's values per group:
+        # a key's runs of many values are taken a few at a time, not PART_GROUPS.
+        take = max(1, min(PART_GROUPS, int(budget / per_group)))
+        chunk = list(itertools.islice(it, take))
+        if not chunk:
+            break
+        try:
+            units = sum(map(len, map(_second, chunk))) + len(chunk)
+        except TypeError:  # values that are not a list: the careful path lists them
+            units = budget + 1
+        per_group = max(1.0, units / len(chunk))
+        pieces = [(chunk, units)] if units <= budget else _cut(chunk, budget)
+        for piece, used in pieces:
+            data = _pickle_part(piece)
+            parts.append(data)
+            size += len(data)
+            budget = _budget(len(data) / used)
+            if size >= target:
+                yield _block(parts)
+                parts, size = [], 0
+    if parts:
+        yield _block(parts)
+
+
+def _budget(per_value: float) -> int:
+    """The values a part takes when each takes ``per_value`` bytes pickled."""
+    return max(2, min(PART_VALUES, int(PART_BYTES / max(1.0, per_value))))
+
+
+def _cut(chunk: list[Group], budget: int) -> Iterator[tuple[list[Group], int]]:
+    """``chunk`` in pieces of at most ``budget`` values, and the values of each; a
+    group's values are cut where they do not fit (a piece takes at least one)."""
+    piece: list[Group] = []
+    units = 0
+    for key, values in chunk:
+        if type(values) is not list:
+            values = list(values)
+        n = len(values)
+        start = 0
+        while True:
+            take = n - start
+            room = budget - units - 1
+            if take > room:
+                if room < 1 and piece:
+                    yield piece, units
+                    piece, units = [], 0
+                    continue
+                take = max(room, 1)
+            piece.append((key, values if take == n else values[start : start + take]))
+            units += take + 1
+            start += take
+            if units >= budget:
+                yield piece, units
+                piece, units = [], 0
+            if start >= n:
+                break
+    if piece:
+        yield piece, units
+
+
+def decode_parts(codec: int, payload: bytes | memoryview) -> Iterator[list[Any]]:
+    """The lists of groups a block's payload holds, decoded one at a time."""
+    if codec != CODEC_PICKLE:
+        raise CorruptOutput(f"unknown block codec {codec}")
+    f = io.BytesIO(payload)
+    del payload  # the copy in f is all that is held
+    end = len(f.getbuffer())
+    while f.tell() < end:
+        yield pickle.Unpickler(f).load()
+
+
+def decode_payload(codec: int, payload: bytes | memoryview) -> list[Any]:
+    """Every group of a block's payload, in one list."""
+    parts = decode_parts(codec, payload)
+    groups: list[Any] = next(parts, [])
+    for part in parts:
+        groups.extend(part)
+    return groups
+
+
+def _read_block(f: Any, left: int, path: str) -> tuple[int, bytes]:
+    """The next block of an open file, checked; ``left`` bytes remain in the segment."""
+    head = f.read(BLOCK_HEADER.size)
+    if len(head) < BLOCK_HEADER.size:
+        raise CorruptOutput(f"{path}: truncated block header")
+    codec, size, crc = BLOCK_HEADER.unpack(head)
+    if codec not in CODECS or BLOCK_HEADER.size + size > left:
+        raise CorruptOutput(f"{path}: bad block header")
+    payload = f.read(size)
+    if len(payload) < size or _checksum(codec, payload) != crc:
+        raise CorruptOutput(f"{path}: block checksum mismatch or truncation")
+    return codec, payload
+
+
+def iter_blocks(data: bytes | memoryview, check: bool = True) -> Iterator[tuple[int, memoryview]]:
+    """(codec, payload) of each block in ``data``, each checked; raises CorruptOutput.
+
+    ``check=False`` skips the checksums (not the lengths): for bytes in memory
+    that were verified already, which cannot have changed since."""
+    view = memoryview(data)
+    pos, end = 0, len(view)
+    while pos < end:
+        if end - pos < BLOCK_HEADER.size:
+            raise CorruptOutput(f"truncated block header at byte {pos}")
+        codec, length, crc = BLOCK_HEADER.unpack_from(view, pos)
+        pos += BLOCK_HEADER.size
+        if codec not in CODECS:
+            raise CorruptOutput(f"unknown block codec {codec} at byte {pos}")
+        if end - pos < length:
+            raise CorruptOutput(f"truncated block: {length} bytes declared, {end - pos} left")
+        payload = view[pos : pos + length]
+        if check and _checksum(codec, payload) != crc:
+            raise CorruptOutput(f"block checksum mismatch at byte {pos}")
+        pos += length
+        yield codec, payload
+
+
+def verify_segment(data: bytes | memoryview) -> None:
+    for _ in iter_blocks(data):
+        pass
+
+
+def segment_blocks(data: bytes | memoryview, check: bool = True) -> Iterator[list[Group]]:
+    """The groups of a segment held in memory, a list at a time (a part of a block)."""
+    for codec, payload in iter_blocks(data, check):
+        yield from decode_parts(codec, payload)
+
+
+def segment_groups(data: bytes | memoryview, check: bool = True) -> Iterator[Group]:
+    """The groups of a segment held in memory."""
+    for groups in segment_blocks(data, check):
+        yield from groups
+
+
+def file_segment_blocks(path: str, offset: int, length: int) -> Iterator[list[Group]]:
+    """The groups of a segment held on disk, a list at a time (a part of a block); one
+    block is read at a time."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        left = length
+        while left > 0:
+            codec, payload = _read_block(f, left, path)
+            left -= BLOCK_HEADER.size + len(payload)
+            parts = decode_parts(codec, payload)
+            del payload  # held by the parts' reader only
+            yield from parts
+
+
+def file_segment_groups(path: str, offset: int, length: int) -> Iterator[Group]:
+    """The groups of a segment held on disk, read one block at a time."""
+    for groups in file_segment_blocks(path, offset, length):
+        yield from groups
+
+
+def verify_file_segment(path: str, offset: int, length: int) -> None:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        left = length
+        while left > 0:
+            _, payload = _read_block(f, left, path)
+            left -= BLOCK_HEADER.size + len(payload)
+
+
+# -- map output files -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    offset: int
+    length: int
+    groups: int
+
+
+class _Counted:
+    """An iterable of groups that counts them as they pass."""
+
+    __slots__ = ("groups", "n")
+
+    def __init__(self, groups: Iterable[Group]) -> None:
+        self.groups = groups
+        self.n = 0
+
+    def __iter__(self) -> Iterator[Group]:
+        for group in self.groups:
+            self.n += 1
+            yield group
+
+
+def write_run(path: str, groups: Iterable[Group]) -> int:
+    """Write sorted ``groups`` as one segment's blocks in a file of its own; its length.
+
+    The file is a reduce's merge run: read back with ``file_segment_blocks(path, 0, length)``.
+    """
+    with open(path, "wb") as f:
+        for block in encode_groups(groups):
+            f.writelines(block)
+        return f.tell()
+
+
+class MapOutputWriter:
+    """Writes the R segments of one map output, in partition order, then its index.
+
+    The file is written under a temporary name and renamed into place by
+    ``close``, so a reader never sees half a file.
+    """
+
+    def __init__(self, path: str, num_partitions: int) -> None:
+        self.path = path
+        self.num_partitions = num_partitions
+        self._tmp = f"{path}.tmp"
+        self._f = open(self._tmp, "wb")  # noqa: SIM115 - closed in close()/abort()
+        self._segments: list[Segment] = []
+        self.bytes_written = 0
+
+    def write_segment(self, groups: Iterable[Group]) -> Segment:
+        if len(self._segments) >= self.num_partitions:
+            raise ValueError("more segments than partitions")
+        start = self._f.tell()
+        counted = _Counted(groups)
+        for block in encode_groups(counted):
+            self._f.writelines(block)
+        seg = Segment(start, self._f.tell() - start, counted.n)
+        self._segments.append(seg)
+        return seg
+
+    def close(self) -> list[Segment]:
+        while len(self._segments) < self.num_partitions:
+            self.write_segment(())
+        index = b"".join(INDEX_ENTRY.pack(s.offset, s.length, s.groups) for s in self._segments)
+        index_offset = self._f.tell()
+        self._f.write(index)
+        self._f.write(FOOTER.pack(index_offset, zlib.crc32(index), MAGIC))
+        self.bytes_written = self._f.tell()
+        self._f.close()
+        os.replace(self._tmp, self.path)
+        return self._segments
+
+    def abort(self) -> None:
+        self._f.close()
+        try:
+            os.remove(self._tmp)
+        except FileNotFoundError:
+            pass
+
+
+def _read_raw_index(f: Any, path: str) -> tuple[bytes, int]:
+    """The checked index bytes of an open map output file, and where the index starts."""
+    size = f.seek(0, os.SEEK_END)
+    if size < FOOTER.size:
+        raise CorruptOutput(f"{path}: too short for a footer")
+    f.seek(size - FOOTER.size)
+    index_offset, crc, magic = FOOTER.unpack(f.read(FOOTER.size))
+    if magic != MAGIC or index_offset > size - FOOTER.size:
+        raise CorruptOutput(f"{path}: bad footer")
+    f.seek(index_offset)
+    index = f.read(size - FOOTER.size - index_offset)
+    if zlib.crc32(index) != crc or len(index) % INDEX_ENTRY.size:
+        raise CorruptOutput(f"{path}: index checksum mismatch")
+    return index, index_offset
+
+
+def _entry(index: bytes, index_offset: int, i: int, path: str) -> Segment:
+    seg = Segment(*INDEX_ENTRY.unpack_from(index, i * INDEX_ENTRY.size))
+    if seg.offset + seg.length > index_offset:
+        raise CorruptOutput(f"{path}: segment past the index")
+    return seg
+
+
+def read_index(path: str) -> list[Segment]:
+    """The segments of a map output file; raises CorruptOutput if the index is bad."""
+    with open(path, "rb") as f:
+        index, index_offset = _read_raw_index(f, path)
+    n = len(index) // INDEX_ENTRY.size
+    return [_entry(index, index_offset, i, path) for i in range(n)]
+
+
+def _read_from(
+    f: Any, index: bytes, index_offset: int, path: str, partition: int, offset: int, max_bytes: int
+) -> tuple[int, bytes]:
+    """(segment length, up to ``max_bytes`` from ``offset``) of one partition of an open
+    map output whose checked index is given: only this partition's entry is unpacked."""
+    if not 0 <= partition < len(index) // INDEX_ENTRY.size:
+        raise ShuffleError(f"{path}: no partition {partition}")
+    seg = _entry(index, index_offset, partition, path)
+    if offset > seg.length:
+        raise ShuffleError(f"offset {offset} past the segment's {seg.length} bytes")
+    want = seg.length - offset if max_bytes < 0 else min(max_bytes, seg.length - offset)
+    data = os.pread(f.fileno(), want, seg.offset + offset)
+    if len(data) != want:
+        raise CorruptOutput(f"{path}: truncated segment")
+    return seg.length, data
+
+
+class OutputReader:
+    """Reads segments of map outputs, keeping the most recent files open with their
+    checked index: a reducer reads one segment of every map output, so without
+    this every read would open a file and check its index again (O(M·R) opens).
+
+    A map output is immutable once in place; each read checks with ``stat`` that
+    the file is still the one held open, so a removed or replaced output is
+    never served from an old descriptor. Thread-safe.
+    """
+
+    def __init__(self, max_open: int = 512) -> None:
+        self.max_open = max_open
+        self._open: dict[str, tuple[Any, bytes, int, int]] = {}  # path -> f, index, offset, ino
+        self._lock = threading.Lock()
+
+    def _held(self, path: str) -> tuple[Any, bytes, int]:
+        ino = os.stat(path).st_ino  # FileNotFoundError: missing
+        held = self._open.pop(path, None)
+        if held is not None and held[3] != ino:
+            held[0].close()
+            held = None
+        if held is None:
+            f = open(path, "rb")  # noqa: SIM115 - closed on eviction or forget()
+            try:
+                index, index_offset = _read_raw_index(f, path)
+            except BaseException:
+                f.close()
+                raise
+            held = (f, index, index_offset, os.fstat(f.fileno()).st_ino)
+            while len(self._open) >= self.max_open:
+                oldest = next(iter(self._open))
+                self._open.pop(oldest)[0].close()
+        self._open[path] = held  # most recent last
+        return held[0], held[1], held[2]
+
+    def read(
+        self, path: str, partition: int, offset: int = 0, max_bytes: int = -1
+    ) -> tuple[int, bytes]:
+        """(segment length, bytes from ``offset``) of one partition of a map output."""
+        with self._lock:
+            f, index, index_offset = self._held(path)
+            return _read_from(f, index, index_offset, path, partition, offset, max_bytes)
+
+    def read_many(
+        self, partition: int, wanted: Iterable[tuple[str, int]], max_bytes: int = -1
+    ) -> list[tuple[int, bytes] | Exception]:
+        """What ``read`` gives for each ``(path, offset)`` of ``wanted`` (or the error it
+        raises), ``max_bytes`` in all: the list stops once they are spent. The lock is
+        taken once for the batch: a reducer reads one small segment of many outputs."""
+        out: list[tuple[int, bytes] | Exception] = []
+        budget = max_bytes
+        with self._lock:
+            for path, offset in wanted:
+                if max_bytes >= 0 and budget <= 0:
+                    break
+                try:
+                    f, index, index_offset = self._held(path)
+                    got = _read_from(f, index, index_offset, path, partition, offset, budget)
+                except (OSError, ValueError, ShuffleError) as exc:
+                    out.append(exc)
+                    continue
+                budget -= len(got[1])
+                out.append(got)
+        return out
+
+    def locate(self, path: str, partition: int) -> Segment:
+        """Where one partition of a map output lies in its file."""
+        with self._lock:
+            _, index, index_offset = self._held(path)
+            if not 0 <= partition < len(index) // INDEX_ENTRY.size:
+                raise ShuffleError(f"{path}: no partition {partition}")
+            return _entry(index, index_offset, partition, path)
+
+    def forget(self, prefix: str = "") -> None:
+        """Close the files under ``prefix`` (all of them by default)."""
+        with self._lock:
+            for path in [p for p in self._open if p.startswith(prefix)]:
+                self._open.pop(path)[0].close()
+
+
+def read_segment(
+    path: str, partition: int, offset: int = 0, max_bytes: int = -1
+) -> tuple[int, bytes]:
+    """(segment length, bytes from ``offset``) of one partition of a local map output."""
+    with open(path, "rb") as f:
+        index, index_offset = _read_raw_index(f, path)
+        return _read_from(f, index, index_offset, path, partition, offset, max_bytes)
