@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import copy
 import glob
 import os
 import re
@@ -33,6 +34,18 @@ def wc_mapper(key, line):
 
 def wc_reducer(word, counts):
     return sum(counts)
+
+
+def serial_items(job, **fast) -> list[tuple[Any, Any]]:
+    """``run_serial(job)``'s items in order, with the job's slowed functions swapped for
+    the ``fast`` ones they wrap (``mapper=wc_mapper``: the same pairs without the sleeps
+    that let a fault land mid-job, which the oracle would only wait through)."""
+    import zmqmr
+
+    twin = copy.copy(job)
+    for name, fn in fast.items():
+        setattr(twin, name, fn)
+    return list(zmqmr.run_serial(twin).items())
 
 
 def count_words(paths) -> Counter:

@@ -106,11 +106,18 @@ def test_chromium_renders_the_running_jobs_name_workers_and_timeline(cluster, tm
 
 
 def test_the_json_is_what_zmqmr_status_json_prints(cluster):
-    job = zmqmr.Job(slow_mapper, total, inputs=RECORDS[:20], name="json-check")
+    job = zmqmr.Job(slow_mapper, total, inputs=RECORDS[:40], name="json-check")
     handle = cluster.client().submit(job)
-    code, body = get(api(cluster, "api/status"))
-    assert code == 200
-    page = json.loads(body)["status"]
+    # The page serves the master's latest snapshot, taken a moment after the submit.
+    deadline = time.monotonic() + 30
+    while True:
+        code, body = get(api(cluster, "api/status"))
+        assert code == 200
+        page = json.loads(body)["status"]
+        if handle.job_id in {j["id"] for j in page["jobs"]}:
+            break
+        assert time.monotonic() < deadline, f"the page never listed the job: {page['jobs']}"
+        time.sleep(0.1)
     env = {**os.environ, "PYTHONPATH": REPO}
     cmd = [sys.executable, "-m", "zmqmr", "status", "--json", "--master", cluster.address]
     cli = json.loads(subprocess.run(cmd, capture_output=True, text=True, env=env).stdout)

@@ -16,7 +16,7 @@ import signal
 import time
 
 import pytest
-from conftest import wc_mapper, wc_reducer
+from conftest import serial_items, wc_mapper, wc_reducer
 
 import zmqmr
 from zmqmr.journal import read_entries
@@ -91,7 +91,7 @@ def test_master_killed_in_the_map_phase_resumes_and_reruns_no_journaled_map(book
         split_size=64 * 1024,
         speculative=False,
     )
-    expected = list(zmqmr.run_serial(job).items())
+    expected = serial_items(job, mapper=wc_mapper)
     with zmqmr.LocalCluster(workers=2, state_dir=str(state), **FAST) as c:
         handle = c.client(timeout=2.0).submit(job)
         maps = wait_until(lambda: (p := handle.progress())["maps_done"] >= 3 and p["maps"])
@@ -120,7 +120,7 @@ def test_master_killed_in_the_reduce_phase_keeps_committed_part_files(books, tmp
         output_dir=str(out),
         speculative=False,
     )
-    expected = list(zmqmr.run_serial(job).items())
+    expected = serial_items(job, reducer=wc_reducer)
     with zmqmr.LocalCluster(workers=2, state_dir=str(state), **FAST) as c:
         handle = c.client(timeout=2.0).submit(job)
         wait_until(lambda: handle.progress()["reduces_done"] >= 2)
@@ -214,7 +214,7 @@ def test_a_master_and_workers_from_the_command_line_resume_after_sigkill(books, 
         split_size=64 * 1024,
         speculative=False,
     )
-    expected = list(zmqmr.run_serial(job).items())
+    expected = serial_items(job, mapper=wc_mapper)
     procs = []
     client = zmqmr.Client(f"tcp://127.0.0.1:{cport}", timeout=2.0)
     try:
