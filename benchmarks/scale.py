@@ -1,6 +1,6 @@
 """Scale: what the master costs per task as jobs and clusters grow.
 
-Four parts, each printing figures and ratios measured in this run:
+Five parts, each printing figures and ratios measured in this run:
 
 * ``state``: ``MasterState`` alone, events in and commands out, no sockets: a
   job of M one-record map tasks and R reduces on W workers, every attempt
@@ -13,6 +13,10 @@ Four parts, each printing figures and ratios measured in this run:
   Prints wall seconds, tasks/s, and the CPU seconds per task of the master,
   each worker, each executor and the client (psutil over the process tree),
   so the process that bounds small-task throughput is visible.
+* ``executor``: an executor's loop alone, in this process over a fake pipe:
+  CPU per one-record map attempt (user and kernel) in a directory of your
+  choice, beside the CPU of creating one empty file there (a map output is
+  one file: on a busy disk that is most of a small attempt's cost).
 * ``cluster``: a real master process (``LocalCluster(workers=0)``) and fake
   workers (many DEALER sockets in a few processes, speaking the real
   protocol, batches included, completing every attempt the moment it arrives). Prints the
@@ -23,6 +27,7 @@ Four parts, each printing figures and ratios measured in this run:
     python benchmarks/scale.py --only state --sizes 1000,10000,100000
     python benchmarks/scale.py --only cluster --workers 1000 --maps 100000 --reduces 1000
     python benchmarks/scale.py --only local --local-maps 10000
+    python benchmarks/scale.py --only executor --executor-dir /tmp
 
 Targets (issue 9): master CPU per map task <= 50 us at 100,000 tasks, flat
 from 1,000 to 100,000; the master under 1,000 workers' heartbeats alone below
@@ -278,14 +283,14 @@ def _tree(cluster: zmqmr.LocalCluster) -> dict[str, psutil.Process]:
     return procs
 
 
-def _cpu_of(procs: dict[str, psutil.Process]) -> dict[str, tuple[float, float]]:
-    """Per process: (CPU seconds of all its threads, of its main thread)."""
+def _cpu_of(procs: dict[str, psutil.Process]) -> dict[str, tuple[float, float, float]]:
+    """Per process: CPU seconds of all its threads, of its main thread, and in the kernel."""
     out = {}
     for name, proc in procs.items():
         try:
-            out[name] = (_cpu(proc), _main_thread_cpu(proc))
+            out[name] = (_cpu(proc), _main_thread_cpu(proc), float(proc.cpu_times().system))
         except psutil.NoSuchProcess:  # restarted during the job (a crash): not comparable
-            out[name] = (float("nan"), float("nan"))
+            out[name] = (float("nan"),) * 3
     return out
 
 
@@ -316,22 +321,96 @@ def bench_local(maps: int, warmup: int, settings: dict[str, object]) -> None:
         + f"), load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, "
         + f"zmqmr of {os.path.dirname(os.path.dirname(os.path.abspath(zmqmr.__file__)))}"
     )
-    print(f"wall {wall:.2f}s, {tasks / wall:,.0f} tasks/s, answer equals run_serial's")
+    st = result.stats
     print(
-        "us/task: CPU over all the job's tasks; main: of it, the process's main thread "
-        "(the rest: ZeroMQ's I/O threads, CURVE, the shuffle server's thread)"
+        f"wall {wall:.2f}s, {tasks / wall:,.0f} tasks/s, answer equals run_serial's; "
+        f"map phase {st['map_seconds']:.2f}s, reduce phase {st['reduce_seconds']:.2f}s"
     )
-    print(f"{'process':<22} {'CPU s':>7} {'us/task':>8} {'main':>6} {'of wall':>8}")
+    print(
+        "us/task: CPU over all the job's tasks; of it, main: the process's main thread "
+        "(the rest: ZeroMQ's I/O threads, CURVE, the shuffle server's thread); "
+        "kernel: system time (system calls: files, pipes, sockets)"
+    )
+    print(f"{'process':<22} {'CPU s':>7} {'us/task':>8} {'main':>6} {'kernel':>7} {'of wall':>8}")
     total = 0.0
     for name in procs:
-        spent = cpu1[name][0] - cpu0[name][0]
-        main = cpu1[name][1] - cpu0[name][1]
+        spent, main, kernel = (cpu1[name][i] - cpu0[name][i] for i in range(3))
         total += spent
         print(
             f"{name:<22} {spent:>7.2f} {spent / tasks * 1e6:>8.0f} "
-            f"{main / tasks * 1e6:>6.0f} {spent / wall:>8.0%}"
+            f"{main / tasks * 1e6:>6.0f} {kernel / tasks * 1e6:>7.0f} {spent / wall:>8.0%}"
         )
-    print(f"{'all':<22} {total:>7.2f} {total / tasks * 1e6:>8.0f} {'':>6} {total / wall:>8.0%}")
+    print(f"{'all':<22} {total:>7.2f} {total / tasks * 1e6:>8.0f} {'':>14} {total / wall:>8.0%}")
+
+
+class _Pipe:
+    """An executor's end of its pipe, in this process: attempts in, reports kept."""
+
+    def __init__(self, inbox: list[object]) -> None:
+        self.inbox, self.sent = inbox, []  # type: list[object], list[object]
+
+    def recv(self) -> object:
+        if not self.inbox:
+            raise EOFError
+        return self.inbox.pop(0)
+
+    def send(self, msg: object) -> None:
+        self.sent.append(msg)
+
+
+def bench_executor(maps: int, where: str | None) -> None:
+    """An executor's CPU per one-record map attempt, run in this process (no worker,
+    no pipe), beside what creating one file costs in the same directory."""
+    import logging
+    import shutil
+    import tempfile
+
+    from zmqmr import executor
+    from zmqmr.config import WorkerSettings
+    from zmqmr.job import make_splits, pickle_functions
+
+    job = zmqmr.Job(_one_pair, _sum, inputs=[(i, i) for i in range(maps)], num_reducers=1)
+    job.split_size = 1
+    descs, blobs = make_splits(job)
+    code: bytes | None = pickle_functions(job)
+    msgs: list[object] = []
+    for i, desc in enumerate(descs):
+        spec = p.TaskSpec("scale", 1, maps, None, False, 1 << 20, split=p.Split.from_json(desc))
+        msgs.append(p.RunAttempt(i + 1, "scale", "map", i, spec, code, blobs[desc["blob"]]))
+        code = None
+    top = tempfile.mkdtemp(prefix="zmqmr-scale-", dir=where)
+    try:
+        data = os.path.join(top, "zmqmr-maps")
+        os.mkdir(data)
+        first, rest = msgs[:1], msgs[1:]
+        n = len(rest)
+        pipe = _Pipe(first)
+        ex = executor.Executor(pipe, data, "tcp://127.0.0.1:1", WorkerSettings())  # type: ignore[arg-type]
+        logging.getLogger().setLevel(logging.INFO)  # as executor.main leaves it
+        ex.serve()  # the job's code unpickled, its directory made
+        pipe.inbox = rest
+        t0, w0 = os.times(), time.perf_counter()
+        ex.serve()
+        t1, wall = os.times(), time.perf_counter() - w0
+        assert len(pipe.sent) == n + 1, "an attempt sent no report"
+        assert all(isinstance(m, p.Done) for m in pipe.sent), pipe.sent[-1]
+        user, kernel = t1.user - t0.user, t1.system - t0.system
+        empty = os.path.join(top, "empty")
+        os.mkdir(empty)
+        c0 = os.times()
+        for i in range(n):
+            os.close(os.open(os.path.join(empty, f"f{i}"), os.O_CREAT | os.O_WRONLY, 0o644))
+        c1 = os.times()
+        create = (c1.user - c0.user) + (c1.system - c0.system)
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+    print(f"executor alone: {n} one-record map attempts in {top}, load average "
+          f"{os.getloadavg()[0]:.2f}")  # fmt: skip
+    print(
+        f"CPU {(user + kernel) / n * 1e6:.0f} us per attempt (kernel {kernel / n * 1e6:.0f} us), "
+        f"wall {wall / n * 1e6:.0f} us; creating one empty file there: "
+        f"{create / n * 1e6:.0f} us of CPU"
+    )
 
 
 def _noop(key: object, value: object) -> None:  # never called: the fake workers run nothing
@@ -361,7 +440,7 @@ def main() -> int:
         fake_workers(address, int(count), int(first), float(heartbeat), keys_dir)
         return 0
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", default="state,cluster,reduce,local")
+    ap.add_argument("--only", default="state,cluster,reduce,local,executor")
     ap.add_argument("--sizes", default="1000,10000,100000", help="map tasks for the state part")
     ap.add_argument("--state-workers", type=int, default=100)
     ap.add_argument("--workers", type=int, default=1000, help="fake workers")
@@ -374,6 +453,8 @@ def main() -> int:
     ap.add_argument("--reduce-rs", default="50,200,400")
     ap.add_argument("--local-maps", type=int, default=10_000, help="map tasks for local")
     ap.add_argument("--local-warmup", type=int, default=20, help="maps of a job run first")
+    ap.add_argument("--executor-maps", type=int, default=2000, help="attempts for executor")
+    ap.add_argument("--executor-dir", help="where executor writes (default: the temp dir)")
     ap.add_argument(
         "--local-set",
         action="append",
@@ -389,6 +470,8 @@ def main() -> int:
         bench_cluster(args.workers, args.maps, args.reduces, args.procs, args.heartbeat, args.idle)
     if "local" in only:
         bench_local(args.local_maps, args.local_warmup, _settings(args.local_set))
+    if "executor" in only:
+        bench_executor(args.executor_maps, args.executor_dir)
     if "reduce" in only:
         rs = [int(r) for r in args.reduce_rs.split(",")]
         bench_reduce(args.reduce_maps, rs, max(rs))

@@ -113,3 +113,11 @@ def test_scale_benchmark_local_part_checks_its_answer_and_prints_each_process():
     rows = {ln.split()[0] for ln in out.stdout.splitlines() if ln.strip()}
     for name in ("master", "worker-0", "worker-1", "worker-0/executor-0", "worker-1/executor-0"):
         assert name in rows, out.stdout
+
+
+def test_scale_benchmark_executor_part_runs_every_attempt_to_its_report(tmp_path):
+    out = run_script(
+        "scale.py", "--only", "executor", "--executor-maps", "50", "--executor-dir", str(tmp_path)
+    )
+    assert "49 one-record map attempts" in out.stdout, out.stdout
+    assert "us per attempt" in out.stdout and not os.listdir(tmp_path), out.stdout
