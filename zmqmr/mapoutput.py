@@ -415,14 +415,16 @@ def _read_from(
     map output whose checked index is given: only this partition's entry is unpacked."""
     if not 0 <= partition < len(index) // INDEX_ENTRY.size:
         raise ShuffleError(f"{path}: no partition {partition}")
-    seg = _entry(index, index_offset, partition, path)
-    if offset > seg.length:
-        raise ShuffleError(f"offset {offset} past the segment's {seg.length} bytes")
-    want = seg.length - offset if max_bytes < 0 else min(max_bytes, seg.length - offset)
-    data = os.pread(f.fileno(), want, seg.offset + offset)
+    start, length, _ = INDEX_ENTRY.unpack_from(index, partition * INDEX_ENTRY.size)
+    if start + length > index_offset:
+        raise CorruptOutput(f"{path}: segment past the index")
+    if offset > length:
+        raise ShuffleError(f"offset {offset} past the segment's {length} bytes")
+    want = length - offset if max_bytes < 0 else min(max_bytes, length - offset)
+    data = os.pread(f.fileno(), want, start + offset)
     if len(data) != want:
         raise CorruptOutput(f"{path}: truncated segment")
-    return seg.length, data
+    return length, data
 
 
 class OutputReader:
@@ -430,20 +432,20 @@ class OutputReader:
     checked index: a reducer reads one segment of every map output, so without
     this every read would open a file and check its index again (O(M·R) opens).
 
-    A map output is immutable once in place; each read checks with ``stat`` that
-    the file is still the one held open, so a removed or replaced output is
-    never served from an old descriptor. Thread-safe.
+    A map output is immutable once in place; each read checks with ``fstat`` that
+    the file held open still has a name (a removed output, or one replaced by
+    a rename, has none), so a removed or replaced output is never served from
+    an old descriptor. Thread-safe.
     """
 
     def __init__(self, max_open: int = 512) -> None:
         self.max_open = max_open
-        self._open: dict[str, tuple[Any, bytes, int, int]] = {}  # path -> f, index, offset, ino
+        self._open: dict[str, tuple[Any, bytes, int, int]] = {}  # path -> f, index, offset, fd
         self._lock = threading.Lock()
 
     def _held(self, path: str) -> tuple[Any, bytes, int]:
-        ino = os.stat(path).st_ino  # FileNotFoundError: missing
         held = self._open.pop(path, None)
-        if held is not None and held[3] != ino:
+        if held is not None and os.fstat(held[3]).st_nlink == 0:
             held[0].close()
             held = None
         if held is None:
@@ -453,7 +455,7 @@ class OutputReader:
             except BaseException:
                 f.close()
                 raise
-            held = (f, index, index_offset, os.fstat(f.fileno()).st_ino)
+            held = (f, index, index_offset, f.fileno())
             while len(self._open) >= self.max_open:
                 oldest = next(iter(self._open))
                 self._open.pop(oldest)[0].close()

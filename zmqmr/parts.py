@@ -186,6 +186,11 @@ class Location(Record):
         "groups": COUNT,
     }
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # A reduce's spec holds one per map output, pickled to its executor: by
+        # position, in half the time and bytes of a slotted dataclass's default.
+        return Location, (self.map_task, self.attempt, self.address, self.size, self.groups)
+
 
 @dataclass(slots=True)
 class TaskSpec(Record):

@@ -122,10 +122,8 @@ class ShuffleServer:
             jdir = job_dir(self.data_dir, msg.job)
         except ValueError as exc:
             return protocol.encode(protocol.FetchError(str(exc), False))  # every part fails
-        wanted = (
-            (os.path.join(jdir, map_output_name(part.map_task, part.attempt)), part.offset)
-            for part in msg.parts
-        )
+        jdir += os.sep
+        wanted = ((jdir + map_output_name(p.map_task, p.attempt), p.offset) for p in msg.parts)
         parts: list[protocol.ChunkPart] = []
         blobs: list[bytes] = []
         read = self.reader.read_many(msg.partition, wanted, msg.max_bytes)
@@ -394,9 +392,8 @@ def local_segments(
     Returns what ``fetch_segments`` does."""
     fetched: dict[int, Fetched] = {}
     failed: dict[int, ShuffleError] = {}
-    paths = {
-        w.map_task: os.path.join(directory, map_output_name(w.map_task, w.attempt)) for w in wanted
-    }
+    directory += os.sep
+    paths = {w.map_task: directory + map_output_name(w.map_task, w.attempt) for w in wanted}
     in_memory = [w for w in wanted if w.spill_path is None]
     read = reader.read_many(partition, ((paths[w.map_task], 0) for w in in_memory))
     for w, got in zip(in_memory, read):

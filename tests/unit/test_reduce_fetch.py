@@ -9,6 +9,7 @@ work directory unless it spills. No sockets: every map output here is local.
 from __future__ import annotations
 
 import os
+import pickle
 from collections import Counter
 from multiprocessing import Pipe
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 
 from zmqmr import events as ev
-from zmqmr import layout, mapoutput, protocol, reduceside
+from zmqmr import layout, mapoutput, protocol, reduceside, shuffle
 from zmqmr.config import ClusterSettings, WorkerSettings
 from zmqmr.state import MasterState
 
@@ -212,6 +213,30 @@ def test_a_reduce_past_reduce_memory_reads_in_place_and_merges_through_its_work_
         work = layout.reduce_work_dir(data_dir, JOB, 2, 7)
         assert made == [work] and not os.path.exists(work)  # made once, removed after
         assert counters["zmqmr.spilled_bytes"] > 0
+    finally:
+        side.reader.forget()
+        for c in conns:
+            c.close()
+
+
+def test_a_location_pickles_to_an_equal_one_by_position():
+    loc = protocol.Location(12, 345, HERE, 678, 9)
+    back = pickle.loads(pickle.dumps(loc, pickle.HIGHEST_PROTOCOL))
+    assert back == loc and type(back) is protocol.Location
+    spec = protocol.TaskSpec("t", 4, 13, None, False, 1, partition=2, locations=[loc] * 3)
+    assert pickle.loads(pickle.dumps(spec, pickle.HIGHEST_PROTOCOL)) == spec
+
+
+def test_a_removed_output_is_not_read_from_the_descriptor_held_open(tmp_path):
+    side, data_dir, conns = _setup(tmp_path, 2)
+    try:
+        got, failed = side._fetch_from(JOB, 0, HERE, [shuffle.Wanted(0, 100)])
+        assert list(got) == [0] and not failed
+        os.remove(layout.map_output_path(data_dir, JOB, 0, 100))
+        got, failed = side._fetch_from(
+            JOB, 0, HERE, [shuffle.Wanted(0, 100), shuffle.Wanted(1, 101)]
+        )
+        assert list(got) == [1] and "missing" in str(failed[0])
     finally:
         side.reader.forget()
         for c in conns:
