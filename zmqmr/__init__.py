@@ -26,6 +26,7 @@ from .errors import (
 from .inputs import WholeFiles
 from .job import Job, JobResult
 from .local import LocalCluster
+from .partitioning import RangePartitioner
 from .serial import run_serial
 from .userfn import default_partitioner, increment
 
@@ -46,6 +47,7 @@ __all__ = [
     "LocalCluster",
     "MasterUnavailable",
     "ProtocolError",
+    "RangePartitioner",
     "ResultTooLarge",
     "ShuffleError",
     "WholeFiles",

@@ -209,14 +209,19 @@ def make_splits(
     return descs, blobs
 
 
-def pickle_functions(job: Job) -> bytes:
-    fns = {
+def functions(job: Job) -> dict[str, Any]:
+    """The job's functions by name, as executors get them."""
+    return {
         "mapper": job.mapper,
         "split_mapper": job.split_mapper,
         "reducer": job.reducer,
         "combiner": job.combiner,
         "partitioner": job.partitioner,
     }
+
+
+def pickle_functions(job: Job) -> bytes:
+    fns = functions(job)
     try:
         with pickling.local_modules_by_value():
             return pickling.dumps(fns)

@@ -441,8 +441,7 @@ def run_map(
                 if combiner is not None:
                     for k, lst in buf.items():
                         buf[k] = _combined_list(combiner, k, lst)
-                for groups in _partitioned(buf, part, combiner):
-                    writer.write_segment(groups)
+                _write_partitions(writer, buf, part, combiner)
             else:
                 if buf:
                     spills.append(_spill(buf, part, combiner, R, runs_dir, len(spills)))
@@ -678,13 +677,52 @@ def _spill(
     os.makedirs(runs_dir, exist_ok=True)
     path = os.path.join(runs_dir, f"run{n}")
     writer = mapoutput.MapOutputWriter(path, R)
-    for groups in _partitioned(buf, part, combiner):
-        writer.write_segment(groups)
+    _write_partitions(writer, buf, part, combiner)
     return path, writer.close()
 
 
+def _write_partitions(
+    writer: mapoutput.MapOutputWriter,
+    buf: Buffer,
+    part: userfn.Partitioning,
+    combiner: Callable[..., Any] | None,
+) -> None:
+    """The buffer as R sorted segments: its pairs as they are (flat parts) where no
+    combiner needs them grouped, else its groups."""
+    if buf.pairs and combiner is None:
+        for pairs in _sorted_pairs(buf, part):
+            writer.write_pairs(pairs)
+    else:
+        for groups in _partitioned(buf, part, combiner):
+            writer.write_segment(groups)
+
+
+def _sorted_pairs(buf: Buffer, part: userfn.Partitioning) -> list[list[tuple[Any, Any]]]:
+    """The buffer's pairs in R lists, each sorted by key (stably: a key's values in
+    the order ``_partitioned`` gives them), no key joined and no group built.
+
+    The dict's groups (made before pairs stopped repeating) go first, as pairs.
+    A partitioner known to keep key order cuts one sorted list at its
+    boundaries; any other is called once per pair, then each list is sorted.
+    """
+    pairs, buf.pairs = buf.pairs, []
+    if len(buf):
+        held = [(k, v) for k, vs in buf.items() for v in vs]
+        dict.clear(buf)
+        held += pairs
+        pairs = held
+        del held
+    parts = part.split_sorted(pairs)
+    if parts is None:
+        parts = part.split(pairs)
+        del pairs
+        for p in parts:
+            userfn.sort_by_key(p)
+    return parts
+
+
 def merge_runs(
-    streams: list[Iterator[tuple[Any, list[Any]]]], combiner: Callable[..., Any] | None
+    streams: list[Iterator[Any]], combiner: Callable[..., Any] | None
 ) -> Iterator[tuple[Any, list[Any]]]:
     """One partition's groups from several sorted runs (``merge.streams``).
 

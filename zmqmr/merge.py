@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from . import mapoutput, shuffle, userfn
-from .ordering import ordered_groups
+from .ordering import ordered_parts
 
 #: Each stream of a merge holds about this much (a block and its decoded
 #: groups); the fan-in is what ``reduce_memory`` allows at this rate.
@@ -55,8 +55,9 @@ def fanin_for(setting: int, memory: int) -> int:
     return max(MIN_FANIN, min(setting, memory // STREAM_MEMORY))
 
 
-def streams(sources: list[Any]) -> list[Iterator[mapoutput.Group]]:
-    return [ordered_groups(s.blocks()) for s in sources]
+def streams(sources: list[Any]) -> list[Iterator[list[mapoutput.Group]]]:
+    """Each source's groups ready for ``userfn.merged``: a decoded part at a time."""
+    return [ordered_parts(s.blocks()) for s in sources]
 
 
 def merge_down(

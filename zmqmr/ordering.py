@@ -139,14 +139,22 @@ def sort_items(items: list[tuple[Any, Any]]) -> None:
         items.sort(key=lambda item: order_key(item[0]))
 
 
-def ordered_groups(blocks: Any) -> Any:
-    """The groups of decoded ``blocks`` (sorted by order key), ready for a merge by ``<``:
-    a key that is not its own order key is wrapped in ``Ordered``."""
+def ordered_parts(blocks: Any) -> Any:
+    """Decoded ``blocks`` (lists of groups sorted by order key), each ready for a merge
+    by ``<``: a key that is not its own order key is wrapped in ``Ordered``."""
     for groups in blocks:
         if is_total(map(_first, groups)):
-            yield from groups
+            yield groups
             continue
+        wrapped = []
         for group in groups:
             key = group[0]
             rank = order_key(key)
-            yield group if rank is key else (Ordered(key, rank), group[1])
+            wrapped.append(group if rank is key else (Ordered(key, rank), group[1]))
+        yield wrapped
+
+
+def ordered_groups(blocks: Any) -> Any:
+    """The groups of ``ordered_parts(blocks)``, one at a time."""
+    for groups in ordered_parts(blocks):
+        yield from groups

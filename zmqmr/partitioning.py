@@ -26,6 +26,7 @@ Imports: the standard library, cloudpickle (through ``pickling``); no other zmqm
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import enum
 import itertools
@@ -48,6 +49,9 @@ log = logging.getLogger(__name__)
 Partitioner = Callable[[Any, int], int]
 
 _first = operator.itemgetter(0)
+#: Key types whose ``<`` is a total order that agrees with ``==`` (``ordering.TOTAL``,
+#: which imports this module): keys a range cut may sort by ``<``.
+_TOTAL = frozenset({str, int, float, bytes, bool})
 
 #: The seed under which every executor hashes keys of the hash route.
 HASH_SEED = "0"
@@ -327,6 +331,61 @@ def seeded_hashes(keys: list[Any]) -> list[int]:
         return hasher.hashes(keys)
 
 
+# -- a range partitioner ------------------------------------------------------------------
+
+
+class RangePartitioner:
+    """Keys cut into ranges at ``boundaries``, in key order: a total-order partitioner
+    (Hadoop's ``TotalOrderPartitioner``), so partition 0's keys are below partition 1's
+    and the part files, one after the other, are the job's output sorted whole.
+
+    ``RangePartitioner(["g", "n", "t"])`` is a partitioner for R = 4: keys below
+    ``"g"`` go to 0, keys from ``"g"`` up to (not including) ``"n"`` to 1, and so
+    on: partition ``i`` is the keys ``k`` with ``boundaries[i-1] <= k <
+    boundaries[i]``. Called with another R it raises ValueError.
+
+    zmqmr knows it keeps key order: a map task sorts its output once and cuts
+    it at the boundaries (with bisect) instead of calling it for every key.
+    """
+
+    def __init__(self, boundaries: Iterable[Any]) -> None:
+        self.boundaries = list(boundaries)
+        try:
+            ordered = all(a < b for a, b in itertools.pairwise(self.boundaries))
+        except TypeError as exc:
+            raise TypeError(f"range boundaries must be mutually orderable: {exc}") from None
+        if not ordered:
+            raise ValueError("range boundaries must be strictly increasing")
+
+    def __call__(self, key: Any, num_partitions: int) -> int:
+        if num_partitions != len(self.boundaries) + 1:
+            raise self._wrong_r(num_partitions)
+        return bisect.bisect_right(self.boundaries, key)
+
+    def _wrong_r(self, num_partitions: int) -> ValueError:
+        return ValueError(
+            f"a RangePartitioner with {len(self.boundaries)} boundaries cuts keys into "
+            f"{len(self.boundaries) + 1} partitions; the job has num_reducers={num_partitions}"
+        )
+
+    def cut(self, items: list[tuple[Any, Any]], num_partitions: int) -> list[list[Any]]:
+        """``(key, x)`` items sorted by key, in their R partitions (slices at the boundaries)."""
+        if num_partitions != len(self.boundaries) + 1:
+            raise self._wrong_r(num_partitions)
+        # A boundary is the first key of its partition: the cut goes before keys equal to it.
+        cuts = [0, *(bisect.bisect_left(items, b, key=_first) for b in self.boundaries)]
+        cuts.append(len(items))
+        return [items[a:b] for a, b in itertools.pairwise(cuts)]
+
+    def __repr__(self) -> str:
+        return f"RangePartitioner({self.boundaries!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is RangePartitioner and other.boundaries == self.boundaries
+
+    __hash__ = None  # type: ignore[assignment]
+
+
 # -- partitioning a job's keys -------------------------------------------------------------
 
 
@@ -378,6 +437,21 @@ class Partitioning:
         for item, p in zip(items, ps):
             parts[p].append(item)
         return parts
+
+    def split_sorted(self, items: list[tuple[Any, Any]]) -> list[list[tuple[Any, Any]]] | None:
+        """``(key, x)`` items in R lists each sorted by key, where the partitioner is known
+        to keep key order (``RangePartitioner``): one sort (stable, in place), then a
+        cut at the boundaries. None where it is not, or where the keys' order is not
+        ``<`` (then ``split`` and a sort of each list give the same lists)."""
+        if type(self.partitioner) is not RangePartitioner:
+            return None
+        if not set(map(type, map(_first, items))) <= _TOTAL:
+            return None
+        try:
+            items.sort(key=_first)
+        except TypeError:  # keys that do not compare: ``split`` and the sorts say which
+            return None
+        return self.partitioner.cut(items, self.num_partitions)
 
     def split(self, items: Iterable[tuple[Any, Any]]) -> list[list[tuple[Any, Any]]]:
         """``(key, x)`` items in R lists by their key's partition (in no set order within one)."""

@@ -18,6 +18,7 @@ location and goes on.
 from __future__ import annotations
 
 import concurrent.futures
+import gc
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -33,9 +34,8 @@ FETCH_PARALLEL = 4
 #: A reduce whose fetched segments are all in memory and hold at most this many
 #: bytes groups them in a dict (decoded, they take a few times this much).
 HASH_GROUP_BYTES = 16 * 1024 * 1024
-#: A part file is written in large writes: lines joined this many at a time,
-#: through a buffer of this many bytes.
-WRITE_LINES = 4096
+#: A part file is written in large writes: a batch's lines joined (a few
+#: thousand at most), through a buffer of this many bytes.
 WRITE_BUFFER = 1024 * 1024
 
 
@@ -197,8 +197,9 @@ class ReduceSide:
 
     def _grouped(
         self, segments: list[shuffle.Fetched], work_dir: WorkDir, counters: dict[str, int]
-    ) -> Iterator[tuple[Any, list[Any]]]:
-        """The fetched segments' groups, sorted and merged (a key may span several groups).
+    ) -> Iterator[list[tuple[Any, list[Any]]]]:
+        """The fetched segments' groups, sorted and merged (a key may span several
+        groups), in lists of a few thousand groups at most.
 
         Small inputs held in memory are grouped in a dict; the rest are merged
         at most ``merge_fanin`` streams at a time, in passes through disk when
@@ -208,17 +209,20 @@ class ReduceSide:
         spilled = sum(seg.length for seg in segments if seg.path and not seg.in_place)
         in_memory = all(seg.data is not None for seg in segments)
         size = sum(seg.length for seg in segments)
+        batches: Iterator[list[tuple[Any, list[Any]]]]
         if in_memory and size <= min(HASH_GROUP_BYTES, s.reduce_memory):
-            groups = userfn.hash_merged([seg.groups() for seg in segments])
+            items = list(userfn.hash_merged([seg.groups() for seg in segments]))
+            step = userfn.MERGE_BATCH
+            batches = (items[i : i + step] for i in range(0, len(items), step))
         else:
             fanin = merge.fanin_for(s.merge_fanin, s.reduce_memory)
             path = work_dir.get() if len(segments) > fanin else work_dir.path  # passes write
             sources, written = merge.merge_down(segments, fanin, path)
             spilled += written
-            groups = userfn.merged(merge.streams(sources))
+            batches = userfn.merged_batches(merge.streams(sources))
         if spilled:
             counters[merge.SPILLED] = counters.get(merge.SPILLED, 0) + spilled
-        return groups
+        return batches
 
     # -- reduce -----------------------------------------------------------------
 
@@ -233,10 +237,16 @@ class ReduceSide:
     ) -> tuple[protocol.Report, bytes | None]:
         """Run one reduce attempt: its report, and its result blocks unless too big."""
         work_dir = WorkDir(layout.reduce_work_dir(self.data_dir, job_id, task, attempt))
+        # Decoding and merging make millions of small objects and no cycles worth
+        # chasing (as on the map side): the cyclic collector would only slow it down.
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
         try:
             return self._reduce(fns, job_id, task, attempt, spec, counters, work_dir)
         finally:
             work_dir.remove()
+            if gc_was_enabled:
+                gc.enable()
 
     def _reduce(
         self,
@@ -250,7 +260,7 @@ class ReduceSide:
     ) -> tuple[protocol.Report, bytes | None]:
         segments = self.fetch_all(job_id, attempt, spec, work_dir)
         total_groups = max(1, sum(loc.groups for loc in spec.locations))
-        groups = self._grouped(segments, work_dir, counters)
+        batches = self._grouped(segments, work_dir, counters)
         output_dir = spec.output_dir
         # Results come back only if every partition's fit in result_limit together.
         # With output_dir they are in the part files anyway, so a reduce encodes
@@ -264,39 +274,36 @@ class ReduceSide:
             out = open(  # noqa: SIM115
                 tmp, "w", WRITE_BUFFER, encoding="utf-8", errors="surrogateescape"
             )
-        lines: list[str] = []  # the part file's next lines, written WRITE_LINES at a time
+        results: list[tuple[Any, Any]] = []  # the next result block's records
         blocks: list[bytes] = []
-        block: list[tuple[Any, Any]] = []
         size = 0
         too_big = False
         n = 0
         try:
-            for k, v in userfn.reduce_groups(fns["reducer"], groups, counters):
-                n += 1
+            for keys, values in userfn.reduce_batches(fns["reducer"], batches, counters):
+                n += len(keys)
                 if out is not None:
-                    lines.append(f"{k}\t{v}\n")
-                    if len(lines) >= WRITE_LINES:
-                        out.write("".join(lines))
-                        lines.clear()
+                    out.write("".join([f"{k}\t{v}\n" for k, v in zip(keys, values)]))
                 if not too_big:
-                    block.append((k, v))
-                    if len(block) >= mapoutput.BLOCK_GROUPS:
-                        blocks.append(mapoutput.encode_block(block))
+                    results += zip(keys, values)
+                    while len(results) >= mapoutput.BLOCK_GROUPS and not too_big:
+                        blocks.append(mapoutput.encode_block(results[: mapoutput.BLOCK_GROUPS]))
+                        del results[: mapoutput.BLOCK_GROUPS]
                         size += len(blocks[-1])
-                        block = []
                         too_big = size > limit
-                if n % 1024 == 0:
-                    self.progress(
-                        0.5
-                        + 0.5
-                        * min(1.0, counters.get("zmqmr.reduce_input_groups", 0) / total_groups)
-                    )
-            if block and not too_big:
-                blocks.append(mapoutput.encode_block(block))
+                    if too_big:
+                        results.clear()
+                self.progress(
+                    0.5
+                    + 0.5 * min(1.0, counters.get("zmqmr.reduce_input_groups", 0) / total_groups)
+                )
+            if results and not too_big:
+                blocks.append(mapoutput.encode_block(results))
                 size += len(blocks[-1])
                 too_big = size > limit
+            if too_big:
+                blocks.clear()
             if out is not None:
-                out.write("".join(lines))
                 out.flush()
                 os.fsync(out.fileno())
                 out.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import operator
 import types
 from collections.abc import Callable, Iterable, Iterator
 from operator import itemgetter
@@ -225,39 +226,78 @@ def _batch_size(groups: list[Any]) -> int:
     return max(1, min(MERGE_BATCH, int(MERGE_VALUES / per_group)))
 
 
-def merged(streams: list[Iterator[tuple[Any, list[Any]]]]) -> Iterator[tuple[Any, list[Any]]]:
+def merged(streams: list[Iterator[Any]]) -> Iterator[tuple[Any, list[Any]]]:
     """Streams of ``(key, values)`` sorted by order key (``ordering.ordered_groups``)
     merged by key, keys unwrapped; unorderable keys named.
 
-    A key may come in several consecutive groups (from several streams, or
-    spanning blocks of one); ``reduce_groups`` hands their values over as one
-    iterator. Equal keys come in stream order, as from ``heapq.merge``.
+    A stream gives groups, or lists of groups (``merge.streams``: a decoded part of
+    a block at a time). A key may come in several consecutive groups (from
+    several streams, or spanning blocks of one); ``reduce_groups`` hands their
+    values over as one iterator. Equal keys come in stream order, as from
+    ``heapq.merge``.
     """
+    for batch in merged_batches(streams):
+        yield from batch
+
+
+def merged_batches(streams: list[Iterator[Any]]) -> Iterator[list[tuple[Any, list[Any]]]]:
+    """What ``merged`` gives, in sorted lists (a few thousand groups each, at most)."""
     try:
         for batch in _merged_batches(streams):
             if Ordered in set(map(type, map(_first, batch))):
                 batch = [(k.key, vs) if type(k) is Ordered else (k, vs) for k, vs in batch]
-            yield from batch
+            yield batch
     except TypeError as exc:
         if "not supported between instances" not in str(exc):
             raise
         raise TypeError(f"keys of one job must be mutually orderable: {exc}") from None
 
 
+Reader = Callable[[int], tuple[list[Any], bool]]
+
+
+def _opened(stream: Iterator[Any]) -> tuple[list[Any], Reader, bool]:
+    """A stream's first groups, how to read on (``read(n)``: about ``n`` more groups,
+    and whether the stream ended), and whether it ended already."""
+    first = next(stream, None)
+    if first is None:
+        return [], lambda n: ([], True), True
+    if type(first) is list:  # a stream of parts: a whole part at a time, whatever n
+
+        def read_part(n: int) -> tuple[list[Any], bool]:
+            part = next(stream, None)
+            return ([], True) if part is None else (part, False)
+
+        return list(first), read_part, False
+
+    def read_groups(n: int) -> tuple[list[Any], bool]:
+        more = list(itertools.islice(stream, n))
+        return more, len(more) < n
+
+    return [first], read_groups, False
+
+
 def _merged_batches(streams: list[Iterator[Any]]) -> Iterator[list[Any]]:
     """Sorted lists of groups which, one after the other, are the streams merged.
 
-    Each stream is read MERGE_BATCH groups at a time. A round takes, from
+    A stream of groups is read MERGE_BATCH groups at a time (fewer for groups
+    of many values), a stream of parts a part at a time. A round takes, from
     every buffer, the groups with keys below the smallest last key of the
     streams not yet at their end: those buffers hold all the groups of such
     keys that are left, so one stable sort of the taken groups (timsort
     merging sorted runs, with a C key function) puts them in merged order,
     equal keys in stream order. The stream that set the bound reads more.
     """
-    take = itertools.islice
-    bufs = [list(take(s, 1)) for s in streams]  # one group: its size sets the next take
-    ended = [not b for b in bufs]
+    opened = [_opened(s) for s in streams]
+    bufs = [o[0] for o in opened]
+    reads = [o[1] for o in opened]
+    ended = [o[2] for o in opened]
+    del opened
     while True:
+        for i, b in enumerate(bufs):
+            while not b and not ended[i]:  # an empty part, or a buffer taken whole
+                more, ended[i] = reads[i](MERGE_BATCH)
+                b += more
         live = [i for i, b in enumerate(bufs) if b]
         if not live:
             return
@@ -290,15 +330,67 @@ def _merged_batches(streams: list[Iterator[Any]]) -> Iterator[list[Any]]:
             runs, b[:cut] = b[:cut], []
             yield runs
             if not b and not ended[i]:
-                n = _batch_size(runs)
-                more = list(take(streams[i], n))
-                ended[i] = len(more) < n
+                more, ended[i] = reads[i](_batch_size(runs))
                 b += more
             continue
         for i in open_:
             b = bufs[i]
             if not b or not bound < b[-1][0]:  # the bound's stream: all its groups are >= bound
-                n = _batch_size(b or out[-1:])
-                more = list(take(streams[i], n))
-                ended[i] = len(more) < n
+                more, ended[i] = reads[i](_batch_size(b or out[-1:]))
                 b += more
+
+
+_NOT_A_VALUE_TYPES = frozenset(_NOT_A_VALUE)
+
+
+def reduce_batches(
+    reducer: Callable[[Any, Iterator[Any]], Any],
+    batches: Iterable[list[tuple[Any, Any]]],
+    counters: dict[str, int],
+) -> Iterator[tuple[list[Any], list[Any]]]:
+    """``reduce_groups`` over sorted batches of groups, a batch at a time: the keys
+    reduced and the reducer's values, as two lists.
+
+    A batch whose keys are distinct (the common case of a sort, checked in C)
+    calls the reducer through ``map``, each group's values handed over as its
+    list's own iterator, and checks the values in one pass; a batch where a
+    key repeats goes through ``reduce_groups``. A batch's last key may go on in
+    the next batch, so its groups wait for it. The reducer is called once per
+    key, in key order, with the same values in the same order either way.
+    """
+    name = "zmqmr.reduce_input_groups"
+    carry: list[tuple[Any, Any]] = []
+    for batch in batches:
+        if not batch:
+            continue
+        groups = carry + batch if carry else batch
+        keys = list(map(_first, groups))
+        j = len(keys) - 1
+        last = keys[j]
+        while j and keys[j - 1] == last:
+            j -= 1
+        carry = groups[j:]
+        del keys[j:]
+        if not keys:
+            continue
+        if any(map(operator.eq, keys, itertools.islice(keys, 1, None))):
+            done = list(reduce_groups(reducer, groups[:j], counters))
+            yield list(map(_first, done)), list(map(_second, done))
+            continue
+        values = list(map(reducer, keys, map(iter, map(_second, itertools.islice(groups, j)))))
+        if not _NOT_A_VALUE_TYPES.isdisjoint(map(type, values)):
+            bad = [(k, v) for k, v in zip(keys, values) if type(v) in _NOT_A_VALUE_TYPES]
+            for _, v in bad[1:]:
+                _close(v)  # never started: nothing of theirs runs
+            one_value("reducer", *bad[0])
+        counters[name] = counters.get(name, 0) + len(keys)
+        yield keys, values
+    if carry:
+        done = list(reduce_groups(reducer, carry, counters))
+        yield list(map(_first, done)), list(map(_second, done))
+
+
+def _close(value: Any) -> None:
+    """Close a generator or coroutine a reducer returned, which is never run."""
+    if isinstance(value, (types.GeneratorType, types.CoroutineType)):
+        value.close()
