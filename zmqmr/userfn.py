@@ -8,6 +8,7 @@ Imports: the standard library, ``partitioning`` and ``ordering``.
 from __future__ import annotations
 
 import bisect
+import collections
 import itertools
 import operator
 import types
@@ -340,9 +341,6 @@ def _merged_batches(streams: list[Iterator[Any]]) -> Iterator[list[Any]]:
                 b += more
 
 
-_NOT_A_VALUE_TYPES = frozenset(_NOT_A_VALUE)
-
-
 def reduce_batches(
     reducer: Callable[[Any, Iterator[Any]], Any],
     batches: Iterable[list[tuple[Any, Any]]],
@@ -355,39 +353,84 @@ def reduce_batches(
     calls the reducer through ``map``, each group's values handed over as its
     list's own iterator, and checks the values in one pass; a batch where a
     key repeats goes through ``reduce_groups``. A batch's last key may go on in
-    the next batch, so its groups wait for it. The reducer is called once per
-    key, in key order, with the same values in the same order either way.
+    the next batches (a hot key's runs): its values are streamed to one
+    reducer call from the batches as they come, as ``reduce_groups`` would,
+    never gathered. The reducer is called once per key, in key order, with the
+    same values in the same order whichever way.
     """
     name = "zmqmr.reduce_input_groups"
-    carry: list[tuple[Any, Any]] = []
-    for batch in batches:
-        if not batch:
+    batches = iter(batches)
+    groups = next(batches, None)
+    while groups is not None:
+        if not groups:
+            groups = next(batches, None)
             continue
-        groups = carry + batch if carry else batch
         keys = list(map(_first, groups))
         j = len(keys) - 1
         last = keys[j]
         while j and keys[j - 1] == last:
             j -= 1
-        carry = groups[j:]
-        del keys[j:]
-        if not keys:
-            continue
-        if any(map(operator.eq, keys, itertools.islice(keys, 1, None))):
-            done = list(reduce_groups(reducer, groups[:j], counters))
-            yield list(map(_first, done)), list(map(_second, done))
-            continue
-        values = list(map(reducer, keys, map(iter, map(_second, itertools.islice(groups, j)))))
-        if not _NOT_A_VALUE_TYPES.isdisjoint(map(type, values)):
-            bad = [(k, v) for k, v in zip(keys, values) if type(v) in _NOT_A_VALUE_TYPES]
-            for _, v in bad[1:]:
-                _close(v)  # never started: nothing of theirs runs
-            one_value("reducer", *bad[0])
-        counters[name] = counters.get(name, 0) + len(keys)
-        yield keys, values
-    if carry:
-        done = list(reduce_groups(reducer, carry, counters))
-        yield list(map(_first, done)), list(map(_second, done))
+        if j:
+            del keys[j:]
+            body = groups[:j]
+            if any(map(operator.eq, keys, itertools.islice(keys, 1, None))):
+                done = list(reduce_groups(reducer, body, counters))
+                yield list(map(_first, done)), list(map(_second, done))
+            else:
+                values = list(map(reducer, keys, map(iter, map(_second, body))))
+                if not _NOT_A_VALUE_TYPES.isdisjoint(map(type, values)):
+                    bad = [(k, v) for k, v in zip(keys, values) if type(v) in _NOT_A_VALUE_TYPES]
+                    for _, v in bad[1:]:
+                        _close(v)  # never started: nothing of theirs runs
+                    one_value("reducer", *bad[0])
+                counters[name] = counters.get(name, 0) + len(keys)
+                yield keys, values
+            del body
+        run = _KeyRun(last, groups[j:], batches)
+        del groups, keys
+        value = one_value("reducer", last, reducer(last, run.values()))
+        groups = run.rest()  # what the reducer did not read of the key is passed over
+        counters[name] = counters.get(name, 0) + 1
+        yield [last], [value]
+
+
+class _KeyRun:
+    """One key's groups: those at the end of a batch, then those at the start of
+    the batches after it, read as its values are; ``rest()``, the batch after them."""
+
+    def __init__(self, key: Any, groups: list[Any], batches: Iterator[list[Any]]) -> None:
+        self.key = key
+        self.groups = groups
+        self.batches = batches
+        self.after: list[Any] | None = None
+        self.done = False
+
+    def _runs(self) -> Iterator[Any]:
+        yield from self.groups
+        self.groups = []
+        key = self.key
+        for batch in self.batches:
+            same = list(map(operator.eq, map(_first, batch), itertools.repeat(key)))
+            n = same.index(False) if False in same else len(batch)
+            if n < len(batch):
+                self.after = batch[n:]
+                yield from batch[:n]
+                break
+            yield from batch
+        self.done = True
+
+    def values(self) -> Iterator[Any]:
+        self._it = self._runs()
+        return itertools.chain.from_iterable(map(_second, self._it))
+
+    def rest(self) -> list[Any] | None:
+        if not self.done:
+            collections.deque(self._it, 0)
+        after, self.after = self.after, None
+        return after if after is not None else next(self.batches, None)
+
+
+_NOT_A_VALUE_TYPES = frozenset(_NOT_A_VALUE)
 
 
 def _close(value: Any) -> None:

@@ -12,6 +12,7 @@ span blocks and batches, empty partitions, and keys the shortcuts must not take.
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 from typing import Any
@@ -337,3 +338,46 @@ def test_flat_parts_decode_as_one_value_groups():
     blocks = list(mapoutput.iter_blocks(data))
     assert len(blocks) >= 2  # cut by bytes
     assert list(mapoutput.segment_groups(data)) == [(k, (v,)) for k, v in pairs]
+
+
+def test_a_key_spanning_batches_streams_to_one_reducer_call():
+    # "hot" runs through batches 0-3; each batch is pulled only as its values are read.
+    batches = [
+        [("a", [0]), ("hot", [1])],
+        [("hot", [2]), ("hot", [3])],
+        [("hot", [4])],
+        [("hot", [5]), ("z", [6])],
+    ]
+    pulled: list[int] = []
+
+    def stream():
+        for i, b in enumerate(batches):
+            pulled.append(i)
+            yield list(b)
+
+    seen: list[tuple[str, int, list[int]]] = []
+
+    def reducer(key, values):
+        first = next(values)
+        seen.append((key, first, list(pulled)))
+        return [first, *values]
+
+    out = list(userfn.reduce_batches(reducer, stream(), {}))
+    assert seen == [("a", 0, [0]), ("hot", 1, [0]), ("z", 6, [0, 1, 2, 3])]
+    assert out == [(["a"], [[0]]), (["hot"], [[1, 2, 3, 4, 5]]), (["z"], [[6]])]
+
+
+@pytest.mark.parametrize("reads", [0, 1, 3])
+def test_a_reducer_that_stops_reading_a_hot_key_leaves_the_next_keys_whole(reads):
+    batches = [[("a", [1]), ("h", [1])], [("h", [2])] * 3, [("h", [3]), ("k", [4]), ("m", [5])]]
+
+    def reducer(key, values):
+        return list(itertools.islice(values, reads if key == "h" else 99))
+
+    counters: dict[str, int] = {}
+    out = list(userfn.reduce_batches(reducer, iter(batches), counters))
+    keys = [k for ks, _ in out for k in ks]
+    values = [v for _, vs in out for v in vs]
+    assert keys == ["a", "h", "k", "m"]
+    assert values == [[1], [1, 2, 2, 2, 3][:reads], [4], [5]]
+    assert counters["zmqmr.reduce_input_groups"] == 4
