@@ -102,7 +102,8 @@ def test_small_maps_make_their_job_dir_once_and_remove_and_trim_nothing(tmp_path
     data = str(tmp_path / "zmqmr-maps")
     for m, done in zip(msgs, conn.sent):
         path = layout.map_output_path(data, "job1", m.task, m.attempt)
-        groups = [list(shuffle.local_segment(path, r).groups()) for r in range(2)]
+        groups = [[(k, list(vs)) for k, vs in shuffle.local_segment(path, r).groups()]
+                  for r in range(2)]  # fmt: skip
         value = m.task  # record i is (i, i)
         assert [g for part in groups for g in part] == [(value % 3, [value])]
         assert done.report.counters["zmqmr.map_input_records"] == 1
