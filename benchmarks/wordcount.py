@@ -438,6 +438,13 @@ class TreeSampler(threading.Thread):
             out.setdefault(e["role"], []).append(e["rss"])
         return out
 
+    def cpu_by_role(self) -> dict[str, list[float]]:
+        """Each process's CPU seconds (its last sample), by role."""
+        out: dict[str, list[float]] = {}
+        for e in self.procs.values():
+            out.setdefault(e["role"], []).append(e["cpu"])
+        return out
+
 
 def measure(kind: str, args: argparse.Namespace, work: str, round_: int) -> dict[str, Any]:
     out = os.path.join(work, f"result-{kind}-{round_}.pkl")
@@ -495,6 +502,7 @@ def run_measured(kind: str, cmd: list[str], out: str) -> dict[str, Any]:
         "peak_max_mb": sampler.peak_max / MiB,
         "peak_sum_mb": sampler.peak_sum / MiB,
         "roles": {r: [v / MiB for v in vs] for r, vs in sampler.by_role().items()},
+        "cpu_roles": sampler.cpu_by_role(),
         "nprocs": len(sampler.procs),
         "samples": sampler.samples,
     }
@@ -555,6 +563,12 @@ def print_roles(r: dict[str, Any]) -> None:
         f"[getrusage: self {info['maxrss_self_mb']:.0f}, "
         f"largest waited-for descendant {info['maxrss_children_mb']:.0f}]"
     )
+    if "cpu_roles" in r:
+        cpu = "; ".join(
+            f"{role} " + ", ".join(f"{v:.1f}" for v in sorted(vs, reverse=True))
+            for role, vs in sorted(r["cpu_roles"].items())
+        )
+        print(f"  {r['kind']}: CPU s by process: {cpu}")
 
 
 def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> None:
