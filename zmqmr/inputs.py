@@ -223,8 +223,9 @@ READ_CHUNK = 1024 * 1024
 #: Records per batch for whole files and in-memory records (a text batch is one chunk).
 BATCH_RECORDS = 8192
 
-#: A batch of records as two parallel lists: keys and values.
-Batch = tuple[list[Any], list[Any]]
+#: A batch of records: its keys (an iterable, read once) and its values (a list, as
+#: long as the keys).
+Batch = tuple[Iterable[Any], list[Any]]
 _plus_one = (1).__add__
 
 
@@ -322,7 +323,7 @@ def _lines(path: str, pos: int, data: bytes) -> Batch:
         lines.pop()
     # Byte offsets: pos, then each previous offset plus its line and newline.
     offsets = itertools.accumulate(map(_plus_one, sizes), initial=pos)
-    keys = list(zip(itertools.repeat(path, len(lines)), offsets))
+    keys = zip(itertools.repeat(path, len(lines)), offsets)  # made as they are read
     if b"\r" in data:  # CRLF: the \r belongs to the line ending (offsets counted it above)
         lines = [line[:-1] if line.endswith("\r") else line for line in lines]
     return keys, lines

@@ -89,7 +89,7 @@ def _last_read(records: Iterator[Any], last: int) -> int:
 def _skipping(
     mapper: Callable[[Any, Any], Any],
     keys: Iterator[Any],
-    values: list[Any],
+    values: Iterator[Any],
     base: int,
     skip: set[int],
 ) -> Iterator[Any]:
@@ -509,22 +509,22 @@ def map_records(
     g.full = lambda: g.spill_past(spill_at, spill)
     index = read = skipped = 0
     for keys, values in reader.batches():
-        base, index = index, index + len(keys)
-        keys_read = iter(keys)
-        where = functools.partial(_last_read, keys_read, index - 1)
-        keys_in = keys_read if track is None else _tracked(keys_read, base, track)
-        results: Iterator[Any] = map(mapper, keys_in, values)
+        base, index = index, index + len(values)
+        values_read = iter(values)  # read just after its key: it tells where the map is
+        where = functools.partial(_last_read, values_read, index - 1)
+        keys_in = iter(keys) if track is None else _tracked(iter(keys), base, track)
+        results: Iterator[Any] = map(mapper, keys_in, values_read)
         dropped = sum(base <= r < index for r in skip) if skip else 0
         if dropped:
             skipped += dropped
-            results = _skipping(mapper, keys_in, values, base, skip)
+            results = _skipping(mapper, keys_in, values_read, base, skip)
         try:
             g.add(results, base, where)
         except RecordFailed:
             raise
         except Exception as exc:
             raise RecordFailed(where()) from exc
-        read += len(keys)
+        read += len(values)
         progress(reader.fraction())
         g.spill_past(spill_at, spill)
     g.flush()
@@ -538,11 +538,12 @@ SPLIT_PAIRS_CHUNK = 16 * 1024
 
 
 class _SplitRecords:
-    """The iterator over one split's records that a split mapper gets.
+    """The records of one split for a split mapper: ``records``, the iterator it gets.
 
-    It leaves out the records to skip, reports progress at each batch, and
-    knows the index of the record it gave last: the one being read when the
-    split mapper failed.
+    ``records`` leaves out the records to skip and reports progress after each
+    batch; ``last()`` is the index of the record it gave last (the one being
+    read when the split mapper failed). ``records`` is a chain of one ``zip``
+    per batch, so handing a record over runs no Python code.
     """
 
     def __init__(
@@ -552,36 +553,32 @@ class _SplitRecords:
         progress: Callable[[float], None],
         track: Any = None,
     ) -> None:
-        self._last = lambda: -1
-        self._track = track
-        self._it = self._records(reader, skip, progress)
-
-    def __iter__(self) -> _SplitRecords:
-        return self
-
-    def __next__(self) -> tuple[Any, Any]:
-        return next(self._it)
+        self._last: Callable[[], int] = lambda: -1
+        self.records: Iterator[tuple[Any, Any]] = itertools.chain.from_iterable(
+            self._batches(reader, skip, progress, track)
+        )
 
     def last(self) -> int:
         """The index of the record given last, or -1 before the first."""
         return self._last()
 
-    def _records(
-        self, reader: SplitReader, skip: set[int], progress: Callable[[float], None]
-    ) -> Iterator[tuple[Any, Any]]:
+    def _batches(
+        self,
+        reader: SplitReader,
+        skip: set[int],
+        progress: Callable[[float], None],
+        track: Any,
+    ) -> Iterator[Iterator[tuple[Any, Any]]]:
         index = 0
         for keys, values in reader.batches():
-            base, index = index, index + len(keys)
-            keys_read = iter(keys)
-            self._last = functools.partial(_last_read, keys_read, index - 1)
-            keys_in = keys_read if self._track is None else _tracked(keys_read, base, self._track)
-            dropped = sum(base <= r < index for r in skip) if skip else 0
-            if dropped:
-                for i, kv in enumerate(zip(keys_in, values), base):
-                    if i not in skip:
-                        yield kv
-            else:
-                yield from zip(keys_in, values)
+            base, index = index, index + len(values)
+            values_read = iter(values)  # read just after its key: it tells where the map is
+            self._last = functools.partial(_last_read, values_read, index - 1)
+            keys_in = iter(keys) if track is None else _tracked(iter(keys), base, track)
+            batch: Iterator[tuple[Any, Any]] = zip(keys_in, values_read)
+            if skip and any(base <= r < index for r in skip):
+                batch = itertools.compress(batch, [i not in skip for i in range(base, index)])
+            yield batch
             progress(reader.fraction())
 
 
@@ -608,7 +605,7 @@ def split_map_records(
     try:
         # Checked as they come, so a bad pair is pinned on the record being read
         # (the grouper reads ahead before it checks).
-        pairs = userfn.output_pairs(split_mapper(records), "split_mapper")
+        pairs = userfn.output_pairs(split_mapper(records.records), "split_mapper")
         while True:
             before = g.emitted
             g.add(iter((itertools.islice(pairs, SPLIT_PAIRS_CHUNK),)), 0, records.last)
