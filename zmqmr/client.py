@@ -134,7 +134,7 @@ class Client:
 
     def send(self, msg: protocol.Message) -> None:
         """Send one message that expects no answer."""
-        self._socket().send_multipart(protocol.encode(msg), copy=False)
+        protocol.send_frames(self._socket(), protocol.encode(msg))
 
     def request(
         self,
@@ -145,7 +145,7 @@ class Client:
         """Send one request and wait for its answer (of a type in ``answers``)."""
         sock = self._socket()
         frames = protocol.encode(msg)
-        sock.send_multipart(frames, copy=False)
+        protocol.send_frames(sock, frames)
         deadline = time.monotonic() + self.timeout
         while True:
             left = deadline - time.monotonic()

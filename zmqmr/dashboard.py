@@ -104,7 +104,7 @@ class _Asker:
                     self.keys.client(sock, self.keys.master_public)
                 sock.connect(self.address)
                 self.sock = sock
-            self.sock.send_multipart(protocol.encode(msg))
+            protocol.send_frames(self.sock, protocol.encode(msg))
             deadline = time.monotonic() + REQUEST_TIMEOUT
             while True:
                 left = deadline - time.monotonic()

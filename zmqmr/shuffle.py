@@ -110,7 +110,7 @@ class ShuffleServer:
                     else:
                         log.exception("shuffle: a request failed")
                     reply = protocol.encode(protocol.FetchError("malformed request", False))
-                sock.send_multipart(reply, copy=False)
+                protocol.send_frames(sock, reply)
 
     def handle(self, frames: list[bytes]) -> list[bytes]:
         """Serve the parts asked for, in order, up to ``max_bytes`` in all."""
@@ -266,7 +266,7 @@ def fetch_segments(
                     if keys is not None:
                         keys.client(sock, keys.member_public)
                     sock.connect(address)
-                sock.send_multipart(frames)
+                protocol.send_frames(sock, frames)
                 if sock.poll(int(timeout * 1000)):
                     try:
                         reply = protocol.decode(sock.recv_multipart())

@@ -403,3 +403,24 @@ def test_a_single_message_reads_as_a_batch_of_one():
     assert p.decode_batch(p.encode(p.Cancel(7))).parts == [p.Cancel(7)]
     with pytest.raises(ProtocolError):
         p.decode_batch([p.VERSION, b"CANCEL", b'{"attempt":-1}'])
+
+
+def test_every_module_sends_frames_through_protocol_send_frames():
+    """One way onto a socket: no module but protocol.py calls send_multipart."""
+    import ast
+    import pathlib
+
+    import zmqmr
+
+    package = pathlib.Path(zmqmr.__file__).parent
+    callers = []
+    for path in sorted(package.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "send_multipart"
+            ):
+                callers.append(f"{path.relative_to(package)}:{node.lineno}")
+    assert callers == []
