@@ -5,7 +5,7 @@ On a worker, under its data dir, one directory per job::
     DATA_DIR/JOB/m00003-a7.out        map task 3's output, written by attempt 7
     DATA_DIR/JOB/m00003-a7.out.tmp    ... while attempt 7 writes it
     DATA_DIR/JOB/m00003-a7.spills/    ... sorted runs spilled by attempt 7
-    DATA_DIR/JOB/r00001-a9/           reduce task 1's work dir (fetched segments)
+    DATA_DIR/JOB/r00001-a9/           reduce task 1's work dir, made only if it spills
     DATA_DIR/.slot-2.pos              slot 2's executor: the attempt and record it maps
 
 A worker started without ``--data-dir`` makes its own temporary directory, and
