@@ -135,7 +135,16 @@ class Split(Record):
         if self.kind == "files" and not self.paths:
             raise ProtocolError(f"{where}: a files split needs at least one path")
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:  # only the fields its kind has
+        out: dict[str, Any] = {"kind": self.kind}
+        if self.kind == "records":
+            out["blob"] = self.blob
+            if self.count is not None:
+                out["count"] = self.count
+            if self.first is not None:
+                out["first"] = self.first
+            if self.path is None and self.start is None and self.end is None and self.paths is None:
+                return out
         return {n: v for n in self.FIELDS if (v := getattr(self, n)) is not None}
 
 

@@ -199,11 +199,7 @@ class Record:
     @classmethod
     def from_json(cls: type[R], value: Any, where: str = "") -> R:
         if where is FAST:
-            fast = cls.__dict__.get("_fast_from_json")
-            if fast is None:
-                fast = _compile_from_json(cls)
-                cls._fast_from_json = fast  # type: ignore[attr-defined]
-            return fast(value)
+            return _fast(cls)(value)
         where = where or cls.__name__
         if type(value) is not dict:
             raise _fail(where, "an object", value)
@@ -258,15 +254,30 @@ def _inline_check(kind: Kind, ref: str, ind: str) -> list[str]:
     if type(kind) is Opt:
         inner = _inline_check(kind.kind, ref + ".kind", ind + "    ")
         return [f"{ind}if x is not None:", *inner]
-    if type(kind) is Obj:
-        return [f"{ind}x = {ref}.cls.from_json(x, FAST)"]
+    if type(kind) is Obj:  # the nested record's own compiled decoder, called directly
+        return [f"{ind}x = fast({ref}.cls)(x)"]
+    if type(kind) is ListOf and type(kind.item) is Obj:
+        return [
+            f"{ind}if type(x) is not list or len(x) > {kind.max_len}: raise BAD()",
+            f"{ind}x = [f(v) for v in x] if x and (f := fast({ref}.item.cls)) else []",
+        ]
     return [f"{ind}x = {ref}.check(x, FAST)"]
+
+
+def _fast(cls: type[Record]) -> Any:
+    """``cls``'s compiled decoder (``from_json(value, FAST)``), made on first use."""
+    fast = cls.__dict__.get("_fast_from_json")
+    if fast is None:
+        fast = _compile_from_json(cls)
+        cls._fast_from_json = fast  # type: ignore[attr-defined]
+    return fast
 
 
 def _compile_from_json(cls: type[Record]) -> Any:
     env: dict[str, Any] = {
         "BAD": ProtocolError,
         "FAST": FAST,
+        "fast": _fast,
         "cls": cls,
         "NAMES": frozenset(cls.FIELDS),
         "REQUIRED": cls._required_fields(),
@@ -298,6 +309,14 @@ def _inline_dump(kind: Kind, ref: str, value: str) -> str:
         return value
     if type(kind) is ListOf and type(kind.item) in (Int, Num, Str, Bool):
         return f"list({value})"
+    if type(kind) is Obj:
+        return f"{value}.to_json()"
+    if type(kind) is Opt and type(kind.kind) is Obj:
+        return f"(None if {value} is None else {value}.to_json())"
+    if type(kind) is Opt and type(kind.kind) in (Int, Num, Str, Bool):
+        return value
+    if type(kind) is ListOf and type(kind.item) is Obj:
+        return f"[v.to_json() for v in {value}]"
     return f"{ref}.dump({value})"
 
 

@@ -443,29 +443,31 @@ class MasterState:
         task.report = report
         task.duration = now - att.start
         if task.kind == MAP:
-            self.persist(
-                out,
-                "map",
-                job=job.id,
-                task=task.index,
-                attempt=att.id,
-                shuffle=w.shuffle,
-                report=report.to_json(),
-            )
+            if self.durable:  # the report's JSON is made only for a journal
+                self.persist(
+                    out,
+                    "map",
+                    job=job.id,
+                    task=task.index,
+                    attempt=att.id,
+                    shuffle=w.shuffle,
+                    report=report.to_json(),
+                )
             self.attach_output(job, task, w, att.id, report)
         else:
             task.result = ev.result
             task.approved = att.id  # the one attempt whose file the job commit moves
-            self.persist(
-                out,
-                "reduce",
-                [] if ev.result is None else [ev.result],
-                job=job.id,
-                task=task.index,
-                attempt=att.id,
-                report=report.to_json(),
-                result=ev.result is not None,
-            )
+            if self.durable:
+                self.persist(
+                    out,
+                    "reduce",
+                    [] if ev.result is None else [ev.result],
+                    job=job.id,
+                    task=task.index,
+                    attempt=att.id,
+                    report=report.to_json(),
+                    result=ev.result is not None,
+                )
         add_counters(job.counters, report.counters, 1)
         job.durations[task.kind].add(task.duration)
         self._set_status(job, task, DONE)

@@ -65,13 +65,15 @@ class Worker:
     #: (job, map task) of the current map outputs on its disk.
     outputs: set[tuple[str, int]] = field(default_factory=set)
 
+    #: "host:pid", for people; made once.
+    name: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.name = f"{self.host}:{self.pid}"
+
     @property
     def load(self) -> int:
         return len(self.running)
-
-    @property
-    def name(self) -> str:
-        return f"{self.host}:{self.pid}"
 
 
 @dataclass(slots=True, eq=False)
