@@ -56,11 +56,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     workers = status["workers"]
     print(f"{len(workers)} worker(s)")
     if workers:
-        print(f"  {'HOST':<20} {'PID':>7} {'SLOTS':>5} {'BUSY':>4} {'HEARTBEAT':>10}  SHUFFLE")
+        head = f"{'HOST':<20} {'PID':>7} {'SLOTS':>5} {'BUSY':>4} {'QUEUED':>6} {'HEARTBEAT':>10}"
+        print(f"  {head}  SHUFFLE")
         for w in workers:
             print(
                 f"  {w['host']:<20} {w['pid']:>7} {w['slots']:>5} {w['running']:>4} "
-                f"{w['last_heartbeat']:>9.1f}s  {w['shuffle']}"
+                f"{w.get('queued', 0):>6} {w['last_heartbeat']:>9.1f}s  {w['shuffle']}"
             )
     jobs = status["jobs"]
     print(f"{len(jobs)} job(s)")

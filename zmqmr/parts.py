@@ -327,7 +327,9 @@ class WorkerStatus(Record):
     host: str
     pid: int
     slots: int
+    #: Attempts running on its slots, and attempts waiting there for a slot (prefetch).
     running: int
+    queued: int
     last_heartbeat: float
     shuffle: str
     FIELDS: ClassVar[dict[str, Kind]] = {
@@ -336,6 +338,7 @@ class WorkerStatus(Record):
         "pid": COUNT,
         "slots": COUNT,
         "running": COUNT,
+        "queued": COUNT,
         "last_heartbeat": SECONDS,
         "shuffle": ENDPOINT,
     }

@@ -65,7 +65,8 @@ def cluster_status(state: MasterState, now: float) -> ClusterStatus:
                 host=w.host,
                 pid=w.pid,
                 slots=w.slots,
-                running=w.load,
+                running=min(w.load, w.slots),
+                queued=max(0, w.load - w.slots),
                 last_heartbeat=round(max(0.0, now - w.last_seen), 3),
                 shuffle=w.shuffle,
             )

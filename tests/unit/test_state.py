@@ -1187,6 +1187,14 @@ def test_progress_counts_tasks_by_state():
     )
 
 
+def test_status_shows_a_workers_queued_attempts_apart_from_its_running_ones():
+    c = Cluster(prefetch=1)
+    c.register(A, slots=2, at=0.0)
+    assert len(assigns(c.submit(spec=make_spec(maps=6), at=0.0))) == 4  # 2 slots, 2 queued
+    (w,) = c.state.status(0.0).workers
+    assert (w.slots, w.running, w.queued) == (2, 2, 2)
+
+
 def test_status_lists_workers_and_jobs():
     c = Cluster()
     c.register(A, slots=2, at=0.0)
@@ -1202,6 +1210,7 @@ def test_status_lists_workers_and_jobs():
         pid=100,
         slots=2,
         running=2,
+        queued=0,
         last_heartbeat=0.5,
         shuffle=address(A),
     )
@@ -1238,7 +1247,8 @@ def test_prefetch_queues_one_attempt_per_slot_while_idle_tasks_exceed_free_slots
     c.register(A, slots=1)
     m0, m1 = assigns(c.submit(spec=make_spec(maps=4)))  # one runs, one waits behind it
     assert (m0.worker, m1.worker) == (A, A)
-    assert c.state.status(c.now).workers[0].running == 2
+    (w,) = c.state.status(c.now).workers
+    assert (w.running, w.queued) == (1, 1)
     (m2,) = assigns(c.map_done(m0))  # m1 runs now; m2 takes the queue place
     assert (m2.task, m2.worker) == (2, A)
     # without prefetch the same worker holds one attempt at a time
