@@ -293,6 +293,7 @@ class Worker:
         poller, fds = self._poller, self._fds
         wake = self.state.wake_at()
         wait = 1.0 if wake is None else max(0.0, min(wake - now, 1.0))
+        self._flush_sends()  # a READY from a new connection goes before the wait
         events = dict(poller.poll(int(wait * 1000) + 1))
         if self.sock in events:
             self._read_master()
