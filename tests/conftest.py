@@ -95,6 +95,81 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class CommandLineCluster:
+    """A master and workers started as a user starts them: ``zmqmr master`` and
+    ``zmqmr worker`` processes on free ports of 127.0.0.1 (heartbeats every 0.2 s).
+
+    ``start_master`` may be called again after ``kill_master``: the new master
+    binds the same ports (and reads the same ``state_dir``). Use it as a
+    context manager: every process it started is stopped at the end.
+    """
+
+    def __init__(
+        self,
+        tmp_path,
+        workers: int = 2,
+        *,
+        worker_timeout: float,
+        state_dir=None,
+        worker_sets: tuple[str, ...] = (),
+    ) -> None:
+        import sys
+
+        wport, cport = free_port(), free_port()
+        self.env = {**os.environ, "PYTHONPATH": REPO}
+        self.address = f"tcp://127.0.0.1:{cport}"
+        zmqmr_cmd = [sys.executable, "-m", "zmqmr"]
+        self.master_args = [*zmqmr_cmd, "master", "--bind", f"tcp://127.0.0.1:{wport}"]
+        self.master_args += ["--client-bind", self.address, "--heartbeat-interval", "0.2"]
+        self.master_args += ["--worker-timeout", f"{worker_timeout:g}"]
+        if state_dir is not None:
+            self.master_args += ["--state-dir", str(state_dir)]
+        sets = [arg for s in worker_sets for arg in ("--set", s)]
+        self.worker_args = [
+            [*zmqmr_cmd, "worker", "--master", f"tcp://127.0.0.1:{wport}"]
+            + ["--data-dir", str(tmp_path / f"w{i}"), *sets]
+            for i in range(workers)
+        ]
+        self.procs: list[subprocess.Popen] = []
+        self.master: subprocess.Popen | None = None
+
+    def _spawn(self, args: list[str]) -> subprocess.Popen:
+        p = subprocess.Popen(args, env=self.env, stderr=subprocess.DEVNULL)
+        self.procs.append(p)
+        return p
+
+    def start_master(self) -> subprocess.Popen:
+        self.master = self._spawn(self.master_args)
+        return self.master
+
+    def start_workers(self) -> None:
+        for args in self.worker_args:
+            self._spawn(args)
+
+    def kill_master(self) -> None:
+        """SIGKILL the master and reap it."""
+        assert self.master is not None
+        self.master.kill()
+        self.master.wait()
+
+    def registered(self, n: int | None = None) -> bool:
+        """Whether the master answers and knows ``n`` workers (default: all of them)."""
+        import zmqmr
+
+        want = len(self.worker_args) if n is None else n
+        try:
+            with zmqmr.Client(self.address, timeout=0.5) as cl:
+                return len(cl.status()["workers"]) == want
+        except zmqmr.MasterUnavailable:  # still starting, or restarting
+            return False
+
+    def __enter__(self) -> CommandLineCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        stop_processes(self.procs)
+
+
 @pytest.fixture(scope="session")
 def books() -> list[str]:
     assert BOOKS, f"no books found in {BOOKS_DIR}"

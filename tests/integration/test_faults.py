@@ -5,19 +5,15 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
 
 import pytest
 from conftest import (
-    REPO,
+    CommandLineCluster,
     count_words,
-    free_port,
     serial_items,
-    stop_processes,
     wc_mapper,
     wc_reducer,
 )
@@ -320,69 +316,20 @@ def test_client_gets_a_clear_error_when_the_master_dies_for_longer_than_master_w
 
 
 def test_workers_reregister_with_a_master_restarted_at_the_same_address(books, tmp_path):
-    wport, cport = free_port(), free_port()
-    env = {**os.environ, "PYTHONPATH": REPO}
-    master_args = [
-        sys.executable,
-        "-m",
-        "zmqmr",
-        "master",
-        "--bind",
-        f"tcp://127.0.0.1:{wport}",
-        "--client-bind",
-        f"tcp://127.0.0.1:{cport}",
-        "--heartbeat-interval",
-        "0.2",
-        "--worker-timeout",
-        "1.5",
-    ]
-    procs = []
-    try:
-        master = subprocess.Popen(master_args, env=env, stderr=subprocess.DEVNULL)
-        procs.append(master)
-        for i in range(2):
-            procs.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "zmqmr",
-                        "worker",
-                        "--master",
-                        f"tcp://127.0.0.1:{wport}",
-                        "--data-dir",
-                        str(tmp_path / f"w{i}"),
-                        "--set",
-                        "reconnect_initial=0.2",
-                        "--set",
-                        "reconnect_max=1.0",
-                    ],
-                    env=env,
-                    stderr=subprocess.DEVNULL,
-                )
-            )
-        address = f"tcp://127.0.0.1:{cport}"
-
-        def registered(n):
-            try:
-                with zmqmr.Client(address, timeout=0.5) as cl:
-                    return len(cl.status()["workers"]) == n
-            except zmqmr.MasterUnavailable:
-                return False
-
-        wait_until(lambda: registered(2))
-        master.kill()
-        master.wait()
+    sets = ("reconnect_initial=0.2", "reconnect_max=1.0")
+    with CommandLineCluster(tmp_path, worker_timeout=1.5, worker_sets=sets) as lab:
+        lab.start_master()
+        lab.start_workers()
+        wait_until(lab.registered)
+        lab.kill_master()
         time.sleep(2.5)  # workers notice the silence and back off
-        procs.append(subprocess.Popen(master_args, env=env, stderr=subprocess.DEVNULL))
-        wait_until(lambda: registered(2), timeout=30)
+        lab.start_master()
+        wait_until(lab.registered, timeout=30)
         job = zmqmr.Job(
             wc_mapper, wc_reducer, inputs=books[:2], combiner=wc_reducer, num_reducers=2
         )
-        with zmqmr.Client(address) as cl:
+        with zmqmr.Client(lab.address) as cl:
             assert dict(cl.run(job).items()) == count_words(books[:2])
-    finally:
-        stop_processes(procs)
 
 
 def test_backups_are_not_launched_for_even_tasks():

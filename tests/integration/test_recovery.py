@@ -182,29 +182,8 @@ def test_a_second_master_on_the_same_state_dir_is_refused(tmp_path):
 
 def test_a_master_and_workers_from_the_command_line_resume_after_sigkill(books, tmp_path):
     # as a user runs them: zmqmr master --state-dir, zmqmr worker, a Python client
-    import subprocess
-    import sys
+    from conftest import CommandLineCluster
 
-    from conftest import REPO, free_port, stop_processes
-
-    wport, cport = free_port(), free_port()
-    env = {**os.environ, "PYTHONPATH": REPO}
-    master_args = [
-        sys.executable,
-        "-m",
-        "zmqmr",
-        "master",
-        "--bind",
-        f"tcp://127.0.0.1:{wport}",
-        "--client-bind",
-        f"tcp://127.0.0.1:{cport}",
-        "--state-dir",
-        str(tmp_path / "state"),
-        "--heartbeat-interval",
-        "0.2",
-        "--worker-timeout",
-        "3",
-    ]
     job = zmqmr.Job(
         slow_mapper,
         wc_reducer,
@@ -215,33 +194,23 @@ def test_a_master_and_workers_from_the_command_line_resume_after_sigkill(books, 
         speculative=False,
     )
     expected = serial_items(job, mapper=wc_mapper)
-    procs = []
-    client = zmqmr.Client(f"tcp://127.0.0.1:{cport}", timeout=2.0)
-    try:
-        master = subprocess.Popen(master_args, env=env, stderr=subprocess.DEVNULL)
-        procs.append(master)
-        for i in range(2):
-            worker = [sys.executable, "-m", "zmqmr", "worker", "--master"]
-            worker += [f"tcp://127.0.0.1:{wport}", "--data-dir", str(tmp_path / f"w{i}")]
-            procs.append(subprocess.Popen(worker, env=env, stderr=subprocess.DEVNULL))
-
-        def registered() -> bool:
-            try:
-                return len(client.status()["workers"]) == 2
-            except zmqmr.MasterUnavailable:  # still starting
-                return False
-
-        wait_until(registered)
-        handle = client.submit(job)
-        maps = wait_until(lambda: (p := handle.progress())["maps_done"] >= 3 and p["maps"])
-        master.kill()
-        master.wait()
-        before = journaled(str(tmp_path / "state"), handle.job_id)
-        assert 3 <= before["maps_done"] < maps
-        procs.append(subprocess.Popen(master_args, env=env, stderr=subprocess.DEVNULL))
-        result = handle.wait(timeout=240)
-        assert list(result.items()) == expected
-        assert result.stats["map_attempts"] - before["map_attempts"] <= maps - before["maps_done"]
-    finally:
-        client.close()
-        stop_processes(procs)
+    state = tmp_path / "state"
+    with CommandLineCluster(tmp_path, worker_timeout=3, state_dir=state) as lab:
+        client = zmqmr.Client(lab.address, timeout=2.0)
+        try:
+            lab.start_master()
+            lab.start_workers()
+            wait_until(lab.registered)
+            handle = client.submit(job)
+            maps = wait_until(lambda: (p := handle.progress())["maps_done"] >= 3 and p["maps"])
+            lab.kill_master()
+            before = journaled(str(state), handle.job_id)
+            assert 3 <= before["maps_done"] < maps
+            lab.start_master()
+            result = handle.wait(timeout=240)
+            assert list(result.items()) == expected
+            assert (
+                result.stats["map_attempts"] - before["map_attempts"] <= maps - before["maps_done"]
+            )
+        finally:
+            client.close()
