@@ -232,6 +232,93 @@ def run_zmqmr(args: argparse.Namespace) -> dict[str, Any]:
             "files": sorted(result.output_files)}  # fmt: skip
 
 
+# -- one task at a time, in process ------------------------------------------------------
+
+
+def run_tasks(args: argparse.Namespace) -> int:
+    """``--tasks N``: the first N map tasks and the R reduces of their outputs, run in
+    this process with the executor's own code (``mapside.run_map``,
+    ``ReduceSide.run_reduce``), each task's CPU seconds printed beside serial's
+    read + sort + format of the same records; ``--profile`` adds cProfile's top
+    functions of the first map and the first reduce. The reduces' part files
+    must be serial's answer."""
+    import cProfile
+    import pstats
+
+    import zmqmr
+    from zmqmr import layout, mapoutput, mapside, protocol, reduceside
+    from zmqmr.config import WorkerSettings
+
+    R, n, split = args.reducers, args.tasks, args.split_size
+    fn = args.partitioner == "fn"
+    part: Any = range_partition if fn else zmqmr.RangePartitioner(boundaries(R))
+    fns = {"mapper": mapper, "reducer": reducer, "combiner": None, "partitioner": part}
+    work = tempfile.mkdtemp(prefix="zmqmr-sort-tasks-")
+    address = "tcp://127.0.0.1:1"  # the reduces' own: every segment is read locally
+    settings = WorkerSettings()
+
+    def timed(label: str, profile: bool, call: Any, *call_args: Any, **kw: Any) -> Any:
+        prof = cProfile.Profile() if profile else None
+        t0 = time.process_time()
+        if prof is not None:
+            prof.enable()
+        out = call(*call_args, **kw)
+        if prof is not None:
+            prof.disable()
+        print(f"{label}: {time.process_time() - t0:.2f} CPU s")
+        if prof is not None:
+            pstats.Stats(prof).sort_stats("tottime").print_stats(15)
+        return out
+
+    class NoConn:  # a reduce whose segments are all local sends nothing
+        def send(self, msg: Any) -> None:
+            raise AssertionError(msg)
+
+        def recv(self) -> Any:
+            raise AssertionError("recv")
+
+    try:
+        os.makedirs(layout.job_dir(work, "t"), exist_ok=True)
+        out = os.path.join(work, "out")
+        os.makedirs(os.path.join(out, "_temporary", "t"))
+        end = min(os.path.getsize(args.input), n * split)
+        reports = []
+        for m in range(n):
+            sp = protocol.Split("text", args.input, m * split, min(end, (m + 1) * split))
+            spec = protocol.TaskSpec("t", R, n, None, False, 0, split=sp)
+            where = {"data_dir": work, "settings": settings, "progress": lambda f: None}
+            first = args.profile and m == 0
+            run = mapside.run_map
+            reports.append(timed(f"map {m}", first, run, fns, "t", m, 0, spec, None, {}, **where))
+        reader = mapoutput.OutputReader()
+        conn: Any = NoConn()
+        side = reduceside.ReduceSide(conn, work, address, settings, None, reader, lambda f: None)
+        parts = []
+        held: list[list[Any]] = [[] for _ in range(R)]  # per partition, the maps' segments
+        for m, rep in enumerate(reports):
+            for seg in rep.segments:
+                held[seg.partition].append(protocol.Location(m, 0, address, seg.size, seg.groups))
+        for r in range(R):
+            spec = protocol.TaskSpec("t", R, n, out, False, 1 << 30, partition=r)
+            spec.locations = held[r]
+            timed(f"reduce {r}", args.profile and r == 0, side.run_reduce, fns, "t", r, 0, spec, {})
+            with open(layout.attempt_part_path(out, "t", r, 0), encoding="ascii") as f:
+                parts.append(f.read())
+        reader.forget()
+
+        def serial() -> str:
+            lines = read_lines(args.input, 0, end)
+            lines.sort()
+            return formatted(lines)
+
+        want = timed(f"serial, the same {end / MiB:.0f} MiB", False, serial)
+        ok = "".join(parts) == want
+        print("answers: the part files are serial's" if ok else "WRONG: part files differ")
+        return 0 if ok else 1
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 RUNNERS = {"serial": run_serial, "pool": run_pool, "zmqmr": run_zmqmr, "zmqmr-fn": run_zmqmr}
 
 
@@ -351,6 +438,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--input", help="input file: reused if it exists, else generated and kept")
     p.add_argument("--repeat", type=int, default=3, help="interleaved rounds (default 3)")
     p.add_argument("--only", default=",".join(DEFAULT_KINDS), help="contenders, in this order")
+    p.add_argument("--tasks", type=int, help="N map tasks and R reduces in process, no cluster")
+    p.add_argument("--partitioner", choices=("range", "fn"), default="range",
+                   help="with --tasks: RangePartitioner, or its ranges as a function")  # fmt: skip
+    p.add_argument("--profile", action="store_true", help="--tasks: cProfile a map and a reduce")
     p.add_argument("--child", choices=KINDS, help=argparse.SUPPRESS)
     p.add_argument("--child-out", help=argparse.SUPPRESS)
     p.add_argument("--out-dir", help=argparse.SUPPRESS)
@@ -364,6 +455,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.split_size is None:
         args.split_size = zmqmr_default_split_size()
+    if args.tasks:
+        if not (args.input and os.path.exists(args.input)):
+            p.error("--tasks needs an --input that exists")
+        return run_tasks(args)
     kinds = [k.strip() for k in args.only.split(",") if k.strip()]
     if not kinds or any(k not in KINDS for k in kinds):
         p.error(f"--only takes a comma-separated subset of {','.join(KINDS)}")

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO
 
 ENV = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -90,6 +91,23 @@ def test_sort_benchmark_outputs_are_identical_sorted_and_the_input_records(tmp_p
     assert (tmp_path / "input.txt").stat().st_size == 20_971 * 100
     for name in ("serial", "pool", "zmqmr"):
         assert any(line.startswith(name + " ") for line in out.stdout.splitlines()), name
+
+
+@pytest.mark.parametrize("partitioner", ["range", "fn"])
+def test_sort_benchmarks_tasks_in_process_give_serials_part_files(tmp_path, partitioner):
+    path = str(tmp_path / "input.txt")
+    run_script("sort.py", "--generate", path, "--size", "1MB")
+    out = run_script(
+        "sort.py",
+        *("--input", path, "--tasks", "2", "--split-size", "256KB"),
+        *("--partitioner", partitioner, "--profile"),
+    )
+    assert "answers: the part files are serial's" in out.stdout
+    lines = out.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines if line.startswith(("map ", "reduce "))] == [
+        "map 0", "map 1", "reduce 0", "reduce 1", "reduce 2", "reduce 3"
+    ]  # fmt: skip
+    assert out.stdout.count("function calls") == 2  # the first map's and reduce's profiles
 
 
 def test_commit_benchmark_checks_every_output_dir():
