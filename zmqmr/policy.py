@@ -74,10 +74,10 @@ class LoadIndex:
         self._heap = [e for e in self._heap if self._version.get(e[3]) == e[4]]
         heapq.heapify(self._heap)
 
-    def pick(self, ok: Callable[[Placeable], bool], queue: bool) -> Placeable | None:
-        """The least loaded worker that ``ok`` accepts: one with a free slot, or, when
-        ``queue`` is true, one with room in its queue. Costs O(log n) plus the
-        workers ``ok`` refuses."""
+    def pick(self, ok: Callable[[Placeable], bool] | None, queue: bool) -> Placeable | None:
+        """The least loaded worker that ``ok`` accepts (None: any): one with a free
+        slot, or, when ``queue`` is true, one with room in its queue. Costs O(log n)
+        plus the workers ``ok`` refuses."""
         heap = self._heap
         refused = []
         found = None
@@ -90,7 +90,7 @@ class LoadIndex:
             if queued and not queue:
                 break
             w = self._workers[wid]
-            if ok(w):
+            if ok is None or ok(w):
                 found = w
                 break
             refused.append(heapq.heappop(heap))

@@ -115,6 +115,9 @@ def typical_time(
     return typical
 
 
+_ATTEMPTS = {MAP: "map_attempts", REDUCE: "reduce_attempts"}
+
+
 def rerun_reason(task: Task) -> str:
     return "retry" if task.failures else "re-execution" if task.lost_on else "idle task"
 
@@ -153,6 +156,8 @@ def place(st: MasterState, job: Job, task: Task, queue: bool) -> Worker | None:
     """The worker for ``task``'s next attempt: not one already running it, nor one
     excluded from the job (unless every worker is), away from where its output
     was lost when another has room."""
+    if not task.running and task.lost_on is None and not job.excluded:
+        return st.load.pick(None, queue)  # type: ignore[return-value] # any worker will do
     busy = {a.worker.id for a in task.running}
     excluded = job.excluded
 
@@ -189,8 +194,9 @@ def assign(
     job.n_running[task.kind] += 1
     task.attempts += 1
     st._set_status(job, task, RUNNING)
-    job.stats[f"{task.kind}_attempts"] += 1
-    st.persist(out, "attempt", job=job.id, kind=task.kind, id=att.id)
+    job.stats[_ATTEMPTS[task.kind]] += 1
+    if st.durable:
+        st.persist(out, "attempt", job=job.id, kind=task.kind, id=att.id)
     if backup:
         job.stats["backups_launched"] += 1
     if job.status == QUEUED:
