@@ -10,6 +10,11 @@ one does not, or if a map task's output differs from the baseline's counts.
 
     python benchmarks/mapside.py                          # 8 MiB split
     python benchmarks/mapside.py --size 32MB --corpus /tmp/c32.txt
+    python benchmarks/mapside.py --only ones,split,ones-tracked,split-tracked
+
+``split`` is a split mapper (one ``Counter`` over the split, as wordcount.py's
+``zmqmr-split``); the ``-tracked`` rows keep the record's position as a map
+under skip_bad_records does.
 """
 
 from __future__ import annotations
@@ -69,27 +74,44 @@ def count_switching(path: str) -> Counter[str]:
     return c
 
 
+def split_counter(records: Any) -> Any:
+    """In-mapper combining: wordcount.py's split mapper, counting its records."""
+    c: Counter[str] = Counter()
+    for _, line in records:
+        CALLS[0] += 1
+        c.update(line.split())
+    return c.items()
+
+
 def total(word: str, values: Any) -> Any:
     return sum(values)
 
 
-#: name -> (mapper, the C loop on?)
+#: name -> (mapper, the C loop on?); ``split*`` are split mappers, ``*-tracked`` keep
+#: the record's position as under skip_bad_records.
 CONTENDERS: dict[str, tuple[Callable[..., Any], bool]] = {
     "ones": (ones, True),
+    "ones-tracked": (ones, True),
+    "split": (split_counter, True),
+    "split-tracked": (split_counter, True),
     "ones-py": (ones, False),
     "floats": (floats, True),
     "switching": (switching, True),
 }
 
 
-def run_map(path: str, mapper: Callable[..., Any], c_loop: bool, work: str) -> Counter[str]:
+def run_map(
+    path: str, mapper: Callable[..., Any], c_loop: bool, work: str, name: str = ""
+) -> Counter[str]:
     """One map task over the whole file with one reducer; returns its output's sums."""
     saved = mapside.speedups
     if not c_loop:
         mapside.speedups = None
     try:
         os.makedirs(layout.job_dir(work, "bench"), exist_ok=True)
-        fns = {"mapper": mapper, "reducer": total, "combiner": total, "partitioner": None}
+        kind = "split_mapper" if name.startswith("split") else "mapper"
+        fns = {kind: mapper, "reducer": total, "combiner": total, "partitioner": None}
+        track = memoryview(bytearray(16)).cast("q") if name.endswith("-tracked") else None
         split = protocol.Split("text", path, 0, os.path.getsize(path))
         spec = protocol.TaskSpec("bench", 1, 1, None, True, 0, split=split)
         mapside.run_map(
@@ -103,6 +125,7 @@ def run_map(path: str, mapper: Callable[..., Any], c_loop: bool, work: str) -> C
             data_dir=work,
             settings=WorkerSettings(),
             progress=lambda fraction: None,
+            track=track,
         )
     finally:
         mapside.speedups = saved
@@ -147,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.rmtree(os.path.join(work, "data"), ignore_errors=True)
                 CALLS[0] = 0
                 t0 = time.process_time()
-                got = run_map(path, mapper, c_loop, os.path.join(work, "data"))
+                got = run_map(path, mapper, c_loop, os.path.join(work, "data"), name)
                 best[name] = min(best.get(name, 1e9), time.process_time() - t0)
                 calls[name] = CALLS[0] / lines
                 if got != wants.get(name, want) and name not in wrong:
@@ -159,11 +182,11 @@ def main(argv: list[str] | None = None) -> int:
         f"one split of {args.size / wordcount.MiB:.0f} MiB: {lines:,} lines, "
         f"{sum(want.values()):,} words, {len(want):,} distinct; fastest of {args.repeat}"
     )
-    print(f"{'name':10s} {'cpu s':>7s} {'x serial':>8s} {'calls/record':>12s}")
-    print(f"{'serial':10s} {best['serial']:7.2f} {1:8.2f} {'-':>12s}")
+    print(f"{'name':14s} {'cpu s':>7s} {'x serial':>8s} {'calls/record':>12s}")
+    print(f"{'serial':14s} {best['serial']:7.2f} {1:8.2f} {'-':>12s}")
     for name in names:
         print(
-            f"{name:10s} {best[name]:7.2f} {best[name] / best['serial']:8.2f} {calls[name]:12.2f}"
+            f"{name:14s} {best[name]:7.2f} {best[name] / best['serial']:8.2f} {calls[name]:12.2f}"
         )
     twice = [n for n in names if calls[n] != 1.0]
     if twice:
