@@ -161,6 +161,13 @@ class ReduceSide:
         waiting: dict[int, int] = {}  # map task -> the attempt whose output was lost
         mem = 0
         total = max(1, len(locations))
+        # A partition too large to group in a dict is merged from streams: this
+        # worker's own segments are then read where they lie, a block at a time,
+        # and hold no memory (the page cache has them), leaving reduce_memory to
+        # the fetched ones.
+        merged = sum(loc.size for loc in locations.values()) > min(
+            HASH_GROUP_BYTES, self.settings.reduce_memory
+        )
         while len(fetched) < len(locations):
             by_address: dict[str, list[shuffle.Wanted]] = {}
             for m, loc in locations.items():
@@ -170,7 +177,9 @@ class ReduceSide:
                     fetched[m] = shuffle.Fetched(0, data=b"")
                     continue
                 spill = None
-                if mem + loc.size > self.settings.reduce_memory:
+                if merged and loc.address == self.shuffle_address:
+                    spill = os.path.join(work_dir.path, f"m{m}-a{loc.attempt}")  # in place
+                elif mem + loc.size > self.settings.reduce_memory:
                     spill = os.path.join(work_dir.get(), f"m{m}-a{loc.attempt}")
                 else:
                     mem += loc.size

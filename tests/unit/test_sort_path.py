@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 import zmqmr
-from zmqmr import layout, mapoutput, mapside, partitioning, protocol, reduceside, userfn
+from zmqmr import layout, mapoutput, mapside, partitioning, protocol, reduceside, shuffle, userfn
 from zmqmr.config import WorkerSettings
 from zmqmr.job import functions, make_splits
 
@@ -381,3 +381,26 @@ def test_a_reducer_that_stops_reading_a_hot_key_leaves_the_next_keys_whole(reads
     assert keys == ["a", "h", "k", "m"]
     assert values == [[1], [1, 2, 2, 2, 3][:reads], [4], [5]]
     assert counters["zmqmr.reduce_input_groups"] == 4
+
+
+def test_a_partition_merged_from_streams_reads_this_workers_segments_in_place(
+    tmp_path, monkeypatch
+):
+    # Past min(HASH_GROUP_BYTES, reduce_memory) a reduce merges streams: its own
+    # worker's segments are then read where they lie, copied nowhere.
+    in_place: list[bool] = []
+    real = shuffle.local_segment
+
+    def spy(path, partition, reader=None, in_place_=False):
+        in_place.append(in_place_)
+        return real(path, partition, reader, in_place_)
+
+    monkeypatch.setattr(shuffle, "local_segment", spy)
+    job = zmqmr.Job(split_line, first_value, sort_records(N), num_reducers=2,
+                    partitioner=zmqmr.RangePartitioner(["a"]), split_size=SPLIT)  # fmt: skip
+    settings = WorkerSettings(reduce_memory=256 << 10)
+    texts, _, _ = run_job(tmp_path, job, settings)
+    maps = len(make_splits(job)[0])
+    assert in_place == [True] * (2 * maps)  # every segment is this worker's here
+    monkeypatch.undo()
+    assert texts == serial_answer(job)[0]
