@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import pickle
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
+from typing import Any
 
 import cloudpickle
 
@@ -50,6 +53,23 @@ RECEIVER = textwrap.dedent(
             print("=====")
     """
 )
+
+
+@contextlib.contextmanager
+def _local_module(tmp_path, name: str, source: str) -> Iterator[Any]:
+    """``source`` as the module ``name``, imported from a file outside any package (as a
+    script's or a test's own module is) and in ``sys.modules`` while the block runs."""
+    path = tmp_path / f"{name}.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    try:
+        spec.loader.exec_module(mod)
+        yield mod
+    finally:
+        del sys.modules[name]
 
 
 def _load_user_module(tmp_path):
@@ -164,14 +184,7 @@ VALUE_WORKER = textwrap.dedent(
 
 
 def test_values_of_classes_shipped_by_value_come_back_as_the_clients_classes(tmp_path):
-    path = tmp_path / "valuejob.py"
-    path.write_text(VALUE_MODULE)
-    spec = importlib.util.spec_from_file_location("valuejob_for_pickling", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[mod.__name__] = mod
-    try:
-        spec.loader.exec_module(mod)
+    with _local_module(tmp_path, "valuejob_for_pickling", VALUE_MODULE) as mod:
         with pickling.local_modules_by_value():
             blob = pickling.dumps(
                 {n: getattr(mod, n) for n in ("Point", "Secret", "Pair", "Color", "Perm")}
@@ -190,8 +203,6 @@ def test_values_of_classes_shipped_by_value_come_back_as_the_clients_classes(tmp
             "True ['R', 'W', 'RW']",
         ]
         point, secret, pair, crimson, green, rw, r = pickle.loads(out.stdout)
-    finally:
-        del sys.modules[mod.__name__]
     assert type(point) is mod.Point and (point.x, point.y) == (1, 2)
     assert type(secret) is mod.Secret and (secret.code(), secret.name) == (7, "s")
     assert type(pair) is mod.Pair and pair == mod.Pair(3, "r")
@@ -200,19 +211,10 @@ def test_values_of_classes_shipped_by_value_come_back_as_the_clients_classes(tmp
 
 
 def test_local_modules_travel_by_value_only_inside_the_block(tmp_path):
-    path = tmp_path / "bymodule.py"
-    path.write_text("class Thing:\n    pass\n")
-    spec = importlib.util.spec_from_file_location("bymodule_for_pickling", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[mod.__name__] = mod
-    try:
-        spec.loader.exec_module(mod)
+    with _local_module(tmp_path, "bymodule_for_pickling", "class Thing:\n    pass\n") as mod:
         with pickling.local_modules_by_value():
             inside = pickling.dumps_values(mod.Thing)
         outside = pickling.dumps_values(mod.Thing)
-    finally:
-        del sys.modules[mod.__name__]
     assert b"_make_skeleton_class" in inside  # the class itself travels
     assert b"_make_skeleton_class" not in outside  # a reference to bymodule_for_pickling.Thing
 
@@ -222,27 +224,19 @@ def test_threads_pickling_at_once_all_ship_local_modules_by_value(tmp_path):
     # not make another's pickle refer to the module by name.
     import threading
 
-    path = tmp_path / "threadmodule.py"
-    path.write_text("class Thing:\n    pass\n")
-    spec = importlib.util.spec_from_file_location("threadmodule_for_pickling", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[mod.__name__] = mod
     blobs: list[bytes] = []
 
-    def ship() -> None:
-        for _ in range(50):
-            with pickling.local_modules_by_value():
-                blobs.append(pickling.dumps_values(mod.Thing))
+    with _local_module(tmp_path, "threadmodule_for_pickling", "class Thing:\n    pass\n") as mod:
 
-    try:
-        spec.loader.exec_module(mod)
+        def ship() -> None:
+            for _ in range(50):
+                with pickling.local_modules_by_value():
+                    blobs.append(pickling.dumps_values(mod.Thing))
+
         threads = [threading.Thread(target=ship) for _ in range(6)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-    finally:
-        del sys.modules[mod.__name__]
     assert len(blobs) == 300
     assert all(b"_make_skeleton_class" in b for b in blobs)
