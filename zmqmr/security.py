@@ -298,6 +298,11 @@ class HandshakeWatch:
                 self.reason = reason
         return reasons
 
+    @property
+    def monitor(self) -> zmq.Socket[Any] | None:
+        """The monitor socket, readable when an event awaits ``drain`` (None once closed)."""
+        return self._monitor
+
     def reconnected(self) -> bool:
         """Whether the connection was lost and made again since the last call: whatever
         was sent before may be lost with the peer that went away."""

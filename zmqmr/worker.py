@@ -247,16 +247,20 @@ class Worker:
             for frames in packed:
                 protocol.send_frames(self.sock, frames, int(zmq.NOBLOCK))
         except zmq.Again:
-            failure = self.watch.failure() if self.watch is not None else None
-            if failure is None:
+            if self._refusal() is None:
                 log.warning("dropping %d messages: the queue to the master is full", len(msgs))
-            elif not self._refused:
-                self._refused = True
-                log.error(
-                    "the master at %s did not let this worker in: %s; check --keys",
-                    self.master,
-                    failure,
-                )
+
+    def _refusal(self) -> str | None:
+        """Why the master refused this connection's handshake, if it did; logged once."""
+        failure = self.watch.failure() if self.watch is not None else None
+        if failure is not None and not self._refused:
+            self._refused = True
+            log.error(
+                "the master at %s did not let this worker in: %s; check --keys",
+                self.master,
+                failure,
+            )
+        return failure
 
     # -- the loop ------------------------------------------------------------------
 
@@ -284,6 +288,8 @@ class Worker:
             self._poll_key = self._topology
             self._poller = zmq.Poller()
             self._poller.register(self.sock, zmq.POLLIN)
+            if self.watch is not None:  # a refused handshake is told as it happens
+                self._poller.register(self.watch.monitor, zmq.POLLIN)
             self._fds = {}
             for i, ex in enumerate(self.slots):
                 self._fds[ex.conn.fileno()] = ("conn", i)
@@ -297,6 +303,8 @@ class Worker:
         events = dict(poller.poll(int(wait * 1000) + 1))
         if self.sock in events:
             self._read_master()
+        if self.watch is not None and self.watch.monitor in events:
+            self._refusal()
         for fd, (what, i) in fds.items():
             if fd in events and i < len(self.slots):
                 if what == "conn":
@@ -394,13 +402,7 @@ class Worker:
                     logs, more = tasklogs.read_logs(root, cmd.job, cmd.kind, cmd.task)
                     self._send(protocol.Logs(cmd.request, cmd.job, logs, more))
                 case worker_state.Reconnect():
-                    failure = self.watch.failure() if self.watch is not None else None
-                    if failure and not self._refused:
-                        log.error(
-                            "the master at %s did not let this worker in: %s; check --keys",
-                            self.master,
-                            failure,
-                        )
+                    self._refusal()
                     log.warning("%s; registering again in %.1fs", cmd.reason, cmd.delay)
                     self._close_master_socket()
                     self._reconnect_at = time.monotonic() + cmd.delay
