@@ -26,7 +26,15 @@ files whose concatenation is the whole sorted output:
   files committed;
 * ``zmqmr-fn`` (only when named in ``--only``): the same with the same ranges
   as a plain function, ``partitioner=range_partition``, which zmqmr calls once
-  per record.
+  per record;
+* ``dask`` and ``dask-df`` (only when named in ``--only``; they need
+  ``pip install 'dask[distributed,dataframe]'``): a ``distributed.LocalCluster``
+  of N worker processes with one thread each. ``dask`` is the Pool's MapReduce
+  as ``dask.delayed`` tasks (a map returns its R sorted runs, ``nout=R``; the
+  reduce of partition p sorts the runs Dask moved to it and writes its part
+  file); ``dask-df`` is what a DataFrame user writes: ``dask.bag.read_text``,
+  ``to_dataframe``, ``sort_values(npartitions=R)``, ``to_csv`` one file a
+  partition.
 
 Answers: the first output is checked in full (globally sorted, and the exact
 multiset of the input's records: count and a sum of CRC-32s of every record);
@@ -64,13 +72,14 @@ from wordcount import (  # noqa: E402
     zmqmr_default_split_size,
 )
 
-KINDS = ("serial", "pool", "zmqmr", "zmqmr-fn")
+KINDS = ("serial", "pool", "zmqmr", "zmqmr-fn", "dask", "dask-df")
 DEFAULT_KINDS = ("serial", "pool", "zmqmr")
 RECORD = 100  # bytes per record, newline included
 KEY = 10  # key characters
 ALPHABET = "".join(sorted("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz+/"))
 RANK = {c: i for i, c in enumerate(ALPHABET)}
 TARGET_SERIAL = 1.2
+TARGET_DASK = 0.4
 TARGET_RSS_MB = 200
 
 
@@ -232,6 +241,64 @@ def run_zmqmr(args: argparse.Namespace) -> dict[str, Any]:
             "files": sorted(result.output_files)}  # fmt: skip
 
 
+def dask_map(task: tuple[str, int, int, int]) -> tuple[list[str], ...]:
+    """Sort one byte range's lines; return them cut into R sorted runs."""
+    path, start, end, R = task
+    lines = read_lines(path, start, end)
+    lines.sort()
+    cuts = [0, *(bisect.bisect_left(lines, b) for b in boundaries(R)), len(lines)]
+    return tuple(lines[cuts[p] : cuts[p + 1]] for p in range(R))
+
+
+def dask_reduce(runs: list[list[str]], out: str) -> str:
+    lines: list[str] = []
+    for run in runs:
+        lines += run
+    lines.sort()
+    with open(out, "w", encoding="ascii") as f:
+        f.write(formatted(lines))
+    return out
+
+
+def dask_split(line: str) -> tuple[str, str]:
+    return line[:KEY], line[KEY:].rstrip("\n")
+
+
+def run_dask(args: argparse.Namespace) -> dict[str, Any]:
+    import dask
+    import dask.bag
+    from distributed import Client, LocalCluster
+    from wordcount import line_ranges
+
+    R = args.reducers
+    t0 = time.perf_counter()
+    cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
+                           dashboard_address=None)  # fmt: skip
+    client = Client(cluster)
+    t1 = time.perf_counter()
+    try:
+        if args.child == "dask":
+            ranges = line_ranges(args.input, args.split_size)
+            maps = [dask.delayed(dask_map, nout=R)((path, s, e, R)) for path, s, e in ranges]
+            parts = [os.path.join(args.out_dir, f"part-{p:05d}") for p in range(R)]
+            reduces = [dask.delayed(dask_reduce)([m[p] for m in maps], parts[p]) for p in range(R)]
+            files = list(dask.compute(*reduces))
+            tasks = len(maps) + R
+        else:
+            bag = dask.bag.read_text(args.input, blocksize=args.split_size).map(dask_split)
+            df = bag.to_dataframe(columns=["key", "value"]).sort_values("key", npartitions=R)
+            names = df.to_csv(os.path.join(args.out_dir, "part-*"), sep="\t", header=False,
+                              index=False, name_function=lambda i: f"{i:05d}")  # fmt: skip
+            files = sorted(names)
+            tasks = df.npartitions
+        t2 = time.perf_counter()
+    finally:
+        client.close()
+        cluster.close()
+    return {"wall": t2 - t0, "startup": t1 - t0, "shutdown": time.perf_counter() - t2,
+            "tasks": tasks, "files": files}  # fmt: skip
+
+
 # -- one task at a time, in process ------------------------------------------------------
 
 
@@ -319,7 +386,8 @@ def run_tasks(args: argparse.Namespace) -> int:
         shutil.rmtree(work, ignore_errors=True)
 
 
-RUNNERS = {"serial": run_serial, "pool": run_pool, "zmqmr": run_zmqmr, "zmqmr-fn": run_zmqmr}
+RUNNERS = {"serial": run_serial, "pool": run_pool, "zmqmr": run_zmqmr, "zmqmr-fn": run_zmqmr,
+           "dask": run_dask, "dask-df": run_dask}  # fmt: skip
 
 
 def child_main(args: argparse.Namespace) -> None:
@@ -420,6 +488,11 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> None:
         print(f"zmqmr / serial = {r:.2f}   (target <= {TARGET_SERIAL}: {verdict})")
     if "zmqmr" in by and "pool" in by:
         print(f"zmqmr / pool   = {ratio_to(by, 'zmqmr', {'zmqmr': 'pool'})}")
+    for dask in ("dask", "dask-df"):
+        if "zmqmr" in by and dask in by:
+            r = float(ratio_to(by, "zmqmr", {"zmqmr": dask}))
+            verdict = "MET" if r <= TARGET_DASK else "MISSED"
+            print(f"zmqmr / {dask} = {r:.2f}   (target <= {TARGET_DASK}: {verdict})")
     if "zmqmr" in by:
         peak = by["zmqmr"]["peak_max_mb"]
         verdict = "MET" if peak <= TARGET_RSS_MB else "MISSED"
