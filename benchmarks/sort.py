@@ -325,7 +325,7 @@ def run_tasks(args: argparse.Namespace) -> int:
     settings = WorkerSettings()
 
     def timed(label: str, profile: bool, call: Any, *call_args: Any, **kw: Any) -> Any:
-        prof = cProfile.Profile() if profile else None
+        prof = cProfile.Profile(time.process_time) if profile else None
         t0 = time.process_time()
         if prof is not None:
             prof.enable()
@@ -334,7 +334,7 @@ def run_tasks(args: argparse.Namespace) -> int:
             prof.disable()
         print(f"{label}: {time.process_time() - t0:.2f} CPU s")
         if prof is not None:
-            pstats.Stats(prof).sort_stats("tottime").print_stats(15)
+            pstats.Stats(prof).sort_stats("tottime").print_stats(25)
         return out
 
     class NoConn:  # a reduce whose segments are all local sends nothing

@@ -164,14 +164,21 @@ def encode_groups(groups: Iterable[Group], target: int = BLOCK_BYTES) -> Iterato
 PAIRS_PART = 4096
 
 
-def encode_pairs(pairs: list[tuple[Any, Any]], target: int = BLOCK_BYTES) -> Iterator[list[bytes]]:
+def encode_pairs(
+    pairs: list[tuple[Any, Any]], target: int = BLOCK_BYTES, counted: _Counted | None = None
+) -> Iterator[list[bytes]]:
     """Sorted ``(key, value)`` pairs (keys may repeat) as blocks, like ``encode_groups``
-    of their one-value groups, but with each part flat: the tuple ``(keys, values)``
-    of two lists, built in C and (un)pickled several times faster than a list of
-    ``(key, [value])`` groups. ``decode_parts`` gives such a part back as groups.
+    of their one-value groups, but with each part flat where its keys are distinct:
+    the tuple ``(keys, values)`` of two lists, built in C and (un)pickled several
+    times faster than a list of ``(key, [value])`` groups. ``decode_parts`` gives
+    such a part back as groups. A part whose keys repeat is written as groups, each
+    key's run of values joined in one (a hot key's values take one group per part).
 
     A part takes as many pairs as PART_BYTES holds at the last part's bytes per
     pair (PAIRS_PART at most): the first part's size is planned from a sample.
+    Whether keys repeat is checked a part at a time, while its pairs are in the
+    CPU's caches. ``counted``, given, gets the number of groups written added to
+    its ``n``.
     """
     if not pairs:
         return
@@ -181,14 +188,25 @@ def encode_pairs(pairs: list[tuple[Any, Any]], target: int = BLOCK_BYTES) -> Ite
         per_pair = 64.0
     parts: list[bytes] = []
     size = 0
+    groups = 0
     i, n = 0, len(pairs)
+    eq = operator.eq
     while i < n:
         take = max(1, min(PAIRS_PART, int(PART_BYTES / max(1.0, per_pair))))
         chunk = pairs[i : i + take]
         got = len(chunk)
         i += got
-        data = _pickle_part((list(map(_first, chunk)), list(map(_second, chunk))))
-        del chunk
+        keys = list(map(_first, chunk))
+        if any(map(eq, keys, itertools.islice(keys, 1, None))):
+            runs = itertools.groupby(chunk, _first)
+            part: Any = [(k, list(map(_second, run))) for k, run in runs]
+            groups += len(part)
+        else:
+            part = (keys, list(map(_second, chunk)))
+            groups += got
+        del keys, chunk
+        data = _pickle_part(part)
+        del part
         parts.append(data)
         size += len(data)
         per_pair = len(data) / got
@@ -197,6 +215,8 @@ def encode_pairs(pairs: list[tuple[Any, Any]], target: int = BLOCK_BYTES) -> Ite
             parts, size = [], 0
     if parts:
         yield _block(parts)
+    if counted is not None:
+        counted.n += groups
 
 
 def _flat(groups: list[Group]) -> tuple[list[Any], list[Any]] | None:
@@ -414,13 +434,14 @@ class MapOutputWriter:
         return self._segment(start, counted.n)
 
     def write_pairs(self, pairs: list[tuple[Any, Any]]) -> Segment:
-        """A segment of sorted ``(key, value)`` pairs: one group per pair, flat parts."""
+        """A segment of sorted ``(key, value)`` pairs (keys may repeat): ``encode_pairs``."""
         if len(self._segments) >= self.num_partitions:
             raise ValueError("more segments than partitions")
         start = self._f.tell()
-        for block in encode_pairs(pairs):
+        counted = _Counted(())
+        for block in encode_pairs(pairs, counted=counted):
             self._f.writelines(block)
-        return self._segment(start, len(pairs))
+        return self._segment(start, counted.n)
 
     def _segment(self, start: int, groups: int) -> Segment:
         seg = Segment(start, self._f.tell() - start, groups)

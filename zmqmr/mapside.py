@@ -684,25 +684,14 @@ def _write_partitions(
     part: userfn.Partitioning,
     combiner: Callable[..., Any] | None,
 ) -> None:
-    """The buffer as R sorted segments: without a combiner, a partition whose keys
-    do not repeat (a sort's) as its pairs (flat parts, no group built), any
-    other as groups, a key's values joined in one."""
+    """The buffer as R sorted segments: without a combiner, its pairs written as they
+    are (``write_pairs``: flat parts where keys do not repeat, a sort's, so no group
+    is built for them), else as groups, a key's values joined in one."""
     if buf.pairs and combiner is None:
         parts = _sorted_pairs(buf, part)
         parts.reverse()
         while parts:
-            pairs = parts.pop()  # freed once written
-            keys = list(map(_first, pairs))
-            if any(map(operator.eq, keys, itertools.islice(keys, 1, None))):
-                del keys
-                groups = [
-                    (k, list(map(_second, run))) for k, run in itertools.groupby(pairs, _first)
-                ]
-                del pairs
-                writer.write_segment(groups)
-            else:
-                del keys
-                writer.write_pairs(pairs)
+            writer.write_pairs(parts.pop())  # freed once written
     else:
         for groups in _partitioned(buf, part, combiner):
             writer.write_segment(groups)

@@ -332,12 +332,27 @@ def test_reduce_batches_hand_each_key_to_the_reducer_once_with_all_its_values():
         assert counters["zmqmr.reduce_input_groups"] == 5
 
 
-def test_flat_parts_decode_as_one_value_groups():
+def test_flat_parts_decode_as_one_value_groups_and_repeated_keys_as_joined_groups():
     pairs = [(f"k{i:05d}", f"v{i}") for i in range(20_000)] + [("zz", "a"), ("zz", "b")]
-    data = b"".join(b"".join(block) for block in mapoutput.encode_pairs(pairs, target=64 << 10))
-    blocks = list(mapoutput.iter_blocks(data))
-    assert len(blocks) >= 2  # cut by bytes
-    assert list(mapoutput.segment_groups(data)) == [(k, (v,)) for k, v in pairs]
+    counted = mapoutput._Counted(())
+    blocks = list(mapoutput.encode_pairs(pairs, target=64 << 10, counted=counted))
+    data = b"".join(b"".join(block) for block in blocks)
+    assert len(list(mapoutput.iter_blocks(data))) >= 2  # cut by bytes
+    groups = list(mapoutput.segment_groups(data))
+    first = mapoutput.PAIRS_PART  # the first part: distinct keys, flat
+    assert groups[:first] == [(k, (v,)) for k, v in pairs[:first]]
+    assert groups[-1] == ("zz", ["a", "b"])  # in the part where keys repeat: joined
+    assert [(k, v) for k, vs in groups for v in vs] == pairs
+    assert counted.n == len(groups) == 20_001
+
+
+def test_a_hot_key_written_as_pairs_keeps_its_values_in_order_across_parts():
+    pairs = [("a", 0)] + [("hot", i) for i in range(3 * mapoutput.PAIRS_PART + 5)] + [("z", 1)]
+    data = b"".join(b"".join(block) for block in mapoutput.encode_pairs(pairs, target=16 << 10))
+    groups = list(mapoutput.segment_groups(data))
+    assert [k for k, _ in groups] == sorted(k for k, _ in groups)  # consecutive runs
+    assert [(k, v) for k, vs in groups for v in vs] == pairs
+    assert max(len(vs) for _, vs in groups) <= mapoutput.PAIRS_PART
 
 
 def test_a_key_spanning_batches_streams_to_one_reducer_call():
