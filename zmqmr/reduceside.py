@@ -220,7 +220,12 @@ class ReduceSide:
         size = sum(seg.length for seg in segments)
         batches: Iterator[list[tuple[Any, list[Any]]]]
         if in_memory and size <= min(HASH_GROUP_BYTES, s.reduce_memory):
-            items = list(userfn.hash_merged([seg.groups() for seg in segments]))
+            datas = [seg.data for seg in segments if seg.data]
+            for seg in segments:
+                if not seg.checked and seg.data:
+                    mapoutput.verify_segment(seg.data)
+            # one list of every segment's groups, in order (a key's values keep their order)
+            items = list(userfn.hash_merged([iter(mapoutput.decode_segments(datas))]))
             step = userfn.MERGE_BATCH
             batches = (items[i : i + step] for i in range(0, len(items), step))
         else:
