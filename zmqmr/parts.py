@@ -11,6 +11,7 @@ Imports: the standard library, ``zmqmr.errors`` and ``zmqmr.records`` only.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -21,6 +22,7 @@ from .records import (
     Bool,
     DictOf,
     Int,
+    Ints,
     Kind,
     ListOf,
     Num,
@@ -201,6 +203,89 @@ class Location(Record):
         return Location, (self.map_task, self.attempt, self.address, self.size, self.groups)
 
 
+@dataclass(slots=True, eq=False)
+class Locations(Record):
+    """A reduce's segments by column: segment ``i`` is map task ``maps[i]``'s output
+    of attempt ``attempts[i]``, served at ``addresses[servers[i]]``, ``sizes[i]``
+    bytes in ``groups[i]`` groups.
+
+    One list of ints per field instead of one ``Location`` per segment: a reduce
+    at large R has a segment of a key or two from every map output, and a record
+    each would cost more to build, encode, check and pickle than the key itself.
+    Iterating gives ``Location`` records; one equals another (or a list of
+    ``Location``) when it names the same segments in the same order.
+    """
+
+    addresses: list[str] = field(default_factory=list)
+    maps: list[int] = field(default_factory=list)
+    attempts: list[int] = field(default_factory=list)
+    servers: list[int] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+    groups: list[int] = field(default_factory=list)
+    FIELDS: ClassVar[dict[str, Kind]] = {
+        "addresses": ListOf(ENDPOINT, MAX_MAP_TASKS),
+        "maps": Ints(MAX_MAP_TASKS),
+        "attempts": Ints(MAX_MAP_TASKS),
+        "servers": Ints(MAX_MAP_TASKS),
+        "sizes": Ints(MAX_MAP_TASKS),
+        "groups": Ints(MAX_MAP_TASKS),
+    }
+
+    def validate(self, where: str) -> None:
+        n = len(self.maps)
+        if not len(self.attempts) == len(self.servers) == len(self.sizes) == len(self.groups) == n:
+            raise ProtocolError(f"{where}: location columns of different lengths")
+        if len(set(self.maps)) != n:
+            raise ProtocolError(f"{where}: a map task located twice")
+        if n and max(self.servers) >= len(self.addresses):
+            raise ProtocolError(f"{where}: a server index past the addresses")
+
+    @classmethod
+    def of(cls, locations: Iterable[Location]) -> Locations:
+        out = cls()
+        index: dict[str, int] = {}
+        for loc in locations:
+            server = index.get(loc.address)
+            if server is None:
+                server = index[loc.address] = len(out.addresses)
+                out.addresses.append(loc.address)
+            out.add(loc.map_task, loc.attempt, server, loc.size, loc.groups)
+        return out
+
+    def add(self, map_task: int, attempt: int, server: int, size: int, groups: int) -> None:
+        self.maps.append(map_task)
+        self.attempts.append(attempt)
+        self.servers.append(server)
+        self.sizes.append(size)
+        self.groups.append(groups)
+
+    def __len__(self) -> int:
+        return len(self.maps)
+
+    def __iter__(self) -> Iterator[Location]:
+        addresses = self.addresses
+        for m, a, w, n, g in zip(self.maps, self.attempts, self.servers, self.sizes, self.groups):
+            yield Location(m, a, addresses[w], n, g)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Locations | list):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # pickled by position (to the executor), in fewer bytes than by field name
+        return Locations, (
+            self.addresses,
+            self.maps,
+            self.attempts,
+            self.servers,
+            self.sizes,
+            self.groups,
+        )
+
+
 @dataclass(slots=True)
 class TaskSpec(Record):
     """What one attempt needs to know about its job and task."""
@@ -218,7 +303,7 @@ class TaskSpec(Record):
     track_records: bool = False
     partition: int | None = None
     #: A reduce's non-empty segments, one per map output that has data for it.
-    locations: list[Location] = field(default_factory=list)
+    locations: Locations = field(default_factory=Locations)
     FIELDS: ClassVar[dict[str, Kind]] = {
         "name": NAME,
         "num_reducers": Int(1, MAX_REDUCE_TASKS),
@@ -230,8 +315,16 @@ class TaskSpec(Record):
         "skip": ListOf(COUNT, 100_000),
         "track_records": Bool(),
         "partition": Opt(COUNT),
-        "locations": ListOf(Obj(Location), MAX_MAP_TASKS),
+        "locations": Obj(Locations),
     }
+
+    def __post_init__(self) -> None:
+        if type(self.locations) is list:  # built from Location records (tests, tools)
+            self.locations = Locations.of(self.locations)
+
+    def validate(self, where: str) -> None:
+        if self.locations.maps and max(self.locations.maps) >= self.num_maps:
+            raise ProtocolError(f"{where}: a location names a map task past num_maps")
 
 
 @dataclass(slots=True)

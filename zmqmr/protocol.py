@@ -67,6 +67,7 @@ from .parts import (  # noqa: F401 - re-exported: the parts are the wire's too
     JobSpec,
     JobStatus,
     Location,
+    Locations,
     LostWorker,
     Report,
     Segment,

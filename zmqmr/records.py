@@ -141,6 +141,25 @@ class ListOf(Kind):
 
 
 @dataclass(frozen=True)
+class Ints(Kind):
+    """A list of ints in ``[lo, hi]``: a column of many, checked by C-level passes
+    over it (its types, its least and greatest) rather than an item at a time."""
+
+    max_len: int
+    lo: int = 0
+    hi: int = MAX_INT
+
+    def check(self, value: Any, where: str) -> list[int]:
+        if type(value) is not list or len(value) > self.max_len:
+            raise _fail(where, f"a list of at most {self.max_len} ints", value)
+        if value and (
+            set(map(type, value)) != {int} or min(value) < self.lo or max(value) > self.hi
+        ):
+            raise _fail(where, f"a list of ints in [{self.lo}, {self.hi}]", value)
+        return value
+
+
+@dataclass(frozen=True)
 class DictOf(Kind):
     """A JSON object of string keys to values of one kind."""
 
@@ -305,7 +324,7 @@ def _compile_from_json(cls: type[Record]) -> Any:
 
 
 def _inline_dump(kind: Kind, ref: str, value: str) -> str:
-    if type(kind) in (Int, Num, Str, Bool, DictOf):
+    if type(kind) in (Int, Num, Str, Bool, DictOf, Ints):
         return value
     if type(kind) is ListOf and type(kind.item) in (Int, Num, Str, Bool):
         return f"list({value})"

@@ -156,39 +156,52 @@ class ReduceSide:
         """
         assert spec.partition is not None
         partition = spec.partition
-        locations = {loc.map_task: loc for loc in spec.locations}
+        located = spec.locations
+        # by position, as the spec gives them; a Relocate changes or adds one (``where``)
+        maps = list(located.maps)
+        attempts = list(located.attempts)
+        addresses = [located.addresses[w] for w in located.servers]
+        sizes = list(located.sizes)
+        where: dict[int, int] | None = None  # map task -> its position, made on a Relocate
         fetched: dict[int, shuffle.Fetched] = {}
         waiting: dict[int, int] = {}  # map task -> the attempt whose output was lost
         mem = 0
-        total = max(1, len(locations))
+        total = max(1, len(maps))
+        here = self.shuffle_address
         # A partition too large to group in a dict is merged from streams: this
         # worker's own segments are then read where they lie, a block at a time,
         # and hold no memory (the page cache has them), leaving reduce_memory to
         # the fetched ones.
-        merged = sum(loc.size for loc in locations.values()) > min(
-            HASH_GROUP_BYTES, self.settings.reduce_memory
-        )
-        while len(fetched) < len(locations):
+        merged = sum(sizes) > min(HASH_GROUP_BYTES, self.settings.reduce_memory)
+        memory = self.settings.reduce_memory
+        while len(fetched) < len(maps):
             by_address: dict[str, list[shuffle.Wanted]] = {}
-            for m, loc in locations.items():
+            for m, att, address, size in zip(maps, attempts, addresses, sizes):
                 if m in fetched or m in waiting:
                     continue
-                if loc.size == 0:  # a re-executed map with nothing for this partition
+                if size == 0:  # a re-executed map with nothing for this partition
                     fetched[m] = shuffle.Fetched(0, data=b"")
                     continue
                 spill = None
-                if merged and loc.address == self.shuffle_address:
-                    spill = os.path.join(work_dir.path, f"m{m}-a{loc.attempt}")  # in place
-                elif mem + loc.size > self.settings.reduce_memory:
-                    spill = os.path.join(work_dir.get(), f"m{m}-a{loc.attempt}")
+                if merged and address == here:
+                    spill = os.path.join(work_dir.path, f"m{m}-a{att}")  # in place
+                elif mem + size > memory:
+                    spill = os.path.join(work_dir.get(), f"m{m}-a{att}")
                 else:
-                    mem += loc.size
-                want = shuffle.Wanted(m, loc.attempt, spill)
-                by_address.setdefault(loc.address, []).append(want)
+                    mem += size
+                want = shuffle.Wanted(m, att, spill)
+                wanted = by_address.get(address)
+                if wanted is None:
+                    by_address[address] = [want]
+                else:
+                    wanted.append(want)
             for got, failed in self._fetch_each(job_id, partition, by_address):
                 fetched.update(got)
+                if failed and where is None:
+                    where = {m: i for i, m in enumerate(maps)}
                 for m, reason in failed.items():
-                    waiting[m] = locations[m].attempt
+                    assert where is not None
+                    waiting[m] = attempts[where[m]]
                     why = str(reason)[: protocol.MAX_TEXT]
                     self.conn.send(protocol.FetchFailed(attempt, m, waiting[m], why))
                 self.progress(0.5 * len(fetched) / total)
@@ -197,10 +210,19 @@ class ReduceSide:
                 if not isinstance(msg, protocol.Relocate):
                     continue
                 loc = msg.location
-                locations[loc.map_task] = loc
+                assert where is not None  # made when the first segment failed
+                i = where.get(loc.map_task, -1)
+                if i < 0:  # a map output the spec did not name (with data now, or empty)
+                    where[loc.map_task] = len(maps)
+                    maps.append(loc.map_task)
+                    attempts.append(loc.attempt)
+                    addresses.append(loc.address)
+                    sizes.append(loc.size)
+                else:
+                    attempts[i], addresses[i], sizes[i] = loc.attempt, loc.address, loc.size
                 if loc.map_task in waiting and loc.attempt != waiting[loc.map_task]:
                     del waiting[loc.map_task]
-        return [fetched[m] for m in sorted(locations)]
+        return [fetched[m] for m in sorted(maps)]
 
     # -- merge ------------------------------------------------------------------
 
@@ -273,7 +295,7 @@ class ReduceSide:
         work_dir: WorkDir,
     ) -> tuple[protocol.Report, bytes | None]:
         segments = self.fetch_all(job_id, attempt, spec, work_dir)
-        total_groups = max(1, sum(loc.groups for loc in spec.locations))
+        total_groups = max(1, sum(spec.locations.groups))
         batches = self._grouped(segments, work_dir, counters)
         output_dir = spec.output_dir
         # Results come back only if every partition's fit in result_limit together.

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import policy
 from .events import Assign, Cancel, Command
-from .protocol import ErrorInfo, Location, TaskSpec
+from .protocol import ErrorInfo, Location, Locations, TaskSpec
 from .tables import (
     ACTIVE,
     BAD_RECORD_FAILURES,
@@ -68,6 +68,29 @@ def location(job: Job, task: Task, partition: int) -> Location:
     return Location(task.index, out.attempt, out.address, size, groups)
 
 
+def locations(job: Job, partition: int) -> Locations:
+    """The non-empty segments of ``partition``, one per map output with data for it."""
+    out = Locations()
+    addresses = out.addresses
+    index: dict[str, int] = {}
+    maps, attempts, servers = out.maps, out.attempts, out.servers
+    sizes, groups = out.sizes, out.groups
+    tasks = job.maps
+    for m, seg in job.segments[partition].items():
+        output = tasks[m].output
+        assert output is not None
+        server = index.get(output.address)
+        if server is None:
+            server = index[output.address] = len(addresses)
+            addresses.append(output.address)
+        maps.append(m)
+        attempts.append(output.attempt)
+        servers.append(server)
+        sizes.append(seg.size)
+        groups.append(seg.groups)
+    return out
+
+
 def task_spec(job: Job, task: Task, result_limit: int) -> tuple[TaskSpec, bytes | None]:
     """What an attempt of ``task`` is told about its work, and the records blob it needs."""
     spec = job.spec
@@ -90,7 +113,7 @@ def task_spec(job: Job, task: Task, result_limit: int) -> tuple[TaskSpec, bytes 
             ts.skip = sorted(r for r, n in task.bad_records.items() if n >= BAD_RECORD_FAILURES)
     else:
         ts.partition = task.index
-        ts.locations = [location(job, job.maps[m], task.index) for m in job.segments[task.index]]
+        ts.locations = locations(job, task.index)
     return ts, records
 
 

@@ -41,6 +41,8 @@ def valid(kind: records.Kind) -> st.SearchStrategy[Any]:
         return st.none() | valid(kind.kind)
     if isinstance(kind, records.ListOf):
         return st.lists(valid(kind.item), max_size=min(kind.max_len, 3))
+    if isinstance(kind, records.Ints):
+        return st.lists(st.integers(kind.lo, min(kind.hi, 2**63 - 1)), max_size=3)
     if isinstance(kind, records.DictOf):
         return st.dictionaries(st.text(max_size=10), valid(kind.value), max_size=3)
     if isinstance(kind, records.Obj):
@@ -59,10 +61,29 @@ SPLITS = st.one_of(
 )
 
 
+#: A reduce's locations: columns of one length, each map task once, servers that exist.
+LOCATIONS = st.lists(
+    st.builds(
+        p.Location,
+        st.integers(0, 50),
+        st.integers(0, 2**63 - 1),
+        st.sampled_from(["tcp://a:1", "tcp://b:2", "ipc:///x"]),
+        st.integers(0, 2**63 - 1),
+        st.integers(0, 2**63 - 1),
+    ),
+    max_size=4,
+    unique_by=lambda loc: loc.map_task,
+).map(p.Locations.of)
+
+
 def record(cls: type[records.Record]) -> st.SearchStrategy[Any]:
     if cls is p.Split:  # its fields depend on its kind
         return SPLITS
+    if cls is p.Locations:
+        return LOCATIONS
     fields = {name: valid(kind) for name, kind in cls.FIELDS.items()}
+    if cls is p.TaskSpec:  # every location's map task is one of the job's
+        fields["num_maps"] = st.integers(51, p.MAX_MAP_TASKS)
     if cls is p.JobSpec:
         fields["splits"] = st.lists(SPLITS, min_size=1, max_size=3)
     if cls is p.Fetch:
@@ -424,3 +445,62 @@ def test_every_module_sends_frames_through_protocol_send_frames():
             ):
                 callers.append(f"{path.relative_to(package)}:{node.lineno}")
     assert callers == []
+
+
+# -- a reduce's locations, by column ------------------------------------------------------
+
+
+def _reduce_assign(**columns: Any) -> list[bytes]:
+    locations = p.Locations.of(
+        [p.Location(3, 1, "tcp://a:1", 10, 2), p.Location(5, 2, "tcp://b:2", 7, 1)]
+    )
+    header = json.loads(
+        p.encode(
+            p.Assign(
+                9,
+                "j",
+                "reduce",
+                0,
+                p.TaskSpec("n", 2, 6, None, False, 0, partition=0, locations=locations),
+            )
+        )[2]
+    )
+    header["spec"]["locations"].update(columns)
+    return [p.VERSION, b"ASSIGN", json.dumps(header).encode()]
+
+
+def test_a_reduce_assignment_carries_its_locations_by_column_and_gives_them_back_as_records():
+    msg = p.decode(_reduce_assign())
+    assert isinstance(msg, p.Assign)
+    assert list(msg.spec.locations) == [
+        p.Location(3, 1, "tcp://a:1", 10, 2),
+        p.Location(5, 2, "tcp://b:2", 7, 1),
+    ]
+    assert json.loads(_reduce_assign()[2])["spec"]["locations"] == {
+        "addresses": ["tcp://a:1", "tcp://b:2"],
+        "maps": [3, 5],
+        "attempts": [1, 2],
+        "servers": [0, 1],
+        "sizes": [10, 7],
+        "groups": [2, 1],
+    }
+
+
+@pytest.mark.parametrize(
+    "columns, problem",
+    [
+        ({"sizes": [10]}, "different lengths"),
+        ({"maps": [3, 3]}, "located twice"),
+        ({"servers": [0, 2]}, "server index"),
+        ({"maps": [3, 6]}, "past num_maps"),
+        ({"sizes": [10, -1]}, "sizes"),
+        ({"attempts": [1, True]}, "attempts"),
+        ({"groups": [1.0, 1]}, "groups"),
+        ({"maps": [3, 2**63]}, "maps"),
+        ({"maps": "35"}, "maps"),
+        ({"addresses": ["tcp://a:1", 7]}, "addresses"),
+    ],
+)
+def test_bad_location_columns_are_refused(columns, problem):
+    with pytest.raises(ProtocolError, match=problem):
+        p.decode(_reduce_assign(**columns))
