@@ -590,21 +590,3 @@ class AttemptLog(Record):
         "log": TEXT,
         "dropped": COUNT,
     }
-
-
-@dataclass(slots=True)
-class FetchPart(Record):
-    map_task: int
-    attempt: int
-    offset: int = 0
-    FIELDS: ClassVar[dict[str, Kind]] = {"map_task": COUNT, "attempt": COUNT, "offset": COUNT}
-
-
-@dataclass(slots=True)
-class ChunkPart(Record):
-    """One segment's bytes from ``offset`` in the reply's blob; ``total`` is its length."""
-
-    map_task: int
-    offset: int
-    total: int
-    FIELDS: ClassVar[dict[str, Kind]] = {"map_task": COUNT, "offset": COUNT, "total": COUNT}

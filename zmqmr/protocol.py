@@ -57,10 +57,8 @@ from .parts import (  # noqa: F401 - re-exported: the parts are the wire's too
     AttemptInfo,
     AttemptLog,
     AttemptProgress,
-    ChunkPart,
     ClusterStatus,
     ErrorInfo,
-    FetchPart,
     HeldOutput,
     JobDetail,
     JobProgress,
@@ -81,6 +79,7 @@ from .records import (
     MAX_NAME,
     Bool,
     Int,
+    Ints,
     Kind,
     ListOf,
     Num,
@@ -479,36 +478,62 @@ class GetLogs(Message):
 @_message("FETCH")
 @dataclass(slots=True)
 class Fetch(Message):
-    """Bytes of several map outputs' segments for one partition, from their offsets."""
+    """Bytes of several map outputs' segments for one partition, by column: map task
+    ``maps[i]``'s output of attempt ``attempts[i]``, from byte ``offsets[i]`` of its
+    segment; ``max_bytes`` in all."""
 
     job: str
     partition: int
-    parts: list[FetchPart]
+    maps: list[int]
+    attempts: list[int]
+    offsets: list[int]
     max_bytes: int
     FIELDS: ClassVar[dict[str, Kind]] = {
         "job": JOB,
         "partition": Int(0, MAX_REDUCE_TASKS),
-        "parts": ListOf(Obj(FetchPart), MAX_FETCH_PARTS),
+        "maps": Ints(MAX_FETCH_PARTS, 0, MAX_MAP_TASKS - 1),
+        "attempts": Ints(MAX_FETCH_PARTS),
+        "offsets": Ints(MAX_FETCH_PARTS),
         "max_bytes": Int(1, 1 << 31),
     }
 
     def validate(self, where: str) -> None:
-        if not self.parts:
+        if not self.maps:
             raise ProtocolError(f"{where}: no parts asked for")
+        if not len(self.attempts) == len(self.offsets) == len(self.maps):
+            raise ProtocolError(f"{where}: part columns of different lengths")
+        if len(set(self.maps)) != len(self.maps):
+            raise ProtocolError(f"{where}: a map task asked for twice")
 
 
-@_message("CHUNKS", (0, MAX_FETCH_PARTS))
+@_message("CHUNKS", (1, 1))
 @dataclass(slots=True)
 class Chunks(Message):
-    """One blob per part, in the order asked; the answer may stop short of the parts
-    asked for (at ``max_bytes``), and a part's blob may stop short of its end."""
+    """Segments' bytes, by column, in the order asked: part ``i`` is ``lengths[i]``
+    bytes of map task ``maps[i]``'s segment from byte ``offsets[i]`` (``totals[i]``
+    long), and the one blob is every part's bytes, concatenated. The answer may stop
+    short of the parts asked for (at ``max_bytes``), a part short of its end."""
 
-    parts: list[ChunkPart]
-    FIELDS: ClassVar[dict[str, Kind]] = {"parts": ListOf(Obj(ChunkPart), MAX_FETCH_PARTS)}
+    maps: list[int]
+    offsets: list[int]
+    totals: list[int]
+    lengths: list[int]
+    FIELDS: ClassVar[dict[str, Kind]] = {
+        "maps": Ints(MAX_FETCH_PARTS, 0, MAX_MAP_TASKS - 1),
+        "offsets": Ints(MAX_FETCH_PARTS),
+        "totals": Ints(MAX_FETCH_PARTS),
+        "lengths": Ints(MAX_FETCH_PARTS),
+    }
+
+    def validate(self, where: str) -> None:
+        if not len(self.offsets) == len(self.totals) == len(self.lengths) == len(self.maps):
+            raise ProtocolError(f"{where}: part columns of different lengths")
 
     def validate_blobs(self) -> None:
-        if len(self.blobs) != len(self.parts):
-            raise ProtocolError(f"CHUNKS: {len(self.blobs)} blobs for {len(self.parts)} parts")
+        if sum(self.lengths) != len(self.blobs[0]):
+            raise ProtocolError(
+                f"CHUNKS: {sum(self.lengths)} bytes of parts, {len(self.blobs[0])} sent"
+            )
 
 
 @_message("FETCH_ERROR")

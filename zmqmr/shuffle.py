@@ -1,8 +1,9 @@
 """The shuffle over the network: the server that serves map outputs, and the fetch.
 
-The server is a REP socket in its own thread; a request names a map output by
-``(job, map task, attempt, partition, offset)`` and the server builds the path
-itself, never taking one from the wire.
+The server is a REP socket in its own thread; a request names a job and a
+partition, and map outputs by column (map task, attempt, offset); the server
+builds each path itself, never taking one from the wire, and answers with the
+segments' bytes in one blob and their lengths in one header.
 
 A reducer fetches one partition of several map outputs from each server over
 one REQ connection (``fetch_segments``, Lazy Pirate on silence, a
@@ -123,18 +124,25 @@ class ShuffleServer:
         except ValueError as exc:
             return protocol.encode(protocol.FetchError(str(exc), False))  # every part fails
         jdir += os.sep
-        wanted = ((jdir + map_output_name(p.map_task, p.attempt), p.offset) for p in msg.parts)
-        parts: list[protocol.ChunkPart] = []
+        maps = msg.maps
+        wanted = (
+            (jdir + map_output_name(m, a), o) for m, a, o in zip(maps, msg.attempts, msg.offsets)
+        )
+        totals: list[int] = []
+        lengths: list[int] = []
         blobs: list[bytes] = []
         read = self.reader.read_many(msg.partition, wanted, msg.max_bytes)
-        for part, got in zip(msg.parts, read):
+        for m, got in zip(maps, read):
             if isinstance(got, Exception):
                 corrupt = isinstance(got, CorruptOutput)
-                return protocol.encode(protocol.FetchError(str(got), corrupt, part.map_task))
+                return protocol.encode(protocol.FetchError(str(got), corrupt, m))
             total, data = got
-            parts.append(protocol.ChunkPart(part.map_task, part.offset, total))
+            totals.append(total)
+            lengths.append(len(data))
             blobs.append(data)
-        return protocol.encode(protocol.Chunks(parts, blobs=blobs))
+        n = len(blobs)
+        reply = protocol.Chunks(maps[:n], msg.offsets[:n], totals, lengths, blobs=[b"".join(blobs)])
+        return protocol.encode(reply)
 
 
 # -- the fetch ---------------------------------------------------------------------------
@@ -209,7 +217,7 @@ class Wanted:
             self.out = None
             verify_file_segment(self.spill_path, 0, self.total)
             return Fetched(self.total, path=self.spill_path)
-        data = b"".join(self.parts or ())
+        data = b"".join(self.parts or ())  # one part (most often) is joined without a copy
         verify_segment(data)
         return Fetched(self.total, data=data, checked=True)
 
@@ -254,7 +262,9 @@ def fetch_segments(
             request = protocol.Fetch(
                 job,
                 partition,
-                [protocol.FetchPart(w.map_task, w.attempt, w.offset) for w in asked],
+                [w.map_task for w in asked],
+                [w.attempt for w in asked],
+                [w.offset for w in asked],
                 chunk,
             )
             frames = protocol.encode(request)
@@ -284,31 +294,35 @@ def fetch_segments(
                     todo.pop(m).abandon()
                     failed[m] = cls(f"{address}: {reply.reason}")
                 continue
-            if not isinstance(reply, protocol.Chunks) or not reply.parts:
+            if not isinstance(reply, protocol.Chunks) or not reply.maps:
                 for w in todo.values():
                     w.abandon()
                     failed[w.map_task] = ShuffleError(f"{address}: unexpected reply")
                 todo.clear()
                 continue
             moved = False
-            for part, data in zip(reply.parts, reply.blobs):
-                want = todo.get(part.map_task)
-                if want is None or part.offset != want.offset:
+            blob = reply.blobs[0]
+            pos = 0
+            for m, offset, total, n in zip(reply.maps, reply.offsets, reply.totals, reply.lengths):
+                data = blob if n == len(blob) else blob[pos : pos + n]
+                pos += n
+                want = todo.get(m)
+                if want is None or offset != want.offset:
                     continue
                 moved = True
                 try:
-                    want.take(part.total, data)
+                    want.take(total, data)
                     if want.complete:
-                        del todo[want.map_task]
-                        fetched[want.map_task] = want.finish()
+                        del todo[m]
+                        fetched[m] = want.finish()
                 except CorruptOutput as exc:
-                    todo.pop(want.map_task, None)
+                    todo.pop(m, None)
                     want.abandon()
-                    failed[want.map_task] = CorruptOutput(f"{address}: {exc}")
+                    failed[m] = CorruptOutput(f"{address}: {exc}")
                 except OSError as exc:
-                    todo.pop(want.map_task, None)
+                    todo.pop(m, None)
                     want.abandon()
-                    failed[want.map_task] = ShuffleError(f"{address}: {exc}")
+                    failed[m] = ShuffleError(f"{address}: {exc}")
             if not moved:  # a reply that answers nothing asked: do not ask forever
                 for w in todo.values():
                     w.abandon()

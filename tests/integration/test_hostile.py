@@ -445,6 +445,8 @@ def valid_json(kind: records.Kind) -> st.SearchStrategy[Any]:
         return st.none() | valid_json(kind.kind)
     if isinstance(kind, records.ListOf):
         return st.lists(valid_json(kind.item), max_size=min(kind.max_len, 2))
+    if isinstance(kind, records.Ints):
+        return st.lists(st.integers(kind.lo, min(kind.hi, kind.lo + 10**6)), max_size=2)
     if isinstance(kind, records.DictOf):
         return st.dictionaries(st.text(max_size=8), valid_json(kind.value), max_size=2)
     if isinstance(kind, records.Obj):
@@ -458,8 +460,12 @@ def record_json(cls: type[records.Record]) -> st.SearchStrategy[dict[str, Any]]:
     fields = {name: valid_json(kind) for name, kind in cls.FIELDS.items()}
     if cls is p.JobSpec:
         fields["splits"] = st.lists(SPLITS, min_size=1, max_size=2)
-    if cls is p.Fetch:
-        fields["parts"] = st.lists(record_json(p.FetchPart), min_size=1, max_size=2)
+    if cls is p.Fetch:  # columns of one length: a request the server reads through
+        n = st.shared(st.integers(1, 3), key="fetch parts")
+        for column in ("maps", "attempts", "offsets"):
+            fields[column] = n.flatmap(
+                lambda k: st.lists(st.integers(0, 5), min_size=k, max_size=k)
+            )
     return st.fixed_dictionaries(fields)
 
 
@@ -741,12 +747,96 @@ def test_fuzzed_requests_at_a_shuffle_server_are_each_answered_and_it_keeps_serv
 
     try:
         barrage()
-        still = ask(p.encode(p.Fetch("no-such-job", 0, [p.FetchPart(0, 1)], 1 << 20)), "FETCH")
+        still = ask(p.encode(p.Fetch("no-such-job", 0, [0], [1], [0], 1 << 20)), "FETCH")
         assert isinstance(still, p.FetchError) and not still.corrupt and still.map_task == 0
     finally:
         req.close(0)
     result = assert_exact_job(c)
     assert result.stats["fetch_failures"] == 0  # both shuffle servers served every reducer
+
+
+def _served(ctx: zmq.Context[Any], tmp_path: Any) -> tuple[shuffle.ShuffleServer, list[Any]]:
+    """A shuffle server over three real map outputs of job ``j1`` (4 partitions)."""
+    from conftest import write_output
+
+    from zmqmr import layout
+
+    data_dir = str(tmp_path / "data")
+    os.makedirs(layout.job_dir(data_dir, "j1"))
+    written = [write_output(layout.map_output_path(data_dir, "j1", m, 1), 4) for m in range(3)]
+    server = shuffle.ShuffleServer(ctx, data_dir, "tcp://127.0.0.1:*")
+    server.start()
+    return server, written
+
+
+def _fetch_json(**fields: Any) -> list[bytes]:
+    header = {"job": "j1", "partition": 2, "maps": [0, 1, 2], "attempts": [1, 1, 1]}
+    header.update({"offsets": [0, 0, 0], "max_bytes": 1 << 20}, **fields)
+    return raw("FETCH", json.dumps(header))
+
+
+#: Requests by column that no reducer sends: each gets a FetchError, never a crash.
+HOSTILE_FETCHES = {
+    "columns of different lengths": _fetch_json(attempts=[1, 1]),
+    "a map task asked for twice": _fetch_json(maps=[0, 0, 1]),
+    "no parts": _fetch_json(maps=[], attempts=[], offsets=[]),
+    "a negative offset": _fetch_json(offsets=[0, -1, 0]),
+    "an offset past int64": _fetch_json(offsets=[0, 2**63, 0]),
+    "a float in a column": _fetch_json(attempts=[1, 1.0, 1]),
+    "a bool in a column": _fetch_json(maps=[0, True, 2]),
+    "a string for a column": _fetch_json(maps="012"),
+    "a nested list in a column": _fetch_json(maps=[[0], 1, 2]),
+    "a map task past the most a job has": _fetch_json(maps=[0, 1, p.MAX_MAP_TASKS]),
+    "more parts than a request may ask": _fetch_json(
+        maps=list(range(p.MAX_FETCH_PARTS + 1)),
+        attempts=[1] * (p.MAX_FETCH_PARTS + 1),
+        offsets=[0] * (p.MAX_FETCH_PARTS + 1),
+    ),
+    "a partition past the outputs'": _fetch_json(partition=9),
+    "an offset past the segment": _fetch_json(offsets=[0, 10**9, 0]),
+    "an attempt that never ran": _fetch_json(attempts=[1, 7, 1]),
+    "a job that does not exist": _fetch_json(job="no-such-job"),
+    "a job id that climbs out": _fetch_json(job="../j1"),
+    "a CHUNKS where a FETCH goes": raw(
+        "CHUNKS", '{"maps":[0],"offsets":[0],"totals":[5],"lengths":[5]}', b"abcde"
+    ),
+    "a blob on a FETCH": [*_fetch_json(), b"extra"],
+}
+
+
+@pytest.mark.timeout(60)
+def test_malformed_fetch_requests_by_column_are_each_refused_and_real_fetches_stay_exact(
+    ctx, tmp_path
+):
+    server, written = _served(ctx, tmp_path)
+    req = ctx.socket(zmq.REQ)
+    req.linger = 0
+    req.connect(server.address)
+    try:
+        for what, frames in HOSTILE_FETCHES.items():
+            req.send_multipart(frames)
+            assert req.poll(int(REPLY_WAIT * 1000)), f"no answer to {what}"
+            reply = p.decode(req.recv_multipart())
+            assert isinstance(reply, p.FetchError), f"{reply.TYPE} for {what}"
+            assert not reply.corrupt, f"{what} called corrupt"
+        # a request that is valid but tiny gets parts whose bytes are the file's own
+        req.send_multipart(_fetch_json(max_bytes=3))
+        assert req.poll(int(REPLY_WAIT * 1000))
+        reply = p.decode(req.recv_multipart())
+        assert isinstance(reply, p.Chunks) and reply.maps == [0] and reply.lengths == [3]
+        assert reply.offsets == [0] and reply.totals[0] > 3
+        # and the server still serves whole segments, checked, to a real fetch
+        wanted = [shuffle.Wanted(m, 1) for m in range(3)]
+        got, failed = shuffle.fetch_segments(
+            ctx, server.address, "j1", 2, wanted, chunk=1 << 20, timeout=3.0, retries=2
+        )
+        assert failed == {}
+        assert {m: list(f.groups()) for m, f in got.items()} == {
+            m: [tuple(g) for g in w[2]] for m, w in enumerate(written)
+        }
+    finally:
+        req.close(0)
+        server.stop()
 
 
 # -- 1. a bad name must not break status -------------------------------------------------

@@ -162,7 +162,7 @@ def test_job_id_with_path_characters_is_refused_by_the_server(ctx, server, data_
     with pytest.raises(ShuffleError) as info:
         fetch(ctx, server, job="../x")
     assert not isinstance(info.value, CorruptOutput)
-    request = protocol.Fetch("../x", 0, [protocol.FetchPart(0, 1)], 1 << 20)
+    request = protocol.Fetch("../x", 0, [0], [1], [0], 1 << 20)
     with pytest.raises(ProtocolError, match="job"):
         server.handle(protocol.encode(request))
 

@@ -86,8 +86,21 @@ def record(cls: type[records.Record]) -> st.SearchStrategy[Any]:
         fields["num_maps"] = st.integers(51, p.MAX_MAP_TASKS)
     if cls is p.JobSpec:
         fields["splits"] = st.lists(SPLITS, min_size=1, max_size=3)
-    if cls is p.Fetch:
-        fields["parts"] = st.lists(record(p.FetchPart), min_size=1, max_size=3)
+    if cls in (p.Fetch, p.Chunks):  # columns of one length, each map task once
+        columns = [c for c, kind in cls.FIELDS.items() if isinstance(kind, records.Ints)]
+        rows = st.lists(
+            st.tuples(*(valid(cls.FIELDS[c]).map(lambda v: v[:1] or [0]) for c in columns)),
+            min_size=cls is p.Fetch,
+            max_size=3,
+            unique_by=lambda row: row[0][0],
+        )
+        for c in columns:
+            del fields[c]
+        return st.tuples(st.fixed_dictionaries(fields), rows).map(
+            lambda kw_rows: cls(
+                **kw_rows[0], **{c: [r[i][0] for r in kw_rows[1]] for i, c in enumerate(columns)}
+            )
+        )
     return st.fixed_dictionaries(fields).map(lambda kw: cls(**kw))
 
 
@@ -100,7 +113,8 @@ def with_blobs(cls: type[p.Message], msg: p.Message) -> p.Message:
         blobs = 1 + max([s.blob + 1 for s in msg.spec.splits if s.kind == "records"], default=0)
         msg.blobs = [b"code"] + [b"r"] * (blobs - 1)
     elif isinstance(msg, p.Chunks):
-        msg.blobs = [b"d"] * len(msg.parts)
+        msg.lengths = [n % 5 for n in msg.lengths]
+        msg.blobs = [b"d" * sum(msg.lengths)]
     else:
         msg.blobs = [b"b"] * lo
     return msg
@@ -504,3 +518,38 @@ def test_a_reduce_assignment_carries_its_locations_by_column_and_gives_them_back
 def test_bad_location_columns_are_refused(columns, problem):
     with pytest.raises(ProtocolError, match=problem):
         p.decode(_reduce_assign(**columns))
+
+
+# -- fetches and their answers, by column ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fields, problem",
+    [
+        ({"attempts": [1]}, "different lengths"),
+        ({"maps": [4, 4]}, "asked for twice"),
+        ({"maps": [], "attempts": [], "offsets": []}, "no parts"),
+        ({"offsets": [0, -5]}, "offsets"),
+        ({"maps": [4, p.MAX_MAP_TASKS]}, "maps"),
+        ({"attempts": [1, None]}, "attempts"),
+    ],
+)
+def test_bad_fetch_columns_are_refused(fields, problem):
+    header = {"job": "j", "partition": 0, "maps": [4, 5], "attempts": [1, 1], "offsets": [0, 9]}
+    header.update({"max_bytes": 100}, **fields)
+    with pytest.raises(ProtocolError, match=problem):
+        p.decode([p.VERSION, b"FETCH", json.dumps(header).encode()])
+
+
+def test_a_chunks_blob_must_hold_exactly_its_parts_bytes():
+    good = p.Chunks([4, 5], [0, 10], [3, 30], [3, 2], blobs=[b"abcde"])
+    assert p.decode(p.encode(good)) == good
+    for blob in (b"abcd", b"abcdef"):
+        with pytest.raises(ProtocolError, match="bytes of parts"):
+            p.decode([*p.encode(good)[:3], blob])
+    with pytest.raises(ProtocolError, match="blob"):
+        p.decode(p.encode(good)[:3])  # no blob at all
+    header = json.loads(p.encode(good)[2])
+    header["totals"] = [3]
+    with pytest.raises(ProtocolError, match="different lengths"):
+        p.decode([p.VERSION, b"CHUNKS", json.dumps(header).encode(), b"abcde"])
