@@ -43,6 +43,7 @@ import os
 import subprocess
 import sys
 import time
+from multiprocessing.reduction import ForkingPickler
 
 import psutil
 import zmq
@@ -374,23 +375,42 @@ def bench_local(maps: int, warmup: int, settings: dict[str, object]) -> None:
 
 
 class _Pipe:
-    """An executor's end of its pipe, in this process: attempts in, reports kept."""
+    """An executor's end of its pipe, in this process: attempts in, reports kept.
+
+    Each message is pickled as a real pipe's would be: the attempts before they
+    are timed (the worker's side), the reports as they are sent (the executor's).
+    """
 
     def __init__(self, inbox: list[object]) -> None:
-        self.inbox, self.sent = inbox, []  # type: list[object], list[object]
+        self._sent: list[bytes] = []
+        self.inbox = inbox
+
+    @property
+    def inbox(self) -> list[bytes]:
+        return self._inbox
+
+    @inbox.setter
+    def inbox(self, msgs: list[object]) -> None:
+        self._inbox = [bytes(ForkingPickler.dumps(m)) for m in msgs]
+        self._inbox.reverse()
 
     def recv(self) -> object:
-        if not self.inbox:
+        if not self._inbox:
             raise EOFError
-        return self.inbox.pop(0)
+        return ForkingPickler.loads(self._inbox.pop())
 
     def send(self, msg: object) -> None:
-        self.sent.append(msg)
+        self._sent.append(bytes(ForkingPickler.dumps(msg)))
+
+    @property
+    def sent(self) -> list[object]:
+        return [ForkingPickler.loads(m) for m in self._sent]
 
 
 def bench_executor(maps: int, where: str | None) -> None:
-    """An executor's CPU per one-record map attempt, run in this process (no worker,
-    no pipe), beside what creating one file costs in the same directory."""
+    """An executor's CPU per one-record map attempt, run in this process (no worker;
+    its pipe's messages pickled, not sent), beside what creating one file costs in
+    the same directory."""
     import logging
     import shutil
     import tempfile
@@ -422,8 +442,9 @@ def bench_executor(maps: int, where: str | None) -> None:
         t0, w0 = os.times(), time.perf_counter()
         ex.serve()
         t1, wall = os.times(), time.perf_counter() - w0
-        assert len(pipe.sent) == n + 1, "an attempt sent no report"
-        assert all(isinstance(m, p.Done) for m in pipe.sent), pipe.sent[-1]
+        sent = pipe.sent
+        assert len(sent) == n + 1, "an attempt sent no report"
+        assert all(isinstance(m, p.Done) for m in sent), sent[-1]
         user, kernel = t1.user - t0.user, t1.system - t0.system
         empty = os.path.join(top, "empty")
         os.mkdir(empty)
@@ -441,6 +462,16 @@ def bench_executor(maps: int, where: str | None) -> None:
         f"wall {wall / n * 1e6:.0f} us; creating one empty file there: "
         f"{create / n * 1e6:.0f} us of CPU"
     )
+
+
+def _print_profiles(where: str, top: int = 25) -> None:
+    """The functions each profiled process spent most in (its own time), by process."""
+    import pstats
+
+    for name in sorted(os.listdir(where)):
+        if name.endswith(".prof"):
+            print(f"--- {name} (whole life: start-up, warm-up and the job) ---")
+            pstats.Stats(os.path.join(where, name)).sort_stats("tottime").print_stats(top)
 
 
 def _noop(key: object, value: object) -> None:  # never called: the fake workers run nothing
@@ -487,6 +518,12 @@ def main() -> int:
     ap.add_argument("--executor-maps", type=int, default=2000, help="attempts for executor")
     ap.add_argument("--executor-dir", help="where executor writes (default: the temp dir)")
     ap.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="local: the master, workers and executors write cProfile stats to DIR "
+        "(ZMQMR_PROFILE), and the top functions of each are printed",
+    )
+    ap.add_argument(
         "--local-set",
         action="append",
         default=[],
@@ -500,7 +537,11 @@ def main() -> int:
     if "cluster" in only:
         bench_cluster(args.workers, args.maps, args.reduces, args.procs, args.heartbeat, args.idle)
     if "local" in only:
+        if args.profile:
+            os.environ["ZMQMR_PROFILE"] = os.path.abspath(args.profile)
         bench_local(args.local_maps, args.local_warmup, _settings(args.local_set))
+        if args.profile:
+            _print_profiles(args.profile)
     if "executor" in only:
         bench_executor(args.executor_maps, args.executor_dir)
     if "reduce" in only:

@@ -292,7 +292,14 @@ def cmd_master(args: argparse.Namespace) -> int:
     if master.dashboard_url:
         log.info("master: dashboard at %s", master.dashboard_url)
     _stop_on_signals(master.stop_event)
-    master.run()
+    from .profiling import Profile
+
+    profile = Profile("master")
+    profile.start()
+    try:
+        master.run()
+    finally:
+        profile.dump()
     return 0
 
 

@@ -134,9 +134,14 @@ class WorkerSettings:
     #: Reconnect backoff when the master is silent: first wait, cap.
     reconnect_initial: float = 1.0
     reconnect_max: float = 32.0
+    #: Map side: an output of at most this many bytes is appended to its executor's
+    #: pack instead of being a file of its own (zmqmr.packs); 0: every output a file.
+    pack_bytes: int = 16 * 1024
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
+            if f.name == "pack_bytes" and type(self.pack_bytes) is int and self.pack_bytes == 0:
+                continue
             _positive(f.name, getattr(self, f.name))
 
 

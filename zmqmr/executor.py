@@ -26,6 +26,7 @@ signal handler that could not run anyway.
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import mmap
 import os
@@ -39,7 +40,7 @@ from typing import Any
 
 import cloudpickle
 
-from . import layout, mapoutput, mapside, protocol, reduceside, tasklogs, userfn
+from . import layout, mapoutput, mapside, packs, profiling, protocol, reduceside, tasklogs, userfn
 from .config import WorkerSettings
 from .mapside import RecordFailed
 from .security import MEMBER, Keys, load_keys
@@ -112,11 +113,15 @@ class Executor:
         self._capture: tasklogs.Capture | None = None
         self._logs_root = tasklogs.logs_root(data_dir)
         self._job_dirs: set[str] = set()  # jobs whose directory this executor has made
+        #: Per job, the pack this executor appends its small map outputs to (zmqmr.packs).
+        self.packs: dict[str, packs.PackWriter] = {}
         self._bytes = 0  # what the running attempt read and wrote, roughly
+        self.profile = profiling.Profile("executor")
 
     # -- loop ---------------------------------------------------------------
 
     def serve(self) -> None:
+        self.profile.start()
         while True:
             try:
                 msg = self.conn.recv()
@@ -126,8 +131,12 @@ class Executor:
                 self.run(msg)
             elif isinstance(msg, protocol.DropJob):
                 self.jobs.pop(msg.job, None)
+                pack = self.packs.pop(msg.job, None)
+                if pack is not None:
+                    pack.close()
                 self._job_dirs.discard(msg.job)  # the worker removes the directory
                 self.reader.forget(layout.job_dir(self.data_dir, msg.job) + os.sep)
+                self.profile.dump()  # a job's end: the worker kills executors, never asks
 
     def progress(self, fraction: float) -> None:
         now = time.monotonic()
@@ -184,6 +193,7 @@ class Executor:
                     settings=self.settings,
                     progress=self.progress,
                     track=track,
+                    pack=self._pack(job_id),
                 )
                 result = None
             else:
@@ -205,6 +215,13 @@ class Executor:
         if self._capture is not None:
             self._capture.flush("done")
         self.conn.send(protocol.Done(attempt, report, blobs=[] if result is None else [result]))
+
+    def _pack(self, job_id: str) -> packs.PackWriter:
+        pack = self.packs.get(job_id)
+        if pack is None:
+            where = functools.partial(layout.pack_path, self.data_dir, job_id)
+            pack = self.packs[job_id] = packs.PackWriter(where)
+        return pack
 
     def _fail(self, attempt: int, exc: BaseException, record: int | None) -> None:
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))

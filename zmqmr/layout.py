@@ -4,6 +4,8 @@ On a worker, under its data dir, one directory per job::
 
     DATA_DIR/JOB/m00003-a7.out        map task 3's output, written by attempt 7
     DATA_DIR/JOB/m00003-a7.out.tmp    ... while attempt 7 writes it
+    DATA_DIR/JOB/x4242-9f3c0a1b.pack  small map outputs of executor 4242, appended
+                                      (``zmqmr.packs``); each still named as above
     DATA_DIR/JOB/m00003-a7.spills/    ... sorted runs spilled by attempt 7
     DATA_DIR/JOB/r00001-a9/           reduce task 1's work dir, made only if it spills
     DATA_DIR/.slot-2.pos              slot 2's executor: the attempt and record it maps
@@ -45,6 +47,7 @@ import tempfile
 _JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _OUTPUT_NAME = re.compile(r"m(\d{5,})-a(\d+)\.out")
 _PART_NAME = re.compile(r"part-(\d{5,})")
+_PACK_NAME = re.compile(r"x\d+-[0-9a-f]{8}\.pack")
 
 PART_PREFIX = "part-"
 #: Attempts write under this subdirectory of the output dir; it is never output.
@@ -155,6 +158,16 @@ def map_output_name(task: int, attempt: int) -> str:
     return f"m{task:05d}-a{attempt}.out"
 
 
+def pack_path(data_dir: str, job_id: str) -> str:
+    """A new pack for this process's small map outputs of a job (a name of its own:
+    a pid is used again, and an executor that died leaves its pack behind)."""
+    return os.path.join(job_dir(data_dir, job_id), f"x{os.getpid()}-{os.urandom(4).hex()}.pack")
+
+
+def is_pack_name(name: str) -> bool:
+    return _PACK_NAME.fullmatch(name) is not None
+
+
 def spill_dir(data_dir: str, job_id: str, task: int, attempt: int) -> str:
     return map_stem(data_dir, job_id, task, attempt) + ".spills"
 
@@ -169,7 +182,8 @@ def position_path(data_dir: str, slot: int) -> str:
 
 
 def held_outputs(data_dir: str) -> list[tuple[str, int, int]]:
-    """``(job, map task, attempt)`` of every finished map output under ``data_dir``."""
+    """``(job, map task, attempt)`` of every finished map output under ``data_dir``,
+    in a file of its own or in a pack."""
     found = []
     try:
         jobs = os.listdir(data_dir)
@@ -186,6 +200,12 @@ def held_outputs(data_dir: str) -> list[tuple[str, int, int]]:
             m = _OUTPUT_NAME.fullmatch(name)
             if m:
                 found.append((job, int(m.group(1)), int(m.group(2))))
+        if any(map(is_pack_name, names)):
+            from . import packs  # packs names its files with this module
+
+            found += [
+                (job, e.task, e.attempt) for e in packs.live_entries(os.path.join(data_dir, job))
+            ]
     return sorted(found)
 
 

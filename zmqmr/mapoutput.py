@@ -41,7 +41,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from . import pickling
+from . import packs, pickling
 from .errors import CorruptOutput, ShuffleError
 
 _first = operator.itemgetter(0)
@@ -481,16 +481,49 @@ class MapOutputWriter:
     """Writes the R segments of one map output, in partition order, then its index.
 
     The file is written under a temporary name and renamed into place by
-    ``close``, so a reader never sees half a file.
+    ``close``, so a reader never sees half a file. With a ``pack``, the output
+    is built in memory while it is at most ``pack_bytes`` and, if it stays so,
+    appended to the pack instead (``zmqmr.packs``: no file of its own); past
+    that it goes on in its own file as without.
     """
 
-    def __init__(self, path: str, num_partitions: int) -> None:
+    def __init__(
+        self,
+        path: str,
+        num_partitions: int,
+        pack: packs.PackWriter | None = None,
+        pack_bytes: int = 0,
+        task: int = 0,
+        attempt: int = 0,
+    ) -> None:
         self.path = path
         self.num_partitions = num_partitions
         self._tmp = f"{path}.tmp"
-        self._f = open(self._tmp, "wb")  # noqa: SIM115 - closed in close()/abort()
+        self._pack = pack if pack_bytes > 0 else None
+        self._pack_bytes = pack_bytes
+        self._task, self._attempt = task, attempt
+        self._f: Any
+        if self._pack is not None:
+            self._f = io.BytesIO()
+        else:
+            self._f = open(self._tmp, "wb")  # noqa: SIM115 - closed in close()/abort()
         self._segments: list[Segment] = []
         self.bytes_written = 0
+        #: Where the output went when it was packed (after ``close``), else None.
+        self.entry: packs.Entry | None = None
+
+    def _grown(self) -> None:
+        """Past pack_bytes in memory: the output goes on in a file of its own."""
+        if self._pack is not None and self._f.tell() > self._pack_bytes:
+            data = self._f.getbuffer()
+            f = open(self._tmp, "wb")  # noqa: SIM115 - closed in close()/abort()
+            try:
+                f.write(data)
+            except BaseException:
+                f.close()
+                raise
+            del data
+            self._f, self._pack = f, None
 
     def write_segment(self, groups: Iterable[Group]) -> Segment:
         if len(self._segments) >= self.num_partitions:
@@ -499,6 +532,7 @@ class MapOutputWriter:
         counted = _Counted(groups)
         for block in encode_groups(counted):
             self._f.writelines(block)
+            self._grown()
         return self._segment(start, counted.n)
 
     def write_pairs(self, pairs: list[tuple[Any, Any]]) -> Segment:
@@ -509,6 +543,7 @@ class MapOutputWriter:
         counted = _Counted(())
         for block in encode_pairs(pairs, counted=counted):
             self._f.writelines(block)
+            self._grown()
         return self._segment(start, counted.n)
 
     def _segment(self, start: int, groups: int) -> Segment:
@@ -524,29 +559,40 @@ class MapOutputWriter:
         self._f.write(index)
         self._f.write(FOOTER.pack(index_offset, zlib.crc32(index), MAGIC))
         self.bytes_written = self._f.tell()
+        if self._pack is not None and self.bytes_written <= self._pack_bytes:
+            self.entry = self._pack.append(self._task, self._attempt, self._f.getvalue())
+            self._f = io.BytesIO()
+            return self._segments
+        self._grown()  # the index took it past pack_bytes
         self._f.close()
         os.replace(self._tmp, self.path)
         return self._segments
 
     def abort(self) -> None:
         self._f.close()
-        try:
-            os.remove(self._tmp)
-        except FileNotFoundError:
-            pass
+        if self._pack is None:
+            try:
+                os.remove(self._tmp)
+            except FileNotFoundError:
+                pass
 
 
-def _read_raw_index(f: Any, path: str) -> tuple[bytes, int]:
-    """The checked index bytes of an open map output file, and where the index starts."""
-    size = f.seek(0, os.SEEK_END)
+def _read_raw_index(f: Any, path: str, base: int = 0, size: int = -1) -> tuple[bytes, int]:
+    """The checked index bytes of an open map output file, and where the index starts.
+
+    The output is the whole file, or (in a pack) its ``size`` bytes from ``base``;
+    offsets in its index, and the one returned, count from ``base``."""
+    if size < 0:
+        size = os.fstat(f.fileno()).st_size
     if size < FOOTER.size:
         raise CorruptOutput(f"{path}: too short for a footer")
-    f.seek(size - FOOTER.size)
-    index_offset, crc, magic = FOOTER.unpack(f.read(FOOTER.size))
+    footer = os.pread(f.fileno(), FOOTER.size, base + size - FOOTER.size)
+    if len(footer) != FOOTER.size:
+        raise CorruptOutput(f"{path}: truncated")
+    index_offset, crc, magic = FOOTER.unpack(footer)
     if magic != MAGIC or index_offset > size - FOOTER.size:
         raise CorruptOutput(f"{path}: bad footer")
-    f.seek(index_offset)
-    index = f.read(size - FOOTER.size - index_offset)
+    index = os.pread(f.fileno(), size - FOOTER.size - index_offset, base + index_offset)
     if zlib.crc32(index) != crc or len(index) % INDEX_ENTRY.size:
         raise CorruptOutput(f"{path}: index checksum mismatch")
     return index, index_offset
@@ -567,23 +613,34 @@ def read_index(path: str) -> list[Segment]:
     return [_entry(index, index_offset, i, path) for i in range(n)]
 
 
-def _read_from(
-    f: Any, index: bytes, index_offset: int, path: str, partition: int, offset: int, max_bytes: int
-) -> tuple[int, bytes]:
-    """(segment length, up to ``max_bytes`` from ``offset``) of one partition of an open
-    map output whose checked index is given: only this partition's entry is unpacked."""
-    if not 0 <= partition < len(index) // INDEX_ENTRY.size:
-        raise ShuffleError(f"{path}: no partition {partition}")
-    start, length, _ = INDEX_ENTRY.unpack_from(index, partition * INDEX_ENTRY.size)
-    if start + length > index_offset:
-        raise CorruptOutput(f"{path}: segment past the index")
-    if offset > length:
-        raise ShuffleError(f"offset {offset} past the segment's {length} bytes")
-    want = length - offset if max_bytes < 0 else min(max_bytes, length - offset)
-    data = os.pread(f.fileno(), want, start + offset)
-    if len(data) != want:
-        raise CorruptOutput(f"{path}: truncated segment")
-    return length, data
+@dataclass(slots=True)
+class _Held:
+    """A map output held open: its file (its own, or a pack), where in it the output
+    starts, and its checked index."""
+
+    f: Any
+    fd: int
+    file: str
+    base: int
+    index: bytes
+    index_offset: int
+
+    def read(self, path: str, partition: int, offset: int, max_bytes: int) -> tuple[int, bytes]:
+        """(segment length, up to ``max_bytes`` from ``offset``) of one partition: only
+        this partition's entry of the index is unpacked."""
+        index = self.index
+        if not 0 <= partition < len(index) // INDEX_ENTRY.size:
+            raise ShuffleError(f"{path}: no partition {partition}")
+        start, length, _ = INDEX_ENTRY.unpack_from(index, partition * INDEX_ENTRY.size)
+        if start + length > self.index_offset:
+            raise CorruptOutput(f"{path}: segment past the index")
+        if offset > length:
+            raise ShuffleError(f"offset {offset} past the segment's {length} bytes")
+        want = length - offset if max_bytes < 0 else min(max_bytes, length - offset)
+        data = os.pread(self.fd, want, self.base + start + offset)
+        if len(data) != want:
+            raise CorruptOutput(f"{path}: truncated segment")
+        return length, data
 
 
 class OutputReader:
@@ -591,43 +648,63 @@ class OutputReader:
     checked index: a reducer reads one segment of every map output, so without
     this every read would open a file and check its index again (O(M·R) opens).
 
+    An output is named by its path (``layout.map_output_path``); one with no file
+    of that name is looked for in the packs of its directory (``zmqmr.packs``).
     A map output is immutable once in place; each read checks with ``fstat`` that
-    the file held open still has a name (a removed output, or one replaced by
-    a rename, has none), so a removed or replaced output is never served from
+    the file held open still has a name (a removed output or pack, or one replaced
+    by a rename, has none), so a removed or replaced output is never served from
     an old descriptor. Thread-safe.
     """
 
     def __init__(self, max_open: int = 512) -> None:
         self.max_open = max_open
-        self._open: dict[str, tuple[Any, bytes, int, int]] = {}  # path -> f, index, offset, fd
+        self._open: dict[str, _Held] = {}  # output path -> held
+        self._packs: dict[str, packs.PackIndex] = {}  # directory -> its packs' outputs
         self._lock = threading.Lock()
 
-    def _held(self, path: str) -> tuple[Any, bytes, int]:
+    def _held(self, path: str) -> _Held:
         held = self._open.pop(path, None)
-        if held is not None and os.fstat(held[3]).st_nlink == 0:
-            held[0].close()
+        if held is not None and os.fstat(held.fd).st_nlink == 0:
+            held.f.close()
             held = None
         if held is None:
-            f = open(path, "rb")  # noqa: SIM115 - closed on eviction or forget()
-            try:
-                index, index_offset = _read_raw_index(f, path)
-            except BaseException:
-                f.close()
-                raise
-            held = (f, index, index_offset, f.fileno())
+            held = self._open_output(path)
             while len(self._open) >= self.max_open:
                 oldest = next(iter(self._open))
-                self._open.pop(oldest)[0].close()
+                self._open.pop(oldest).f.close()
         self._open[path] = held  # most recent last
-        return held[0], held[1], held[2]
+        return held
+
+    def _open_output(self, path: str) -> _Held:
+        try:
+            f = open(path, "rb")  # noqa: SIM115 - closed on eviction or forget()
+            base, size, file = 0, -1, path
+        except FileNotFoundError:
+            entry = self._packed(path)
+            if entry is None:
+                raise
+            f = open(entry.path, "rb")  # noqa: SIM115 - closed on eviction or forget()
+            base, size, file = entry.offset, entry.length, entry.path
+        try:
+            index, index_offset = _read_raw_index(f, path, base, size)
+        except BaseException:
+            f.close()
+            raise
+        return _Held(f, f.fileno(), file, base, index, index_offset)
+
+    def _packed(self, path: str) -> packs.Entry | None:
+        directory, name = os.path.split(path)
+        index = self._packs.get(directory)
+        if index is None:
+            index = self._packs[directory] = packs.PackIndex(directory)
+        return index.find(name)
 
     def read(
         self, path: str, partition: int, offset: int = 0, max_bytes: int = -1
     ) -> tuple[int, bytes]:
         """(segment length, bytes from ``offset``) of one partition of a map output."""
         with self._lock:
-            f, index, index_offset = self._held(path)
-            return _read_from(f, index, index_offset, path, partition, offset, max_bytes)
+            return self._held(path).read(path, partition, offset, max_bytes)
 
     def read_many(
         self, partition: int, wanted: Iterable[tuple[str, int]], max_bytes: int = -1
@@ -642,8 +719,7 @@ class OutputReader:
                 if max_bytes >= 0 and budget <= 0:
                     break
                 try:
-                    f, index, index_offset = self._held(path)
-                    got = _read_from(f, index, index_offset, path, partition, offset, budget)
+                    got = self._held(path).read(path, partition, offset, budget)
                 except (OSError, ValueError, ShuffleError) as exc:
                     out.append(exc)
                     continue
@@ -651,25 +727,43 @@ class OutputReader:
                 out.append(got)
         return out
 
-    def locate(self, path: str, partition: int) -> Segment:
-        """Where one partition of a map output lies in its file."""
+    def locate(self, path: str, partition: int) -> tuple[str, Segment]:
+        """The file one partition of a map output lies in (its own, or a pack), and
+        where in that file."""
         with self._lock:
-            _, index, index_offset = self._held(path)
-            if not 0 <= partition < len(index) // INDEX_ENTRY.size:
+            held = self._held(path)
+            if not 0 <= partition < len(held.index) // INDEX_ENTRY.size:
                 raise ShuffleError(f"{path}: no partition {partition}")
-            return _entry(index, index_offset, partition, path)
+            seg = _entry(held.index, held.index_offset, partition, path)
+            return held.file, Segment(held.base + seg.offset, seg.length, seg.groups)
+
+    def remove_packed(self, path: str) -> None:
+        """Remove the output ``path`` names from its pack, if it is in one."""
+        with self._lock:
+            entry = self._packed(path)
+            held = self._open.pop(path, None)
+            if held is not None:
+                held.f.close()
+            if entry is not None:
+                packs.remove(entry)
+                self._packs[os.path.dirname(path)].forget(os.path.basename(path))
 
     def forget(self, prefix: str = "") -> None:
         """Close the files under ``prefix`` (all of them by default)."""
         with self._lock:
             for path in [p for p in self._open if p.startswith(prefix)]:
-                self._open.pop(path)[0].close()
+                self._open.pop(path).f.close()
+            for directory in [d for d in self._packs if (d + os.sep).startswith(prefix)]:
+                del self._packs[directory]
 
 
 def read_segment(
     path: str, partition: int, offset: int = 0, max_bytes: int = -1
 ) -> tuple[int, bytes]:
-    """(segment length, bytes from ``offset``) of one partition of a local map output."""
-    with open(path, "rb") as f:
-        index, index_offset = _read_raw_index(f, path)
-        return _read_from(f, index, index_offset, path, partition, offset, max_bytes)
+    """(segment length, bytes from ``offset``) of one partition of a local map output
+    (in a file of its own or in a pack)."""
+    reader = OutputReader(1)
+    try:
+        return reader.read(path, partition, offset, max_bytes)
+    finally:
+        reader.forget()

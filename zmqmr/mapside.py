@@ -29,7 +29,7 @@ from collections import _count_elements  # type: ignore[attr-defined]
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from . import layout, mapoutput, merge, protocol, userfn
+from . import layout, mapoutput, merge, packs, protocol, userfn
 from .config import WorkerSettings
 from .inputs import SplitReader, read_split
 
@@ -399,8 +399,10 @@ def run_map(
     settings: WorkerSettings,
     progress: Callable[[float], None],
     track: Any = None,
+    pack: packs.PackWriter | None = None,
 ) -> protocol.Report:
-    """Run one map attempt; its output is ``layout.map_output_path(...)``.
+    """Run one map attempt; its output is ``layout.map_output_path(...)``, or with a
+    ``pack`` and at most ``settings.pack_bytes``, an entry of that pack.
 
     With ``track`` (a writable sequence of two ints), ``track[1]`` holds the
     index of the record being mapped while records are mapped, then -1.
@@ -435,7 +437,7 @@ def run_map(
         counters["zmqmr.map_input_records"] = n_in
         counters["zmqmr.map_input_bytes"] = split_bytes(spec.split, records_blob)
         counters["zmqmr.map_output_records"] = n_out
-        writer = mapoutput.MapOutputWriter(path, R)
+        writer = mapoutput.MapOutputWriter(path, R, pack, settings.pack_bytes, task, attempt)
         try:
             if not spills:
                 if combiner is not None:

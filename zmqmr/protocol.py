@@ -810,6 +810,18 @@ class RunAttempt:
     code: bytes | None
     records: bytes | None
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # By position, as a Record is: one is pickled per attempt.
+        return RunAttempt, (
+            self.attempt,
+            self.job,
+            self.kind,
+            self.task,
+            self.spec,
+            self.code,
+            self.records,
+        )
+
 
 #: Executor -> worker: AttemptProgress, Done, Failed, FetchFailed.
 #: Worker -> executor: RunAttempt, Relocate (while a reduce waits), DropJob.

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -247,6 +249,61 @@ class Record:
             dump = _compile_to_json(cls)
             cls._fast_to_json = dump  # type: ignore[attr-defined]
         return dump(self)
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # Pickled (the worker <-> executor pipe) by position: a slotted dataclass's
+        # default pickles field names and sets each in Python on load, several times
+        # slower for the small records an attempt's messages are made of.
+        cls = type(self)
+        layout = _Positional.of(cls)
+        if layout.keywords:
+            keyword_values = layout.keyword_values(self)
+            if keyword_values != layout.defaults:
+                return _rebuild, (cls, layout.args(self), keyword_values)
+        return cls, layout.args(self)
+
+
+class _Positional:
+    """A record class's fields by how its constructor takes them: ``args(obj)`` and
+    ``keyword_values(obj)`` give their values as tuples (in C: ``attrgetter``)."""
+
+    @staticmethod
+    def of(cls: type) -> _Positional:
+        layout: _Positional | None = cls.__dict__.get("_by_position")
+        if layout is None:
+            layout = _Positional(cls)
+            cls._by_position = layout  # type: ignore[attr-defined]
+        return layout
+
+    def __init__(self, cls: type) -> None:
+        fields = [f for f in dataclasses.fields(cls) if f.init]
+        self.keywords = tuple(f.name for f in fields if f.kw_only)
+        self.args = _values([f.name for f in fields if not f.kw_only])
+        self.keyword_values = _values(list(self.keywords))
+        self.defaults = tuple(_default(f) for f in fields if f.kw_only)
+
+
+def _default(f: dataclasses.Field[Any]) -> Any:
+    """A field's default value; for one without a default, a value equal to no other."""
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return object()
+
+
+def _values(names: list[str]) -> Callable[[Any], tuple[Any, ...]]:
+    if not names:
+        return lambda obj: ()
+    if len(names) == 1:
+        one = operator.attrgetter(names[0])
+        return lambda obj: (one(obj),)
+    return operator.attrgetter(*names)
+
+
+def _rebuild(cls: type, args: tuple[Any, ...], keyword_values: tuple[Any, ...]) -> Any:
+    keywords = _Positional.of(cls).keywords
+    return cls(*args, **dict(zip(keywords, keyword_values)))
 
 
 # -- compiled fast paths ----------------------------------------------------------------

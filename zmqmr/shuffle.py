@@ -26,14 +26,12 @@ import zmq
 
 from . import protocol
 from .errors import CorruptOutput, ProtocolError, ShuffleError
-from .layout import job_dir, map_output_name
+from .layout import job_dir, map_output_name, map_output_path
 from .mapoutput import (
     Group,
     OutputReader,
     file_segment_blocks,
     file_segment_groups,
-    read_index,
-    read_segment,
     segment_blocks,
     segment_groups,
     verify_file_segment,
@@ -83,6 +81,10 @@ class ShuffleServer:
     def forget_job(self, job_id: str) -> None:
         """Close the job's files held open (its outputs are being removed)."""
         self.reader.forget(job_dir(self.data_dir, job_id) + os.sep)
+
+    def remove_packed(self, job_id: str, task: int, attempt: int) -> None:
+        """Remove a map output from the pack that holds it, if one does (zmqmr.packs)."""
+        self.reader.remove_packed(map_output_path(self.data_dir, job_id, task, attempt))
 
     def _run(self) -> None:
         try:
@@ -371,28 +373,22 @@ class SocketPool:
 def local_segment(
     path: str, partition: int, reader: OutputReader | None = None, in_place: bool = False
 ) -> Fetched:
-    """One partition of a map output on this worker's own disk, verified: read into
-    memory, or (``in_place``) left in the file and read a block at a time later."""
-    if in_place:
-        try:
-            if reader is not None:
-                seg = reader.locate(path, partition)
-            else:
-                index = read_index(path)
-                if not 0 <= partition < len(index):
-                    raise ShuffleError(f"{path}: no partition {partition}")
-                seg = index[partition]
-        except FileNotFoundError as exc:
-            raise ShuffleError(f"{path}: missing") from exc
-        verify_file_segment(path, seg.offset, seg.length)
-        return Fetched(seg.length, path=path, offset=seg.offset, in_place=True)
+    """One partition of a map output on this worker's own disk (its own file or a
+    pack's entry), verified: read into memory, or (``in_place``) left in the file and
+    read a block at a time later."""
+    own = reader is None
+    reader = reader or OutputReader(1)
     try:
-        if reader is None:
-            length, data = read_segment(path, partition)
-        else:
-            length, data = reader.read(path, partition)
+        if in_place:
+            file, seg = reader.locate(path, partition)
+            verify_file_segment(file, seg.offset, seg.length)
+            return Fetched(seg.length, path=file, offset=seg.offset, in_place=True)
+        length, data = reader.read(path, partition)
     except FileNotFoundError as exc:
         raise ShuffleError(f"{path}: missing") from exc
+    finally:
+        if own:
+            reader.forget()
     verify_segment(data)
     return Fetched(length, data=data, checked=True)
 

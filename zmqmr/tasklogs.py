@@ -94,46 +94,70 @@ class Tail(io.TextIOBase):
 
 
 class _TailHandler(logging.Handler):
-    def __init__(self, tail: Tail) -> None:
+    """Writes log records into the running capture's log tail (``tail``), if any."""
+
+    def __init__(self) -> None:
         super().__init__(logging.NOTSET)
-        self.tail = tail
+        self.tail: Tail | None = None
         self.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
 
     def emit(self, record: logging.LogRecord) -> None:
+        tail = self.tail
+        if tail is None:
+            return
         try:
-            self.tail.write(self.format(record) + "\n")
+            tail.write(self.format(record) + "\n")
         except Exception:
             self.handleError(record)
+
+
+#: One handler per process, made on first use and pointed at each capture's log tail in
+#: turn: a logging.Handler costs locks and registrations to make, and an executor makes
+#: a capture per attempt.
+_handler: _TailHandler | None = None
 
 
 class Capture:
     """Capture an attempt's stdout, stderr and log records; ``with Capture(...) as c:``."""
 
     def __init__(self, root: str, job: str, kind: str, task: int, attempt: int) -> None:
-        self.path = layout.log_path(root, job, kind, task, attempt)
+        self._where = (root, job, kind, task, attempt)
+        self._path: str | None = None
         self.attempt, self.kind, self.task = attempt, kind, task
         self.tails = {name: Tail() for name in STREAMS}
         self.outcome = "running"
         self._next_flush = time.monotonic() + FLUSH_EVERY
-        self._saved: tuple[Any, Any, int] | None = None
-        self._handler = _TailHandler(self.tails["log"])
+        self._saved: tuple[Any, Any, int, Tail | None] | None = None
         self._written = False  # the file exists: this capture wrote it
 
+    @property
+    def path(self) -> str:
+        """The attempt's log file (named only when something is written to it)."""
+        if self._path is None:
+            self._path = layout.log_path(*self._where)
+        return self._path
+
     def __enter__(self) -> Capture:
+        global _handler
+        if _handler is None:
+            _handler = _TailHandler()
         root = logging.getLogger()
-        self._saved = (sys.stdout, sys.stderr, root.level)
+        self._saved = (sys.stdout, sys.stderr, root.level, _handler.tail)
         sys.stdout = self.tails["stdout"]
         sys.stderr = self.tails["stderr"]
-        root.addHandler(self._handler)
+        _handler.tail = self.tails["log"]
+        root.addHandler(_handler)  # once: a capture within a capture shares it
         if root.level > logging.INFO or root.level == logging.NOTSET:
             root.setLevel(logging.INFO)  # the user's logging.info reaches the log
         return self
 
     def __exit__(self, *exc: object) -> None:
-        assert self._saved is not None
+        assert self._saved is not None and _handler is not None
         root = logging.getLogger()
-        root.removeHandler(self._handler)
-        sys.stdout, sys.stderr, level = self._saved
+        sys.stdout, sys.stderr, level, tail = self._saved
+        _handler.tail = tail
+        if tail is None:
+            root.removeHandler(_handler)
         if root.level != level:  # setLevel clears every logger's cache: not per attempt
             root.setLevel(level)
         self._saved = None
@@ -148,9 +172,9 @@ class Capture:
     def flush(self, outcome: str | None = None) -> None:
         if outcome is not None:
             self.outcome = outcome
+            if not self._written and not any(t.size for t in self.tails.values()):
+                return  # nothing to keep: no file for an attempt that wrote nothing
         texts = {name: tail.getvalue() for name, tail in self.tails.items()}
-        if outcome is not None and not any(texts.values()) and not self._written:
-            return  # nothing to keep: no file for an attempt that wrote nothing
         record = {
             "attempt": self.attempt,
             "kind": self.kind,

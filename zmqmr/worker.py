@@ -28,7 +28,7 @@ from typing import Any
 
 import zmq
 
-from . import executor, layout, protocol, shuffle, tasklogs, worker_state
+from . import executor, layout, profiling, protocol, shuffle, tasklogs, worker_state
 from .config import WorkerSettings, check_endpoint
 from .errors import ProtocolError
 from .security import MEMBER, Gatekeeper, HandshakeWatch, check_bind, load_keys
@@ -265,6 +265,8 @@ class Worker:
     # -- the loop ------------------------------------------------------------------
 
     def run(self) -> None:
+        profile = profiling.Profile("worker")
+        profile.start()
         self.start()
         try:
             self._connect()
@@ -272,6 +274,7 @@ class Worker:
                 self._step()
         finally:
             self.close()
+            profile.dump()
 
     def _step(self) -> None:
         assert self.state is not None
@@ -338,6 +341,12 @@ class Worker:
             except (EOFError, OSError):
                 self._executor_died(i)
                 return
+            except Exception as exc:  # what it sent does not unpickle: it is not trusted on
+                log.error("an executor sent what does not unpickle: %r", exc)
+                if ex.proc.is_alive():
+                    os.kill(ex.proc.pid, signal.SIGKILL)
+                self._executor_died(i)
+                return
             if isinstance(msg, FROM_EXECUTOR):
                 self._handle(worker_state.FromExecutor(i, msg))
             else:
@@ -393,6 +402,8 @@ class Worker:
                             self.data_dir, cmd.job, cmd.kind, cmd.task, cmd.attempt, cmd.output_dir
                         )
                     )
+                    if cmd.kind == "map":  # or its entry in a pack
+                        self.server.remove_packed(cmd.job, cmd.task, cmd.attempt)
                 case worker_state.RemoveJobFiles():
                     self.server.forget_job(cmd.job)
                     shutil.rmtree(layout.job_dir(self.data_dir, cmd.job), ignore_errors=True)

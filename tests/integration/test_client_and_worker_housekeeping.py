@@ -51,9 +51,10 @@ def _word(n: int) -> str:
 
 
 def _outputs(data_dir: str) -> list[str]:
+    """Map output files and packs (which hold the small outputs) under ``data_dir``."""
     found = []
     for root, _, files in os.walk(data_dir):
-        found += [os.path.join(root, f) for f in files if f.endswith(".out")]
+        found += [os.path.join(root, f) for f in files if f.endswith((".out", ".pack"))]
     return found
 
 

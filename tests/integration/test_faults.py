@@ -19,6 +19,7 @@ from conftest import (
 )
 
 import zmqmr
+from zmqmr.chaos import agent
 
 FAST = dict(
     heartbeat_interval=0.2,
@@ -255,38 +256,37 @@ def test_bad_records_are_skipped_after_two_failures_and_counted():
     assert result.counters["zmqmr.skipped_records"] == 2
 
 
-def test_lost_map_output_files_are_detected_and_regenerated(books):
-    """Corrupt, truncate or delete map outputs as soon as they appear; reducers must notice."""
-    job = zmqmr.Job(wc_mapper, wc_reducer, inputs=books, num_reducers=4, split_size=256 * 1024)
+def _small_outputs_job() -> zmqmr.Job:
+    records = [(i, f"w{i % 7} w{i % 5} shared") for i in range(120)]
+    job = zmqmr.Job(wc_mapper, wc_reducer, inputs=records, num_reducers=3)
+    job.split_size = 1  # a task per record: outputs of a few hundred bytes, packed
+    return job
+
+
+@pytest.mark.parametrize("outputs", ["files", "packs"])
+def test_lost_map_outputs_are_detected_and_regenerated(books, outputs):
+    """Corrupt, truncate or delete map outputs as soon as they appear; reducers must notice.
+
+    Large outputs are files of their own; small ones are entries of their executor's
+    pack, damaged in place (a cut there loses the entries after it too)."""
+    if outputs == "files":
+        job = zmqmr.Job(wc_mapper, wc_reducer, inputs=books, num_reducers=4, split_size=256 * 1024)
+    else:
+        job = _small_outputs_job()
     with zmqmr.LocalCluster(workers=2, **FAST) as c:
         data_dirs = [os.path.join(c.dir, f"worker-{i}") for i in range(2)]
-        damaged: set = set()
+        damaged: list = []
         stop = threading.Event()
 
         def saboteur():
             kinds = ["flip", "truncate", "delete"]
             while not stop.is_set() and len(damaged) < 3:
                 for root in data_dirs:
-                    for dirpath, _, files in os.walk(root):
-                        for name in files:
-                            path = os.path.join(dirpath, name)
-                            if not name.endswith(".out") or path in damaged or len(damaged) >= 3:
-                                continue
-                            kind = kinds[len(damaged) % 3]
-                            try:
-                                if kind == "flip":
-                                    with open(path, "r+b") as f:
-                                        f.seek(20)
-                                        b = f.read(1)
-                                        f.seek(20)
-                                        f.write(bytes([b[0] ^ 0xFF]))
-                                elif kind == "truncate":
-                                    os.truncate(path, os.path.getsize(path) // 2)
-                                else:
-                                    os.remove(path)
-                            except OSError:
-                                continue
-                            damaged.add(path)
+                    for path in agent.map_outputs(root):
+                        if path in damaged or len(damaged) >= 3:
+                            continue
+                        if agent.damage(path, kinds[len(damaged) % 3], 0.5, 0.5) is not None:
+                            damaged.append(path)
                 time.sleep(0.001)
 
         t = threading.Thread(target=saboteur)
@@ -298,6 +298,7 @@ def test_lost_map_output_files_are_detected_and_regenerated(books):
             t.join()
     assert list(result.items()) == list(zmqmr.run_serial(job).items())
     assert len(damaged) >= 1
+    assert all(("#" in p) == (outputs == "packs") for p in damaged), damaged
     assert result.stats["fetch_failures"] >= 1 and result.stats["reexecuted_maps"] >= 1
 
 

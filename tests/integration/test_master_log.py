@@ -7,7 +7,6 @@ against ``run_serial``.
 
 from __future__ import annotations
 
-import glob
 import os
 import re
 import signal
@@ -17,6 +16,7 @@ import pytest
 from conftest import BOOKS, wc_mapper, wc_reducer
 
 import zmqmr
+from zmqmr import layout
 
 FAST = dict(
     insecure=True,
@@ -54,9 +54,11 @@ def wait_until(predicate, timeout=30.0, every=0.02, what="the condition"):
     raise AssertionError(f"{what} not reached within {timeout}s")
 
 
-def map_outputs(cluster, n: int, job_id: str) -> list[str]:
-    """The finished map outputs on worker ``n``'s disk (written whole, then renamed)."""
-    return glob.glob(os.path.join(cluster.dir, f"worker-{n}", "zmqmr-maps", job_id, "m*.out"))
+def map_outputs(cluster, n: int, job_id: str) -> list[tuple[str, int, int]]:
+    """The finished map outputs on worker ``n``'s disk (files renamed into place when
+    whole, or entries of packs appended whole)."""
+    held = layout.held_outputs(os.path.join(cluster.dir, f"worker-{n}", "zmqmr-maps"))
+    return [h for h in held if h[0] == job_id]
 
 
 def assert_logged(cluster, lines: dict[str, str], timeout: float = 10.0) -> None:

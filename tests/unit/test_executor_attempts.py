@@ -108,7 +108,10 @@ def test_small_maps_make_their_job_dir_once_and_remove_and_trim_nothing(tmp_path
         assert [g for part in groups for g in part] == [(value % 3, [value])]
         assert done.report.counters["zmqmr.map_input_records"] == 1
         assert [s.partition for s in done.report.segments] == [r for r in (0, 1) if groups[r]]
-    assert not [n for n in os.listdir(os.path.join(data, "job1")) if not n.endswith(".out")]
+    # No file per output: every one is an entry of the executor's one pack.
+    (pack,) = os.listdir(os.path.join(data, "job1"))
+    assert layout.is_pack_name(pack)
+    assert layout.held_outputs(data) == [("job1", m.task, m.attempt) for m in msgs]
 
 
 def test_a_dropped_job_gets_its_dir_again_when_its_attempts_come_back(tmp_path, counted):
@@ -128,8 +131,9 @@ def test_a_dropped_job_gets_its_dir_again_when_its_attempts_come_back(tmp_path, 
     executor.Executor(conn, data, "tcp://127.0.0.1:1", WorkerSettings()).serve()  # type: ignore[arg-type]
     assert [type(m) for m in conn.sent] == [protocol.Done] * 5
     assert counted["makedirs"] == 2
-    names = sorted(os.listdir(layout.job_dir(data, "job1")))
-    assert names == ["m00000-a10.out", "m00001-a11.out"]
+    (pack,) = os.listdir(layout.job_dir(data, "job1"))  # a new pack: the old one went
+    assert layout.is_pack_name(pack)
+    assert layout.held_outputs(data) == [("job1", 0, 10), ("job1", 1, 11)]
 
 
 def test_a_map_that_spills_removes_its_runs_and_is_trimmed(tmp_path, counted, monkeypatch):
@@ -165,6 +169,8 @@ def test_a_failed_small_map_is_reported_and_leaves_no_output(tmp_path, counted):
     data = str(tmp_path / "zmqmr-maps")
     assert not os.path.exists(layout.map_output_path(data, "job1", 5, msgs[5].attempt))
     assert not os.path.exists(layout.map_output_path(data, "job1", 5, msgs[5].attempt) + ".tmp")
+    held = layout.held_outputs(data)
+    assert held == [("job1", m.task, m.attempt) for i, m in enumerate(msgs) if i != 5]
 
 
 def test_the_log_capture_leaves_the_root_level_alone_unless_user_code_changed_it(tmp_path):

@@ -29,9 +29,11 @@ import json
 import os
 import re
 import signal
+import struct
 import subprocess
 import sys
 import time
+import zlib
 
 #: The worker's subdirectory of its --data-dir (zmqmr.worker.DATA_SUBDIR).
 DATA_SUBDIR = "zmqmr-maps"
@@ -45,24 +47,61 @@ DATA_IN = re.compile(r"\bdata in (\S+)\s*$")
 
 
 def map_outputs(data_dir: str, job_id: str | None = None) -> list[str]:
-    """The finished map output files (``*.out``) under ``data_dir``, of ``job_id`` if given."""
+    """The finished map outputs under ``data_dir``, of ``job_id`` if given: files
+    (``*.out``), and entries of packs as ``PACK#NAME`` (NAME: the output's name)."""
     found = []
     for dirpath, _, files in os.walk(data_dir):
         if job_id is not None and os.path.basename(dirpath) != job_id:
             continue
         for name in files:
+            path = os.path.join(dirpath, name)
             if name.endswith(".out"):
-                found.append(os.path.join(dirpath, name))
+                found.append(path)
+            elif name.endswith(".pack"):
+                found += [f"{path}#{entry}" for entry in _pack_entries(path)]
     return sorted(found)
 
 
+#: A pack's entry header, as ``zmqmr.packs`` writes it (repeated here: this file runs
+#: where zmqmr is not installed): magic, map task, attempt, length, crc32.
+PACK_HEADER = struct.Struct("<8sQQQI")
+PACK_LIVE = b"ZMQMRPK1"
+PACK_REMOVED = b"ZMQMRPK0"
+
+
+def _pack_entries(path: str) -> dict[str, tuple[int, int]]:
+    """Output name -> (offset, length) of the live entries of a pack."""
+    found: dict[str, tuple[int, int]] = {}
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return found
+    pos = 0
+    while pos + PACK_HEADER.size <= len(data):
+        magic, task, attempt, length, crc = PACK_HEADER.unpack_from(data, pos)
+        checked = struct.pack("<QQQ", task, attempt, length)
+        end = pos + PACK_HEADER.size + length
+        if magic not in (PACK_LIVE, PACK_REMOVED) or zlib.crc32(checked) != crc or end > len(data):
+            break
+        if magic == PACK_LIVE:
+            found[f"m{task:05d}-a{attempt}.out"] = (pos + PACK_HEADER.size, length)
+        pos = end
+    return found
+
+
 def damage(path: str, mode: str, where: float, pick: float) -> dict | None:
-    """Flip a byte of, truncate or delete a file; what was done, or None if it is gone.
+    """Flip a byte of, truncate or delete a map output; what was done, or None if it is gone.
 
     ``where`` and ``pick`` are numbers in [0, 1) drawn by the harness: a flip
     hits the tail (index and footer) when ``where`` < 1/3, else anywhere;
     ``pick`` places the offset (or the truncated length) within that range.
+    An output in a pack (``PACK#NAME``) is damaged within its entry: a cut cuts
+    the pack there (the entries after it are lost too), a delete removes the
+    entry and zeroes its bytes (a reader that held it open finds them corrupt).
     """
+    if "#" in path:
+        return _damage_entry(path, mode, where, pick)
     try:
         size = os.path.getsize(path)
         if mode == "delete" or size == 0:  # an empty file cannot be flipped or cut
@@ -80,6 +119,35 @@ def damage(path: str, mode: str, where: float, pick: float) -> dict | None:
             f.seek(offset)
             f.write(bytes([byte[0] ^ 0xFF]))
         return {"size": size, "offset": offset}
+    except (OSError, IndexError):
+        return None
+
+
+def _damage_entry(path: str, mode: str, where: float, pick: float) -> dict | None:
+    pack, _, name = path.partition("#")
+    entry = _pack_entries(pack).get(name)
+    if entry is None:
+        return None
+    start, size = entry
+    try:
+        with open(pack, "r+b") as f:
+            if mode == "delete":
+                f.seek(start - PACK_HEADER.size)
+                f.write(PACK_REMOVED)
+                f.seek(start)
+                f.write(bytes(size))
+                return {"size": size, "deleted": True, "pack_offset": start}
+            if mode == "truncate":
+                new = int(pick * size)
+                f.truncate(start + new)
+                return {"size": size, "to": new, "pack_offset": start}
+            low = max(0, size - TAIL) if where < 1 / 3 else 0
+            offset = min(size - 1, low + int(pick * (size - low)))
+            f.seek(start + offset)
+            byte = f.read(1)
+            f.seek(start + offset)
+            f.write(bytes([byte[0] ^ 0xFF]))
+            return {"size": size, "offset": offset, "pack_offset": start}
     except (OSError, IndexError):
         return None
 

@@ -1,0 +1,190 @@
+"""Packs: small map outputs appended to one file per executor (zmqmr.packs), read
+back through the same readers as outputs in files of their own; no sockets."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from zmqmr import layout, packs
+from zmqmr.errors import CorruptOutput, ShuffleError
+from zmqmr.mapoutput import MapOutputWriter, OutputReader
+from zmqmr.shuffle import local_segment
+
+JOB = "job1"
+
+
+def groups_of(task: int, partition: int) -> list[tuple[int, list[int]]]:
+    return [(partition * 1000 + task, [task, partition])]
+
+
+def write(data_dir: str, pack: packs.PackWriter, task: int, attempt: int, pack_bytes: int = 4096):
+    """One map output of 3 partitions, packed if it is at most ``pack_bytes``."""
+    path = layout.map_output_path(data_dir, JOB, task, attempt)
+    w = MapOutputWriter(path, 3, pack, pack_bytes, task, attempt)
+    for r in range(3):
+        w.write_segment(groups_of(task, r))
+    w.close()
+    return w
+
+
+def read(data_dir: str, task: int, attempt: int, reader: OutputReader | None = None):
+    path = layout.map_output_path(data_dir, JOB, task, attempt)
+    return [list(local_segment(path, r, reader).groups()) for r in range(3)]
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    os.makedirs(layout.job_dir(str(tmp_path), JOB))
+    return str(tmp_path)
+
+
+def new_pack(data_dir: str) -> packs.PackWriter:
+    return packs.PackWriter(lambda: layout.pack_path(data_dir, JOB))
+
+
+def three_entries(data_dir: str) -> tuple[packs.PackWriter, packs.Entry]:
+    """A pack of the outputs of tasks 0, 1, 2 (attempts 1, 2, 3), and task 1's entry."""
+    pack = new_pack(data_dir)
+    entries = [write(data_dir, pack, t, t + 1).entry for t in range(3)]
+    assert entries[1] is not None
+    return pack, entries[1]
+
+
+def test_small_outputs_go_into_one_pack_and_read_back_as_files_do(data_dir):
+    pack = new_pack(data_dir)
+    for t in range(5):
+        w = write(data_dir, pack, t, 10 + t)
+        assert w.entry is not None and w.bytes_written == w.entry.length
+    names = os.listdir(layout.job_dir(data_dir, JOB))
+    assert len(names) == 1 and layout.is_pack_name(names[0])
+    reader = OutputReader()
+    for t in range(5):
+        expected = [groups_of(t, r) for r in range(3)]
+        assert read(data_dir, t, 10 + t) == expected  # a reader of its own
+        assert read(data_dir, t, 10 + t, reader) == expected  # one that keeps files open
+        file, seg = reader.locate(layout.map_output_path(data_dir, JOB, t, 10 + t), 1)
+        in_place = local_segment(layout.map_output_path(data_dir, JOB, t, 10 + t), 1, reader, True)
+        assert file == pack.path and in_place.path == pack.path and in_place.offset == seg.offset
+        assert list(in_place.groups()) == groups_of(t, 1)
+    assert layout.held_outputs(data_dir) == [(JOB, t, 10 + t) for t in range(5)]
+    with pytest.raises(ShuffleError, match="missing"):
+        read(data_dir, 0, 99, reader)  # an attempt that wrote nothing
+    reader.forget()
+
+
+def test_an_output_past_pack_bytes_gets_a_file_of_its_own(data_dir):
+    pack = new_pack(data_dir)
+    w = write(data_dir, pack, 0, 1, pack_bytes=50)  # its first segment is more already
+    assert w.entry is None
+    assert os.path.exists(layout.map_output_path(data_dir, JOB, 0, 1))
+    assert not os.path.exists(layout.map_output_path(data_dir, JOB, 0, 1) + ".tmp")
+    assert read(data_dir, 0, 1) == [groups_of(0, r) for r in range(3)]
+    w = write(data_dir, pack, 1, 2, pack_bytes=0)  # packing off
+    assert w.entry is None and os.path.exists(layout.map_output_path(data_dir, JOB, 1, 2))
+    assert not packs.packs_in(layout.job_dir(data_dir, JOB))  # nothing was appended
+
+
+def test_an_output_read_after_it_was_appended_is_found_by_a_reader_that_read_the_pack_before(
+    data_dir,
+):
+    pack = new_pack(data_dir)
+    write(data_dir, pack, 0, 1)
+    reader = OutputReader()
+    assert read(data_dir, 0, 1, reader) == [groups_of(0, r) for r in range(3)]
+    write(data_dir, pack, 1, 2)  # the pack grew since the reader read it
+    other = new_pack(data_dir)  # and a second executor's pack appeared
+    write(data_dir, other, 2, 3)
+    assert read(data_dir, 1, 2, reader) == [groups_of(1, r) for r in range(3)]
+    assert read(data_dir, 2, 3, reader) == [groups_of(2, r) for r in range(3)]
+    reader.forget()
+
+
+def test_a_flipped_byte_in_a_packed_output_fails_its_checksum(data_dir):
+    pack, victim = three_entries(data_dir)
+    with open(pack.path, "r+b") as f:  # a byte of its first block's payload
+        f.seek(victim.offset + 12)
+        b = f.read(1)
+        f.seek(victim.offset + 12)
+        f.write(bytes([b[0] ^ 0xFF]))
+    with pytest.raises(CorruptOutput):
+        read(data_dir, 1, 2)
+    assert read(data_dir, 0, 1) == [groups_of(0, r) for r in range(3)]  # the others stand
+    assert read(data_dir, 2, 3) == [groups_of(2, r) for r in range(3)]
+
+
+def test_a_cut_pack_loses_the_outputs_from_the_cut_on(data_dir):
+    pack = new_pack(data_dir)
+    entries = [write(data_dir, pack, t, t + 1).entry for t in range(4)]
+    reader = OutputReader()
+    assert read(data_dir, 3, 4, reader)  # held open with its index, before the cut
+    cut = entries[2]
+    assert cut is not None
+    os.truncate(pack.path, cut.offset + cut.length // 2)  # a torn append, or damage
+    assert layout.held_outputs(data_dir) == [(JOB, 0, 1), (JOB, 1, 2)]
+    assert read(data_dir, 1, 2) == [groups_of(1, r) for r in range(3)]
+    with pytest.raises(ShuffleError, match="missing"):
+        read(data_dir, 2, 3)
+    with pytest.raises(CorruptOutput):  # read from the index it held: the bytes are gone
+        read(data_dir, 3, 4, reader)
+    reader.forget()
+
+
+def test_a_damaged_header_ends_the_pack_there(data_dir):
+    pack, victim = three_entries(data_dir)
+    with open(pack.path, "r+b") as f:  # the header's map task
+        f.seek(victim.header_offset + 8)
+        f.write(b"\x07")
+    assert layout.held_outputs(data_dir) == [(JOB, 0, 1)]
+    for t in (1, 2):
+        with pytest.raises(ShuffleError, match="missing"):
+            read(data_dir, t, t + 1)
+
+
+def test_a_removed_entry_is_found_by_no_reader(data_dir):
+    pack = new_pack(data_dir)
+    for t in range(3):
+        write(data_dir, pack, t, t + 1)
+    reader = OutputReader()
+    assert read(data_dir, 1, 2, reader)
+    reader.remove_packed(layout.map_output_path(data_dir, JOB, 1, 2))
+    assert layout.held_outputs(data_dir) == [(JOB, 0, 1), (JOB, 2, 3)]
+    for r in (reader, None):
+        with pytest.raises(ShuffleError, match="missing"):
+            read(data_dir, 1, 2, r)
+    assert read(data_dir, 2, 3, reader) == [groups_of(2, r) for r in range(3)]
+    reader.remove_packed(layout.map_output_path(data_dir, JOB, 7, 8))  # not there: nothing
+    assert layout.held_outputs(data_dir) == [(JOB, 0, 1), (JOB, 2, 3)]
+    reader.forget()
+
+
+def test_a_deleted_pack_is_not_served_from_the_descriptor_held_open(data_dir):
+    pack = new_pack(data_dir)
+    write(data_dir, pack, 0, 1)
+    reader = OutputReader()
+    assert read(data_dir, 0, 1, reader)
+    os.remove(pack.path)
+    with pytest.raises(ShuffleError, match="missing"):
+        read(data_dir, 0, 1, reader)
+    reader.forget()
+
+
+def test_a_failed_append_sends_the_next_output_to_a_new_pack(data_dir, monkeypatch):
+    pack = new_pack(data_dir)
+    write(data_dir, pack, 0, 1)
+    first = pack.path
+    real_write = os.write
+
+    def torn(fd, data):  # half the entry, then the disk is full
+        real_write(fd, bytes(data[: len(data) // 2]))
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(packs.os, "write", torn)
+    with pytest.raises(OSError):
+        write(data_dir, pack, 1, 2)
+    monkeypatch.setattr(packs.os, "write", real_write)
+    write(data_dir, pack, 2, 3)
+    assert pack.path != first
+    assert layout.held_outputs(data_dir) == [(JOB, 0, 1), (JOB, 2, 3)]
+    assert read(data_dir, 2, 3) == [groups_of(2, r) for r in range(3)]
