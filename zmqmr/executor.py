@@ -52,6 +52,9 @@ PROGRESS_EVERY = 0.5  # seconds between progress reports
 #: A map attempt whose input and output together are smaller than this leaves too
 #: little freed heap to be worth a malloc_trim (a system call per attempt).
 SMALL_BYTES = 1 << 20
+#: Packs held open at most (one per job; a job's pack is closed at its DropJob, which
+#: an executor whose attempt failed is not sent).
+MAX_PACKS = 16
 
 
 _libc: Any = None
@@ -219,6 +222,8 @@ class Executor:
     def _pack(self, job_id: str) -> packs.PackWriter:
         pack = self.packs.get(job_id)
         if pack is None:
+            while len(self.packs) >= MAX_PACKS:  # jobs whose DropJob this executor never got
+                self.packs.pop(next(iter(self.packs))).close()
             where = functools.partial(layout.pack_path, self.data_dir, job_id)
             pack = self.packs[job_id] = packs.PackWriter(where)
         return pack
