@@ -575,11 +575,71 @@ def encode(msg: Message) -> list[bytes]:
     lo, hi = msg.BLOBS
     if not lo <= len(msg.blobs) <= hi:
         raise ProtocolError(f"{msg.TYPE}: {len(msg.blobs)} blob frames, expected {lo}..{hi}")
+    return [VERSION, msg.TYPE.encode(), _header_text(msg).encode(), *msg.blobs]
+
+
+def _header_text(msg: Message) -> str:
+    """The JSON text of ``msg``'s header."""
     try:
-        raw = _ENCODER.encode(msg.to_json()).encode()
+        if type(msg) is Assign:
+            text = _assign_text(msg)
+            if text is not None:
+                return text
+        return _ENCODER.encode(msg.to_json())
     except (TypeError, ValueError) as exc:
         raise ProtocolError(f"{msg.TYPE}: header is not JSON: {exc}") from exc
-    return [VERSION, msg.TYPE.encode(), raw, *msg.blobs]
+
+
+#: The JSON text of the fields every map attempt of a job shares (an ASSIGN's spec
+#: without its split), by those fields' values: built once per job, not per task.
+_SHARED_SPECS: dict[tuple[Any, ...], str] = {}
+_SHARED_SPECS_MAX = 256
+_SHARED_SPEC_FIELDS = (
+    "name",
+    "num_reducers",
+    "num_maps",
+    "output_dir",
+    "has_combiner",
+    "result_limit",
+)
+_JSON_BOOL = {False: "false", True: "true"}
+
+
+def _assign_text(a: Assign) -> str | None:
+    """An ASSIGN header for the common case (a map attempt whose spec has only its
+    split beyond the job's shared fields), made from the job's cached text and the
+    few fields that differ; None for any other ASSIGN (encoded field by field).
+    Decoding reads it as any header: fields left out take their defaults."""
+    s = a.spec
+    split = s.split
+    if (
+        a.kind != "map"
+        or split is None
+        or s.skip
+        or s.track_records
+        or s.partition is not None
+        or s.locations
+        or type(a.attempt) is not int
+        or type(a.task) is not int
+        or type(a.has_code) is not bool
+        or type(a.has_records) is not bool
+    ):
+        return None
+    key = (a.job, s.name, s.num_reducers, s.num_maps, s.output_dir, s.has_combiner, s.result_limit)
+    shared = _SHARED_SPECS.get(key)
+    if shared is None:
+        if len(_SHARED_SPECS) >= _SHARED_SPECS_MAX:
+            _SHARED_SPECS.clear()
+        head = {"job": a.job, "kind": "map"}
+        spec = {n: getattr(s, n) for n in _SHARED_SPEC_FIELDS}
+        # '"job":...,"kind":"map","spec":{"name":...,"result_limit":N' (no closing brace)
+        shared = _ENCODER.encode(head)[1:-1] + ',"spec":' + _ENCODER.encode(spec)[:-1]
+        _SHARED_SPECS[key] = shared
+    return (
+        f'{{"attempt":{a.attempt},"task":{a.task},{shared},'
+        f'"split":{_ENCODER.encode(split.to_json())}}},'
+        f'"has_code":{_JSON_BOOL[a.has_code]},"has_records":{_JSON_BOOL[a.has_records]}}}'
+    )
 
 
 def _bytes(frame: bytes | memoryview) -> bytes:
@@ -664,19 +724,16 @@ def encode_batch(msgs: Sequence[Message]) -> list[bytes]:
         return encode(msgs[0])
     if not 0 < len(msgs) <= MAX_BATCH:
         raise ProtocolError(f"a BATCH of {len(msgs)} parts, expected 1..{MAX_BATCH}")
-    items = []
+    items: list[str] = []
     blobs: list[bytes] = []
     for msg in msgs:
         lo, hi = msg.BLOBS
         if not lo <= len(msg.blobs) <= hi:
             raise ProtocolError(f"{msg.TYPE}: {len(msg.blobs)} blob frames, expected {lo}..{hi}")
-        items.append([msg.TYPE, msg.to_json(), [len(b) for b in msg.blobs]])
+        lengths = ",".join([str(len(b)) for b in msg.blobs])
+        items.append(f'["{msg.TYPE}",{_header_text(msg)},[{lengths}]]')
         blobs += msg.blobs
-    try:
-        raw = _ENCODER.encode(items).encode()
-    except (TypeError, ValueError) as exc:
-        raise ProtocolError(f"BATCH: header is not JSON: {exc}") from exc
-    return [VERSION, BATCH, raw, b"".join(blobs)]
+    return [VERSION, BATCH, f"[{','.join(items)}]".encode(), b"".join(blobs)]
 
 
 def pack(msgs: Sequence[Message]) -> list[list[bytes]]:

@@ -553,3 +553,81 @@ def test_a_chunks_blob_must_hold_exactly_its_parts_bytes():
     header["totals"] = [3]
     with pytest.raises(ProtocolError, match="different lengths"):
         p.decode([p.VERSION, b"CHUNKS", json.dumps(header).encode(), b"abcde"])
+
+
+# A map attempt's ASSIGN is written from its job's cached shared text plus the fields
+# that differ (the master's commonest message); it must read back as the same message.
+MAP_ASSIGNS = st.builds(
+    lambda attempt, job, task, spec, split, code, recs: p.Assign(
+        attempt,
+        job,
+        "map",
+        task,
+        p.TaskSpec(**{**spec, "split": split}),
+        has_code=code,
+        has_records=recs,
+        blobs=[b"x"] * (code + recs),
+    ),
+    valid(records.Int()),
+    valid(p.JOB),
+    valid(records.Int()),
+    st.fixed_dictionaries({n: valid(p.TaskSpec.FIELDS[n]) for n in p._SHARED_SPEC_FIELDS}),
+    SPLITS,
+    st.booleans(),
+    st.booleans(),
+)
+
+
+@FUZZ
+@given(st.lists(MAP_ASSIGNS, min_size=1, max_size=4))
+def test_a_map_assign_written_from_the_jobs_shared_text_reads_back_whole(msgs):
+    for msg in msgs:
+        frames = p.encode(msg)
+        assert p._assign_text(msg) is not None  # the shared-text path was taken
+        assert json.loads(frames[2]) == {  # the same header as field by field, less defaults
+            k: v for k, v in msg.to_json().items() if k != "spec"
+        } | {"spec": {k: v for k, v in msg.spec.to_json().items() if k in p._SHARED_SPEC_FIELDS}
+             | {"split": msg.spec.split.to_json()}}  # fmt: skip
+        assert p.decode(frames) == msg
+    batch = p.decode_batch(p.encode_batch(msgs))
+    assert batch.parts == msgs and batch.errors == []
+
+
+@FUZZ
+@given(MAP_ASSIGNS, st.data())
+def test_a_mutated_map_assign_is_a_protocol_error_never_a_crash(msg, data):
+    frames = data.draw(_mutations(p.encode(msg)))
+    try:
+        got = p.decode(frames)
+    except ProtocolError:
+        return
+    assert p.decode(p.encode(got)) == got
+
+
+def test_an_assign_that_is_not_the_common_shape_is_written_field_by_field():
+    spec = p.TaskSpec("n", 2, 3, None, False, 10, split=p.Split("records", blob=0))
+    plain = p.Assign(1, "j", "map", 0, spec, has_records=True, blobs=[b"r"])
+    assert p._assign_text(plain) is not None
+    for other in (
+        p.Assign(1, "j", "reduce", 0, p.TaskSpec("n", 2, 3, None, False, 10, partition=1)),
+        p.Assign(
+            1,
+            "j",
+            "map",
+            0,
+            p.TaskSpec("n", 2, 3, None, False, 10, split=spec.split, skip=[4], track_records=True),
+        ),  # fmt: skip
+    ):
+        assert p._assign_text(other) is None
+        assert p.decode(p.encode(other)) == other
+    not_an_int = p.Assign(True, "j", "map", 0, spec)  # written as JSON writes it, then refused
+    assert p._assign_text(not_an_int) is None
+    with pytest.raises(ProtocolError, match="attempt"):
+        p.decode(p.encode(not_an_int))
+
+
+def test_the_shared_spec_texts_are_bounded():
+    for i in range(p._SHARED_SPECS_MAX + 10):
+        spec = p.TaskSpec(f"job{i}", 1, 1, None, False, 10, split=p.Split("records", blob=0))
+        p.encode(p.Assign(1, f"j{i}", "map", 0, spec))
+    assert 0 < len(p._SHARED_SPECS) <= p._SHARED_SPECS_MAX
