@@ -224,6 +224,10 @@ class Master:
         poller.register(self.workers, zmq.POLLIN)
         poller.register(self.clients, zmq.POLLIN)
         poller.register(self.committer.fileno(), zmq.POLLIN)
+        # A monitor is read when it has an event, not asked on every turn of the loop.
+        watches = [(w.monitor, w, port) for w, port in self._watches if w.monitor is not None]
+        for monitor, _, _ in watches:
+            poller.register(monitor, zmq.POLLIN)
         interval = self.settings.heartbeat_interval
         next_beat = time.monotonic()
         gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
@@ -239,9 +243,10 @@ class Master:
                     self._drain(self.clients, False)
                 if self.committer.fileno() in events:
                     self._committed()
-                for watch, port in self._watches:
-                    for reason in watch.drain():
-                        self._refused(port, reason)
+                for monitor, watch, port in watches:
+                    if monitor in events:
+                        for reason in watch.drain():
+                            self._refused(port, reason)
                 now = time.monotonic()
                 if now >= next_beat or (wake is not None and now >= wake):
                     self._handle(events_.Tick(stimulus=self._stimulus("tick")))
