@@ -334,10 +334,10 @@ class Master:
         problem = None
         try:
             batch = protocol.decode_batch(frames[1:])
-            for msg in batch.parts:
+            for msg in batch.parts:  # the slots they free are filled after the last
                 self._seq += 1
                 event = _worker_event(peer, msg, f"{_STIMULI[msg.TYPE]}-{self._seq}")
-                self._handle(event)
+                self._handle(event, schedule=False)
             if batch.errors:
                 problem = batch.errors[0]
         except Exception as exc:  # ProtocolError, or a decoder's bug: never out of the loop
@@ -345,6 +345,7 @@ class Master:
                 log.exception("decoding a message from %r failed", peer[:64])
             problem = str(exc)
         if problem is None:
+            self._handle(None)
             return
         self.dropped += 1
         log.warning("dropping a malformed message from worker %r: %s", peer[:64], problem)
@@ -353,13 +354,19 @@ class Master:
                 peer, problem[:200], stimulus=self._stimulus("malformed")
             )
             self._handle(event)
+        self._handle(None)
 
-    def _handle(self, event: events_.Event) -> None:
-        """Hand one event to the state and carry out its commands; nothing escapes."""
+    def _handle(self, event: events_.Event | None, schedule: bool = True) -> None:
+        """Hand one event to the state and carry out its commands; nothing escapes.
+        None: the assignments that events taken with ``schedule=False`` left due."""
         try:
-            commands = self.state.handle(event, time.monotonic())
+            if event is None:
+                commands = self.state.settle(time.monotonic())
+            else:
+                commands = self.state.handle(event, time.monotonic(), schedule)
         except Exception:
-            log.exception("the state machine failed on %s; the event is dropped", event.stimulus)
+            what = "settling" if event is None else event.stimulus
+            log.exception("the state machine failed on %s; the event is dropped", what)
             return
         for cmd in commands:
             try:

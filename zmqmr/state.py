@@ -174,10 +174,12 @@ class MasterState:
 
     # -- entry point ----------------------------------------------------------
 
-    def handle(self, event: Event, now: float) -> list[Command]:
+    def handle(self, event: Event, now: float, schedule: bool = True) -> list[Command]:
         """Take one event at ``now``; return the commands it causes, in order. Each case
         changes the tables; then, if that may have made room or work, free slots go to
-        idle tasks (``scheduling.schedule``)."""
+        idle tasks (``scheduling.schedule``). With ``schedule`` false that waits for
+        ``settle``: the parts of one message from a worker are taken one by one, and
+        the slots they free are filled together after the last."""
         out: list[Command] = []
         self._stimulus = getattr(event, "stimulus", "")
         self._now = now
@@ -244,10 +246,21 @@ class MasterState:
                 self._on_shutdown(now, out)
             case _:
                 _unreachable(event)
-        if self._dirty:
+        if self._dirty and schedule:
             scheduling.schedule(self, now, out)
         for cmd in out:
             if not cmd.stimulus:
+                cmd.stimulus = self._stimulus
+        return out
+
+    def settle(self, now: float) -> list[Command]:
+        """The assignments that events taken with ``schedule=False`` made possible
+        (their stimulus: the last of those events)."""
+        out: list[Command] = []
+        if self._dirty:
+            self._now = now
+            scheduling.schedule(self, now, out)
+            for cmd in out:
                 cmd.stimulus = self._stimulus
         return out
 

@@ -1599,3 +1599,29 @@ def test_a_stopping_master_aborts_the_output_of_running_jobs_only():
     cmds = c(Shutdown())
     assert of(cmds, AbortJob) == [AbortJob("j2", "/two")]
     assert {f.job_id for f in of(cmds, SendJobFailed)} == {"j1", "j2"}
+
+
+def test_the_parts_of_one_message_are_placed_together_after_the_last(monkeypatch):
+    """A worker's message of k completions: taken with schedule=False, then ``settle``,
+    the slots they free get the same tasks as when each is taken alone, for one pass
+    of the scheduler (k + 1 placements tried) rather than one per completion (2k)."""
+    tried = []
+    place = scheduling.place
+    monkeypatch.setattr(scheduling, "place", lambda *a, **kw: tried.append(1) or place(*a, **kw))
+    got = {}
+    for together in (False, True):
+        c = Cluster()
+        c.register(A, slots=4)
+        first = assigns(c.submit(spec=make_spec(maps=12)))
+        assert len(first) == 4
+        tried.clear()
+        report = Report(segments=[Segment(0, SIZE, GROUPS)])
+        out = []
+        for a in first:
+            out += c.state.handle(AttemptDone(A, a.attempt, report), c.now, not together)
+        if together:
+            assert assigns(out) == []  # nothing placed before the message's last part
+            out += c.state.settle(c.now)
+        got[together] = [(a.kind, a.task) for a in assigns(out)]
+        assert len(tried) == (5 if together else 8)
+    assert got[True] == got[False] and len(got[True]) == 4
