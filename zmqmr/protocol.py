@@ -635,11 +635,29 @@ def _assign_text(a: Assign) -> str | None:
         # '"job":...,"kind":"map","spec":{"name":...,"result_limit":N' (no closing brace)
         shared = _ENCODER.encode(head)[1:-1] + ',"spec":' + _ENCODER.encode(spec)[:-1]
         _SHARED_SPECS[key] = shared
+    if (
+        split.kind == "records"
+        and split.path is None
+        and split.start is None
+        and split.end is None
+        and split.paths is None
+        and type(split.blob) is int
+        and _ints(split.count, split.first)
+    ):
+        count = "" if split.count is None else f',"count":{split.count}'
+        first = "" if split.first is None else f',"first":{split.first}'
+        split_text = f'{{"kind":"records","blob":{split.blob}{count}{first}}}'
+    else:
+        split_text = _ENCODER.encode(split.to_json())
     return (
-        f'{{"attempt":{a.attempt},"task":{a.task},{shared},'
-        f'"split":{_ENCODER.encode(split.to_json())}}},'
+        f'{{"attempt":{a.attempt},"task":{a.task},{shared},"split":{split_text}}},'
         f'"has_code":{_JSON_BOOL[a.has_code]},"has_records":{_JSON_BOOL[a.has_records]}}}'
     )
+
+
+def _ints(*values: Any) -> bool:
+    """Whether each value is an int or None (written as they are, no JSON encoder)."""
+    return all(v is None or type(v) is int for v in values)
 
 
 def _bytes(frame: bytes | memoryview) -> bytes:

@@ -608,6 +608,14 @@ def test_an_assign_that_is_not_the_common_shape_is_written_field_by_field():
     spec = p.TaskSpec("n", 2, 3, None, False, 10, split=p.Split("records", blob=0))
     plain = p.Assign(1, "j", "map", 0, spec, has_records=True, blobs=[b"r"])
     assert p._assign_text(plain) is not None
+    for split in (  # records splits written without the JSON encoder, or with it
+        p.Split("records", blob=3, count=2, first=7),
+        p.Split("records", blob=3, first=7),
+        p.Split("records", blob=3, path="/stray", start=1),
+    ):
+        spec.split = split
+        assert p.decode(p.encode(plain)) == plain
+        assert json.loads(p._assign_text(plain))["spec"]["split"] == split.to_json()
     for other in (
         p.Assign(1, "j", "reduce", 0, p.TaskSpec("n", 2, 3, None, False, 10, partition=1)),
         p.Assign(
