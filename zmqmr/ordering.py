@@ -139,19 +139,37 @@ def sort_items(items: list[tuple[Any, Any]]) -> None:
         items.sort(key=lambda item: order_key(item[0]))
 
 
-def ordered_parts(blocks: Any) -> Any:
+class OrderedParts:
     """Decoded ``blocks`` (lists of groups sorted by order key), each ready for a merge
-    by ``<``: a key that is not its own order key is wrapped in ``Ordered``."""
-    for groups in blocks:
+    by ``<``: a key that is not its own order key is wrapped in ``Ordered``.
+
+    ``wrapped`` says whether a part read so far had a key wrapped: a merge of
+    streams none of which wrapped one has no key to unwrap (``userfn.merged``).
+    """
+
+    __slots__ = ("blocks", "wrapped")
+
+    def __init__(self, blocks: Any) -> None:
+        self.blocks = iter(blocks)
+        self.wrapped = False
+
+    def __iter__(self) -> OrderedParts:
+        return self
+
+    def __next__(self) -> list[Any]:
+        groups = next(self.blocks)
         if is_total(map(_first, groups)):
-            yield groups
-            continue
+            return groups
+        self.wrapped = True
         wrapped = []
         for group in groups:
             key = group[0]
             rank = order_key(key)
             wrapped.append(group if rank is key else (Ordered(key, rank), group[1]))
-        yield wrapped
+        return wrapped
+
+
+ordered_parts = OrderedParts
 
 
 def ordered_groups(blocks: Any) -> Any:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from operator import itemgetter
 from typing import Any
 
-from .ordering import Ordered, sort_items
+from .ordering import Ordered, OrderedParts, sort_items
 from .partitioning import Partitioner, Partitioning
 from .partitioning import default_partitioner as default_partitioner  # zmqmr's public name
 from .partitioning import stable_hash as stable_hash
@@ -243,8 +243,14 @@ def merged(streams: list[Iterator[Any]]) -> Iterator[tuple[Any, list[Any]]]:
 
 def merged_batches(streams: list[Iterator[Any]]) -> Iterator[list[tuple[Any, list[Any]]]]:
     """What ``merged`` gives, in sorted lists (a few thousand groups each, at most)."""
+    # Streams of ``ordering.ordered_parts`` say whether they wrapped a key: where
+    # none did, no batch is searched for one.
+    known = all(type(s) is OrderedParts for s in streams)
     try:
         for batch in _merged_batches(streams):
+            if known and not any(s.wrapped for s in streams):  # type: ignore[attr-defined]
+                yield batch
+                continue
             if Ordered in set(map(type, map(_first, batch))):
                 batch = [(k.key, vs) if type(k) is Ordered else (k, vs) for k, vs in batch]
             yield batch
@@ -372,12 +378,12 @@ def reduce_batches(
             j -= 1
         if j:
             del keys[j:]
-            body = groups[:j]
             if any(map(operator.eq, keys, itertools.islice(keys, 1, None))):
-                done = list(reduce_groups(reducer, body, counters))
+                done = list(reduce_groups(reducer, groups[:j], counters))
                 yield list(map(_first, done)), list(map(_second, done))
             else:
-                values = list(map(reducer, keys, map(iter, map(_second, body))))
+                runs = map(iter, map(_second, itertools.islice(groups, j)))
+                values = list(map(reducer, keys, runs))
                 if not _NOT_A_VALUE_TYPES.isdisjoint(map(type, values)):
                     bad = [(k, v) for k, v in zip(keys, values) if type(v) in _NOT_A_VALUE_TYPES]
                     for _, v in bad[1:]:
@@ -385,7 +391,6 @@ def reduce_batches(
                     one_value("reducer", *bad[0])
                 counters[name] = counters.get(name, 0) + len(keys)
                 yield keys, values
-            del body
         run = _KeyRun(last, groups[j:], batches)
         del groups, keys
         value = one_value("reducer", last, reducer(last, run.values()))
@@ -410,6 +415,9 @@ class _KeyRun:
         self.groups = []
         key = self.key
         for batch in self.batches:
+            if batch and not operator.eq(batch[0][0], key):  # the key ended with its batch
+                self.after = batch
+                break
             same = list(map(operator.eq, map(_first, batch), itertools.repeat(key)))
             n = same.index(False) if False in same else len(batch)
             if n < len(batch):

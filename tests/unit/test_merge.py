@@ -86,6 +86,23 @@ def test_merging_frozenset_streams_groups_every_set_once():
     assert dict(got) == want
 
 
+def test_a_merge_unwraps_keys_whatever_stream_wrapped_them_and_only_there_looks():
+    # Streams of str keys never wrap one, so no batch is searched for a wrapped key;
+    # a frozenset stream's keys come out as the sets themselves, not their wrappers.
+    runs = [[(f"k{s}{i:04d}", i) for i in range(3000)] for s in range(3)]
+    plain = [as_segment(sorted_groups(r)) for r in runs]
+    streams = merge.streams(plain)
+    batches = list(userfn.merged_batches(streams))
+    assert not any(s.wrapped for s in streams)
+    assert {type(k) for b in batches for k, _ in b} == {str}
+    sets = [frozenset({i % 7, i % 5}) for i in range(300)]
+    mixed = [as_segment(sorted_groups([((i % 3, s), i) for i, s in enumerate(sets)])) for _ in "ab"]
+    streams = merge.streams(mixed)
+    keys = [k for b in userfn.merged_batches(streams) for k, _ in b]
+    assert all(s.wrapped for s in streams)
+    assert {type(k[1]) for k in keys} == {frozenset} and len(keys) == 2 * len(set(keys))
+
+
 # -- passes -------------------------------------------------------------------------------
 
 

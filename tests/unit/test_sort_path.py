@@ -332,6 +332,28 @@ def test_reduce_batches_hand_each_key_to_the_reducer_once_with_all_its_values():
         assert counters["zmqmr.reduce_input_groups"] == 5
 
 
+class _CountedKey(str):
+    """A str key that counts the comparisons made with ``==``."""
+
+    eqs = 0
+
+    def __eq__(self, other):
+        _CountedKey.eqs += 1
+        return str.__eq__(self, other)
+
+    __hash__ = str.__hash__
+
+
+def test_reduce_batches_compare_each_key_about_once():
+    # Distinct keys in batches of 100: the checks for repeats and for a key going on
+    # into the next batch cost about one == per key, not one per key and batch.
+    batches = [[(_CountedKey(f"k{b:03d}{i:03d}"), [i]) for i in range(100)] for b in range(50)]
+    _CountedKey.eqs = 0
+    out = list(userfn.reduce_batches(lambda k, vs: next(vs), iter(batches), {}))
+    assert [v for _, vs in out for v in vs] == [i for _ in range(50) for i in range(100)]
+    assert _CountedKey.eqs <= 5000 + 3 * 50
+
+
 def test_flat_parts_decode_as_one_value_groups_and_repeated_keys_as_joined_groups():
     pairs = [(f"k{i:05d}", f"v{i}") for i in range(20_000)] + [("zz", "a"), ("zz", "b")]
     counted = mapoutput._Counted(())
