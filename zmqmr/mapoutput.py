@@ -624,6 +624,12 @@ class _Held:
     base: int
     index: bytes
     index_offset: int
+    #: ``f`` is a pack's, shared by its outputs: closed with the reader, not with this.
+    shared: bool = False
+
+    def close(self) -> None:
+        if not self.shared:
+            self.f.close()
 
     def read(self, path: str, partition: int, offset: int, max_bytes: int) -> tuple[int, bytes]:
         """(segment length, up to ``max_bytes`` from ``offset``) of one partition: only
@@ -660,37 +666,53 @@ class OutputReader:
         self.max_open = max_open
         self._open: dict[str, _Held] = {}  # output path -> held
         self._packs: dict[str, packs.PackIndex] = {}  # directory -> its packs' outputs
+        self._pack_files: dict[str, Any] = {}  # pack -> open for reading
         self._lock = threading.Lock()
 
     def _held(self, path: str) -> _Held:
         held = self._open.pop(path, None)
         if held is not None and os.fstat(held.fd).st_nlink == 0:
-            held.f.close()
+            held.close()
             held = None
         if held is None:
             held = self._open_output(path)
             while len(self._open) >= self.max_open:
                 oldest = next(iter(self._open))
-                self._open.pop(oldest).f.close()
+                self._open.pop(oldest).close()
         self._open[path] = held  # most recent last
         return held
 
     def _open_output(self, path: str) -> _Held:
-        try:
-            f = open(path, "rb")  # noqa: SIM115 - closed on eviction or forget()
-            base, size, file = 0, -1, path
-        except FileNotFoundError:
-            entry = self._packed(path)
-            if entry is None:
-                raise
-            f = open(entry.path, "rb")  # noqa: SIM115 - closed on eviction or forget()
-            base, size, file = entry.offset, entry.length, entry.path
-        try:
-            index, index_offset = _read_raw_index(f, path, base, size)
-        except BaseException:
+        directory, name = os.path.split(path)
+        index = self._packs.get(directory)
+        entry = None if index is None else index.known(name)
+        if entry is None:  # not in a pack read so far: its own file, or a pack's new entry
+            try:
+                f = open(path, "rb")  # noqa: SIM115 - closed on eviction or forget()
+            except FileNotFoundError:
+                entry = self._packed(path)
+                if entry is None:
+                    raise
+            else:
+                try:
+                    return _Held(f, f.fileno(), path, 0, *_read_raw_index(f, path))
+                except BaseException:
+                    f.close()
+                    raise
+        f = self._pack_file(entry.path)
+        index_bytes, index_offset = _read_raw_index(f, path, entry.offset, entry.length)
+        return _Held(f, f.fileno(), entry.path, entry.offset, index_bytes, index_offset, True)
+
+    def _pack_file(self, path: str) -> Any:
+        """The pack ``path`` open for reading, one file for all its outputs."""
+        f = self._pack_files.get(path)
+        if f is not None and os.fstat(f.fileno()).st_nlink == 0:
+            del self._pack_files[path]
             f.close()
-            raise
-        return _Held(f, f.fileno(), file, base, index, index_offset)
+            f = None
+        if f is None:
+            f = self._pack_files[path] = open(path, "rb")  # noqa: SIM115 - closed in forget()
+        return f
 
     def _packed(self, path: str) -> packs.Entry | None:
         directory, name = os.path.split(path)
@@ -743,7 +765,7 @@ class OutputReader:
             entry = self._packed(path)
             held = self._open.pop(path, None)
             if held is not None:
-                held.f.close()
+                held.close()
             if entry is not None:
                 packs.remove(entry)
                 self._packs[os.path.dirname(path)].forget(os.path.basename(path))
@@ -752,9 +774,11 @@ class OutputReader:
         """Close the files under ``prefix`` (all of them by default)."""
         with self._lock:
             for path in [p for p in self._open if p.startswith(prefix)]:
-                self._open.pop(path).f.close()
+                self._open.pop(path).close()
             for directory in [d for d in self._packs if (d + os.sep).startswith(prefix)]:
                 del self._packs[directory]
+            for path in [p for p in self._pack_files if p.startswith(prefix)]:
+                self._pack_files.pop(path).close()
 
 
 def read_segment(

@@ -156,6 +156,10 @@ class PackIndex:
         self._read: dict[str, int] = {}  # pack -> bytes read so far
         self._entries: dict[str, Entry] = {}
 
+    def known(self, name: str) -> Entry | None:
+        """The entry of ``name`` if the packs read so far hold it (nothing is read)."""
+        return self._entries.get(name)
+
     def find(self, name: str) -> Entry | None:
         entry = self._entries.get(name)
         if entry is None:
