@@ -335,6 +335,7 @@ def verify_segment(data: bytes | memoryview) -> None:
     than the checksum."""
     pos, end = 0, len(data)
     unpack_from = BLOCK_HEADER.unpack_from
+    crc32 = zlib.crc32
     while pos < end:
         if end - pos < BLOCK_HEADER.size:
             raise CorruptOutput(f"truncated block header at byte {pos}")
@@ -344,9 +345,9 @@ def verify_segment(data: bytes | memoryview) -> None:
             raise CorruptOutput(f"unknown block codec {codec} at byte {pos}")
         if end - pos < length:
             raise CorruptOutput(f"truncated block: {length} bytes declared, {end - pos} left")
-        head = zlib.crc32(bytes((codec,)) + length.to_bytes(4, "little"))
+        head = crc32(data[pos - BLOCK_HEADER.size : pos - 4])  # the codec and length
         block = data[pos : pos + length] if length < 65536 else memoryview(data)[pos : pos + length]
-        if zlib.crc32(block, head) != crc:
+        if crc32(block, head) != crc:
             raise CorruptOutput(f"block checksum mismatch at byte {pos}")
         pos += length
 

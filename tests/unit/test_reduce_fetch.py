@@ -19,6 +19,7 @@ import pytest
 from zmqmr import events as ev
 from zmqmr import layout, mapoutput, protocol, reduceside, shuffle
 from zmqmr.config import ClusterSettings, WorkerSettings
+from zmqmr.errors import CorruptOutput
 from zmqmr.state import MasterState
 
 JOB = "job1"
@@ -238,6 +239,73 @@ def test_a_removed_output_is_not_read_from_the_descriptor_held_open(tmp_path):
         )
         assert list(got) == [1] and "missing" in str(failed[0])
     finally:
+        side.reader.forget()
+        for c in conns:
+            c.close()
+
+
+# -- decoding many small segments at once ------------------------------------------------
+
+
+def _segment(groups: list[tuple[Any, list[Any]]], flat: bool) -> bytes:
+    if flat:
+        pairs = [(k, v) for k, vs in groups for v in vs]
+        return b"".join(b"".join(block) for block in mapoutput.encode_pairs(pairs))
+    return b"".join(b"".join(block) for block in mapoutput.encode_groups(groups))
+
+
+@pytest.mark.parametrize(
+    "sizes",
+    [
+        [1] * 50,  # a key per segment, as at large R
+        [0, 3, 0, 7],
+        [5000],  # several parts in a block
+        [40_000],  # parts of several pickle frames, blocks of several parts
+    ],
+)
+@pytest.mark.parametrize("flat", [True, False])
+def test_decode_segments_gives_what_segment_groups_gives_in_order(sizes, flat):
+    segments = [
+        _segment([(f"k{i:06d}", [s, "v" * (i % 7)]) for i in range(n)], flat)
+        for s, n in enumerate(sizes)
+    ]
+    want = [tuple(g) for seg in segments for g in mapoutput.segment_groups(seg)]
+    got = mapoutput.decode_segments(segments)
+    assert [(k, list(vs)) for k, vs in got] == [(k, list(vs)) for k, vs in want]
+    assert sum(len(vs) for _, vs in got) == 2 * sum(sizes)  # every value, once
+
+
+@pytest.mark.parametrize("cut", [1, 5, 9, 12])
+def test_decode_and_verify_refuse_a_cut_or_flipped_segment(cut):
+    seg = _segment([(i, [i]) for i in range(10)], True)
+    with pytest.raises(CorruptOutput):
+        mapoutput.decode_segments([seg[:-cut]])
+    flipped = bytearray(seg)
+    flipped[-cut] ^= 0x40
+    with pytest.raises(CorruptOutput):
+        mapoutput.verify_segment(bytes(flipped))
+
+
+def test_a_shuffle_server_answers_many_segments_with_one_batch_read_and_one_blob(tmp_path):
+    side, data_dir, conns = _setup(tmp_path, 8)
+    server = shuffle.ShuffleServer(None, data_dir, "tcp://127.0.0.1:*")  # type: ignore[arg-type]
+    counting = server.reader = CountingReader()
+    try:
+        maps = [m for m in range(8) if _groups(m, 1)]
+        request = protocol.Fetch(JOB, 1, maps, [100 + m for m in maps], [0] * len(maps), 1 << 20)
+        frames = server.handle(protocol.encode(request))
+        assert len(frames) == 4  # version, type, header, and one blob for every segment
+        reply = protocol.decode(frames)
+        assert isinstance(reply, protocol.Chunks) and reply.maps == maps
+        assert counting.batches == 1
+        assert counting.reads == Counter(layout.map_output_name(m, 100 + m) for m in maps)
+        blob, pos = reply.blobs[0], 0
+        for m, n, total in zip(maps, reply.lengths, reply.totals):
+            path = layout.map_output_path(data_dir, JOB, m, 100 + m)
+            assert (n, blob[pos : pos + n]) == mapoutput.read_segment(path, 1) and n == total
+            pos += n
+    finally:
+        counting.forget()
         side.reader.forget()
         for c in conns:
             c.close()
