@@ -150,11 +150,12 @@ class ShuffleServer:
 # -- the fetch ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Fetched:
     """A fetched segment: in memory (``data``) or in a local file (``path``, from
     ``offset``): a file of its own the reduce wrote, or (``in_place``) the map
-    output itself on this worker's disk."""
+    output itself on this worker's disk. Not frozen (one is made per segment, and
+    a frozen dataclass's ``__init__`` costs three times as much); never changed."""
 
     length: int
     data: bytes | None = None
