@@ -366,8 +366,7 @@ def run_tasks(args: argparse.Namespace) -> int:
             for seg in rep.segments:
                 held[seg.partition].append(protocol.Location(m, 0, address, seg.size, seg.groups))
         for r in range(R):
-            spec = protocol.TaskSpec("t", R, n, out, False, 1 << 30, partition=r)
-            spec.locations = held[r]
+            spec = protocol.TaskSpec("t", R, n, out, False, 1 << 30, partition=r, locations=held[r])
             timed(f"reduce {r}", args.profile and r == 0, side.run_reduce, fns, "t", r, 0, spec, {})
             with open(layout.attempt_part_path(out, "t", r, 0), encoding="ascii") as f:
                 parts.append(f.read())
