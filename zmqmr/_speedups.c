@@ -1,8 +1,9 @@
-/* zmqmr._speedups: the map side's counting loop in C.
+/* zmqmr._speedups: the map side's counting loop and text records' keys in C.
  *
  * Optional: without it the executor counts (key, value) pairs with
- * collections' C helper, which gives the same results more slowly (see
- * _Grouper in zmqmr/executor.py).
+ * collections' C helper, and makes keys with itertools, which gives the same
+ * results more slowly (see _Grouper in zmqmr/mapside.py, _lines in
+ * zmqmr/inputs.py).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -201,16 +202,172 @@ count_outputs(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nar
     return result;
 }
 
+/* -- line_keys: the (path, offset) keys of a text batch's lines ------------------- */
+
+PyDoc_STRVAR(line_keys_doc,
+"line_keys(path, pos, lines)\n\n"
+"An iterator over the keys ``(path, offset)`` of ``lines``, a list: the\n"
+"first line's offset is ``pos``, each next one's the previous offset plus\n"
+"``len(line) + 1`` (its newline). So ``lines`` holds the lines' byte\n"
+"strings, or their str when every character is one byte (ASCII).\n\n"
+"A key the consumer has dropped (only this iterator still holds it) is\n"
+"reused for a later key, as ``zip`` and ``enumerate`` reuse their tuples:\n"
+"a record loop that does not keep its keys allocates only the offsets.");
+
+#define LINE_KEYS_SPARES 2
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *path;
+    PyObject *lines; /* a list */
+    Py_ssize_t index;
+    long long pos;
+    PyObject *spares[LINE_KEYS_SPARES]; /* keys made, kept to be reused once dropped */
+    int next_spare;                     /* the slot a new key takes */
+} LineKeys;
+
+static PyTypeObject LineKeysType;
+
+static PyObject *
+line_keys(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "line_keys() takes exactly 3 arguments");
+        return NULL;
+    }
+    if (!PyList_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "line_keys() needs a list of lines");
+        return NULL;
+    }
+    long long pos = PyLong_AsLongLong(args[1]);
+    if (pos == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    LineKeys *it = PyObject_GC_New(LineKeys, &LineKeysType);
+    if (it == NULL) {
+        return NULL;
+    }
+    it->path = Py_NewRef(args[0]);
+    it->lines = Py_NewRef(args[2]);
+    it->index = 0;
+    it->pos = pos;
+    for (int i = 0; i < LINE_KEYS_SPARES; i++) {
+        it->spares[i] = NULL;
+    }
+    it->next_spare = 0;
+    PyObject_GC_Track(it);
+    return (PyObject *)it;
+}
+
+static PyObject *
+line_keys_next(LineKeys *it)
+{
+    if (it->lines == NULL || it->index >= PyList_GET_SIZE(it->lines)) {
+        return NULL;
+    }
+    PyObject *line = PyList_GET_ITEM(it->lines, it->index);
+    Py_ssize_t n = PyUnicode_CheckExact(line) ? PyUnicode_GET_LENGTH(line)
+                   : PyBytes_CheckExact(line) ? PyBytes_GET_SIZE(line)
+                                              : PyObject_Length(line);
+    if (n < 0) {
+        return NULL;
+    }
+    PyObject *offset = PyLong_FromLongLong(it->pos);
+    if (offset == NULL) {
+        return NULL;
+    }
+    it->index++;
+    it->pos += (long long)n + 1;
+    for (int i = 0; i < LINE_KEYS_SPARES; i++) {
+        PyObject *key = it->spares[i];
+        if (key != NULL && Py_REFCNT(key) == 1) { /* dropped: nobody else can see it */
+            PyObject *old = PyTuple_GET_ITEM(key, 1);
+            PyTuple_SET_ITEM(key, 1, offset);
+            Py_DECREF(old);
+            if (!PyObject_GC_IsTracked(key)) {
+                PyObject_GC_Track(key); /* as zip does: the collector may have untracked it */
+            }
+            return Py_NewRef(key);
+        }
+    }
+    PyObject *key = PyTuple_New(2);
+    if (key == NULL) {
+        Py_DECREF(offset);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(key, 0, Py_NewRef(it->path));
+    PyTuple_SET_ITEM(key, 1, offset);
+    Py_XSETREF(it->spares[it->next_spare], Py_NewRef(key));
+    it->next_spare = (it->next_spare + 1) % LINE_KEYS_SPARES;
+    return key;
+}
+
+static PyObject *
+line_keys_length_hint(LineKeys *it, PyObject *Py_UNUSED(ignored))
+{
+    Py_ssize_t left = it->lines == NULL ? 0 : PyList_GET_SIZE(it->lines) - it->index;
+    return PyLong_FromSsize_t(left > 0 ? left : 0);
+}
+
+static int
+line_keys_traverse(LineKeys *it, visitproc visit, void *arg)
+{
+    Py_VISIT(it->path);
+    Py_VISIT(it->lines);
+    for (int i = 0; i < LINE_KEYS_SPARES; i++) {
+        Py_VISIT(it->spares[i]);
+    }
+    return 0;
+}
+
+static int
+line_keys_clear(LineKeys *it)
+{
+    Py_CLEAR(it->path);
+    Py_CLEAR(it->lines);
+    for (int i = 0; i < LINE_KEYS_SPARES; i++) {
+        Py_CLEAR(it->spares[i]);
+    }
+    return 0;
+}
+
+static void
+line_keys_dealloc(LineKeys *it)
+{
+    PyObject_GC_UnTrack(it);
+    line_keys_clear(it);
+    PyObject_GC_Del(it);
+}
+
+static PyMethodDef line_keys_methods[] = {
+    {"__length_hint__", (PyCFunction)line_keys_length_hint, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject LineKeysType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "zmqmr._speedups.line_keys_iterator",
+    .tp_basicsize = sizeof(LineKeys),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_dealloc = (destructor)line_keys_dealloc,
+    .tp_traverse = (traverseproc)line_keys_traverse,
+    .tp_clear = (inquiry)line_keys_clear,
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = (iternextfunc)line_keys_next,
+    .tp_methods = line_keys_methods,
+};
+
 static PyMethodDef speedups_methods[] = {
     {"count_outputs", (PyCFunction)(void (*)(void))count_outputs, METH_FASTCALL,
      count_outputs_doc},
+    {"line_keys", (PyCFunction)(void (*)(void))line_keys, METH_FASTCALL, line_keys_doc},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef speedups_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "zmqmr._speedups",
-    .m_doc = "The map side's counting loop in C (optional).",
+    .m_doc = "The map side's counting loop and text records' keys in C (optional).",
     .m_size = -1,
     .m_methods = speedups_methods,
 };
@@ -218,5 +375,8 @@ static struct PyModuleDef speedups_module = {
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
+    if (PyType_Ready(&LineKeysType) < 0) {
+        return NULL;
+    }
     return PyModule_Create(&speedups_module);
 }

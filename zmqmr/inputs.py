@@ -36,6 +36,14 @@ from . import pickling
 from .config import MAPS_PER_SLOT, MAX_MAP_TASKS, MAX_SPLIT_SIZE, MIN_SPLIT_SIZE
 from .errors import JobSubmitError
 
+speedups: Any
+try:
+    from . import _speedups as speedups
+except ImportError:  # not built: keys are made with itertools, more slowly
+    speedups = None
+if os.environ.get("ZMQMR_NO_SPEEDUPS"):  # to measure or debug the pure-Python path
+    speedups = None
+
 Record = tuple[Any, Any]
 SplitDesc = dict[str, Any]
 
@@ -315,15 +323,20 @@ def _lines(path: str, pos: int, data: bytes) -> Batch:
     # and splitting it gives the same lines as splitting and decoding each.
     if data.isascii():
         lines = data.decode("ascii").split("\n")
-        sizes: Iterable[int] = map(len, lines)
+        sized: list[Any] = lines  # a character is a byte
     else:
         lines = data.decode("utf-8", "surrogateescape").split("\n")
-        sizes = map(len, data.split(b"\n"))
+        sized = data.split(b"\n")
     if data.endswith(b"\n"):
         lines.pop()
-    # Byte offsets: pos, then each previous offset plus its line and newline.
-    offsets = itertools.accumulate(map(_plus_one, sizes), initial=pos)
-    keys = zip(itertools.repeat(path, len(lines)), offsets)  # made as they are read
+    # Byte offsets: pos, then each previous offset plus its line and newline; the
+    # keys are made as they are read.
+    keys: Iterable[Any]
+    if speedups is not None:
+        keys = speedups.line_keys(path, pos, sized if sized is lines else sized[: len(lines)])
+    else:
+        offsets = itertools.accumulate(map(_plus_one, map(len, sized)), initial=pos)
+        keys = zip(itertools.repeat(path, len(lines)), offsets)
     if b"\r" in data:  # CRLF: the \r belongs to the line ending (offsets counted it above)
         lines = [line[:-1] if line.endswith("\r") else line for line in lines]
     return keys, lines

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from zmqmr import inputs
 from zmqmr.errors import JobSubmitError
 from zmqmr.inputs import (
     WholeFiles,
@@ -149,8 +150,20 @@ def test_splits_cover_each_file_in_split_size_ranges(tmp_path):
     assert len(text_splits([a], 30)) == 1 and len(text_splits([a], 1000)) == 1
 
 
+@pytest.fixture(params=["speedups", "pure"])
+def keys_made(request, monkeypatch):
+    """Text records' keys made by the C iterator (``line_keys``) or by itertools."""
+    if request.param == "pure":
+        monkeypatch.setattr(inputs, "speedups", None)
+    else:
+        assert inputs.speedups is not None, "zmqmr._speedups was not compiled"
+    return request.param
+
+
 @pytest.mark.parametrize("read_chunk", [1, 2, 5, 13, 1024 * 1024])
-def test_random_contents_and_split_sizes_read_like_the_file(tmp_path, monkeypatch, read_chunk):
+def test_random_contents_and_split_sizes_read_like_the_file(
+    tmp_path, monkeypatch, read_chunk, keys_made
+):
     # hypothesis is not installed here: a seeded random loop plays its part; tiny
     # read chunks put chunk boundaries inside lines, at newlines and past split ends
     monkeypatch.setattr("zmqmr.inputs.READ_CHUNK", read_chunk)
@@ -166,6 +179,24 @@ def test_random_contents_and_split_sizes_read_like_the_file(tmp_path, monkeypatc
         expected = direct_lines(path)
         got = read_all(path, split_size)
         assert got == expected, f"case {case}: data={data!r} split_size={split_size}"
+
+
+def test_keys_a_consumer_keeps_keep_their_offsets(tmp_path, keys_made):
+    # line_keys reuses a key tuple only when nothing but itself holds it: keys kept
+    # (every third here, and the one held across each step) keep their offsets
+    data = b"".join(b"w" * (i % 7) + b"\n" for i in range(3000))
+    path = write(tmp_path, "keys.txt", data)
+    want = [k for k, _ in direct_lines(path)]
+    kept = {}
+    previous = None
+    split = {"kind": "text", "path": path, "start": 0, "end": len(data)}
+    for i, (key, _) in enumerate(read_split(split)):
+        assert previous is None or previous == want[i - 1]
+        if i % 3 == 0:
+            kept[i] = key
+        previous = key
+    assert len(kept) == 1000
+    assert all(key == want[i] for i, key in kept.items())
 
 
 # -- compressed and binary files --------------------------------------------------------
