@@ -105,10 +105,13 @@ class Buffer(dict[Any, list[Any]]):
     def __init__(self) -> None:
         super().__init__()
         self.pairs: list[tuple[Any, Any]] = []
+        #: The pairs' keys are known to be distinct (a dict's items), and the dict is empty.
+        self.distinct = False
 
     def clear(self) -> None:
         super().clear()
         self.pairs.clear()
+        self.distinct = False
 
     def __bool__(self) -> bool:
         return bool(len(self) or self.pairs)
@@ -537,6 +540,7 @@ def map_records(
 
 #: Pairs of a split mapper grouped between checks of the buffer's size.
 SPLIT_PAIRS_CHUNK = 16 * 1024
+_DICT_ITEMS: type = type({}.items())
 
 
 class _SplitRecords:
@@ -605,9 +609,20 @@ def split_map_records(
     g = _Grouper(buf=Buffer(), combiner=combiner)
     records = _SplitRecords(reader, skip, progress, track)
     try:
+        out = split_mapper(records.records)
+        if isinstance(out, dict):
+            out = out.items()
+        if type(out) is _DICT_ITEMS:
+            # A dict's items (a Counter's, say): pairs of distinct, hashable keys,
+            # which need no check, no counting and no combining.
+            g.buf.pairs = list(out)
+            g.buf.distinct = True
+            g.held = g.emitted = len(g.buf.pairs)
+            g.spill_past(spill_at, spill)
+            out = ()
         # Checked as they come, so a bad pair is pinned on the record being read
         # (the grouper reads ahead before it checks).
-        pairs = userfn.output_pairs(split_mapper(records.records), "split_mapper")
+        pairs = userfn.output_pairs(out, "split_mapper")
         while True:
             before = g.emitted
             g.add(iter((itertools.islice(pairs, SPLIT_PAIRS_CHUNK),)), 0, records.last)
@@ -686,10 +701,11 @@ def _write_partitions(
     part: userfn.Partitioning,
     combiner: Callable[..., Any] | None,
 ) -> None:
-    """The buffer as R sorted segments: without a combiner, its pairs written as they
-    are (``write_pairs``: flat parts where keys do not repeat, a sort's, so no group
-    is built for them), else as groups, a key's values joined in one."""
-    if buf.pairs and combiner is None:
+    """The buffer as R sorted segments: without a combiner, or with one and only
+    pairs of distinct keys (a split mapper's dict: nothing to combine), its pairs
+    written as they are (``write_pairs``: flat parts where keys do not repeat, so
+    no group is built for them), else as groups, a key's values joined in one."""
+    if buf.pairs and (combiner is None or (buf.distinct and not len(buf))):
         parts = _sorted_pairs(buf, part)
         parts.reverse()
         while parts:

@@ -199,3 +199,84 @@ def test_a_job_needs_exactly_one_kind_of_mapper(kwargs, problem):
     job = zmqmr.Job(inputs=RECORDS, **kwargs)
     with pytest.raises(JobSubmitError, match=problem):
         job.validate()
+
+
+# -- a returned dict: its items are the pairs, of distinct keys --------------------------
+
+
+def counter_of(records):
+    counts: Counter = Counter()
+    for _key, line in records:
+        counts.update(line.split())
+    return counts
+
+
+@pytest.mark.parametrize("form", ["dict", "items", "counter"])
+def test_a_returned_dict_s_items_are_taken_whole_as_distinct_pairs(counting_path, form):
+    def fn(records):
+        counts = counter_of(records)
+        return {"dict": dict(counts), "items": counts.items(), "counter": counts}[form]
+
+    calls = []
+    buf, n_in, n_out, _, spills, _ = split_side(fn, combiner=lambda k, vs: calls.append(k))
+    assert spills == [] and calls == []  # one value per key: nothing to combine
+    assert totals(buf) == expected(RECORDS)
+    assert n_in == len(RECORDS) and n_out == len(expected(RECORDS))
+
+
+def test_a_returned_dict_larger_than_the_buffer_spills_once(counting_path):
+    def fn(records):
+        return {f"k{i:05d}": 1 for i, _line in records}
+
+    records = [(i, "") for i in range(5_000)]
+    buf, n_in, n_out, _, spills, _ = split_side(fn, records, batch=1000, spill_at=1_000)
+    assert len(spills) == 1 and buf == {}
+    assert totals(*spills) == Counter({f"k{i:05d}": 1 for i in range(5_000)})
+    assert n_in == n_out == 5_000
+
+
+def map_output(tmp_path, fn, lines, R=3, spill_records=400_000):
+    """mapside.run_map of split mapper ``fn`` (with a summing combiner) over a file of
+    ``lines``; each partition's groups, and the counters."""
+    import os
+
+    from zmqmr import layout, protocol, shuffle
+    from zmqmr.config import WorkerSettings
+
+    path = str(tmp_path / "in.txt")
+    with open(path, "w") as f:
+        f.write("".join(line + "\n" for line in lines))
+    data = str(tmp_path / "data")
+    os.makedirs(layout.job_dir(data, "j"), exist_ok=True)
+    fns = {"split_mapper": fn, "reducer": None, "combiner": lambda k, vs: sum(vs)}
+    fns["partitioner"] = None
+    split = protocol.Split("text", path, 0, os.path.getsize(path))
+    spec = protocol.TaskSpec("j", R, 1, None, True, 0, split=split)
+    counters: dict[str, int] = {}
+    mapside.run_map(fns, "j", 0, 0, spec, None, counters, data_dir=data,
+                    settings=WorkerSettings(spill_records=spill_records),
+                    progress=lambda fraction: None)  # fmt: skip
+    out = layout.map_output_path(data, "j", 0, 0)
+    parts = [[(k, list(vs)) for k, vs in shuffle.local_segment(out, r).groups()] for r in range(R)]
+    return parts, counters
+
+
+@pytest.mark.parametrize("spill_records", [400_000, 4])
+def test_a_returned_counter_makes_sorted_partitions_of_one_value_per_key(
+    tmp_path, counting_path, spill_records
+):
+    lines = [line for _, line in RECORDS] + ["zz w1", "a b c a"]
+    parts, counters = map_output(tmp_path, counter_of, lines, spill_records=spill_records)
+    want = Counter(w for line in lines for w in line.split())
+    got: Counter = Counter()
+    part = zmqmr.userfn.checked_partitioner(None, 3)
+    for r, groups in enumerate(parts):
+        keys = [k for k, _ in groups]
+        assert keys == sorted(keys) and len(set(keys)) == len(keys)
+        for k, vs in groups:
+            assert part(k) == r
+            got[k] += sum(vs)
+    assert got == want
+    assert counters["zmqmr.map_input_records"] == len(lines)
+    assert counters["zmqmr.map_output_records"] == len(want)
+    assert (mapside.merge.SPILLED in counters) == (spill_records < len(want))
