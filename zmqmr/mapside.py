@@ -540,7 +540,7 @@ def map_records(
 
 #: Pairs of a split mapper grouped between checks of the buffer's size.
 SPLIT_PAIRS_CHUNK = 16 * 1024
-_DICT_ITEMS: type = type({}.items())
+_DICT_ITEMS: Any = type({}.items())
 
 
 class _SplitRecords:
@@ -609,7 +609,7 @@ def split_map_records(
     g = _Grouper(buf=Buffer(), combiner=combiner)
     records = _SplitRecords(reader, skip, progress, track)
     try:
-        out = split_mapper(records.records)
+        out: Any = split_mapper(records.records)
         if isinstance(out, dict):
             out = out.items()
         if type(out) is _DICT_ITEMS:
