@@ -37,6 +37,7 @@ peer cannot make a path escape the data dir.
 from __future__ import annotations
 
 import fcntl
+import functools
 import logging
 import os
 import re
@@ -138,6 +139,7 @@ def sweep_temp_dirs(root: str | None = None) -> list[str]:
 # -- a worker's data dir -------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=256)  # asked several times per attempt, for a few jobs
 def job_dir(data_dir: str, job_id: str) -> str:
     if not _JOB_ID.match(job_id):
         raise ValueError(f"bad job id {job_id!r}")
@@ -146,11 +148,11 @@ def job_dir(data_dir: str, job_id: str) -> str:
 
 def map_stem(data_dir: str, job_id: str, task: int, attempt: int) -> str:
     """The common prefix of a map attempt's files."""
-    return os.path.join(job_dir(data_dir, job_id), f"m{task:05d}-a{attempt}")
+    return f"{job_dir(data_dir, job_id)}{os.sep}m{task:05d}-a{attempt}"
 
 
 def map_output_path(data_dir: str, job_id: str, task: int, attempt: int) -> str:
-    return os.path.join(job_dir(data_dir, job_id), map_output_name(task, attempt))
+    return f"{job_dir(data_dir, job_id)}{os.sep}{map_output_name(task, attempt)}"
 
 
 def map_output_name(task: int, attempt: int) -> str:
