@@ -139,3 +139,10 @@ def test_scale_benchmark_executor_part_runs_every_attempt_to_its_report(tmp_path
     )
     assert "49 one-record map attempts" in out.stdout, out.stdout
     assert "us per attempt" in out.stdout and not os.listdir(tmp_path), out.stdout
+
+
+def test_reducepath_benchmark_checks_every_reduce_it_times():
+    out = run_script("reducepath.py", "--rs", "4,16", "--maps", "6", "--keys", "16")
+    lines = [line for line in out.stdout.splitlines() if line.startswith("R = ")]
+    assert [line.split(":")[0] for line in lines] == ["R = 4", "R = 16"]
+    assert "96 segments (1 keys each)" in lines[1]  # 6 maps x 16 partitions, a key each
