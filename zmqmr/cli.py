@@ -21,6 +21,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
 import typing
 from collections.abc import Iterator, Mapping
@@ -303,9 +304,31 @@ def cmd_master(args: argparse.Namespace) -> int:
     return 0
 
 
+def _announced_worker_address(path: str, timeout: float = 60.0) -> str:
+    """The worker address in a master's announce file (``--announce``), once it is there.
+
+    LocalCluster starts its workers beside the master, not after it: each
+    imports its modules while the master starts, and waits here for the file
+    (which the master writes whole, by a rename).
+    """
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            fail(f"no master announced itself in {path} within {timeout:.0f}s")
+        time.sleep(0.005)
+    try:
+        with open(path) as f:
+            address = json.load(f)["worker_address"]
+        return check_endpoint(address, "the announced worker address")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        fail(f"cannot read the master's address from {path}: {exc!r:.200}")
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from .worker import Worker
 
+    if args.master_announce:
+        args.master = _announced_worker_address(args.master_announce)
     overrides = _parse_sets(args.set, WorkerSettings)
     if args.slots is not None:
         overrides["slots"] = args.slots
@@ -594,7 +617,7 @@ def build_parser() -> argparse.ArgumentParser:
     def sets(sp: argparse.ArgumentParser, help: str) -> None:
         sp.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help=help)
 
-    def master_address(sp: argparse.ArgumentParser, help: str, **kw: Any) -> None:
+    def master_address(sp: Any, help: str, **kw: Any) -> None:
         sp.add_argument("--master", type=connect_address, help=help, **kw)
 
     def keys(sp: argparse.ArgumentParser, insecure: str) -> None:
@@ -654,7 +677,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=cmd_master)
 
     w = command("worker", "run a worker")
-    master_address(w, "the master's worker address, e.g. tcp://lab-01:5555", required=True)
+    given = w.add_mutually_exclusive_group(required=True)
+    master_address(given, "the master's worker address, e.g. tcp://lab-01:5555")
+    given.add_argument("--master-announce", help=argparse.SUPPRESS)  # LocalCluster's
     w.add_argument("--data-dir", help="where map outputs live (default: a temporary directory)")
     w.add_argument(
         "--slots",

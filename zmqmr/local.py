@@ -128,8 +128,11 @@ class LocalCluster:
             env=self._env(),
         )
 
-    def _start_master(self, worker_bind: str, client_bind: str) -> None:
-        announce = os.path.join(self.dir, "master.json")
+    def _start_master(self, worker_bind: str, client_bind: str, workers: int = 0) -> None:
+        """Start the master and wait for its announce file; ``workers`` workers are
+        started beside it, each waiting for the file (so their start-up overlaps
+        the master's)."""
+        announce = self._announce
         if os.path.exists(announce):
             os.unlink(announce)
         state = [] if self.state_dir is None else ["--state-dir", self.state_dir]
@@ -150,6 +153,8 @@ class LocalCluster:
             ],
             "master.log",
         )
+        for _ in range(workers):
+            self.add_worker()
         deadline = time.monotonic() + self.startup_timeout
         while not os.path.exists(announce):
             if self.master_proc.poll() is not None or time.monotonic() > deadline:
@@ -164,6 +169,10 @@ class LocalCluster:
             port = self.dashboard_url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)[1]
             self._http = f"127.0.0.1:{port}"
 
+    @property
+    def _announce(self) -> str:
+        return os.path.join(self.dir, "master.json")
+
     def restart_master(self) -> subprocess.Popen[bytes]:
         """Start the master again at the same addresses (after it died or was killed),
         with the same flags: with a state_dir, it resumes the jobs it had."""
@@ -177,9 +186,7 @@ class LocalCluster:
         _cache_bytecode()
         self.dir = tempfile.mkdtemp(prefix="zmqmr-local-")
         try:
-            self._start_master("tcp://127.0.0.1:*", "tcp://127.0.0.1:*")
-            for _ in range(self.num_workers):
-                self.add_worker()
+            self._start_master("tcp://127.0.0.1:*", "tcp://127.0.0.1:*", self.num_workers)
             self.wait_for_workers(self.num_workers, self.startup_timeout)
         except BaseException:
             self.close()
@@ -190,11 +197,12 @@ class LocalCluster:
         """Start one more worker process; returns it."""
         n = len(self.worker_procs)
         data_dir = os.path.join(self.dir, f"worker-{n}")
+        # Before the master has announced itself, the worker waits for its file.
+        master = ["--master", self.worker_address] if self.worker_address else []
         proc = self._popen(
             [
                 "worker",
-                "--master",
-                self.worker_address,
+                *(master or ["--master-announce", self._announce]),
                 "--data-dir",
                 data_dir,
                 *self._key_args,
