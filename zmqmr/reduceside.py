@@ -37,6 +37,8 @@ HASH_GROUP_BYTES = 16 * 1024 * 1024
 #: A part file is written in large writes: a batch's lines joined (a few
 #: thousand at most), through a buffer of this many bytes.
 WRITE_BUFFER = 1024 * 1024
+#: Bytes of a part file read back at a time for result blocks (``ResultBlocks``).
+READ_BACK = 4 * 1024 * 1024
 
 
 class WorkDir:
@@ -59,6 +61,107 @@ class WorkDir:
         if self.made:
             shutil.rmtree(self.path, ignore_errors=True)
             self.made = False
+
+
+class ResultBlocks:
+    """The result blocks of a reduce: its records, BLOCK_GROUPS to a block, as long as
+    they fit in ``limit`` bytes; none once they do not (``too_big``).
+
+    With a part file (``out``, written at ``path``), records are not encoded as they
+    come while the file's lines are exactly them (keys and values of type str,
+    ASCII, no tab or newline inside: ``_lines_are_records``): their lines are only
+    counted, and read back from the file at the end if they may fit. A record
+    encodes to more bytes than its line (each string's bytes plus opcodes and
+    lengths, and no memo on this path), so once the lines pass ``limit`` the
+    blocks cannot fit, and a sort's results, which never fit, cost nothing to
+    encode. A batch that is not its lines (an int value, a tab in a value) makes
+    the file so far be read back and encoded, and what follows be encoded as it
+    comes, as without a part file. The blocks are the same either way.
+
+    ``add`` takes each batch before its lines are written to ``out``.
+    """
+
+    def __init__(self, limit: int, out: Any = None, path: str = "") -> None:
+        self.limit = limit
+        self.out = out
+        self.path = path
+        self.lazy = out is not None  # the file's lines are the records so far
+        self.chars = 0  # of those lines
+        self.records: list[tuple[Any, Any]] = []  # the next block's
+        self.blocks: list[bytes] = []
+        self.size = 0
+        self.too_big = False
+
+    def add(self, keys: list[Any], values: list[Any], lines: str | None = None) -> None:
+        if self.too_big:
+            return
+        if self.lazy:
+            if lines is not None and _lines_are_records(lines, keys, values):
+                self.chars += len(lines)
+                self.too_big = self.chars > self.limit
+                return
+            self.lazy = False
+            for records in self._read_back():
+                self._encode(records)
+        self._encode(zip(keys, values))
+
+    def _encode(self, records: Any) -> None:
+        results = self.records
+        results += records
+        while len(results) >= mapoutput.BLOCK_GROUPS and not self.too_big:
+            self.blocks.append(mapoutput.encode_block(results[: mapoutput.BLOCK_GROUPS]))
+            del results[: mapoutput.BLOCK_GROUPS]
+            self.size += len(self.blocks[-1])
+            self.too_big = self.size > self.limit
+        if self.too_big:
+            results.clear()
+            self.blocks.clear()
+
+    def _read_back(self) -> Iterator[list[tuple[str, str]]]:
+        """The records of the part file's lines so far, a few MiB of lines at a time."""
+        if not self.chars:
+            return
+        self.out.flush()
+        with open(self.path, "rb") as f:
+            rest = b""
+            while chunk := f.read(READ_BACK):
+                data = rest + chunk
+                cut = data.rfind(b"\n") + 1
+                rest = data[cut:]
+                fields = data[:cut].decode("ascii").replace("\n", "\t").split("\t")
+                fields.pop()  # after the last newline
+                yield list(zip(fields[0::2], fields[1::2]))
+
+    def finish(self) -> bytes | None:
+        """The blocks, or None if they do not fit; before ``out`` is closed."""
+        if self.lazy and not self.too_big:
+            self.lazy = False
+            for records in self._read_back():
+                self._encode(records)
+        if self.records and not self.too_big:
+            self.blocks.append(mapoutput.encode_block(self.records))
+            self.records = []
+            self.size += len(self.blocks[-1])
+            self.too_big = self.size > self.limit
+        if self.too_big:
+            self.blocks.clear()
+            return None
+        return b"".join(self.blocks)
+
+
+def _lines_are_records(lines: str, keys: list[Any], values: list[Any]) -> bool:
+    """Whether ``lines`` (``key<TAB>value<NL>`` per record) give back the records exactly."""
+    n = len(keys)
+    return (
+        lines.isascii()
+        and lines.count("\n") == n
+        and lines.count("\t") == n
+        and set(map(type, keys)) == _STR
+        and set(map(type, values)) == _STR
+    )
+
+
+_STR = {str}
 
 
 class ReduceSide:
@@ -310,35 +413,24 @@ class ReduceSide:
             out = open(  # noqa: SIM115
                 tmp, "w", WRITE_BUFFER, encoding="utf-8", errors="surrogateescape"
             )
-        results: list[tuple[Any, Any]] = []  # the next result block's records
-        blocks: list[bytes] = []
-        size = 0
-        too_big = False
+        results = ResultBlocks(limit, out, tmp)
         n = 0
+        blob = None
         try:
             for keys, values in userfn.reduce_batches(fns["reducer"], batches, counters):
                 n += len(keys)
                 if out is not None:
-                    out.write("".join([f"{k}\t{v}\n" for k, v in zip(keys, values)]))
-                if not too_big:
-                    results += zip(keys, values)
-                    while len(results) >= mapoutput.BLOCK_GROUPS and not too_big:
-                        blocks.append(mapoutput.encode_block(results[: mapoutput.BLOCK_GROUPS]))
-                        del results[: mapoutput.BLOCK_GROUPS]
-                        size += len(blocks[-1])
-                        too_big = size > limit
-                    if too_big:
-                        results.clear()
+                    lines = "".join([f"{k}\t{v}\n" for k, v in zip(keys, values)])
+                    results.add(keys, values, lines)
+                    out.write(lines)
+                    del lines
+                else:
+                    results.add(keys, values)
                 self.progress(
                     0.5
                     + 0.5 * min(1.0, counters.get("zmqmr.reduce_input_groups", 0) / total_groups)
                 )
-            if results and not too_big:
-                blocks.append(mapoutput.encode_block(results))
-                size += len(blocks[-1])
-                too_big = size > limit
-            if too_big:
-                blocks.clear()
+            blob = results.finish()
             if out is not None:
                 out.flush()
                 os.fsync(out.fileno())
@@ -349,5 +441,5 @@ class ReduceSide:
                 out.close()
                 layout.remove_paths([tmp])
         counters["zmqmr.reduce_output_records"] = n
-        report = protocol.Report(too_big=too_big, output_file=final or None)
-        return report, (None if too_big else b"".join(blocks))
+        report = protocol.Report(too_big=blob is None, output_file=final or None)
+        return report, blob

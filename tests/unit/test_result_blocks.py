@@ -1,0 +1,89 @@
+"""A reduce's result blocks with a part file: counted from the lines while the lines
+are the records, read back and encoded only if they may fit, the same blocks as
+records encoded as they come (``reduceside.ResultBlocks``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from zmqmr import mapoutput, reduceside
+
+B = mapoutput.BLOCK_GROUPS
+
+
+def expected(records, limit):
+    """The blocks of ``records`` BLOCK_GROUPS at a time, or None past ``limit`` bytes."""
+    blocks = [mapoutput.encode_block(records[i : i + B]) for i in range(0, len(records), B)]
+    blob = b"".join(blocks)
+    return None if len(blob) > limit else blob
+
+
+def run(tmp_path, batches, limit, part_file=True):
+    """The batches through ResultBlocks as a reduce hands them over; the blob and the file."""
+    path = tmp_path / "part"
+    out = open(path, "w", encoding="utf-8", errors="surrogateescape") if part_file else None
+    results = reduceside.ResultBlocks(limit, out, str(path))
+    try:
+        for keys, values in batches:
+            lines = "".join([f"{k}\t{v}\n" for k, v in zip(keys, values)])
+            results.add(keys, values, lines if part_file else None)
+            if out is not None:
+                out.write(lines)
+        blob = results.finish()
+    finally:
+        if out is not None:
+            out.close()
+    return blob
+
+
+def str_batches(n, size=700, start=0):
+    spans = [range(a, min(a + size, n)) for a in range(start, n, size)]
+    return [([f"k{i:07d}" for i in r], [f"v{i}" * 3 for i in r]) for r in spans]
+
+
+def records_of(batches):
+    return [(k, v) for keys, values in batches for k, v in zip(keys, values)]
+
+
+@pytest.mark.parametrize("n", [0, 1, B - 1, B, 3 * B + 17])
+def test_lines_that_are_the_records_give_the_blocks_of_the_records(tmp_path, n):
+    batches = str_batches(n)
+    assert run(tmp_path, batches, 1 << 30) == expected(records_of(batches), 1 << 30)
+
+
+def test_a_batch_that_is_not_its_lines_reads_back_the_lines_before_it(tmp_path):
+    # str records, then batches the lines cannot give back, then str records again.
+    odd = [
+        (["m1", "m2"], [1, 2]),  # an int value
+        (["m3"], ["a\tb"]),  # a tab in a value
+        (["m4"], ["caf\u00e9"]),  # not ASCII
+        (["m5"], ["\udc80x"]),  # a surrogate the file writes as one byte
+        (["m6"], ["r\rr"]),  # a carriage return, kept as it is
+    ]
+    batches = str_batches(B + 5) + odd + str_batches(B + 2 * B, start=B + 5)
+    records = records_of(batches)
+    assert run(tmp_path, batches, 1 << 30) == expected(records, 1 << 30)
+    assert run(tmp_path, batches, 1 << 30, part_file=False) == expected(records, 1 << 30)
+
+
+def test_blocks_past_the_limit_are_none_either_way(tmp_path):
+    batches = str_batches(3 * B)
+    size = len(expected(records_of(batches), 1 << 30))
+    chars = sum(len(k) + len(v) + 2 for k, v in records_of(batches))
+    assert chars < size  # a record encodes to more bytes than its line
+    for limit in (chars - 1, chars, (chars + size) // 2, size - 1, size):
+        want = expected(records_of(batches), limit)
+        assert run(tmp_path, batches, limit) == want
+        assert run(tmp_path, batches, limit, part_file=False) == want
+
+
+def test_results_whose_lines_pass_the_limit_are_never_encoded(tmp_path, monkeypatch):
+    encoded = []
+    real = mapoutput.encode_block
+    monkeypatch.setattr(mapoutput, "encode_block", lambda r: encoded.append(len(r)) or real(r))
+    batches = str_batches(20 * B)
+    assert run(tmp_path, batches, 64 << 10) is None
+    assert encoded == []
+    # Without a part file the same records are encoded until they pass the limit.
+    assert run(tmp_path, batches, 64 << 10, part_file=False) is None
+    assert encoded
