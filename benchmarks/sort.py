@@ -314,6 +314,7 @@ def run_tasks(args: argparse.Namespace) -> int:
 
     import zmqmr
     from zmqmr import layout, mapoutput, mapside, protocol, reduceside
+    from zmqmr.config import DEFAULT_RESULT_LIMIT as limit
     from zmqmr.config import WorkerSettings
 
     R, n, split = args.reducers, args.tasks, args.split_size
@@ -366,7 +367,8 @@ def run_tasks(args: argparse.Namespace) -> int:
             for seg in rep.segments:
                 held[seg.partition].append(protocol.Location(m, 0, address, seg.size, seg.groups))
         for r in range(R):
-            spec = protocol.TaskSpec("t", R, n, out, False, 1 << 30, partition=r, locations=held[r])
+            # result_limit as a cluster's: a reduce encodes results only while they may fit
+            spec = protocol.TaskSpec("t", R, n, out, False, limit, partition=r, locations=held[r])
             timed(f"reduce {r}", args.profile and r == 0, side.run_reduce, fns, "t", r, 0, spec, {})
             with open(layout.attempt_part_path(out, "t", r, 0), encoding="ascii") as f:
                 parts.append(f.read())
