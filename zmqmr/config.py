@@ -69,6 +69,11 @@ class ClusterSettings:
     #: Queued attempts per slot a worker may hold while a job has more idle tasks
     #: than the cluster has free slots (0: never queue).
     prefetch: int = 1
+    #: ...and this many while the phase's typical task takes less than
+    #: ``small_task_seconds``: tiny tasks then travel several to a message and an
+    #: executor never waits a round trip (their tail behind a queue stays short).
+    small_task_prefetch: int = 4
+    small_task_seconds: float = 0.05
     #: An attempt whose worker reports no progress for this many heartbeats, while
     #: other attempts of its phase progress, gets a backup elsewhere.
     stall_heartbeats: int = 5
@@ -101,12 +106,11 @@ class ClusterSettings:
         _positive("speculation_quiet_factor", self.speculation_quiet_factor)
         _positive("speculation_late_factor", self.speculation_late_factor)
         _positive("history_jobs", self.history_jobs)
-        if (
-            isinstance(self.prefetch, bool)
-            or not isinstance(self.prefetch, int)
-            or self.prefetch < 0
-        ):
-            raise ValueError(f"prefetch must be an int >= 0, got {self.prefetch!r}")
+        _positive("small_task_seconds", self.small_task_seconds)
+        for name in ("prefetch", "small_task_prefetch"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
 
     @classmethod
     def field_names(cls) -> frozenset[str]:

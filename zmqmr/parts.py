@@ -350,12 +350,16 @@ class Report(Record):
     output_file: str | None = None
     too_big: bool = False
     bytes: int = 0
+    #: Seconds the attempt ran, on its worker's clock, from taking a slot to its end
+    #: (the worker fills it in; the master's own clock also counts queueing and trips).
+    seconds: float | None = None
     FIELDS: ClassVar[dict[str, Kind]] = {
         "counters": DictOf(SIGNED, MAX_COUNTERS),
         "segments": ListOf(Obj(Segment), MAX_REDUCE_TASKS),
         "output_file": Opt(PATH),
         "too_big": Bool(),
         "bytes": COUNT,
+        "seconds": Opt(SECONDS),
     }
 
 

@@ -6,10 +6,11 @@ its constants in ``ClusterSettings``:
 
 * ``LoadIndex``: which worker gets the next attempt. Attempts go to the worker
   that runs the fewest, so a worker that claims many slots gets no more than
-  its share; a worker may hold ``prefetch`` queued attempts per slot beyond its
-  slots only while the job has more idle tasks than the cluster has free slots
-  (small tasks then never wait a round trip; big ones never queue behind one
-  another near the end of a phase).
+  its share; a worker may hold queued attempts beyond its slots only while the
+  job has more idle tasks than the cluster has free slots (small tasks then
+  never wait a round trip; big ones never queue behind one another near the
+  end of a phase): ``prefetch`` per slot, or ``small_task_prefetch`` while the
+  phase's typical task is shorter than ``small_task_seconds`` (``queue_depth``).
 * ``straggler``: whether a running attempt deserves a backup, and why (LATE's
   estimate from progress; a worker silent while its peers progress).
 * ``RunningMedian``: the typical task time of a phase, in O(log n) a task.
@@ -37,14 +38,18 @@ class Placeable(Protocol):
 class LoadIndex:
     """Workers with room for another attempt, least loaded first.
 
-    A heap of ``(queued, load, seq, id, version)``; an entry is stale once its
+    A heap of ``(level, load, seq, id, version)``, where ``level`` is 0 for a
+    worker with a free slot, else 1 + how many whole queued attempts per slot it
+    holds (1: fewer than one per slot), so a pick for queues of up to ``queue``
+    per slot takes levels up to ``queue``; an entry is stale once its
     worker's version moved on (``update`` pushes a fresh one), and stale
     entries are dropped as they surface, so every change costs O(log n).
+    ``prefetch``: the deepest queue, in attempts per slot, any pick may ask for.
     """
 
     def __init__(self, prefetch: int) -> None:
         self.prefetch = prefetch
-        self._heap: list[tuple[bool, int, int, bytes, int]] = []
+        self._heap: list[tuple[int, int, int, bytes, int]] = []
         self._version: dict[bytes, int] = {}
         self._workers: dict[bytes, Placeable] = {}
         self._seq = itertools.count()
@@ -58,7 +63,8 @@ class LoadIndex:
         self._version[w.id] = version
         self._workers[w.id] = w
         if w.load < self.capacity(w):
-            entry = (w.load >= w.slots, w.load, next(self._seq), w.id, version)
+            level = 0 if w.load < w.slots else (w.load - w.slots) // w.slots + 1
+            entry = (level, w.load, next(self._seq), w.id, version)
             heapq.heappush(self._heap, entry)
         if len(self._heap) > 4 * len(self._workers) + 64:
             self._compact()
@@ -74,20 +80,20 @@ class LoadIndex:
         self._heap = [e for e in self._heap if self._version.get(e[3]) == e[4]]
         heapq.heapify(self._heap)
 
-    def pick(self, ok: Callable[[Placeable], bool] | None, queue: bool) -> Placeable | None:
+    def pick(self, ok: Callable[[Placeable], bool] | None, queue: int) -> Placeable | None:
         """The least loaded worker that ``ok`` accepts (None: any): one with a free
-        slot, or, when ``queue`` is true, one with room in its queue. Costs O(log n)
-        plus the workers ``ok`` refuses."""
+        slot, or one holding fewer than ``queue`` queued attempts per slot (0: none;
+        the shallowest queues first). Costs O(log n) plus the workers ``ok`` refuses."""
         heap = self._heap
         refused = []
         found = None
         while heap:
             entry = heap[0]
-            queued, _, _, wid, version = entry
+            level, _, _, wid, version = entry
             if self._version.get(wid) != version or wid not in self._workers:
                 heapq.heappop(heap)
                 continue
-            if queued and not queue:
+            if level > queue:  # and so is every entry below it
                 break
             w = self._workers[wid]
             if ok is None or ok(w):
@@ -125,6 +131,21 @@ class RunningMedian:
         if len(self._low) > len(self._high):
             return -self._low[0]
         return (-self._low[0] + self._high[0]) / 2
+
+
+def queue_depth(
+    prefetch: int, small_prefetch: int, small_seconds: float, typical: float | None
+) -> int:
+    """Queued attempts per slot a worker may hold for a phase whose typical task takes
+    ``typical`` seconds (None: none finished yet): ``small_prefetch`` for tasks
+    shorter than ``small_seconds`` (a round trip to the master would cost about as
+    much as the task, and one message then carries several), else ``prefetch``;
+    never any when ``prefetch`` is 0."""
+    if prefetch == 0:
+        return 0
+    if typical is not None and typical < small_seconds:
+        return max(prefetch, small_prefetch)
+    return prefetch
 
 
 def straggler(

@@ -10,8 +10,9 @@ Tick ``check_timeouts`` and ``speculate``. What is decided here:
   one already running the task nor one excluded from the job (unless every
   worker is), away from the worker that lost the task's map output when
   another has room. An attempt may queue behind running ones only while the
-  phase has more idle tasks than the cluster has free slots, and a
-  re-executed map never queues: reducers wait for it.
+  phase has more idle tasks than the cluster has free slots (deeper while the
+  phase's tasks are small: ``policy.queue_depth``), and a re-executed map never
+  queues: reducers wait for it.
 * Preemption (``preempt_reducer``): a map that must run again and finds no
   slot stops the job's newest reducer (not a failure).
 * Timeouts (``check_timeouts``): an attempt running past the job's
@@ -157,6 +158,8 @@ def schedule(st: MasterState, now: float, out: list[Command]) -> None:
 
 def fill(st: MasterState, job: Job, now: float, out: list[Command]) -> None:
     """Assign the job's idle tasks while workers have room for them."""
+    s = st.settings
+    depth: dict[str, int] = {}  # queued attempts per slot, by phase: once a pass
     while not job.ended:
         kind = MAP if job.idle[MAP] else REDUCE if job.maps_complete else None
         if kind is None or not job.idle[kind]:
@@ -166,7 +169,13 @@ def fill(st: MasterState, job: Job, now: float, out: list[Command]) -> None:
         if task.status != IDLE:  # cannot happen: every push is a change to idle
             queue.popleft()
             continue
-        w = place(st, job, task, queue=may_queue(task, len(queue), st.free_slots))
+        if kind not in depth:
+            typical = job.run_seconds[kind].median()  # on the workers: no queueing
+            depth[kind] = policy.queue_depth(
+                s.prefetch, s.small_task_prefetch, s.small_task_seconds, typical
+            )
+        may = may_queue(task, len(queue), st.free_slots)
+        w = place(st, job, task, queue=depth[kind] if may else 0)
         if w is None and kind == MAP and job.n_running[REDUCE]:
             w = preempt_reducer(st, job, task, out)
         if w is None:
@@ -175,10 +184,11 @@ def fill(st: MasterState, job: Job, now: float, out: list[Command]) -> None:
         assign(st, job, task, w, now, out)
 
 
-def place(st: MasterState, job: Job, task: Task, queue: bool) -> Worker | None:
+def place(st: MasterState, job: Job, task: Task, queue: int) -> Worker | None:
     """The worker for ``task``'s next attempt: not one already running it, nor one
     excluded from the job (unless every worker is), away from where its output
-    was lost when another has room."""
+    was lost when another has room. ``queue``: how many queued attempts per slot
+    a worker may hold with it (0: a free slot only)."""
     if not task.running and task.lost_on is None and not job.excluded:
         return st.load.pick(None, queue)  # type: ignore[return-value] # any worker will do
     busy = {a.worker.id for a in task.running}
@@ -267,7 +277,7 @@ def preempt_reducer(st: MasterState, job: Job, task: Task, out: list[Command]) -
             f"job {job.id}: reduce task {att.task.index} preempted on {att.worker.name}",
             f"{task.name} must run again and no slot is free",
         )
-        return place(st, job, task, queue=False)
+        return place(st, job, task, queue=0)
     return None
 
 
@@ -332,7 +342,7 @@ def speculate(st: MasterState, job: Job, now: float, out: list[Command]) -> None
         )
         if why is None:
             continue
-        w = place(st, job, att.task, queue=False)
+        w = place(st, job, att.task, queue=0)
         if w is None:
             return
         st._note(out, f"job {job.id}: backup of {att.task.name} on {w.name}", why)

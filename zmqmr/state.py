@@ -154,7 +154,8 @@ class MasterState:
         self.attempts: dict[int, Attempt] = {}
         #: Output dirs of jobs not yet ended (or still being aborted) -> the job's id.
         self.output_dirs: dict[str, str] = {}
-        self.load = policy.LoadIndex(self.settings.prefetch)
+        s = self.settings
+        self.load = policy.LoadIndex(s.prefetch and max(s.prefetch, s.small_task_prefetch))
         #: Slots not running anything, over all workers.
         self.free_slots = 0
         #: Long polls: job id -> {poll id: client}, and a heap of (deadline, poll id, job id).
@@ -483,6 +484,8 @@ class MasterState:
                 )
         add_counters(job.counters, report.counters, 1)
         job.durations[task.kind].add(task.duration)
+        if report.seconds is not None:
+            job.run_seconds[task.kind].add(report.seconds)
         self._set_status(job, task, DONE)
         for loser in list(task.running):  # the losers of a backup race
             self._end_attempt(loser)

@@ -153,6 +153,10 @@ class Job:
     running: dict[int, Attempt] = field(default_factory=dict)
     n_running: dict[str, int] = field(default_factory=lambda: {MAP: 0, REDUCE: 0})
     durations: dict[str, policy.RunningMedian] = field(default_factory=dict)
+    #: Per phase: how long its attempts ran on their workers (``Report.seconds``).
+    run_seconds: dict[str, policy.RunningMedian] = field(
+        default_factory=lambda: {MAP: policy.RunningMedian(), REDUCE: policy.RunningMedian()}
+    )
     #: Counters of the winning attempts, kept up to date as tasks complete or are lost.
     counters: dict[str, int] = field(default_factory=dict)
     shuffle_bytes: int = 0

@@ -154,6 +154,7 @@ class Slot:
     assign: p.Assign | None = None
     jobs: set[str] = field(default_factory=set)  # jobs whose code this executor holds
     progress: float = 0.0
+    started: float = 0.0  # when ``assign`` took the slot (its report's seconds count from)
 
 
 @dataclass(slots=True)
@@ -192,9 +193,11 @@ class WorkerState:
         self.connected = False  # between a Reconnect and the next Connected: nothing to send
         self.last_heard = 0.0
         self.next_heartbeat = 0.0
+        self._now = 0.0  # the clock of the event being handled
 
     def handle(self, event: WorkerEvent, now: float) -> list[WorkerCommand]:
         out: list[WorkerCommand] = []
+        self._now = now
         match event:
             case Connected():
                 self.connected = True
@@ -271,7 +274,7 @@ class WorkerState:
                 error = p.ErrorInfo("MissingCode", "this worker lost the job's code")
                 out.append(Send(p.Failed(a.attempt, "lost", error)))
                 continue
-            slot.assign, slot.progress = a, 0.0
+            slot.assign, slot.progress, slot.started = a, 0.0, self._now
             ship = None if a.job in slot.jobs else code
             slot.jobs.add(a.job)
             run = p.RunAttempt(a.attempt, a.job, a.kind, a.task, a.spec, ship, a.records)
@@ -330,6 +333,8 @@ class WorkerState:
         if isinstance(msg, p.AttemptProgress):
             slot.progress = msg.fraction
             return
+        if isinstance(msg, p.Done):  # how long it ran here, for the master's scheduling
+            msg.report.seconds = max(0.0, self._now - slot.started)
         out.append(Send(msg))
         if isinstance(msg, p.FetchFailed):
             return  # the reduce waits for a relocation

@@ -248,6 +248,9 @@ WORKER_PORT_BARRAGE: list[tuple[str, list[bytes], bool]] = [
         True,
     ),
     ("a DONE for attempt 10**30", raw("DONE", f'{{"attempt":{10**30},"report":{{}}}}'), True),
+    ("a DONE that ran -1 seconds", raw("DONE", '{"attempt":1,"report":{"seconds":-1}}'), True),
+    ("a DONE that ran NaN seconds", raw("DONE", '{"attempt":1,"report":{"seconds":NaN}}'), True),
+    ("a DONE that ran 'long'", raw("DONE", '{"attempt":1,"report":{"seconds":"long"}}'), True),
     (
         "a DONE with a counter of 2**63",
         raw("DONE", f'{{"attempt":1,"report":{{"counters":{{"x":{2**63}}}}}}}'),

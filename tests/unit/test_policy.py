@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from zmqmr.policy import LoadIndex, RunningMedian, straggler
+from zmqmr.policy import LoadIndex, RunningMedian, queue_depth, straggler
 
 
 @dataclass
@@ -81,6 +81,39 @@ def test_a_free_slot_is_preferred_to_a_queue_place_however_loaded():
     index.update(full)
     index.update(busy_but_free)
     assert index.pick(anyone, queue=True) is busy_but_free
+
+
+def test_a_deeper_queue_is_taken_level_by_level_and_a_pick_too_shallow_stops_at_once():
+    index = LoadIndex(prefetch=3)
+    one = W(b"one", 1, 1)  # its slot busy, nothing queued: level 1
+    two = W(b"two", 2, 3)  # two slots, one queued (under one per slot): level 1, more load
+    deep = W(b"deep", 1, 2)  # one queued per slot: level 2
+    for w in (deep, two, one):
+        index.update(w)
+    assert index.pick(anyone, queue=1) is one
+    assert index.pick(lambda w: w is not one, queue=1) is two  # by load within a level
+    assert index.pick(lambda w: w is deep, queue=1) is None
+    assert index.pick(lambda w: w is deep, queue=2) is deep
+    # every worker queued beyond what a pick asks for: it looks at one entry, not all
+    full = LoadIndex(prefetch=3)
+    workers = [W(b"w%d" % i, 1, 2) for i in range(1000)]
+    for w in workers:
+        full.update(w)
+    looked = []
+    assert full.pick(lambda w: looked.append(w) or True, queue=0) is None
+    assert looked == []
+    assert full.pick(lambda w: looked.append(w) or True, queue=1) is None
+    assert looked == []  # level 2 > 1 at the top: stopped before asking anyone
+    assert full.pick(lambda w: looked.append(w) or True, queue=2) is workers[0]
+    assert looked == [workers[0]]
+
+
+def test_queue_depth_is_deeper_for_small_tasks_and_none_without_prefetch():
+    assert queue_depth(1, 4, 0.05, None) == 1  # nothing finished: not known small
+    assert queue_depth(1, 4, 0.05, 0.01) == 4
+    assert queue_depth(1, 4, 0.05, 0.05) == 1
+    assert queue_depth(2, 1, 0.05, 0.01) == 2  # never shallower than prefetch
+    assert queue_depth(0, 4, 0.05, 0.01) == 0  # prefetch 0: never queue
 
 
 def test_workers_refused_by_ok_stay_in_the_index():

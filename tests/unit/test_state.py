@@ -115,13 +115,16 @@ class Cluster:
     """A MasterState, a fake clock, and shorthands for the events workers send.
 
     Calls return the commands without their ``Note``s, which pile up in ``notes``.
-    ``prefetch`` defaults to 0 here: one attempt per free slot, no queueing.
+    ``prefetch`` defaults to 0 here: one attempt per free slot, no queueing; and
+    ``small_task_prefetch`` to 0: the fake clock's tasks take no time, which would
+    otherwise count as small tasks and deepen the queue.
     """
 
     def __init__(self, **settings: Any) -> None:
         settings.setdefault("heartbeat_interval", 1.0)
         settings.setdefault("worker_timeout", 10.0)
         settings.setdefault("prefetch", 0)
+        settings.setdefault("small_task_prefetch", 0)
         self.state = MasterState(ClusterSettings(**settings))
         self.now = 0.0
         self.notes: list[Note] = []
@@ -1255,6 +1258,24 @@ def test_prefetch_queues_one_attempt_per_slot_while_idle_tasks_exceed_free_slots
     plain = Cluster(prefetch=0)
     plain.register(A, slots=1)
     assert [a.task for a in assigns(plain.submit(spec=make_spec(maps=4)))] == [0]
+
+
+def test_small_tasks_queue_deeper_once_their_workers_report_them_small():
+    def run(seconds: float | None, at: float) -> tuple[int, int, int]:
+        c = Cluster(prefetch=1, small_task_prefetch=3, small_task_seconds=0.5)
+        c.register(A, slots=2)
+        first = assigns(c.submit(spec=make_spec(maps=40)))
+        assert len(first) == 4  # nothing finished yet: prefetch, one queued per slot
+        report = Report(segments=[Segment(0, SIZE, GROUPS)], seconds=seconds)
+        more = assigns(c(AttemptDone(A, first[0].attempt, report), at))
+        (w,) = c.state.status(c.now).workers
+        return len(more), w.running, w.queued
+
+    # ran 0.1 s on its worker: one in the slot it freed, then 3 queued per slot
+    assert run(0.1, at=0.1) == (1 + 4, 2, 6)
+    assert run(0.1, at=5.0) == (5, 2, 6)  # however long the master's clock saw it take
+    assert run(2.0, at=2.0) == (1, 2, 2)  # 2 s: not small, one queued per slot
+    assert run(None, at=0.1) == (1, 2, 2)  # a report without seconds: not known small
 
 
 def test_prefetch_queues_nothing_while_free_slots_could_take_the_idle_tasks():

@@ -71,6 +71,17 @@ def test_assignments_run_on_free_slots_and_queue_behind_busy_ones():
     assert runs(cmds) == [(0, 3, False)]  # this executor already holds the code
 
 
+def test_a_done_reports_how_long_it_ran_on_its_slot_not_its_wait_in_the_queue():
+    w = Worker(slots=1)
+    w(Connected(), at=0.0)
+    w.master(assign(1), at=1.0)
+    w.master(assign(2, code=False), at=1.5)  # queued behind 1
+    (sent, *_) = w(FromExecutor(0, p.Done(1, p.Report())), at=3.5)
+    assert sent.msg.report.seconds == 2.5
+    (sent, *_) = w(FromExecutor(0, p.Done(2, p.Report())), at=4.0)
+    assert sent.msg.report.seconds == 0.5  # from 3.5, when it took the slot
+
+
 def test_code_goes_to_each_executor_once_per_job():
     w = Worker(slots=2)
     w(Connected())
