@@ -349,8 +349,10 @@ class ReduceSide:
             for seg in segments:
                 if not seg.checked and seg.data:
                     mapoutput.verify_segment(seg.data)
-            # one list of every segment's groups, in order (a key's values keep their order)
-            items = list(userfn.hash_merged([iter(mapoutput.decode_segments(datas))]))
+            # one segment's groups decoded at a time, in order (a key's values keep
+            # their order): every segment's at once held them all beside the dict
+            streams = (mapoutput.decode_segments((data,)) for data in datas)
+            items = list(userfn.hash_merged(streams))
             step = userfn.MERGE_BATCH
             batches = (items[i : i + step] for i in range(0, len(items), step))
         else:

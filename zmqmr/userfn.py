@@ -187,7 +187,7 @@ def reduce_groups(
 
 
 def hash_merged(
-    streams: list[Iterator[tuple[Any, list[Any]]]],
+    streams: Iterable[Iterable[tuple[Any, list[Any]]]],
 ) -> Iterator[tuple[Any, list[Any]]]:
     """What ``merged`` gives, grouped in a dict and sorted once: for streams that fit in
     memory, O(n) grouping plus a sort of the distinct keys instead of an n log k merge.
