@@ -10,7 +10,7 @@ import sys
 import time
 
 import pytest
-from conftest import REPO
+from conftest import REPO, stop_processes
 
 import zmqmr
 
@@ -18,16 +18,6 @@ pytestmark = pytest.mark.timeout(180)
 
 ZMQMR = [sys.executable, "-m", "zmqmr"]
 ENV = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def test_a_worker_started_before_the_master_waits_for_its_announce_file_and_joins(tmp_path):
@@ -72,9 +62,7 @@ def test_a_worker_started_before_the_master_waits_for_its_announce_file_and_join
                 }
             )
     finally:
-        stop(worker)
-        if master is not None:
-            stop(master)
+        stop_processes([worker] if master is None else [worker, master], grace=20)
 
 
 @pytest.mark.parametrize(
