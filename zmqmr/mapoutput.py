@@ -385,7 +385,8 @@ def decode_segments(datas: Iterable[bytes]) -> list[Group]:
             payload = data[pos : pos + length] if length < 65536 else view[pos : pos + length]
             pos += length
             if (
-                length > 11
+                codec == CODEC_PICKLE
+                and length > 11
                 and payload[:3] in one_frame
                 and frame_length(payload, 3)[0] + 11 == length
             ):

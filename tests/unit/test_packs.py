@@ -188,3 +188,12 @@ def test_a_failed_append_sends_the_next_output_to_a_new_pack(data_dir, monkeypat
     assert pack.path != first
     assert layout.held_outputs(data_dir) == [(JOB, 0, 1), (JOB, 2, 3)]
     assert read(data_dir, 2, 3) == [groups_of(2, r) for r in range(3)]
+
+
+def test_the_chaos_agents_copy_of_the_pack_header_is_the_packs_own():
+    """The agent runs where zmqmr may not be installed, so it keeps its own copy of
+    the header; a change to one without the other would make it damage nothing."""
+    from zmqmr.chaos import agent
+
+    assert agent.PACK_HEADER.format == packs.HEADER.format
+    assert (agent.PACK_LIVE, agent.PACK_REMOVED) == (packs.LIVE, packs.REMOVED)
