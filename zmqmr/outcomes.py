@@ -22,9 +22,9 @@ answered); what follows is here:
   told clearly why it is gone (``unknown``).
 
 The functions take the state as their first argument and work through its
-internals, as ``recovery.py`` does. Pure, like state.py: no ``zmq``, no
-``time``. Imports: the standard library and zmqmr's events, protocol,
-recovery and tables modules.
+named interface (state.py says which), as ``recovery.py`` does. Pure, like
+state.py: no ``zmq``, no ``time``. Imports: the standard library and zmqmr's
+events, protocol, recovery and tables modules.
 """
 
 from __future__ import annotations
@@ -77,9 +77,9 @@ def on_poll(st: MasterState, ev: PollJob, now: float, out: list[Command]) -> Non
     elif job.outcome is not None and not job.output_busy:  # kept until acknowledged
         out.append(addressed_to(job.outcome, ev.client))
     elif ev.wait > 0:
-        poll_id = st._new_id()
+        poll_id = st.new_id()
         st.polls.setdefault(job.id, {})[poll_id] = ev.client
-        heapq.heappush(st._poll_deadlines, (now + ev.wait, poll_id, job.id))
+        heapq.heappush(st.poll_deadlines, (now + ev.wait, poll_id, job.id))
     else:
         out.append(SendProgress(ev.client, job.id, st.progress(job, now)))
 
@@ -128,7 +128,7 @@ def forget(st: MasterState, job: Job, out: list[Command], why: str) -> None:
     """A finished job's outcome was collected or expired: it moves to the history,
     and its result is dropped."""
     if st.jobs.pop(job.id, None) is not None:
-        st.observe.remember(job, st._job_status(job, st._now), st._now)
+        st.observe.remember(job, st.job_status(job, st.clock), st.clock)
     st.finished.pop(job.id, None)
     st.polls.pop(job.id, None)
     st.gone[job.id] = why
@@ -153,13 +153,13 @@ def end_job(
     job.finished = now
     del st.active[job.id]
     release(st, job, out)
-    st._note(out, f"job {job.id} {status} after {now - job.submitted:.1f}s", why)
+    st.note(out, f"job {job.id} {status} after {now - job.submitted:.1f}s", why)
 
 
 def release(st: MasterState, job: Job, out: list[Command]) -> None:
     """Stop the job's attempts and have its workers drop its code and map outputs."""
     for att in list(job.running.values()):
-        st._end_attempt(att)
+        st.end_attempt(att)
         out.append(Cancel(att.worker.id, att.id, reason=f"job {job.id} ended"))
     for task in job.maps:
         if task.output is not None:
@@ -189,7 +189,7 @@ def on_cancel(st: MasterState, ev: CancelJob, now: float, out: list[Command]) ->
     if job is None or job.ended:
         return
     if job.status == COMMITTING:
-        st._note(out, f"job {job.id} is not cancelled", "its output commit has begun")
+        st.note(out, f"job {job.id} is not cancelled", "its output commit has begun")
         return
     end_job(st, job, CANCELLED, now, out, "a client cancelled it")
     failed_outcome(st, job, ErrorInfo("JobCancelled", f"job {job.id} was cancelled"), out)
@@ -224,7 +224,7 @@ def commit(st: MasterState, job: Job, now: float, out: list[Command]) -> None:
             reason="every reduce task is done",
         )
     )
-    st._note(out, f"job {job.id}: committing {len(approved)} part files")
+    st.note(out, f"job {job.id}: committing {len(approved)} part files")
 
 
 def on_committed(st: MasterState, ev: JobCommitted, now: float, out: list[Command]) -> None:
@@ -249,7 +249,7 @@ def on_aborted(st: MasterState, ev: JobAborted, now: float, out: list[Command]) 
     """The shell carried out AbortJob: the directory is free and the outcome can go."""
     job = st.jobs.get(ev.job_id)
     if job is not None and ev.error is not None:
-        st._note(out, f"job {job.id}: its _temporary may remain", ev.error.message)
+        st.note(out, f"job {job.id}: its _temporary may remain", ev.error.message)
     free_output_dir(st, ev.job_id, job.spec.output_dir if job is not None else None)
     if job is not None and job.output_busy and job.ended:
         job.output_busy = False

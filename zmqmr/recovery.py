@@ -22,8 +22,8 @@ started again hands each entry back as a ``Replayed`` event, then
 entries, written by compaction in place of the whole history.
 
 It is a part of the state machine kept in a file of its own, and works on the
-state's tables through its internals. Pure, like state.py: no ``zmq``, no
-``time``, no files. Imports: the standard
+state's tables through its named interface (state.py says which). Pure, like
+state.py: no ``zmq``, no ``time``, no files. Imports: the standard
 library and zmqmr's protocol, journal, events and tables modules.
 """
 
@@ -108,7 +108,7 @@ def _map(st: MasterState, entry: Entry, now: float, out: list[Command]) -> None:
     task = job.maps[index]
     task.recovered = (attempt, shuffle, report)
     st.waiting.setdefault(shuffle, {})[(job.id, index)] = None
-    st._set_status(job, task, WAITING)
+    st.set_status(job, task, WAITING)
 
 
 def _lost(st: MasterState, entry: Entry, now: float, out: list[Command]) -> None:
@@ -116,7 +116,7 @@ def _lost(st: MasterState, entry: Entry, now: float, out: list[Command]) -> None
     if job is not None:
         index = int(entry.fields["task"])
         _unwait(st, job, index)
-        st._set_status(job, job.maps[index], IDLE)
+        st.set_status(job, job.maps[index], IDLE)
 
 
 def _reduce(st: MasterState, entry: Entry, now: float, out: list[Command]) -> None:
@@ -132,7 +132,7 @@ def _reduce(st: MasterState, entry: Entry, now: float, out: list[Command]) -> No
     task.result = entry.blobs[0] if f["result"] else None
     task.approved = int(f["attempt"])  # the attempt whose part file the job commit moves
     add_counters(job.counters, report.counters, 1)
-    st._set_status(job, task, DONE)
+    st.set_status(job, task, DONE)
 
 
 def _end(st: MasterState, entry: Entry, now: float, out: list[Command]) -> None:
@@ -206,7 +206,7 @@ def resume(st: MasterState, now: float, out: list[Command]) -> None:
             out.append(AbortJob(job.id, job.spec.output_dir, reason="resumed after a restart"))
     waiting = sum(len(p) for p in st.waiting.values())
     st.claim_deadline = now + st.settings.worker_timeout if waiting else None
-    st._dirty = True
+    st.dirty = True
     out.append(
         Note(
             f"recovered {len(st.active)} running and {len(st.finished)} finished jobs; "
@@ -240,11 +240,11 @@ def claim(
             task.report = report
             add_counters(job.counters, report.counters, 1)
             job.holders.add(w.id)
-            st._set_status(job, task, DONE)
+            st.set_status(job, task, DONE)
             st.map_done(job, task, now, out)
             reused += 1
         else:
-            st._set_status(job, task, IDLE)
+            st.set_status(job, task, IDLE)
             rerun += 1
     if not st.waiting:
         st.claim_deadline = None
@@ -264,7 +264,7 @@ def release_all(st: MasterState, out: list[Command]) -> None:
             job = st.active.get(job_id)
             if job is not None and job.maps[index].status == WAITING:
                 job.maps[index].recovered = None
-                st._set_status(job, job.maps[index], IDLE)
+                st.set_status(job, job.maps[index], IDLE)
                 n += 1
     st.waiting.clear()
     st.claim_deadline = None

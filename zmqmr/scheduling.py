@@ -24,8 +24,8 @@ Tick ``check_timeouts`` and ``speculate``. What is decided here:
   a job failed or stalled gets no more of its tasks.
 
 The functions that change the tables take the state as their first argument
-and work through its internals, as ``recovery.py`` does; a task's status still
-changes only in ``MasterState._set_status``. ``location``, ``task_spec``,
+and work through its named interface (state.py says which), as ``recovery.py``
+does; a task's status still changes only in ``MasterState.set_status``. ``location``, ``task_spec``,
 ``may_queue`` and ``typical_time`` are pure. Like state.py: no ``zmq``, no
 ``time``. Imports: the standard library and zmqmr's policy, events, protocol
 and tables modules.
@@ -151,7 +151,7 @@ def rerun_reason(task: Task) -> str:
 
 def schedule(st: MasterState, now: float, out: list[Command]) -> None:
     """Give free slots to idle tasks, oldest job first."""
-    st._dirty = False
+    st.dirty = False
     for job in list(st.active.values()):
         fill(st, job, now, out)
 
@@ -217,7 +217,7 @@ def assign(
 ) -> None:
     """Start an attempt of ``task`` on ``w`` (on a free slot, or queued there)."""
     began = now if w.load < w.slots else None
-    att = Attempt(st._new_id(), job, task, w, now, began, backup=backup)
+    att = Attempt(st.new_id(), job, task, w, now, began, backup=backup)
     st.observe.started(att, now, rerun=not backup and task.attempts > 0)
     st.attempts[att.id] = job.running[att.id] = w.running[att.id] = att
     if w.load <= w.slots:
@@ -226,7 +226,7 @@ def assign(
     task.running.append(att)
     job.n_running[task.kind] += 1
     task.attempts += 1
-    st._set_status(job, task, RUNNING)
+    st.set_status(job, task, RUNNING)
     job.stats[_ATTEMPTS[task.kind]] += 1
     if st.durable:
         st.persist(out, "attempt", job=job.id, kind=task.kind, id=att.id)
@@ -235,7 +235,7 @@ def assign(
     if job.status == QUEUED:
         job.status = ACTIVE
         job.started = now
-        st._note(out, f"job {job.id} started")
+        st.note(out, f"job {job.id} started")
     ts, records = task_spec(job, task, st.settings.result_limit)
     code = None
     if job.id not in w.has_code:
@@ -269,10 +269,10 @@ def preempt_reducer(st: MasterState, job: Job, task: Task, out: list[Command]) -
     for att in reducers:
         if att.worker.id == task.lost_on and len(reducers) > 1:
             continue
-        st._end_attempt(att, outcome="preempted")
+        st.end_attempt(att, outcome="preempted")
         out.append(Cancel(att.worker.id, att.id, reason=f"preempted for {task.name}"))
         job.stats["preempted_reduces"] += 1
-        st._note(
+        st.note(
             out,
             f"job {job.id}: reduce task {att.task.index} preempted on {att.worker.name}",
             f"{task.name} must run again and no slot is free",
@@ -286,11 +286,11 @@ def strike(st: MasterState, job: Job, w: Worker, out: list[Command], why: str) -
     w.failures[job.id] = n = w.failures.get(job.id, 0) + 1
     if n == st.settings.worker_job_failures and w.id in st.workers:
         job.excluded.add(w.id)
-        st._note(out, f"job {job.id}: worker {w.name} gets no more of its tasks", why)
+        st.note(out, f"job {job.id}: worker {w.name} gets no more of its tasks", why)
         if len(job.excluded) >= len(st.workers):
             return  # no other worker is left: it keeps what it runs
         for att in [a for a in w.running.values() if a.job is job]:  # queued there, likely
-            st._end_attempt(att)
+            st.end_attempt(att)
             out.append(Cancel(w.id, att.id, reason=f"worker excluded from job {job.id}"))
 
 
@@ -310,7 +310,7 @@ def check_timeouts(st: MasterState, job: Job, now: float, out: list[Command]) ->
         job.stats["timeouts"] += 1
         out.append(Cancel(att.worker.id, att.id, reason=f"task_timeout={limit:g}s"))
         message = f"{att.task.name} ran longer than task_timeout={limit:g}s"
-        st._attempt_failed(att, now, out, ErrorInfo("TaskTimeout", message))
+        st.attempt_failed(att, now, out, ErrorInfo("TaskTimeout", message))
 
 
 def speculate(st: MasterState, job: Job, now: float, out: list[Command]) -> None:
@@ -345,7 +345,7 @@ def speculate(st: MasterState, job: Job, now: float, out: list[Command]) -> None
         w = place(st, job, att.task, queue=0)
         if w is None:
             return
-        st._note(out, f"job {job.id}: backup of {att.task.name} on {w.name}", why)
+        st.note(out, f"job {job.id}: backup of {att.task.name} on {w.name}", why)
         assign(st, job, att.task, w, now, out, backup=True, reason=f"backup: {why}")
         if now - att.worker.last_activity > s.stall_seconds:
             strike(st, job, att.worker, out, f"{att.task.name} stalled there")

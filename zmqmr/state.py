@@ -50,6 +50,12 @@ The rules, after DESIGN.md §3 and the MapReduce paper:
   use an ``output_dir``: a second is rejected at submit. A cancel that comes
   once the commit has begun is too late: the job commits.
 
+The policy modules change the tables through a small named interface of
+MasterState: ``set_status`` (the one place a task's status changes),
+``end_attempt``, ``attempt_failed``, ``new_id``, ``note`` and ``persist``,
+with ``clock`` (the time of the event being handled) and ``dirty`` (something
+may be placeable). Its ``_on_*`` handlers are its own.
+
 Cost: every event costs O(1) or O(log n) in tasks and workers (plus the
 messages it produces): counts of done tasks, idle queues per phase, a heap of
 workers with room, workers ordered by when they were last heard from, and a
@@ -160,16 +166,16 @@ class MasterState:
         self.free_slots = 0
         #: Long polls: job id -> {poll id: client}, and a heap of (deadline, poll id, job id).
         self.polls: dict[str, dict[int, bytes]] = {}
-        self._poll_deadlines: list[tuple[float, int, str]] = []
+        self.poll_deadlines: list[tuple[float, int, str]] = []
         self.last_id = 0  # attempt and poll ids: the last one given
         #: Results collected or expired lately: job id -> why it is gone (for a clear error).
         self.gone: OrderedDict[str, str] = OrderedDict()
         #: Recovered map outputs by the shuffle address that served them.
         self.waiting: dict[str, dict[tuple[str, int], None]] = {}
         self.claim_deadline: float | None = None
-        self._dirty = False  # something may be placeable: run the scheduler
+        self.dirty = False  # something may be placeable: run the scheduler
         self._stimulus = ""
-        self._now = 0.0  # the clock of the event being handled
+        self.clock = 0.0  # the clock of the event being handled
         #: Timelines, failures, lost workers and finished jobs, for people to look at.
         self.observe = Observer(self.settings.history_jobs)
 
@@ -183,7 +189,7 @@ class MasterState:
         the slots they free are filled together after the last."""
         out: list[Command] = []
         self._stimulus = getattr(event, "stimulus", "")
-        self._now = now
+        self.clock = now
         match event:
             # a worker's messages
             case WorkerReady():
@@ -226,7 +232,7 @@ class MasterState:
                 out.append(SendJobInfo(event.client, event.job_id, self.detail(event.job_id, now)))
             case LogsRequest():
                 workers = list(self.workers.values())
-                request = self._new_id()
+                request = self.new_id()
                 out.extend(
                     self.observe.ask_logs(
                         request, event.client, event.job_id, event.kind, event.task, workers, now
@@ -247,7 +253,7 @@ class MasterState:
                 self._on_shutdown(now, out)
             case _:
                 _unreachable(event)
-        if self._dirty and schedule:
+        if self.dirty and schedule:
             scheduling.schedule(self, now, out)
         for cmd in out:
             if not cmd.stimulus:
@@ -258,14 +264,14 @@ class MasterState:
         """The assignments that events taken with ``schedule=False`` made possible
         (their stimulus: the last of those events)."""
         out: list[Command] = []
-        if self._dirty:
-            self._now = now
+        if self.dirty:
+            self.clock = now
             scheduling.schedule(self, now, out)
             for cmd in out:
                 cmd.stimulus = self._stimulus
         return out
 
-    def _new_id(self) -> int:
+    def new_id(self) -> int:
         self.last_id += 1
         return self.last_id
 
@@ -276,11 +282,12 @@ class MasterState:
     def wake_at(self) -> float | None:
         """When the next long poll or log request falls due, if one waits: a Tick then."""
         due = [d for d in (self.observe.wake_at(),) if d is not None]
-        if self._poll_deadlines:
-            due.append(self._poll_deadlines[0][0])
+        if self.poll_deadlines:
+            due.append(self.poll_deadlines[0][0])
         return min(due) if due else None
 
-    def _note(self, out: list[Command], what: str, reason: str = "") -> None:
+    def note(self, out: list[Command], what: str, reason: str = "") -> None:
+        """Say why: a decision for the master's log, with the event's stimulus id."""
         out.append(Note(what, reason=reason))
 
     def persist(
@@ -310,9 +317,9 @@ class MasterState:
         self.workers[w.id] = w
         self.free_slots += slots
         self.load.update(w)
-        self._dirty = True
+        self.dirty = True
         capped = f" (it claimed {ev.slots}; max_worker_slots)" if slots < ev.slots else ""
-        self._note(out, f"worker {w.name} joined with {slots} slots{capped}", "READY")
+        self.note(out, f"worker {w.name} joined with {slots} slots{capped}", "READY")
         out.append(Welcome(w.id))
         if self.waiting:
             recovery.claim(self, w, ev.held, now, out)
@@ -324,9 +331,7 @@ class MasterState:
                 ended.append(job_id)
                 out.append(DropJob(w.id, job_id, reason="it holds files of an ended job"))
         if ended:
-            self._note(
-                out, f"worker {w.name} holds files of ended jobs {', '.join(ended)}", "READY"
-            )
+            self.note(out, f"worker {w.name} holds files of ended jobs {', '.join(ended)}", "READY")
 
     def _on_seen(self, ev: WorkerSeen, now: float, out: list[Command]) -> None:
         w = self._known(ev.worker, now, out)
@@ -360,14 +365,14 @@ class MasterState:
         self.observe.worker_lost(w, now, why)
         for att in list(w.running.values()):
             att.job.stats["lost_attempts"] += 1
-            self._end_attempt(att, outcome="lost", error=f"worker {w.name} lost: {why}")
+            self.end_attempt(att, outcome="lost", error=f"worker {w.name} lost: {why}")
         outputs = sorted(w.outputs)
         for job_id, index in outputs:
             job = self.jobs[job_id]
             self._map_output_lost(job, job.maps[index], out, f"its output was on worker {w.name}")
         for job in self.active.values():
             job.excluded.discard(w.id)
-        self._note(
+        self.note(
             out,
             f"worker {w.name} is gone: {lost} running attempts and {len(outputs)} map outputs lost",
             why,
@@ -375,7 +380,8 @@ class MasterState:
 
     # -- task status: the one place it changes ---------------------------------------
 
-    def _set_status(self, job: Job, task: Task, status: str) -> None:
+    def set_status(self, job: Job, task: Task, status: str) -> None:
+        """The one place a task's status changes: keeps the done counts and idle queues."""
         was = task.status
         if was == status:
             return
@@ -389,16 +395,16 @@ class MasterState:
                 job.idle[task.kind].appendleft(task)
             else:
                 job.idle[task.kind].append(task)
-            self._dirty = True
+            self.dirty = True
 
-    def _end_attempt(
+    def end_attempt(
         self, att: Attempt, requeue: bool = True, outcome: str = "cancelled", error: str = ""
     ) -> None:
         """Take a running attempt off every table; its task goes idle if nothing else
         runs it (unless ``requeue`` is false: the attempt has just completed it).
         ``outcome`` and ``error`` are for its timeline entry."""
         del self.attempts[att.id]
-        self.observe.ended(att, self._now, outcome, error)
+        self.observe.ended(att, self.clock, outcome, error)
         job, task, w = att.job, att.task, att.worker
         del job.running[att.id]
         job.n_running[task.kind] -= 1
@@ -407,9 +413,9 @@ class MasterState:
             if w.load < w.slots:
                 self.free_slots += 1
             self.load.update(w)
-            self._dirty = True
+            self.dirty = True
         if requeue and task.status == RUNNING and not task.running:
-            self._set_status(job, task, IDLE)
+            self.set_status(job, task, IDLE)
 
     def _map_output_lost(self, job: Job, task: Task, out: list[Command], why: str) -> None:
         output = task.output
@@ -428,8 +434,8 @@ class MasterState:
         job.stats["reexecuted_maps"] += 1
         job.maps_done_at = None
         self.persist(out, "lost", job=job.id, task=task.index)
-        self._set_status(job, task, RUNNING if task.running else IDLE)
-        self._note(out, f"job {job.id}: map task {task.index} will run again", why)
+        self.set_status(job, task, RUNNING if task.running else IDLE)
+        self.note(out, f"job {job.id}: map task {task.index} will run again", why)
 
     # -- attempts ----------------------------------------------------------------
 
@@ -448,11 +454,11 @@ class MasterState:
         job, task, w = att.job, att.task, att.worker
         report = ev.report
         if att.kind == MAP and any(s.partition >= len(job.reduces) for s in report.segments):
-            self._attempt_failed(
+            self.attempt_failed(
                 att, now, out, ErrorInfo("ProtocolError", "map segments name unknown partitions")
             )
             return
-        self._end_attempt(att, requeue=False, outcome="done")
+        self.end_attempt(att, requeue=False, outcome="done")
         w.last_activity = now
         task.report = report
         task.duration = now - att.start
@@ -486,15 +492,15 @@ class MasterState:
         job.durations[task.kind].add(task.duration)
         if report.seconds is not None:
             job.run_seconds[task.kind].add(report.seconds)
-        self._set_status(job, task, DONE)
+        self.set_status(job, task, DONE)
         for loser in list(task.running):  # the losers of a backup race
-            self._end_attempt(loser)
+            self.end_attempt(loser)
             out.append(Cancel(loser.worker.id, loser.id, reason=f"attempt {att.id} won"))
             if loser.backup:
                 job.stats["backups_cancelled"] += 1
         if att.backup:
             job.stats["backups_won"] += 1
-            self._note(out, f"job {job.id}: the backup of {task.name} won", f"attempt {att.id}")
+            self.note(out, f"job {job.id}: the backup of {task.name} won", f"attempt {att.id}")
         if task.kind == MAP:
             self.map_done(job, task, now, out)
         elif job.spec.output_dir is None and report.too_big:
@@ -520,8 +526,8 @@ class MasterState:
             task.lost_on = None
         if job.maps_complete and job.maps_done_at is None:
             job.maps_done_at = now
-            self._note(out, f"job {job.id}: every map task is done; reduces start")
-            self._dirty = True
+            self.note(out, f"job {job.id}: every map task is done; reduces start")
+            self.dirty = True
 
     def _on_failed(self, ev: AttemptFailed, now: float, out: list[Command]) -> None:
         att = self._current(ev.worker, ev.attempt, now, out)
@@ -530,11 +536,11 @@ class MasterState:
         if ev.kind == "lost":  # not the user's fault: the worker lost the job's code
             att.job.stats["lost_attempts"] += 1
             att.worker.has_code.discard(att.job.id)
-            self._end_attempt(att, outcome="lost", error=ev.error.message)
+            self.end_attempt(att, outcome="lost", error=ev.error.message)
             return
-        self._attempt_failed(att, now, out, ev.error, ev.record)
+        self.attempt_failed(att, now, out, ev.error, ev.record)
 
-    def _attempt_failed(
+    def attempt_failed(
         self,
         att: Attempt,
         now: float,
@@ -542,9 +548,11 @@ class MasterState:
         error: ErrorInfo,
         record: int | None = None,
     ) -> None:
+        """A running attempt failed by the user's doing (an error, a crash, a timeout):
+        end it, strike its worker, retry its task or fail the job."""
         job, task, w = att.job, att.task, att.worker
         task.failures += 1
-        self._end_attempt(att, outcome="failed", error=f"{error.type}: {error.message}")
+        self.end_attempt(att, outcome="failed", error=f"{error.type}: {error.message}")
         self.observe.failed(
             job,
             ErrorInfo.make(
@@ -575,7 +583,7 @@ class MasterState:
             )
             outcomes.fail_job(self, job, now, out, failed)
             return
-        self._note(out, f"job {job.id}: {task.name} will be retried", f"{error.type} on {w.name}")
+        self.note(out, f"job {job.id}: {task.name} will be retried", f"{error.type} on {w.name}")
 
     def _skipping_helps(self, job: Job, task: Task) -> bool:
         """With skip_bad_records, failures pinned on one record do not exhaust the task."""
@@ -622,7 +630,7 @@ class MasterState:
             if oldest.finished is None or now - oldest.finished <= ttl:
                 break
             outcomes.forget(self, oldest, out, "expired")
-        heap = self._poll_deadlines
+        heap = self.poll_deadlines
         while heap and heap[0][0] <= now:
             _, poll_id, job_id = heapq.heappop(heap)
             client = self.polls.get(job_id, {}).pop(poll_id, None)
@@ -663,10 +671,10 @@ class MasterState:
         self.observe.submitted(job)
         if spec.output_dir is not None:
             self.output_dirs[spec.output_dir] = job.id
-        self._dirty = True
+        self.dirty = True
         self.persist(out, "job", [ev.code, *ev.records], job=job.id, spec=spec.to_json())
         out.append(JobAccepted(ev.client, job.id))
-        self._note(
+        self.note(
             out, f"job {job.id} ({spec.name}) accepted: {len(maps)} maps, {len(reduces)} reduces"
         )
 
@@ -694,7 +702,7 @@ class MasterState:
     def status(self, now: float) -> ClusterStatus:
         return views.cluster_status(self, now)
 
-    def _job_status(self, job: Job, now: float) -> JobStatus:
+    def job_status(self, job: Job, now: float) -> JobStatus:
         return views.job_status(self, job, now)
 
     def detail(self, job_id: str, now: float) -> JobDetail | None:
