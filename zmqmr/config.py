@@ -70,7 +70,8 @@ class ClusterSettings:
     #: than the cluster has free slots (0: never queue).
     prefetch: int = 1
     #: ...and this many while the phase's typical task takes less than
-    #: ``small_task_seconds``: tiny tasks then travel several to a message and an
+    #: ``small_task_seconds`` (and no attempt of it was seen taking ten times that,
+    #: ``policy.queue_depth``): tiny tasks then travel several to a message and an
     #: executor never waits a round trip (their tail behind a queue stays short).
     small_task_prefetch: int = 4
     small_task_seconds: float = 0.05

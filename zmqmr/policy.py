@@ -9,8 +9,9 @@ its constants in ``ClusterSettings``:
   its share; a worker may hold queued attempts beyond its slots only while the
   job has more idle tasks than the cluster has free slots (small tasks then
   never wait a round trip; big ones never queue behind one another near the
-  end of a phase): ``prefetch`` per slot, or ``small_task_prefetch`` while the
-  phase's typical task is shorter than ``small_task_seconds`` (``queue_depth``).
+  end of a phase): ``prefetch`` per slot, or ``small_task_prefetch`` once the
+  phase is known to be small: enough finished, their median under
+  ``small_task_seconds``, none seen long (``queue_depth``, ``is_long``).
 * ``straggler``: whether a running attempt deserves a backup, and why (LATE's
   estimate from progress; a worker silent while its peers progress).
 * ``RunningMedian``: the typical task time of a phase, in O(log n) a task.
@@ -23,7 +24,10 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from .config import ClusterSettings
 
 
 class Placeable(Protocol):
@@ -133,19 +137,41 @@ class RunningMedian:
         return (-self._low[0] + self._high[0]) / 2
 
 
-def queue_depth(
-    prefetch: int, small_prefetch: int, small_seconds: float, typical: float | None
-) -> int:
-    """Queued attempts per slot a worker may hold for a phase whose typical task takes
-    ``typical`` seconds (None: none finished yet): ``small_prefetch`` for tasks
-    shorter than ``small_seconds`` (a round trip to the master would cost about as
-    much as the task, and one message then carries several), else ``prefetch``;
-    never any when ``prefetch`` is 0."""
-    if prefetch == 0:
+#: Attempts of a phase that must have finished before its median may call it small.
+SMALL_PHASE_MIN_FINISHED = 8
+#: An attempt this many times ``small_task_seconds`` or longer (finished, or still
+#: running on the master's clock) makes its phase not small for good: one long task
+#: behind which queued ones would wait is enough.
+LONG_TASK_FACTOR = 10.0
+
+
+def is_long(seconds: float, settings: ClusterSettings) -> bool:
+    """Whether an attempt that took (or has run for) ``seconds`` ends small-task queueing
+    in its phase."""
+    return seconds >= LONG_TASK_FACTOR * settings.small_task_seconds
+
+
+def max_queue_depth(settings: ClusterSettings) -> int:
+    """The most queued attempts per slot any phase may get (0: no queueing)."""
+    return settings.prefetch and max(settings.prefetch, settings.small_task_prefetch)
+
+
+def queue_depth(settings: ClusterSettings, run_seconds: RunningMedian, long_seen: bool) -> int:
+    """Queued attempts per slot a worker may hold for a phase: ``small_task_prefetch``
+    while its tasks are small (a round trip to the master would cost about as much as
+    the task, and one message then carries several), else ``prefetch``; never any when
+    ``prefetch`` is 0. Small: at least ``SMALL_PHASE_MIN_FINISHED`` attempts finished,
+    their median time on the workers (``run_seconds``) under ``small_task_seconds``,
+    and no attempt of the phase seen long (``long_seen``, ``is_long``): fast tasks
+    finish first, so a median alone would queue slow ones behind each other."""
+    if settings.prefetch == 0:
         return 0
-    if typical is not None and typical < small_seconds:
-        return max(prefetch, small_prefetch)
-    return prefetch
+    if long_seen or len(run_seconds) < SMALL_PHASE_MIN_FINISHED:
+        return settings.prefetch
+    typical = run_seconds.median()
+    if typical is not None and typical < settings.small_task_seconds:
+        return max_queue_depth(settings)
+    return settings.prefetch
 
 
 def straggler(
@@ -164,8 +190,8 @@ def straggler(
 
     ``typical`` is the phase's typical task time (the median of finished ones,
     or an estimate from the progress of running ones); ``quiet_since`` is when
-    the attempt, or its worker, last showed any progress (a queued attempt does
-    not count as quiet while the attempts ahead of it progress).
+    the attempt, or its worker, last showed any progress, and ``start`` when its
+    worker began it (an attempt still queued on its worker is never asked).
 
     * Quiet: no progress for ``quiet_factor`` typical times (and ``stall_seconds``).
       This also catches a worker that reports progress it does not make: once

@@ -130,9 +130,14 @@ def may_queue(task: Task, idle: int, free_slots: int) -> bool:
 def typical_time(
     job: Job, kind: str, running: Sequence[tuple[Attempt, float]], now: float
 ) -> float | None:
-    """The phase's typical task time: the median of its finished tasks, or, before any
-    finished, the median estimate from the progress of its ``running`` attempts."""
-    typical = job.durations[kind].median()
+    """The phase's typical task time: the median of its finished attempts' times on
+    their workers (``Report.seconds``: the clock a straggler's elapsed time is measured
+    on, from when its worker began it, not from when it was queued), else of the
+    master's durations, or, before any finished, the median estimate from the progress
+    of its ``running`` attempts."""
+    typical = job.run_seconds[kind].median()
+    if typical is None:
+        typical = job.durations[kind].median()
     if typical is None:
         estimates = sorted((now - t) / a.progress for a, t in running if a.progress > 0)
         typical = estimates[len(estimates) // 2] if estimates else None
@@ -170,10 +175,7 @@ def fill(st: MasterState, job: Job, now: float, out: list[Command]) -> None:
             queue.popleft()
             continue
         if kind not in depth:
-            typical = job.run_seconds[kind].median()  # on the workers: no queueing
-            depth[kind] = policy.queue_depth(
-                s.prefetch, s.small_task_prefetch, s.small_task_seconds, typical
-            )
+            depth[kind] = policy.queue_depth(s, job.run_seconds[kind], job.long_seen[kind])
         may = may_queue(task, len(queue), st.free_slots)
         w = place(st, job, task, queue=depth[kind] if may else 0)
         if w is None and kind == MAP and job.n_running[REDUCE]:
@@ -295,6 +297,23 @@ def strike(st: MasterState, job: Job, w: Worker, out: list[Command], why: str) -
 
 
 # -- the clock: timeouts and backups -----------------------------------------------------
+
+
+def notice_long_tasks(st: MasterState, job: Job, now: float) -> None:
+    """On the tick: a running attempt of the current phase that has run long (on the
+    master's clock) ends small-task queueing in that phase. Looks at running attempts
+    only, and only until one is found."""
+    kind = job.phase
+    if job.long_seen[kind]:
+        return
+    for att in job.running.values():
+        if (
+            att.kind == kind
+            and att.began is not None
+            and policy.is_long(now - att.began, st.settings)
+        ):
+            job.long_seen[kind] = True
+            return
 
 
 def check_timeouts(st: MasterState, job: Job, now: float, out: list[Command]) -> None:

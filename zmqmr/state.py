@@ -161,7 +161,7 @@ class MasterState:
         #: Output dirs of jobs not yet ended (or still being aborted) -> the job's id.
         self.output_dirs: dict[str, str] = {}
         s = self.settings
-        self.load = policy.LoadIndex(s.prefetch and max(s.prefetch, s.small_task_prefetch))
+        self.load = policy.LoadIndex(policy.max_queue_depth(s))
         #: Slots not running anything, over all workers.
         self.free_slots = 0
         #: Long polls: job id -> {poll id: client}, and a heap of (deadline, poll id, job id).
@@ -175,6 +175,7 @@ class MasterState:
         self.claim_deadline: float | None = None
         self.dirty = False  # something may be placeable: run the scheduler
         self._stimulus = ""
+        self._settle_stimulus = ""  # the event that first made work placeable since a pass
         self.clock = 0.0  # the clock of the event being handled
         #: Timelines, failures, lost workers and finished jobs, for people to look at.
         self.observe = Observer(self.settings.history_jobs)
@@ -255,6 +256,8 @@ class MasterState:
                 _unreachable(event)
         if self.dirty and schedule:
             scheduling.schedule(self, now, out)
+        elif self.dirty and not self._settle_stimulus:
+            self._settle_stimulus = self._stimulus
         for cmd in out:
             if not cmd.stimulus:
                 cmd.stimulus = self._stimulus
@@ -262,13 +265,14 @@ class MasterState:
 
     def settle(self, now: float) -> list[Command]:
         """The assignments that events taken with ``schedule=False`` made possible
-        (their stimulus: the last of those events)."""
+        (their stimulus: the first of those events that made room or work)."""
         out: list[Command] = []
         if self.dirty:
             self.clock = now
             scheduling.schedule(self, now, out)
             for cmd in out:
-                cmd.stimulus = self._stimulus
+                cmd.stimulus = self._settle_stimulus or self._stimulus
+        self._settle_stimulus = ""
         return out
 
     def new_id(self) -> int:
@@ -492,6 +496,8 @@ class MasterState:
         job.durations[task.kind].add(task.duration)
         if report.seconds is not None:
             job.run_seconds[task.kind].add(report.seconds)
+            if policy.is_long(min(report.seconds, task.duration), self.settings):
+                job.long_seen[task.kind] = True
         self.set_status(job, task, DONE)
         for loser in list(task.running):  # the losers of a backup race
             self.end_attempt(loser)
@@ -620,6 +626,7 @@ class MasterState:
             self._lose_worker(w, now, out, f"silent for {now - w.last_seen:.1f}s")
         for job in list(self.active.values()):
             scheduling.check_timeouts(self, job, now, out)
+            scheduling.notice_long_tasks(self, job, now)
         for job in list(self.active.values()):
             scheduling.speculate(self, job, now, out)
         if self.claim_deadline is not None and now >= self.claim_deadline:

@@ -157,6 +157,8 @@ class Job:
     run_seconds: dict[str, policy.RunningMedian] = field(
         default_factory=lambda: {MAP: policy.RunningMedian(), REDUCE: policy.RunningMedian()}
     )
+    #: Per phase: whether an attempt was seen taking long (``policy.is_long``).
+    long_seen: dict[str, bool] = field(default_factory=lambda: {MAP: False, REDUCE: False})
     #: Counters of the winning attempts, kept up to date as tasks complete or are lost.
     counters: dict[str, int] = field(default_factory=dict)
     shuffle_bytes: int = 0

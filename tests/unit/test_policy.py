@@ -9,7 +9,14 @@ from dataclasses import dataclass
 
 import pytest
 
-from zmqmr.policy import LoadIndex, RunningMedian, queue_depth, straggler
+from zmqmr.config import ClusterSettings
+from zmqmr.policy import (
+    SMALL_PHASE_MIN_FINISHED,
+    LoadIndex,
+    RunningMedian,
+    queue_depth,
+    straggler,
+)
 
 
 @dataclass
@@ -109,11 +116,23 @@ def test_a_deeper_queue_is_taken_level_by_level_and_a_pick_too_shallow_stops_at_
 
 
 def test_queue_depth_is_deeper_for_small_tasks_and_none_without_prefetch():
-    assert queue_depth(1, 4, 0.05, None) == 1  # nothing finished: not known small
-    assert queue_depth(1, 4, 0.05, 0.01) == 4
-    assert queue_depth(1, 4, 0.05, 0.05) == 1
-    assert queue_depth(2, 1, 0.05, 0.01) == 2  # never shallower than prefetch
-    assert queue_depth(0, 4, 0.05, 0.01) == 0  # prefetch 0: never queue
+    def depth(prefetch: int, small: int, times: list[float], long_seen: bool = False) -> int:
+        settings = ClusterSettings(
+            prefetch=prefetch, small_task_prefetch=small, small_task_seconds=0.05
+        )
+        finished = RunningMedian()
+        for t in times:
+            finished.add(t)
+        return queue_depth(settings, finished, long_seen)
+
+    eight_small = [0.01] * SMALL_PHASE_MIN_FINISHED
+    assert depth(1, 4, []) == 1  # nothing finished: not known small
+    assert depth(1, 4, eight_small[1:]) == 1  # too few finished to tell
+    assert depth(1, 4, eight_small) == 4
+    assert depth(1, 4, eight_small, long_seen=True) == 1  # one long attempt was seen
+    assert depth(1, 4, [0.05] * SMALL_PHASE_MIN_FINISHED) == 1
+    assert depth(2, 1, eight_small) == 2  # never shallower than prefetch
+    assert depth(0, 4, eight_small) == 0  # prefetch 0: never queue
 
 
 def test_workers_refused_by_ok_stay_in_the_index():

@@ -1260,22 +1260,53 @@ def test_prefetch_queues_one_attempt_per_slot_while_idle_tasks_exceed_free_slots
     assert [a.task for a in assigns(plain.submit(spec=make_spec(maps=4)))] == [0]
 
 
-def test_small_tasks_queue_deeper_once_their_workers_report_them_small():
-    def run(seconds: float | None, at: float) -> tuple[int, int, int]:
-        c = Cluster(prefetch=1, small_task_prefetch=3, small_task_seconds=0.5)
-        c.register(A, slots=2)
-        first = assigns(c.submit(spec=make_spec(maps=40)))
-        assert len(first) == 4  # nothing finished yet: prefetch, one queued per slot
-        report = Report(segments=[Segment(0, SIZE, GROUPS)], seconds=seconds)
-        more = assigns(c(AttemptDone(A, first[0].attempt, report), at))
-        (w,) = c.state.status(c.now).workers
-        return len(more), w.running, w.queued
+def _small_task_cluster() -> tuple[Cluster, list[Assign]]:
+    c = Cluster(prefetch=1, small_task_prefetch=3, small_task_seconds=0.5)
+    c.register(A, slots=2)
+    first = assigns(c.submit(spec=make_spec(maps=40)))
+    assert len(first) == 4  # nothing finished yet: prefetch, one queued per slot
+    return c, first
 
-    # ran 0.1 s on its worker: one in the slot it freed, then 3 queued per slot
-    assert run(0.1, at=0.1) == (1 + 4, 2, 6)
-    assert run(0.1, at=5.0) == (5, 2, 6)  # however long the master's clock saw it take
-    assert run(2.0, at=2.0) == (1, 2, 2)  # 2 s: not small, one queued per slot
-    assert run(None, at=0.1) == (1, 2, 2)  # a report without seconds: not known small
+
+def _finish(c: Cluster, outstanding: list[Assign], n: int, seconds: float | None, step: float):
+    """Finish the ``n`` oldest outstanding attempts, each ``seconds`` on its worker, one
+    every ``step`` seconds of the master's clock; return (running, queued) on A."""
+    for _ in range(n):
+        a = outstanding.pop(0)
+        report = Report(segments=[Segment(0, SIZE, GROUPS)], seconds=seconds)
+        outstanding += assigns(c(AttemptDone(A, a.attempt, report), c.now + step))
+    (w,) = c.state.status(c.now).workers
+    return w.running, w.queued
+
+
+def test_small_tasks_queue_deeper_once_enough_of_them_were_reported_small():
+    def run(seconds: float | None, step: float) -> list[tuple[int, int]]:
+        c, outstanding = _small_task_cluster()
+        return [_finish(c, outstanding, n, seconds, step) for n in (7, 1)]
+
+    # 0.1 s each on its worker: one queued per slot until 8 have finished, then 3
+    assert run(0.1, step=0.1) == [(2, 2), (2, 6)]
+    assert run(0.1, step=5.0) == [(2, 2), (2, 6)]  # however long the master saw them take
+    assert run(2.0, step=2.0) == [(2, 2), (2, 2)]  # 2 s each: not small
+    assert run(None, step=0.1) == [(2, 2), (2, 2)]  # reports without seconds: not known small
+
+
+def test_one_long_attempt_ends_small_task_queueing_in_its_phase():
+    # a finished attempt of 5 s (10 x small_task_seconds) among 0.1 s ones
+    c, outstanding = _small_task_cluster()
+    _finish(c, outstanding, 4, 0.1, 0.1)
+    _finish(c, outstanding, 1, 5.0, 5.0)
+    assert _finish(c, outstanding, 20, 0.1, 0.1) == (2, 2)  # the median is small: no matter
+    # a running attempt seen on the tick to have run 5 s on the master's clock, while
+    # the finished ones (the fast ones finish first) all look small
+    c, outstanding = _small_task_cluster()
+    _finish(c, outstanding, 8, 0.1, 0.1)
+    c(WorkerSeen(A, [AttemptProgress(a.attempt, 0.0) for a in outstanding[:2]]), at=c.now)
+    c(Tick(), at=c.now + 4.0)
+    assert not c.state.jobs["j1"].long_seen["map"]
+    c(Tick(), at=c.now + 1.0)
+    assert c.state.jobs["j1"].long_seen["map"]
+    assert _finish(c, outstanding, 6, 0.1, 0.1) == (2, 2)
 
 
 def test_prefetch_queues_nothing_while_free_slots_could_take_the_idle_tasks():
