@@ -1677,3 +1677,19 @@ def test_the_parts_of_one_message_are_placed_together_after_the_last(monkeypatch
         got[together] = [(a.kind, a.task) for a in assigns(out)]
         assert len(tried) == (5 if together else 8)
     assert got[True] == got[False] and len(got[True]) == 4
+
+
+def test_settled_assignments_carry_the_stimulus_of_the_event_that_made_room():
+    # one message: a completion (frees a slot), then a heartbeat (changes nothing)
+    c = Cluster()
+    c.register(A, slots=1)
+    (m0,) = assigns(c.submit(spec=make_spec(maps=3)))
+    report = Report(segments=[Segment(0, SIZE, GROUPS)])
+    c.state.handle(AttemptDone(A, m0.attempt, report, stimulus="done-1"), c.now, False)
+    c.state.handle(WorkerSeen(A, stimulus="heartbeat-2"), c.now, False)
+    (m1,) = assigns(c.state.settle(c.now))
+    assert m1.stimulus == "done-1"
+    # the next message starts afresh
+    c.state.handle(AttemptDone(A, m1.attempt, report, stimulus="done-3"), c.now, False)
+    (m2,) = assigns(c.state.settle(c.now))
+    assert m2.stimulus == "done-3"
