@@ -492,6 +492,10 @@ class Chunks(Message):
     def validate(self, where: str) -> None:
         if not len(self.offsets) == len(self.totals) == len(self.lengths) == len(self.maps):
             raise ProtocolError(f"{where}: part columns of different lengths")
+        if len(set(self.maps)) != len(self.maps):
+            raise ProtocolError(f"{where}: a map task answered twice")
+        if any(o + n > t for o, n, t in zip(self.offsets, self.lengths, self.totals)):
+            raise ProtocolError(f"{where}: a part runs past its segment's end")
 
     def validate_blobs(self) -> None:
         if sum(self.lengths) != len(self.blobs[0]):

@@ -296,6 +296,30 @@ def strike(st: MasterState, job: Job, w: Worker, out: list[Command], why: str) -
             out.append(Cancel(w.id, att.id, reason=f"worker excluded from job {job.id}"))
 
 
+def missing_attempts(
+    st: MasterState, w: Worker, listed: set[int], now: float, out: list[Command]
+) -> None:
+    """A heartbeat listing fewer attempts than ``w`` has slots says it holds no queued
+    one (a free slot takes the next at once). An attempt queued there more than two
+    heartbeat intervals ago that it has never listed never reached it, or was dropped
+    there: it ends (its task goes idle, not a failure), is cancelled on
+    the worker, and the worker gets a strike. Else a worker that heartbeats but never
+    runs what it is given would hold its tasks for good. O(attempts on ``w``)."""
+    if len(listed) >= w.slots:
+        return
+    old = now - 2 * st.settings.heartbeat_interval
+    for att in [a for a in w.running.values() if a.began is None and a.start < old]:
+        if att.id not in st.attempts or att.id in listed:
+            continue  # ended by a strike earlier in this loop
+        job = att.job
+        why = f"{w.name} does not hold it {now - att.start:.1f}s after it was sent"
+        st.note(out, f"job {job.id}: {att.task.name} runs again", why)
+        st.end_attempt(att, outcome="lost", error=why)
+        out.append(Cancel(w.id, att.id, reason="not held by the worker"))
+        job.stats["lost_attempts"] += 1
+        strike(st, job, w, out, f"{att.task.name} was not held there")
+
+
 # -- the clock: timeouts and backups -----------------------------------------------------
 
 

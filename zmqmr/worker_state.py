@@ -9,8 +9,10 @@ clock is passed in, and unit tests drive it with a fake one.
 What it decides:
 
 * Assignments run on a free slot at once, else wait in a queue (the master
-  sends at most one queued attempt per slot); each executor is sent a job's
-  code once.
+  sends at most ``prefetch`` queued attempts per slot, ``small_task_prefetch``
+  for small tasks), and a slot that frees takes the next at once: so a heartbeat
+  that lists fewer attempts than there are slots tells the master the queue is
+  empty. Each executor is sent a job's code once.
 * A cancelled attempt's executor is restarted (killing it is the only sure
   way to stop user code) and its files removed; a cancelled attempt that had
   already finished (a losing backup) has its output removed.

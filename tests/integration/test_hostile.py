@@ -933,10 +933,12 @@ def test_a_worker_that_sends_a_malformed_done_is_dropped_and_the_log_says_why(cl
 
 
 class GreedyWorker(threading.Thread):
-    """Registers claiming 10,000 slots, heartbeats every interval, never answers an ASSIGN."""
+    """Registers claiming 10,000 slots, heartbeats every interval, never answers an ASSIGN.
+    With ``lists``, its heartbeats list every attempt it was given, at no progress."""
 
-    def __init__(self, ctx, cluster, interval: float):
+    def __init__(self, ctx, cluster, interval: float, lists: bool = False):
         super().__init__(name="greedy-worker", daemon=True)
+        self.lists = lists
         self.peer = FakeWorker(ctx, cluster, slots=10_000, host="greedy", pid=4242)
         self.interval = interval
         self.stopping = threading.Event()
@@ -959,6 +961,9 @@ class GreedyWorker(threading.Thread):
                     elif isinstance(msg, p.Cancel):
                         self.outstanding.discard(msg.attempt)
             if time.monotonic() >= next_beat:
+                if self.lists:
+                    held = [p.AttemptProgress(a, 0.0) for a in sorted(self.outstanding)]
+                    beat = p.encode(p.Heartbeat(held))
                 sock.send_multipart(beat)
                 next_beat += self.interval
 
@@ -969,12 +974,15 @@ class GreedyWorker(threading.Thread):
 
 
 @pytest.mark.timeout(90)
-def test_a_greedy_worker_that_never_answers_cannot_stall_a_job(ctx):
+@pytest.mark.parametrize("lists", [False, True], ids=["lists-nothing", "lists-all"])
+def test_a_greedy_worker_that_never_answers_cannot_stall_a_job(ctx, lists):
     # worker_timeout is long: the greedy worker is alive and lying, never declared dead.
+    # Listing nothing while it holds attempts, it shows it does not hold them: they run
+    # again elsewhere. Listing them all at no progress, they look stalled: backups.
     tuning = dict(insecure=True, heartbeat_interval=0.2, worker_timeout=30.0, max_worker_slots=8)
     job = zmqmr.Job(wc_mapper, wc_reducer, inputs=SMALL_BOOKS, num_reducers=2, split_size=8192)
     with zmqmr.LocalCluster(workers=2, **tuning) as c:
-        greedy = GreedyWorker(ctx, c, interval=0.2)
+        greedy = GreedyWorker(ctx, c, interval=0.2, lists=lists)
         greedy.start()
         try:
             c.wait_for_workers(3)
@@ -996,11 +1004,16 @@ def test_a_greedy_worker_that_never_answers_cannot_stall_a_job(ctx):
     # deeper queue small tasks get (these maps are small)
     s = c.cluster_settings
     assert greedy.most_outstanding <= 8 * (1 + max(s.prefetch, s.small_task_prefetch))
-    assert result.stats["backups_launched"] >= 1
     j = re.escape(handle.job_id)
+    if lists:  # what it runs looks stalled: backups
+        assert result.stats["backups_launched"] >= 1
+        why = rf"job {j}: backup of (map|reduce) task \d+ on \S+: .+"
+    else:  # what was queued there it shows it does not hold: it runs again
+        assert result.stats["lost_attempts"] >= 1
+        why = rf"job {j}: (map|reduce) task \d+ runs again: greedy:4242 does not hold it .+"
     for line in (
         r"worker greedy:4242 joined with 8 slots \(it claimed 10000; max_worker_slots\): READY",
-        rf"job {j}: backup of (map|reduce) task \d+ on \S+: .+",
-        rf"job {j}: worker greedy:4242 gets no more of its tasks: .+ stalled there",
+        why,
+        rf"job {j}: worker greedy:4242 gets no more of its tasks: .+ (stalled|was not held) there",
     ):
         assert re.search(line + r" \[[a-z_]+-\d+\]$", log, re.M), f"{line!r} not in\n{tail(log)}"

@@ -113,7 +113,9 @@ def with_blobs(cls: type[p.Message], msg: p.Message) -> p.Message:
         blobs = 1 + max([s.blob + 1 for s in msg.spec.splits if s.kind == "records"], default=0)
         msg.blobs = [b"code"] + [b"r"] * (blobs - 1)
     elif isinstance(msg, p.Chunks):
-        msg.lengths = [n % 5 for n in msg.lengths]
+        # each part within its segment: offset + length <= total
+        msg.offsets = [min(o, t) for o, t in zip(msg.offsets, msg.totals)]
+        msg.lengths = [min(n % 5, t - o) for n, o, t in zip(msg.lengths, msg.offsets, msg.totals)]
         msg.blobs = [b"d" * sum(msg.lengths)]
     else:
         msg.blobs = [b"b"] * lo
@@ -553,6 +555,14 @@ def test_a_chunks_blob_must_hold_exactly_its_parts_bytes():
     header["totals"] = [3]
     with pytest.raises(ProtocolError, match="different lengths"):
         p.decode([p.VERSION, b"CHUNKS", json.dumps(header).encode(), b"abcde"])
+    for change, problem in [
+        ({"maps": [4, 4]}, "answered twice"),
+        ({"totals": [3, 11]}, "past its segment's end"),  # bytes 10..11 of an 11-byte one
+        ({"offsets": [1, 10]}, "past its segment's end"),
+    ]:
+        bad = {**json.loads(p.encode(good)[2]), **change}
+        with pytest.raises(ProtocolError, match=problem):
+            p.decode([p.VERSION, b"CHUNKS", json.dumps(bad).encode(), b"abcde"])
 
 
 # A map attempt's ASSIGN is written from its job's cached shared text plus the fields

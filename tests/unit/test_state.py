@@ -1693,3 +1693,32 @@ def test_settled_assignments_carry_the_stimulus_of_the_event_that_made_room():
     c.state.handle(AttemptDone(A, m1.attempt, report, stimulus="done-3"), c.now, False)
     (m2,) = assigns(c.state.settle(c.now))
     assert m2.stimulus == "done-3"
+
+
+def test_a_queued_attempt_its_worker_does_not_hold_runs_again_elsewhere():
+    # A queues m1 behind m0, but m1's ASSIGN is lost (or A drops what it is given)
+    c = Cluster(prefetch=1, worker_job_failures=2)
+    c.register(A, slots=1)
+    m0, m1 = assigns(c.submit(spec=make_spec(maps=3, max_attempts=1)))
+    assert (m0.worker, m1.worker) == (A, A)
+    (m2,) = assigns(c.map_done(m0, at=0.5))  # A's slot is free: m1 should be in it now
+    c(WorkerSeen(A, []), at=1.0)  # within two heartbeat intervals: may be in flight
+    assert m1.attempt in c.state.attempts
+    c.register(B, at=1.5)
+    cmds = c(WorkerSeen(A, []), at=2.2)
+    assert of(cmds, Cancel) == [Cancel(A, m1.attempt)]  # m2 was sent 1.7 s ago: not yet
+    (again,) = assigns(cmds)
+    assert (again.task, again.worker) == (m1.task, B)  # not a failure: max_attempts=1
+    assert c.state.jobs["j1"].stats["lost_attempts"] == 1
+    assert c.noted("does not hold it")
+    assert c.state.workers[A].failures == {"j1": 1}  # a strike on A
+
+
+def test_a_worker_listing_every_slot_may_hold_queued_attempts_as_long_as_it_likes():
+    c = Cluster(prefetch=1)
+    c.register(A, slots=1)
+    m0, m1 = assigns(c.submit(spec=make_spec(maps=3)))
+    assert (m0.worker, m1.worker) == (A, A)  # m1 waits in A's queue
+    for t in (1.0, 5.0, 50.0):
+        assert of(c(WorkerSeen(A, [AttemptProgress(m0.attempt, 0.5)]), at=t), Cancel) == []
+    assert set(c.state.attempts) == {m0.attempt, m1.attempt}
