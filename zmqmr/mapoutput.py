@@ -658,10 +658,10 @@ class OutputReader:
 
     An output is named by its path (``layout.map_output_path``); one with no file
     of that name is looked for in the packs of its directory (``zmqmr.packs``).
-    A map output is immutable once in place; each read checks with ``fstat`` that
-    the file held open still has a name (a removed output or pack, or one replaced
-    by a rename, has none), so a removed or replaced output is never served from
-    an old descriptor. Thread-safe.
+    A map output is immutable once in place; each read (or batch of reads: a file
+    once per batch) checks with ``fstat`` that the file held open still has a name
+    (a removed output or pack, or one replaced by a rename, has none), so a removed
+    or replaced output is never served from an old descriptor. Thread-safe.
     """
 
     def __init__(self, max_open: int = 512) -> None:
@@ -671,11 +671,17 @@ class OutputReader:
         self._pack_files: dict[str, Any] = {}  # pack -> open for reading
         self._lock = threading.Lock()
 
-    def _held(self, path: str) -> _Held:
+    def _held(self, path: str, seen: set[int] | None = None) -> _Held:
+        """The output ``path`` held open; with ``seen`` (a batch's), a file whose name
+        was checked in this batch already is not checked again (a pack's outputs
+        share one file)."""
         held = self._open.pop(path, None)
-        if held is not None and os.fstat(held.fd).st_nlink == 0:
-            held.close()
-            held = None
+        if held is not None and (seen is None or held.fd not in seen):
+            if os.fstat(held.fd).st_nlink == 0:
+                held.close()
+                held = None
+            elif seen is not None:
+                seen.add(held.fd)
         if held is None:
             held = self._open_output(path)
             while len(self._open) >= self.max_open:
@@ -710,6 +716,9 @@ class OutputReader:
         f = self._pack_files.get(path)
         if f is not None and os.fstat(f.fileno()).st_nlink == 0:
             del self._pack_files[path]
+            # its other outputs held open would read a closed (or reused) descriptor
+            for name in [n for n, h in self._open.items() if h.f is f]:
+                del self._open[name]
             f.close()
             f = None
         if f is None:
@@ -738,12 +747,13 @@ class OutputReader:
         taken once for the batch: a reducer reads one small segment of many outputs."""
         out: list[tuple[int, bytes] | Exception] = []
         budget = max_bytes
+        seen: set[int] = set()
         with self._lock:
             for path, offset in wanted:
                 if max_bytes >= 0 and budget <= 0:
                     break
                 try:
-                    got = self._held(path).read(path, partition, offset, budget)
+                    got = self._held(path, seen).read(path, partition, offset, budget)
                 except (OSError, ValueError, ShuffleError) as exc:
                     out.append(exc)
                     continue

@@ -197,3 +197,29 @@ def test_the_chaos_agents_copy_of_the_pack_header_is_the_packs_own():
 
     assert agent.PACK_HEADER.format == packs.HEADER.format
     assert (agent.PACK_LIVE, agent.PACK_REMOVED) == (packs.LIVE, packs.REMOVED)
+
+
+def test_a_batch_checks_a_packs_file_once_and_the_next_batch_checks_it_again(data_dir, monkeypatch):
+    pack = new_pack(data_dir)
+    for t in range(5):
+        write(data_dir, pack, t, 1)
+    pack.close()
+    reader = OutputReader()
+    paths = [(layout.map_output_path(data_dir, JOB, t, 1), 0) for t in range(5)]
+    first = reader.read_many(1, paths)  # opens each output (the pack once)
+    checks = []
+    real_fstat = os.fstat
+
+    def fstat(fd):
+        checks.append(fd)
+        return real_fstat(fd)
+
+    monkeypatch.setattr(os, "fstat", fstat)
+    try:
+        assert reader.read_many(1, paths) == first
+        assert len(checks) == 1  # five outputs held open, one file behind them
+        os.remove(pack.path)
+        again = reader.read_many(1, paths)
+        assert all(isinstance(got, FileNotFoundError) for got in again), again
+    finally:
+        reader.forget()
