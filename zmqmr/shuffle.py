@@ -15,6 +15,7 @@ their checks are ``zmqmr.mapoutput``'s.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
@@ -127,21 +128,16 @@ class ShuffleServer:
             return protocol.encode(protocol.FetchError(str(exc), False))  # every part fails
         jdir += os.sep
         maps = msg.maps
-        wanted = (
-            (jdir + map_output_name(m, a), o) for m, a, o in zip(maps, msg.attempts, msg.offsets)
-        )
-        totals: list[int] = []
-        lengths: list[int] = []
-        blobs: list[bytes] = []
+        paths = [jdir + map_output_name(m, a) for m, a in zip(maps, msg.attempts)]
+        wanted = zip(paths, msg.offsets)
         read = self.reader.read_many(msg.partition, wanted, msg.max_bytes)
         for m, got in zip(maps, read):
-            if isinstance(got, Exception):
+            if type(got) is not tuple:
                 corrupt = isinstance(got, CorruptOutput)
                 return protocol.encode(protocol.FetchError(str(got), corrupt, m))
-            total, data = got
-            totals.append(total)
-            lengths.append(len(data))
-            blobs.append(data)
+        totals = [total for total, _ in read]  # type: ignore[misc]
+        blobs = [data for _, data in read]  # type: ignore[misc]
+        lengths = list(map(len, blobs))
         n = len(blobs)
         reply = protocol.Chunks(maps[:n], msg.offsets[:n], totals, lengths, blobs=[b"".join(blobs)])
         return protocol.encode(reply)
@@ -409,26 +405,28 @@ def local_segments(
     fetched: dict[int, Fetched] = {}
     failed: dict[int, ShuffleError] = {}
     directory += os.sep
-    paths = {w.map_task: directory + map_output_name(w.map_task, w.attempt) for w in wanted}
     in_memory = [w for w in wanted if w.spill_path is None]
-    read = reader.read_many(partition, ((paths[w.map_task], 0) for w in in_memory))
-    for w, got in zip(in_memory, read):
+    paths = [directory + map_output_name(w.map_task, w.attempt) for w in in_memory]
+    read = reader.read_many(partition, zip(paths, itertools.repeat(0)))
+    # one segment per map output (many at large R): the loop is kept lean
+    for w, path, got in zip(in_memory, paths, read):
         try:
-            if isinstance(got, Exception):
+            if not isinstance(got, tuple):
                 raise got
             length, data = got
             verify_segment(data)
-            fetched[w.map_task] = Fetched(length, data=data, checked=True)
+            fetched[w.map_task] = Fetched(length, data, None, 0, False, True)
         except FileNotFoundError:
-            failed[w.map_task] = ShuffleError(f"{paths[w.map_task]}: missing")
+            failed[w.map_task] = ShuffleError(f"{path}: missing")
         except ShuffleError as exc:
             failed[w.map_task] = exc
         except (OSError, ValueError) as exc:
             failed[w.map_task] = ShuffleError(str(exc))
     for w in wanted:
         if w.spill_path is not None:
+            path = directory + map_output_name(w.map_task, w.attempt)
             try:
-                fetched[w.map_task] = local_segment(paths[w.map_task], partition, reader, True)
+                fetched[w.map_task] = local_segment(path, partition, reader, True)
             except ShuffleError as exc:
                 failed[w.map_task] = exc
             except OSError as exc:
