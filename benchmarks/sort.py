@@ -232,13 +232,42 @@ def run_zmqmr(args: argparse.Namespace) -> dict[str, Any]:
             output_dir=os.path.join(args.out_dir, "zmqmr"),
             name="sort",
         )
-        result = cluster.client().run(job, progress=False)
+        client = cluster.client()
+        handle = client.submit(job)
+        result = handle.wait(progress=False)
         t2 = time.perf_counter()
+        detail = client.job_info(handle.job_id) if args.timeline else None  # after the clock
     finally:
         cluster.close()
     return {"wall": t2 - t0, "startup": t1 - t0, "job": t2 - t1,
             "shutdown": time.perf_counter() - t2, "stats": result.stats,
-            "files": sorted(result.output_files)}  # fmt: skip
+            "files": sorted(result.output_files),
+            "attempts": detail["attempts"] if detail else []}  # fmt: skip
+
+
+def print_timeline(attempts: list[dict[str, Any]]) -> None:
+    """``--timeline``: each attempt's run on its worker (seconds since the submit), and
+    per worker the time its slot ran attempts, and the time it sat idle between its
+    first attempt's start and the job's last attempt's end (the tail)."""
+    ran = [a for a in attempts if a["end"] is not None]
+    if not ran:
+        return
+    last = max(a["end"] for a in ran)
+    by_worker: dict[str, list[dict[str, Any]]] = {}
+    for a in sorted(ran, key=lambda a: (a["began"] if a["began"] is not None else a["start"])):
+        by_worker.setdefault(a["worker"], []).append(a)
+    names = {w: f"w{i}" for i, w in enumerate(sorted(by_worker))}
+    print("      attempts (s since the submit: began - end; reduces: shuffle's end as the")
+    print("      master heard of it, a heartbeat late at most):")
+    for w, runs in sorted(by_worker.items()):
+        cells = []
+        for a in runs:
+            began = a["began"] if a["began"] is not None else a["start"]
+            shuffled = f" sh {a['shuffled']:.2f}" if a.get("shuffled") else ""
+            cells.append(f"{a['kind'][0]}{a['task']} {began:.2f}-{a['end']:.2f}{shuffled}")
+        busy = sum(a["end"] - (a["began"] if a["began"] is not None else a["start"]) for a in runs)
+        print(f"        {names[w]}: busy {busy:.2f} s, idle {last - busy:.2f} s of {last:.2f}:")
+        print("          " + ", ".join(cells))
 
 
 def dask_map(task: tuple[str, int, int, int]) -> tuple[list[str], ...]:
@@ -451,6 +480,8 @@ def measure(kind: str, args: argparse.Namespace, work: str, round_: int) -> dict
     cmd = [sys.executable, os.path.abspath(__file__), "--child", kind, "--child-out", out]
     cmd += ["--input", args.input, "--out-dir", out_dir, "--workers", str(args.workers)]
     cmd += ["--reducers", str(args.reducers), "--split-size", str(args.split_size)]
+    if args.timeline:
+        cmd.append("--timeline")
     r = run_measured(kind, cmd, out)
     r["out_dir"] = out_dir
     return r
@@ -482,6 +513,7 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> None:
                 f"shuffle {st.get('shuffle_bytes', 0) / MiB:.1f} MiB, "
                 f"re-executions {st.get('reexecutions', 0)})"
             )
+            print_timeline(info.get("attempts", []))
     print()
     if "zmqmr" in by and "serial" in by:
         r = float(ratio_to(by, "zmqmr", {"zmqmr": "serial"}))
@@ -512,6 +544,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--input", help="input file: reused if it exists, else generated and kept")
     p.add_argument("--repeat", type=int, default=3, help="interleaved rounds (default 3)")
     p.add_argument("--only", default=",".join(DEFAULT_KINDS), help="contenders, in this order")
+    p.add_argument("--timeline", action="store_true",
+                   help="zmqmr rows: each attempt's run and each worker's idle time")  # fmt: skip
     p.add_argument("--tasks", type=int, help="N map tasks and R reduces in process, no cluster")
     p.add_argument("--partitioner", choices=("range", "fn"), default="range",
                    help="with --tasks: RangePartitioner, or its ranges as a function")  # fmt: skip

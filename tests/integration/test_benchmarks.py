@@ -93,6 +93,20 @@ def test_sort_benchmark_outputs_are_identical_sorted_and_the_input_records(tmp_p
         assert any(line.startswith(name + " ") for line in out.stdout.splitlines()), name
 
 
+def test_sort_benchmark_timeline_lists_every_attempt_once_on_its_worker(tmp_path):
+    out = run_script(
+        "sort.py",
+        *("--size", "2MB", "--input", str(tmp_path / "input.txt"), "--split-size", "512KB"),
+        *("--repeat", "1", "--only", "zmqmr", "--timeline"),
+    )
+    assert "answers: all 1 runs agree" in out.stdout
+    lines = out.stdout.splitlines()
+    workers = [ln for ln in lines if ln.strip().startswith(("w0:", "w1:"))]
+    assert len(workers) == 2 and all("busy" in ln and "idle" in ln for ln in workers), out.stdout
+    cells = [c.split()[0] for ln in lines if ln.startswith(" " * 10) for c in ln.split(", ")]
+    assert sorted(cells) == ["m0", "m1", "m2", "m3", "r0", "r1", "r2", "r3"], out.stdout
+
+
 @pytest.mark.parametrize("partitioner", ["range", "fn"])
 def test_sort_benchmarks_tasks_in_process_give_serials_part_files(tmp_path, partitioner):
     path = str(tmp_path / "input.txt")
