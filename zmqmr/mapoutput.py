@@ -165,7 +165,10 @@ PAIRS_PART = 4096
 
 
 def encode_pairs(
-    pairs: list[tuple[Any, Any]], target: int = BLOCK_BYTES, counted: _Counted | None = None
+    pairs: list[tuple[Any, Any]],
+    target: int = BLOCK_BYTES,
+    counted: _Counted | None = None,
+    consume: bool = False,
 ) -> Iterator[list[bytes]]:
     """Sorted ``(key, value)`` pairs (keys may repeat) as blocks, like ``encode_groups``
     of their one-value groups, but with each part flat where its keys are distinct:
@@ -178,7 +181,10 @@ def encode_pairs(
     pair (PAIRS_PART at most): the first part's size is planned from a sample.
     Whether keys repeat is checked a part at a time, while its pairs are in the
     CPU's caches. ``counted``, given, gets the number of groups written added to
-    its ``n``.
+    its ``n``. With ``consume``, ``pairs`` gives each part's pairs up as it is
+    encoded (its items become None): those the list alone held are freed then,
+    while they are in the caches, not in a pass over the list after the sort
+    has scattered them.
     """
     if not pairs:
         return
@@ -195,6 +201,9 @@ def encode_pairs(
         take = max(1, min(PAIRS_PART, int(PART_BYTES / max(1.0, per_pair))))
         chunk = pairs[i : i + take]
         got = len(chunk)
+        if consume:
+            gone: Any = itertools.repeat(None, got)
+            pairs[i : i + got] = gone
         i += got
         keys = list(map(_first, chunk))
         if any(map(eq, keys, itertools.islice(keys, 1, None))):
@@ -537,13 +546,14 @@ class MapOutputWriter:
             self._grown()
         return self._segment(start, counted.n)
 
-    def write_pairs(self, pairs: list[tuple[Any, Any]]) -> Segment:
-        """A segment of sorted ``(key, value)`` pairs (keys may repeat): ``encode_pairs``."""
+    def write_pairs(self, pairs: list[tuple[Any, Any]], consume: bool = False) -> Segment:
+        """A segment of sorted ``(key, value)`` pairs (keys may repeat): ``encode_pairs``
+        (with ``consume``, the list's items are given up as they are written)."""
         if len(self._segments) >= self.num_partitions:
             raise ValueError("more segments than partitions")
         start = self._f.tell()
         counted = _Counted(())
-        for block in encode_pairs(pairs, counted=counted):
+        for block in encode_pairs(pairs, counted=counted, consume=consume):
             self._f.writelines(block)
             self._grown()
         return self._segment(start, counted.n)

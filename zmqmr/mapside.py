@@ -709,7 +709,7 @@ def _write_partitions(
         parts = _sorted_pairs(buf, part)
         parts.reverse()
         while parts:
-            writer.write_pairs(parts.pop())  # freed once written
+            writer.write_pairs(parts.pop(), consume=True)  # freed as written
     else:
         for groups in _partitioned(buf, part, combiner):
             writer.write_segment(groups)

@@ -174,9 +174,9 @@ def test_a_sort_gives_run_serials_part_files_and_results(tmp_path, monkeypatch, 
     def spy(owner, name):
         real = getattr(owner, name)
 
-        def counted(*args):
+        def counted(*args, **kwargs):
             calls[name if name in calls else "range"] += 1
-            return real(*args)
+            return real(*args, **kwargs)
 
         monkeypatch.setattr(owner, name, counted)
 
@@ -366,6 +366,31 @@ def test_flat_parts_decode_as_one_value_groups_and_repeated_keys_as_joined_group
     assert groups[-1] == ("zz", ["a", "b"])  # in the part where keys repeat: joined
     assert [(k, v) for k, vs in groups for v in vs] == pairs
     assert counted.n == len(groups) == 20_001
+
+
+def test_pairs_written_consumed_give_the_same_bytes_and_are_freed_as_they_go():
+    import weakref
+
+    class Value(str):  # a str that a weak reference can follow
+        pass
+
+    pairs = [(f"k{i:05d}", Value(f"v{i}")) for i in range(3 * mapoutput.PAIRS_PART)]
+    pairs += [("zz", Value("a")), ("zz", Value("b"))]
+    want = b"".join(b"".join(block) for block in mapoutput.encode_pairs(list(pairs)))
+    refs = [weakref.ref(v) for _, v in pairs]
+    given = pairs
+    del pairs
+    blocks = mapoutput.encode_pairs(given, target=16 << 10, consume=True)
+    first = next(blocks)
+    alive = sum(r() is not None for r in refs)
+    assert 0 < alive < len(refs)  # the parts encoded so far are freed, the rest held
+    assert given[0] is None and given[-1] is not None
+    rest = [first, *blocks]
+    assert given == [None] * len(refs)
+    assert all(r() is None for r in refs)
+    data = b"".join(b"".join(block) for block in rest)
+    # cut into other blocks (target), the same parts and groups
+    assert list(mapoutput.segment_groups(data)) == list(mapoutput.segment_groups(want))
 
 
 def test_a_hot_key_written_as_pairs_keeps_its_values_in_order_across_parts():
