@@ -638,6 +638,8 @@ class _Held:
     index_offset: int
     #: ``f`` is a pack's, shared by its outputs: closed with the reader, not with this.
     shared: bool = False
+    #: A small output's segments, read at once when it was opened (``HOLD_BYTES``).
+    held: bytes | None = None
 
     def close(self) -> None:
         if not self.shared:
@@ -655,10 +657,31 @@ class _Held:
         if offset > length:
             raise ShuffleError(f"offset {offset} past the segment's {length} bytes")
         want = length - offset if max_bytes < 0 else min(max_bytes, length - offset)
+        if self.held is not None:  # start + length is within it: checked above
+            start += offset
+            return length, self.held[start : start + want]
         data = os.pread(self.fd, want, self.base + start + offset)
         if len(data) != want:
             raise CorruptOutput(f"{path}: truncated segment")
         return length, data
+
+
+#: An output whose segments take at most this many bytes has them read at once
+#: when it is opened, and its segments are served from memory: a reducer at large
+#: R reads one small segment of each output, which is a syscall each otherwise.
+#: A reader holds at most ``max_open`` outputs (512 by default: 16 MiB at most).
+#: The bytes held are checked as they are served, as read ones are; damage done in
+#: place after the open is not seen (the bytes served are the output's own), a cut
+#: is (``OutputReader._held``).
+HOLD_BYTES = 32 * 1024
+
+
+def _hold(held: _Held) -> _Held:
+    if held.index_offset <= HOLD_BYTES:
+        data = os.pread(held.fd, held.index_offset, held.base)
+        if len(data) == held.index_offset:  # else each read finds it truncated
+            held.held = data
+    return held
 
 
 class OutputReader:
@@ -681,17 +704,24 @@ class OutputReader:
         self._pack_files: dict[str, Any] = {}  # pack -> open for reading
         self._lock = threading.Lock()
 
-    def _held(self, path: str, seen: set[int] | None = None) -> _Held:
-        """The output ``path`` held open; with ``seen`` (a batch's), a file whose name
-        was checked in this batch already is not checked again (a pack's outputs
-        share one file)."""
+    def _held(self, path: str, seen: dict[int, int] | None = None) -> _Held:
+        """The output ``path`` held open; with ``seen`` (a batch's: descriptor -> size),
+        a file checked in this batch already is not checked again (a pack's outputs
+        share one file). An output whose file was cut short is not served from the
+        segments it holds: its reads find the cut."""
         held = self._open.pop(path, None)
-        if held is not None and (seen is None or held.fd not in seen):
-            if os.fstat(held.fd).st_nlink == 0:
+        if held is not None:
+            size = -1 if seen is None else seen.get(held.fd, -1)
+            if size < 0:
+                st = os.fstat(held.fd)
+                size = st.st_size if st.st_nlink else -1
+                if seen is not None:
+                    seen[held.fd] = size
+            if size < 0:  # removed, or replaced by a rename
                 held.close()
                 held = None
-            elif seen is not None:
-                seen.add(held.fd)
+            elif held.held is not None and size < held.base + held.index_offset:
+                held.held = None
         if held is None:
             held = self._open_output(path)
             while len(self._open) >= self.max_open:
@@ -713,13 +743,15 @@ class OutputReader:
                     raise
             else:
                 try:
-                    return _Held(f, f.fileno(), path, 0, *_read_raw_index(f, path))
+                    return _hold(_Held(f, f.fileno(), path, 0, *_read_raw_index(f, path)))
                 except BaseException:
                     f.close()
                     raise
         f = self._pack_file(entry.path)
         index_bytes, index_offset = _read_raw_index(f, path, entry.offset, entry.length)
-        return _Held(f, f.fileno(), entry.path, entry.offset, index_bytes, index_offset, True)
+        return _hold(
+            _Held(f, f.fileno(), entry.path, entry.offset, index_bytes, index_offset, True)
+        )
 
     def _pack_file(self, path: str) -> Any:
         """The pack ``path`` open for reading, one file for all its outputs."""
@@ -757,7 +789,7 @@ class OutputReader:
         taken once for the batch: a reducer reads one small segment of many outputs."""
         out: list[tuple[int, bytes] | Exception] = []
         budget = max_bytes
-        seen: set[int] = set()
+        seen: dict[int, int] = {}
         with self._lock:
             for path, offset in wanted:
                 if max_bytes >= 0 and budget <= 0:

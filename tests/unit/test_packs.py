@@ -223,3 +223,28 @@ def test_a_batch_checks_a_packs_file_once_and_the_next_batch_checks_it_again(dat
         assert all(isinstance(got, FileNotFoundError) for got in again), again
     finally:
         reader.forget()
+
+
+def test_a_small_output_is_read_once_when_opened_and_served_from_memory(data_dir, monkeypatch):
+    path = layout.map_output_path(data_dir, JOB, 0, 1)
+    w = MapOutputWriter(path, 3, None, 0, 0, 1)  # a file of its own
+    for r in range(3):
+        w.write_segment(groups_of(0, r))
+    w.close()
+    reader = OutputReader()
+    first = [reader.read(path, r) for r in range(3)]
+    reads = []
+    real_pread = os.pread
+
+    def pread(fd, n, offset):
+        reads.append(n)
+        return real_pread(fd, n, offset)
+
+    monkeypatch.setattr(os, "pread", pread)
+    try:
+        assert [reader.read(path, r) for r in range(3)] == first and reads == []
+        assert [list(local_segment(path, r, reader).groups()) for r in range(3)] == [
+            groups_of(0, r) for r in range(3)
+        ]
+    finally:
+        reader.forget()
