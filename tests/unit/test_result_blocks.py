@@ -87,3 +87,27 @@ def test_results_whose_lines_pass_the_limit_are_never_encoded(tmp_path, monkeypa
     # Without a part file the same records are encoded until they pass the limit.
     assert run(tmp_path, batches, 64 << 10, part_file=False) is None
     assert encoded
+
+
+class Shout(str):
+    """A str whose format differs from its characters."""
+
+    def __format__(self, spec):
+        return self.upper()
+
+
+@pytest.mark.parametrize(
+    "keys, values",
+    [
+        ([], []),
+        (["a", "b\tc", ""], ["x", "", "y\nz"]),
+        ([f"k{i:05d}" for i in range(3000)], [f"v{i}" * (i % 7) for i in range(3000)]),
+        (["a", "b"], [1, 2.5]),
+        ([1, (2, 3)], ["x", None]),
+        (["a", Shout("b")], ["x", "y"]),
+        (["a", "b"], [Shout("x"), "é\udcff"]),
+    ],
+)
+def test_a_batchs_lines_are_each_record_formatted_by_an_f_string(keys, values):
+    want = "".join([f"{k}\t{v}\n" for k, v in zip(keys, values)])
+    assert reduceside._lines(keys, values) == want
