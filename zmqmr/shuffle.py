@@ -313,7 +313,7 @@ def fetch_segments(
                     if offset == 0 and want.total < 0 and n == total and not want.spill_path:
                         verify_segment(data)  # whole in one part (most often): no copies
                         del todo[m]
-                        fetched[m] = Fetched(total, data=data, checked=True)
+                        fetched[m] = Fetched(total, data, None, 0, False, True)
                         continue
                     want.take(total, data)
                     if want.complete:
