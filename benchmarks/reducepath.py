@@ -33,7 +33,7 @@ from typing import Any
 
 import zmq
 
-from zmqmr import layout, mapoutput, protocol, reduceside, shuffle
+from zmqmr import layout, mapoutput, outputreader, protocol, reduceside, shuffle
 from zmqmr.config import WorkerSettings
 
 JOB = "job1"
@@ -117,7 +117,7 @@ def bench(r: int, maps: int, keys: int, profile: bool) -> None:
 
         conn, other = Pipe()
         side = reduceside.ReduceSide(
-            conn, here, HERE, WorkerSettings(), None, mapoutput.OutputReader(), lambda f: None
+            conn, here, HERE, WorkerSettings(), None, outputreader.OutputReader(), lambda f: None
         )
         prof = cProfile.Profile() if profile else None
         os.kill(server.pid, signal.SIGUSR1)

@@ -342,7 +342,7 @@ def run_tasks(args: argparse.Namespace) -> int:
     import pstats
 
     import zmqmr
-    from zmqmr import layout, mapoutput, mapside, protocol, reduceside
+    from zmqmr import layout, mapside, outputreader, protocol, reduceside
     from zmqmr.config import DEFAULT_RESULT_LIMIT as limit
     from zmqmr.config import WorkerSettings
 
@@ -387,7 +387,7 @@ def run_tasks(args: argparse.Namespace) -> int:
             first = args.profile and m == 0
             run = mapside.run_map
             reports.append(timed(f"map {m}", first, run, fns, "t", m, 0, spec, None, {}, **where))
-        reader = mapoutput.OutputReader()
+        reader = outputreader.OutputReader()
         conn: Any = NoConn()
         side = reduceside.ReduceSide(conn, work, address, settings, None, reader, lambda f: None)
         parts = []

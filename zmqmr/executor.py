@@ -40,7 +40,17 @@ from typing import Any
 
 import cloudpickle
 
-from . import layout, mapoutput, mapside, packs, profiling, protocol, reduceside, tasklogs, userfn
+from . import (
+    layout,
+    mapside,
+    outputreader,
+    packs,
+    profiling,
+    protocol,
+    reduceside,
+    tasklogs,
+    userfn,
+)
 from .config import WorkerSettings
 from .mapside import RecordFailed
 from .security import MEMBER, Keys, load_keys
@@ -107,7 +117,7 @@ class Executor:
         self.shuffle_address = shuffle_address
         self.settings = settings
         self.jobs: dict[str, dict[str, Any]] = {}
-        self.reader = mapoutput.OutputReader()
+        self.reader = outputreader.OutputReader()
         self.reduce_side = reduceside.ReduceSide(
             conn, data_dir, shuffle_address, settings, keys, self.reader, self.progress
         )

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from typing import Any
 
-from . import layout, mapoutput, merge, protocol, shuffle, userfn
+from . import layout, mapoutput, merge, outputreader, protocol, shuffle, userfn
 from .config import WorkerSettings
 from .errors import ShuffleError
 from .security import Keys
@@ -187,7 +187,7 @@ class ReduceSide:
         shuffle_address: str,
         settings: WorkerSettings,
         keys: Keys | None,
-        reader: mapoutput.OutputReader,
+        reader: outputreader.OutputReader,
         progress: Callable[[float], None],
     ) -> None:
         self.conn = conn

@@ -30,7 +30,6 @@ from .errors import CorruptOutput, ProtocolError, ShuffleError
 from .layout import job_dir, map_output_name, map_output_path
 from .mapoutput import (
     Group,
-    OutputReader,
     file_segment_blocks,
     file_segment_groups,
     segment_blocks,
@@ -38,6 +37,7 @@ from .mapoutput import (
     verify_file_segment,
     verify_segment,
 )
+from .outputreader import OutputReader
 from .security import Keys
 
 log = logging.getLogger(__name__)

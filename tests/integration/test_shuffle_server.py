@@ -17,7 +17,8 @@ from conftest import write_output
 from zmqmr import protocol
 from zmqmr.errors import CorruptOutput, ProtocolError, ShuffleError
 from zmqmr.layout import job_dir, map_output_path
-from zmqmr.mapoutput import CODEC_PICKLE, FOOTER, read_index
+from zmqmr.mapoutput import CODEC_PICKLE, FOOTER
+from zmqmr.outputreader import read_index
 from zmqmr.shuffle import ShuffleServer, SocketPool, Wanted, fetch_segments
 
 JOB = "job1"

@@ -23,18 +23,16 @@ from zmqmr.mapoutput import (
     PART_GROUPS,
     PART_VALUES,
     MapOutputWriter,
-    OutputReader,
     decode_parts,
     encode_block,
     encode_groups,
     file_segment_groups,
     iter_blocks,
-    read_index,
-    read_segment,
     segment_groups,
     verify_file_segment,
     verify_segment,
 )
+from zmqmr.outputreader import OutputReader, read_index, read_segment
 from zmqmr.shuffle import local_segment
 
 

@@ -9,7 +9,8 @@ import pytest
 
 from zmqmr import layout, packs
 from zmqmr.errors import CorruptOutput, ShuffleError
-from zmqmr.mapoutput import MapOutputWriter, OutputReader
+from zmqmr.mapoutput import MapOutputWriter
+from zmqmr.outputreader import OutputReader
 from zmqmr.shuffle import local_segment
 
 JOB = "job1"

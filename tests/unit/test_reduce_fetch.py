@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from zmqmr import events as ev
-from zmqmr import layout, mapoutput, protocol, reduceside, shuffle
+from zmqmr import layout, mapoutput, outputreader, protocol, reduceside, shuffle
 from zmqmr.config import ClusterSettings, WorkerSettings
 from zmqmr.errors import CorruptOutput
 from zmqmr.state import MasterState
@@ -76,7 +76,7 @@ def test_reduce_assignments_carry_exactly_the_non_empty_segments(maps, reducers)
 # -- the reduce side: empty segments are never read, local ones in one batch ------------
 
 
-class CountingReader(mapoutput.OutputReader):
+class CountingReader(outputreader.OutputReader):
     """An output reader that counts what it is asked for."""
 
     def __init__(self) -> None:
@@ -143,7 +143,7 @@ def _setup(tmp_path, maps: int = 8, **settings: int) -> tuple[reduceside.ReduceS
 def _spec(data_dir: str, partition: int, maps: int, relocated_empty: int | None = None):
     locations = []
     for m in range(maps):
-        seg = mapoutput.read_index(layout.map_output_path(data_dir, JOB, m, 100 + m))[partition]
+        seg = outputreader.read_index(layout.map_output_path(data_dir, JOB, m, 100 + m))[partition]
         if seg.length or m == relocated_empty:  # the master names only non-empty ones...
             locations.append(protocol.Location(m, 100 + m, HERE, seg.length, seg.groups))
     return protocol.TaskSpec(
@@ -302,7 +302,7 @@ def test_a_shuffle_server_answers_many_segments_with_one_batch_read_and_one_blob
         blob, pos = reply.blobs[0], 0
         for m, n, total in zip(maps, reply.lengths, reply.totals):
             path = layout.map_output_path(data_dir, JOB, m, 100 + m)
-            assert (n, blob[pos : pos + n]) == mapoutput.read_segment(path, 1) and n == total
+            assert (n, blob[pos : pos + n]) == outputreader.read_segment(path, 1) and n == total
             pos += n
     finally:
         counting.forget()

@@ -20,7 +20,17 @@ from typing import Any
 import pytest
 
 import zmqmr
-from zmqmr import layout, mapoutput, mapside, partitioning, protocol, reduceside, shuffle, userfn
+from zmqmr import (
+    layout,
+    mapoutput,
+    mapside,
+    outputreader,
+    partitioning,
+    protocol,
+    reduceside,
+    shuffle,
+    userfn,
+)
 from zmqmr.config import WorkerSettings
 from zmqmr.job import functions, make_splits
 
@@ -70,7 +80,7 @@ def run_job(tmp_path, job: zmqmr.Job, settings: WorkerSettings | None = None):
                 progress=lambda fraction: None,
             )  # fmt: skip
         )
-    reader = mapoutput.OutputReader()
+    reader = outputreader.OutputReader()
     side = reduceside.ReduceSide(
         _NoConn(), data, ADDRESS, settings, None, reader, lambda fraction: None
     )

@@ -1,0 +1,278 @@
+"""Reading map outputs by partition: ``OutputReader`` keeps files open with their
+checked index between reads (for the shuffle server and the executors), and holds
+small outputs' segments in memory; ``read_index`` and ``read_segment`` read once.
+
+The file format and the decoders are ``zmqmr.mapoutput``'s. Imports: the standard
+library and zmqmr's mapoutput, packs and errors modules; no ``zmq``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from . import packs
+from .errors import CorruptOutput, ShuffleError
+from .mapoutput import FOOTER, INDEX_ENTRY, MAGIC, Segment
+
+
+def _read_raw_index(f: Any, path: str, base: int = 0, size: int = -1) -> tuple[bytes, int]:
+    """The checked index bytes of an open map output file, and where the index starts.
+
+    The output is the whole file, or (in a pack) its ``size`` bytes from ``base``;
+    offsets in its index, and the one returned, count from ``base``."""
+    if size < 0:
+        size = os.fstat(f.fileno()).st_size
+    if size < FOOTER.size:
+        raise CorruptOutput(f"{path}: too short for a footer")
+    footer = os.pread(f.fileno(), FOOTER.size, base + size - FOOTER.size)
+    if len(footer) != FOOTER.size:
+        raise CorruptOutput(f"{path}: truncated")
+    index_offset, crc, magic = FOOTER.unpack(footer)
+    if magic != MAGIC or index_offset > size - FOOTER.size:
+        raise CorruptOutput(f"{path}: bad footer")
+    index = os.pread(f.fileno(), size - FOOTER.size - index_offset, base + index_offset)
+    if zlib.crc32(index) != crc or len(index) % INDEX_ENTRY.size:
+        raise CorruptOutput(f"{path}: index checksum mismatch")
+    return index, index_offset
+
+
+def _entry(index: bytes, index_offset: int, i: int, path: str) -> Segment:
+    seg = Segment(*INDEX_ENTRY.unpack_from(index, i * INDEX_ENTRY.size))
+    if seg.offset + seg.length > index_offset:
+        raise CorruptOutput(f"{path}: segment past the index")
+    return seg
+
+
+def read_index(path: str) -> list[Segment]:
+    """The segments of a map output file; raises CorruptOutput if the index is bad."""
+    with open(path, "rb") as f:
+        index, index_offset = _read_raw_index(f, path)
+    n = len(index) // INDEX_ENTRY.size
+    return [_entry(index, index_offset, i, path) for i in range(n)]
+
+
+@dataclass(slots=True)
+class _Held:
+    """A map output held open: its file (its own, or a pack), where in it the output
+    starts, and its checked index."""
+
+    f: Any
+    fd: int
+    file: str
+    base: int
+    index: bytes
+    index_offset: int
+    #: ``f`` is a pack's, shared by its outputs: closed with the reader, not with this.
+    shared: bool = False
+    #: A small output's segments, read at once when it was opened (``HOLD_BYTES``).
+    held: bytes | None = None
+
+    def close(self) -> None:
+        if not self.shared:
+            self.f.close()
+
+    def read(self, path: str, partition: int, offset: int, max_bytes: int) -> tuple[int, bytes]:
+        """(segment length, up to ``max_bytes`` from ``offset``) of one partition: only
+        this partition's entry of the index is unpacked."""
+        index = self.index
+        if not 0 <= partition < len(index) // INDEX_ENTRY.size:
+            raise ShuffleError(f"{path}: no partition {partition}")
+        start, length, _ = INDEX_ENTRY.unpack_from(index, partition * INDEX_ENTRY.size)
+        if start + length > self.index_offset:
+            raise CorruptOutput(f"{path}: segment past the index")
+        if offset > length:
+            raise ShuffleError(f"offset {offset} past the segment's {length} bytes")
+        want = length - offset if max_bytes < 0 else min(max_bytes, length - offset)
+        if self.held is not None:  # start + length is within it: checked above
+            start += offset
+            return length, self.held[start : start + want]
+        data = os.pread(self.fd, want, self.base + start + offset)
+        if len(data) != want:
+            raise CorruptOutput(f"{path}: truncated segment")
+        return length, data
+
+
+#: An output whose segments take at most this many bytes has them read at once
+#: when it is opened, and its segments are served from memory: a reducer at large
+#: R reads one small segment of each output, which is a syscall each otherwise.
+#: A reader holds at most ``max_open`` outputs (512 by default: 16 MiB at most).
+#: The bytes held are checked as they are served, as read ones are; damage done in
+#: place after the open is not seen (the bytes served are the output's own), a cut
+#: is (``OutputReader._held``).
+HOLD_BYTES = 32 * 1024
+
+
+def _hold(held: _Held) -> _Held:
+    if held.index_offset <= HOLD_BYTES:
+        data = os.pread(held.fd, held.index_offset, held.base)
+        if len(data) == held.index_offset:  # else each read finds it truncated
+            held.held = data
+    return held
+
+
+class OutputReader:
+    """Reads segments of map outputs, keeping the most recent files open with their
+    checked index: a reducer reads one segment of every map output, so without
+    this every read would open a file and check its index again (O(M·R) opens).
+
+    An output is named by its path (``layout.map_output_path``); one with no file
+    of that name is looked for in the packs of its directory (``zmqmr.packs``).
+    A map output is immutable once in place; each read (or batch of reads: a file
+    once per batch) checks with ``fstat`` that the file held open still has a name
+    (a removed output or pack, or one replaced by a rename, has none), so a removed
+    or replaced output is never served from an old descriptor. Thread-safe.
+    """
+
+    def __init__(self, max_open: int = 512) -> None:
+        self.max_open = max_open
+        self._open: dict[str, _Held] = {}  # output path -> held
+        self._packs: dict[str, packs.PackIndex] = {}  # directory -> its packs' outputs
+        self._pack_files: dict[str, Any] = {}  # pack -> open for reading
+        self._lock = threading.Lock()
+
+    def _held(self, path: str, seen: dict[int, int] | None = None) -> _Held:
+        """The output ``path`` held open; with ``seen`` (a batch's: descriptor -> size),
+        a file checked in this batch already is not checked again (a pack's outputs
+        share one file). An output whose file was cut short is not served from the
+        segments it holds: its reads find the cut."""
+        held = self._open.pop(path, None)
+        if held is not None:
+            size = -1 if seen is None else seen.get(held.fd, -1)
+            if size < 0:
+                st = os.fstat(held.fd)
+                size = st.st_size if st.st_nlink else -1
+                if seen is not None:
+                    seen[held.fd] = size
+            if size < 0:  # removed, or replaced by a rename
+                held.close()
+                held = None
+            elif held.held is not None and size < held.base + held.index_offset:
+                held.held = None
+        if held is None:
+            held = self._open_output(path)
+            while len(self._open) >= self.max_open:
+                oldest = next(iter(self._open))
+                self._open.pop(oldest).close()
+        self._open[path] = held  # most recent last
+        return held
+
+    def _open_output(self, path: str) -> _Held:
+        directory, name = os.path.split(path)
+        index = self._packs.get(directory)
+        entry = None if index is None else index.known(name)
+        if entry is None:  # not in a pack read so far: its own file, or a pack's new entry
+            try:
+                f = open(path, "rb")  # noqa: SIM115 - closed on eviction or forget()
+            except FileNotFoundError:
+                entry = self._packed(path)
+                if entry is None:
+                    raise
+            else:
+                try:
+                    return _hold(_Held(f, f.fileno(), path, 0, *_read_raw_index(f, path)))
+                except BaseException:
+                    f.close()
+                    raise
+        f = self._pack_file(entry.path)
+        index_bytes, index_offset = _read_raw_index(f, path, entry.offset, entry.length)
+        return _hold(
+            _Held(f, f.fileno(), entry.path, entry.offset, index_bytes, index_offset, True)
+        )
+
+    def _pack_file(self, path: str) -> Any:
+        """The pack ``path`` open for reading, one file for all its outputs."""
+        f = self._pack_files.get(path)
+        if f is not None and os.fstat(f.fileno()).st_nlink == 0:
+            del self._pack_files[path]
+            # its other outputs held open would read a closed (or reused) descriptor
+            for name in [n for n, h in self._open.items() if h.f is f]:
+                del self._open[name]
+            f.close()
+            f = None
+        if f is None:
+            f = self._pack_files[path] = open(path, "rb")  # noqa: SIM115 - closed in forget()
+        return f
+
+    def _packed(self, path: str) -> packs.Entry | None:
+        directory, name = os.path.split(path)
+        index = self._packs.get(directory)
+        if index is None:
+            index = self._packs[directory] = packs.PackIndex(directory)
+        return index.find(name)
+
+    def read(
+        self, path: str, partition: int, offset: int = 0, max_bytes: int = -1
+    ) -> tuple[int, bytes]:
+        """(segment length, bytes from ``offset``) of one partition of a map output."""
+        with self._lock:
+            return self._held(path).read(path, partition, offset, max_bytes)
+
+    def read_many(
+        self, partition: int, wanted: Iterable[tuple[str, int]], max_bytes: int = -1
+    ) -> list[tuple[int, bytes] | Exception]:
+        """What ``read`` gives for each ``(path, offset)`` of ``wanted`` (or the error it
+        raises), ``max_bytes`` in all: the list stops once they are spent. The lock is
+        taken once for the batch: a reducer reads one small segment of many outputs."""
+        out: list[tuple[int, bytes] | Exception] = []
+        budget = max_bytes
+        seen: dict[int, int] = {}
+        with self._lock:
+            for path, offset in wanted:
+                if max_bytes >= 0 and budget <= 0:
+                    break
+                try:
+                    got = self._held(path, seen).read(path, partition, offset, budget)
+                except (OSError, ValueError, ShuffleError) as exc:
+                    out.append(exc)
+                    continue
+                budget -= len(got[1])
+                out.append(got)
+        return out
+
+    def locate(self, path: str, partition: int) -> tuple[str, Segment]:
+        """The file one partition of a map output lies in (its own, or a pack), and
+        where in that file."""
+        with self._lock:
+            held = self._held(path)
+            if not 0 <= partition < len(held.index) // INDEX_ENTRY.size:
+                raise ShuffleError(f"{path}: no partition {partition}")
+            seg = _entry(held.index, held.index_offset, partition, path)
+            return held.file, Segment(held.base + seg.offset, seg.length, seg.groups)
+
+    def remove_packed(self, path: str) -> None:
+        """Remove the output ``path`` names from its pack, if it is in one."""
+        with self._lock:
+            entry = self._packed(path)
+            held = self._open.pop(path, None)
+            if held is not None:
+                held.close()
+            if entry is not None:
+                packs.remove(entry)
+                self._packs[os.path.dirname(path)].forget(os.path.basename(path))
+
+    def forget(self, prefix: str = "") -> None:
+        """Close the files under ``prefix`` (all of them by default)."""
+        with self._lock:
+            for path in [p for p in self._open if p.startswith(prefix)]:
+                self._open.pop(path).close()
+            for directory in [d for d in self._packs if (d + os.sep).startswith(prefix)]:
+                del self._packs[directory]
+            for path in [p for p in self._pack_files if p.startswith(prefix)]:
+                self._pack_files.pop(path).close()
+
+
+def read_segment(
+    path: str, partition: int, offset: int = 0, max_bytes: int = -1
+) -> tuple[int, bytes]:
+    """(segment length, bytes from ``offset``) of one partition of a local map output
+    (in a file of its own or in a pack)."""
+    reader = OutputReader(1)
+    try:
+        return reader.read(path, partition, offset, max_bytes)
+    finally:
+        reader.forget()
