@@ -221,10 +221,41 @@ class OutputReader:
         out: list[tuple[int, bytes] | Exception] = []
         budget = max_bytes
         seen: dict[int, int] = {}
+        opened = self._open
+        at = partition * INDEX_ENTRY.size
+        entry = INDEX_ENTRY.unpack_from
         with self._lock:
             for path, offset in wanted:
                 if max_bytes >= 0 and budget <= 0:
                     break
+                # What _held and _Held.read do, inline for the most common case: an
+                # output held open with its segments in memory, its file whole and
+                # with a name. Anything else (a removal, a cut, an error) below.
+                held = opened.get(path)
+                data = None if held is None or not 0 <= at < len(held.index) else held.held
+                if data is not None:
+                    assert held is not None
+                    size = seen.get(held.fd)
+                    if size is None:
+                        try:
+                            st = os.fstat(held.fd)
+                            size = st.st_size if st.st_nlink else -1
+                        except OSError:  # raised again, and reported, below
+                            size = -1
+                        seen[held.fd] = size
+                    start, length, _ = entry(held.index, at)
+                    if (
+                        size >= held.base + held.index_offset
+                        and start + length <= held.index_offset
+                        and 0 <= offset <= length
+                    ):
+                        del opened[path]
+                        opened[path] = held  # the most recent last
+                        want = length - offset if max_bytes < 0 else min(budget, length - offset)
+                        start += offset
+                        budget -= want
+                        out.append((length, data[start : start + want]))
+                        continue
                 try:
                     got = self._held(path, seen).read(path, partition, offset, budget)
                 except (OSError, ValueError, ShuffleError) as exc:

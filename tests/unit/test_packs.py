@@ -249,3 +249,27 @@ def test_a_small_output_is_read_once_when_opened_and_served_from_memory(data_dir
         ]
     finally:
         reader.forget()
+
+
+@pytest.mark.parametrize("max_bytes", [-1, 0, 1, 7, 40, 10_000])
+def test_a_batch_of_held_outputs_gives_what_reads_one_by_one_give(data_dir, max_bytes):
+    pack = new_pack(data_dir)
+    for t in range(3):  # two in a pack, one a file of its own; all held in memory
+        write(data_dir, pack, t, 1, 4096 if t < 2 else 0)
+    reader, alone = OutputReader(), OutputReader()
+    wanted = [
+        (layout.map_output_path(data_dir, JOB, t, 1), off) for t in range(3) for off in (0, 3)
+    ]
+    try:
+        reader.read_many(1, wanted)  # opened: what follows is served from memory
+        got = reader.read_many(1, wanted, max_bytes)
+        want, budget = [], max_bytes
+        for path, off in wanted:
+            if max_bytes >= 0 and budget <= 0:
+                break
+            want.append(alone.read(path, 1, off, budget))
+            budget -= len(want[-1][1])
+        assert got == want
+    finally:
+        reader.forget()
+        alone.forget()
