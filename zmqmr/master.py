@@ -300,10 +300,10 @@ class Master:
         return f"{what}-{self._seq}"
 
     def _drain(self, sock: zmq.Socket[Any], from_workers: bool) -> None:
-        recv = sock.recv_multipart
+        recv = protocol.recv_frames
         for _ in range(1000):  # bounded, so one busy socket cannot starve the other
             try:
-                frames = recv(_NOBLOCK)
+                frames = recv(sock, _NOBLOCK)
             except zmq.Again:
                 return
             if len(frames) < 2:

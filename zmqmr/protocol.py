@@ -155,6 +155,8 @@ def _header_text(msg: Message) -> str:
             text = _assign_text(msg)
             if text is not None:
                 return text
+        elif type(msg) is Done:
+            return _ENCODER.encode({"attempt": msg.attempt, "report": _report_json(msg.report)})
         return _ENCODER.encode(msg.to_json())
     except (TypeError, ValueError) as exc:
         raise ProtocolError(f"{msg.TYPE}: header is not JSON: {exc}") from exc
@@ -225,6 +227,20 @@ def _assign_text(a: Assign) -> str | None:
     )
 
 
+#: A report's fields that hold their defaults are left out of a DONE (the decoder
+#: fills them in): most of a small map's report, so a shorter header to read.
+_REPORT_DEFAULTS = tuple(Report().to_json().items())
+
+
+def _report_json(r: Report) -> dict[str, Any]:
+    out = r.to_json()
+    for name, default in _REPORT_DEFAULTS:
+        value = out[name]
+        if type(value) is type(default) and value == default:
+            del out[name]
+    return out
+
+
 def _ints(*values: Any) -> bool:
     """Whether each value is an int or None (written as they are, no JSON encoder)."""
     return all(v is None or type(v) is int for v in values)
@@ -241,7 +257,9 @@ def decode(frames: Sequence[bytes | memoryview]) -> Message:
         raise ProtocolError(f"{len(frames)} frames, expected at least 3")
     if len(frames) - 3 > MAX_BLOBS:
         raise ProtocolError(f"{len(frames)} frames is too many")
-    version, raw_type, raw_header = (_bytes(f) for f in frames[:3])
+    version, raw_type, raw_header = frames[0], frames[1], frames[2]
+    if type(version) is not bytes or type(raw_type) is not bytes or type(raw_header) is not bytes:
+        version, raw_type, raw_header = bytes(version), bytes(raw_type), bytes(raw_header)
     if version != VERSION:
         raise ProtocolError(f"version frame {version[:16]!r}, expected {VERSION!r}")
     cls = _TYPES_BY_BYTES.get(raw_type)
@@ -253,7 +271,7 @@ def decode(frames: Sequence[bytes | memoryview]) -> Message:
     if not lo <= len(frames) - 3 <= hi:
         raise ProtocolError(f"{cls.TYPE}: {len(frames) - 3} blob frames, expected {lo}..{hi}")
     header = _header(raw_header, cls.TYPE)
-    return _message_of(cls, header, [_bytes(f) for f in frames[3:]])
+    return _message_of(cls, header, [_bytes(f) for f in frames[3:]] if len(frames) > 3 else [])
 
 
 def _header(raw: bytes, what: str) -> Any:
@@ -431,6 +449,27 @@ def send_frames(sock: Any, frames: list[bytes], flags: int = 0) -> None:
             send(frame, more if i < last else flags)
         else:
             send(frame, more if i < last else flags, copy=False)
+
+
+#: libzmq's ZMQ_RCVMORE socket option (its ABI).
+_RCVMORE = 13
+
+
+def recv_frames(sock: Any, flags: int = 0) -> list[bytes]:
+    """One message's frames from a ZeroMQ socket (raises as ``sock.recv`` does).
+
+    Frame by frame with plain ints, for the cost ``send_frames`` avoids:
+    pyzmq's ``recv_multipart`` makes an enum of the option for every frame's
+    RCVMORE query.
+    """
+    recv = sock.recv
+    frames = [recv(flags)]
+    if sock.get(_RCVMORE):
+        get = sock.get
+        frames.append(recv(flags))
+        while get(_RCVMORE):
+            frames.append(recv(flags))
+    return frames
 
 
 def split_routed(frames: Sequence[bytes]) -> tuple[bytes, Message]:

@@ -320,7 +320,7 @@ class Worker:
     def _read_master(self) -> None:
         while self.sock is not None:
             try:
-                frames = self.sock.recv_multipart(flags=zmq.NOBLOCK)
+                frames = protocol.recv_frames(self.sock, int(zmq.NOBLOCK))
             except zmq.Again:
                 return
             try:

@@ -649,3 +649,56 @@ def test_the_shared_spec_texts_are_bounded():
         spec = p.TaskSpec(f"job{i}", 1, 1, None, False, 10, split=p.Split("records", blob=0))
         p.encode(p.Assign(1, f"j{i}", "map", 0, spec))
     assert 0 < len(p._SHARED_SPECS) <= p._SHARED_SPECS_MAX
+
+
+# -- a DONE's report, written without its defaults ----------------------------------------
+
+
+@FUZZ
+@given(record(p.Done), st.data(), JSON)
+def test_a_done_leaves_the_report_fields_at_their_defaults_out(msg, data, new):
+    msg.blobs = data.draw(st.sampled_from([[], [b"result"]]))
+    frames = p.encode(msg)
+    header = json.loads(frames[2])
+    full = msg.to_json()
+    defaults = p.Report().to_json()
+    assert header["attempt"] == full["attempt"]
+    assert header["report"] == {  # every field that differs from its default, no other
+        k: v
+        for k, v in full["report"].items()
+        if type(v) is not type(defaults[k]) or v != defaults[k]
+    }
+    assert p.decode(frames) == msg
+    written_whole = [p.VERSION, b"DONE", json.dumps(full).encode(), *msg.blobs]
+    assert p.decode(written_whole) == msg  # a peer may still write every field
+    name = data.draw(st.sampled_from(sorted(defaults)))
+    header["report"][name] = new  # a field left out, put back with any value: checked
+    try:
+        got = p.decode([p.VERSION, b"DONE", json.dumps(header).encode(), *msg.blobs])
+    except ProtocolError:
+        return
+    assert getattr(got.report, name) == new
+
+
+@pytest.mark.parametrize(
+    "frames",
+    [[b""], [b"one"], [b"id", b"", b"x" * 100_000], [b"%d" % i for i in range(40)]],
+)
+def test_recv_frames_reads_one_whole_message_and_no_more(frames):
+    import zmq
+
+    ctx = zmq.Context()
+    a, b = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
+    try:
+        a.bind("inproc://recv-frames")
+        b.connect("inproc://recv-frames")
+        p.send_frames(a, frames)
+        p.send_frames(a, [b"next"])
+        assert p.recv_frames(b) == frames
+        assert p.recv_frames(b) == [b"next"]
+        with pytest.raises(zmq.Again):
+            p.recv_frames(b, int(zmq.NOBLOCK))
+    finally:
+        a.close(0)
+        b.close(0)
+        ctx.term()
