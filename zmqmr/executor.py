@@ -252,13 +252,19 @@ def main(
     conn: Connection,
     parent_pid: int,
     data_dir: str,
-    shuffle_address: str,
+    shuffle_address: str | None,
     settings: WorkerSettings,
     keys_dir: str | None = None,
     position_path: str | None = None,
 ) -> None:
-    """Entry point of an executor process (started with the spawn method)."""
+    """Entry point of an executor process, spawned or forked (zmqmr.worker); a forked
+    one (``shuffle_address`` None) reads the address from its pipe first."""
     die_with_parent(parent_pid)
+    if shuffle_address is None:
+        try:
+            shuffle_address = conn.recv()
+        except (EOFError, OSError):
+            os._exit(0)  # the worker went before it started
     # Once, not per attempt: each attempt's log capture needs INFO, and changing the
     # root logger's level clears the cache of every logger.
     logging.getLogger().setLevel(logging.INFO)

@@ -115,6 +115,8 @@ class LocalCluster:
         env = dict(os.environ)
         path = env.get("PYTHONPATH", "")
         env["PYTHONPATH"] = _PKG_PARENT + (os.pathsep + path if path else "")
+        # The executors' seed (zmqmr.partitioning): a worker under it forks its executors.
+        env["PYTHONHASHSEED"] = "0"
         return env
 
     def _popen(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:

@@ -5,9 +5,14 @@ the worker does: it reads the master's socket, the executors' pipes and their
 exits, hands each as an event to the state with the clock, and carries out
 the commands that come back (send, run on a slot, restart a slot, remove
 files, reconnect). The worker never runs user code itself: each slot is an
-executor process started with ``spawn``, reused across attempts, killed when
-its attempt is cancelled; map outputs are served from a REP socket in the
-shuffle server's own thread.
+executor process, reused across attempts, killed when its attempt is
+cancelled. The first executors are forked from the worker while it holds no
+ZeroMQ context and no thread yet, when its own ``hash()`` is the executors'
+(it runs under ``PYTHONHASHSEED=0``, as ``LocalCluster`` starts it): they
+start with the worker's imports instead of a new interpreter's, and learn the
+shuffle server's address through their pipe once it is bound. Otherwise, and
+on every restart, executors are started with ``spawn``. Map outputs are served
+from a REP socket in the shuffle server's own thread.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from typing import Any
 
 import zmq
 
-from . import executor, layout, profiling, protocol, shuffle, tasklogs, worker_state
+from . import executor, layout, partitioning, profiling, protocol, shuffle, tasklogs, worker_state
 from .config import WorkerSettings, check_endpoint
 from .errors import ProtocolError
 from .security import MEMBER, Gatekeeper, HandshakeWatch, check_bind, load_keys
@@ -66,6 +71,18 @@ class Executor:
         return bool(self.readable.poll(0))
 
 
+def _forked_main(others: list[Connection], *args: Any) -> None:
+    """``executor.main`` in a forked executor, which first closes its copies of the
+    worker's ends of the other slots' pipes (so those executors see the worker's
+    close), and drops the worker's log handlers (a spawned executor has none)."""
+    for conn in others:
+        conn.close()
+    root = logging.getLogger()
+    for handler in root.handlers[:]:
+        root.removeHandler(handler)
+    executor.main(*args)
+
+
 class Worker:
     def __init__(
         self,
@@ -92,9 +109,16 @@ class Worker:
         self.keys = load_keys(keys_dir, MEMBER) if keys_dir else None
         check_bind(self.shuffle_bind, self.keys, insecure, "the worker's shuffle server")
         self.host = socket.gethostname()
+        self.shuffle_address = ""
+        self._mp = multiprocessing.get_context("spawn")
+        self.slots: list[Executor] = []
+        # Forked before this process holds a ZeroMQ context or a thread (never after).
+        if partitioning.seed_is_fixed() and threading.active_count() == 1:
+            self._prepare_data_dir()
+            fork = multiprocessing.get_context("fork")
+            self.slots = [self._spawn(i, fork) for i in range(self.settings.slots)]
         self.ctx: zmq.Context[Any] = zmq.Context()
         self.stop_event = threading.Event()
-        self.slots: list[Executor] = []
         self.state: WorkerState | None = None
         self.sock: zmq.Socket[Any] | None = None
         self.watch: HandshakeWatch | None = None
@@ -107,7 +131,6 @@ class Worker:
         self._poll_key = -1
         self._poller = zmq.Poller()
         self._fds: dict[int, tuple[str, int]] = {}
-        self._mp = multiprocessing.get_context("spawn")
         self.gatekeeper = Gatekeeper(self.ctx, self.keys) if self.keys else None
         self.server = shuffle.ShuffleServer(self.ctx, self.data_dir, self.shuffle_bind, self.keys)
 
@@ -121,10 +144,15 @@ class Worker:
     # -- lifecycle ---------------------------------------------------------
 
     def start(self) -> None:
-        os.makedirs(self.data_dir, exist_ok=True)
-        self._clear_data_dir()
+        if not self.slots:
+            self._prepare_data_dir()
         self.shuffle_address = self.server.start()
-        for i in range(self.settings.slots):
+        for ex in self.slots:  # forked: they wait for the address
+            try:
+                ex.conn.send(self.shuffle_address)
+            except OSError:
+                pass  # it died: the run loop sees its exit and restarts the slot
+        for i in range(len(self.slots), self.settings.slots):
             self.slots.append(self._spawn(i))
         s = self.settings
         self.state = WorkerState(
@@ -145,23 +173,31 @@ class Worker:
             self.data_dir,
         )
 
+    def _prepare_data_dir(self) -> None:
+        os.makedirs(self.data_dir, exist_ok=True)
+        self._clear_data_dir()
+
     def _clear_data_dir(self) -> None:
         """Remove map outputs a previous worker left (they belong to a dead incarnation)."""
         for entry in os.listdir(self.data_dir):
             shutil.rmtree(os.path.join(self.data_dir, entry), ignore_errors=True)
 
-    def _spawn(self, slot: int) -> Executor:
+    def _spawn(self, slot: int, fork: Any = None) -> Executor:
+        """Start slot's executor: with ``spawn``, or from ``fork`` (the fork context)
+        in ``__init__``, before the shuffle server's address is known."""
         position = layout.position_path(self.data_dir, slot)
         with open(position, "wb") as f:  # a fresh executor has no position yet
             f.write(executor.POSITION.pack(-1, -1))
-        parent, child = self._mp.Pipe()
-        proc = self._mp.Process(
-            target=executor.main,
+        mp = fork or self._mp
+        parent, child = mp.Pipe()
+        proc = mp.Process(
+            target=_forked_main if fork else executor.main,
             args=(
+                *(([ex.conn for ex in self.slots],) if fork else ()),
                 child,
                 os.getpid(),
                 self.data_dir,
-                self.shuffle_address,
+                None if fork else self.shuffle_address,
                 self.settings,
                 self.keys_dir,
                 position,

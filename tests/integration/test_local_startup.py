@@ -11,6 +11,7 @@ import time
 
 import pytest
 from conftest import REPO, stop_processes
+from test_data_correctness import Name  # a user __hash__: keys partitioned by hash()
 
 import zmqmr
 
@@ -106,3 +107,36 @@ def test_a_local_cluster_starts_its_workers_beside_the_master_and_runs_a_job():
         assert dict(result.items()) == dict(zmqmr.run_serial(job).items())
         cluster.add_worker()  # after start-up a worker is given the address itself
         cluster.wait_for_workers(3, 60)
+
+
+def test_a_local_clusters_executors_are_forked_and_hash_keys_as_every_executor_does():
+    """The first executors are forked from their worker (same command line, no
+    interpreter of their own); a restarted one is spawned; with either, keys
+    partitioned by ``hash()`` land in one reduce each, as under run_serial."""
+    import psutil
+
+    job = zmqmr.Job(
+        mapper=lambda k, v: [(Name(w), 1) for w in v.split()],
+        reducer=lambda k, vs: sum(vs),
+        inputs=[(i, " ".join(f"w{(i * j) % 37}" for j in range(9))) for i in range(400)],
+        num_reducers=5,
+        split_size=20,  # maps on both workers
+    )
+    expected = sorted((k.text, v) for k, v in zmqmr.run_serial(job).items())
+    with zmqmr.LocalCluster(workers=2) as cluster:
+        for pid in cluster.worker_pids:
+            worker = psutil.Process(pid)
+            executors = [p for p in worker.children() if p.cmdline() == worker.cmdline()]
+            assert len(executors) == 1, worker.children()
+        got = sorted((k.text, v) for k, v in cluster.client().run(job, progress=False).items())
+        assert got == expected
+        worker = psutil.Process(cluster.worker_pids[0])
+        (forked,) = [p for p in worker.children() if p.cmdline() == worker.cmdline()]
+        forked.kill()
+        forked.wait(30)
+        deadline = time.monotonic() + 60
+        while not any("spawn_main" in " ".join(p.cmdline()) for p in worker.children()):
+            assert time.monotonic() < deadline, worker.children()
+            time.sleep(0.05)
+        got = sorted((k.text, v) for k, v in cluster.client().run(job, progress=False).items())
+        assert got == expected

@@ -26,7 +26,13 @@ def _children(worker_pid: int) -> list[psutil.Process]:
 
 
 def _executors(worker_pid: int) -> list[psutil.Process]:
-    return [p for p in _children(worker_pid) if "spawn_main" in " ".join(p.cmdline())]
+    """Spawned executors, or forked ones (the worker's own command line)."""
+    own = psutil.Process(worker_pid).cmdline()
+    return [
+        p
+        for p in _children(worker_pid)
+        if "spawn_main" in " ".join(p.cmdline()) or p.cmdline() == own
+    ]
 
 
 def _gone(pids, timeout=10.0) -> bool:
