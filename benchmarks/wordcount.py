@@ -357,7 +357,9 @@ def count_lines(path: str) -> int:
 # -- measuring a subprocess tree ---------------------------------------------------------
 
 
-def role_of(cmdline: list[str], is_root: bool, kind: str) -> str:
+def role_of(cmdline: list[str], is_root: bool, kind: str, parent: list[str] | None = None) -> str:
+    """A process's role from its command line (and its parent's: a worker's forked
+    executor has the worker's)."""
     if is_root:
         return (
             "client"
@@ -367,6 +369,8 @@ def role_of(cmdline: list[str], is_root: bool, kind: str) -> str:
             else "python"
         )
     line = " ".join(cmdline)
+    if cmdline == parent and "zmqmr" in line and " worker" in line:
+        return "executor"
     if "zmqmr" in line and " master" in line:
         return "master"
     if "zmqmr" in line and " worker" in line:
@@ -412,8 +416,10 @@ class TreeSampler(threading.Thread):
                         # shows its parent's command line (an exiting one shows none).
                         cmdline = p.cmdline()
                         entry = self.procs.setdefault(p.pid, {"rss": 0, "cpu": 0.0, "role": "?"})
+                        entry["cmdline"] = cmdline
+                        parent = self.procs.get(p.ppid(), {}).get("cmdline")
                         if cmdline or p.pid == self.pid:
-                            entry["role"] = role_of(cmdline, p.pid == self.pid, self.kind)
+                            entry["role"] = role_of(cmdline, p.pid == self.pid, self.kind, parent)
                 except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                     continue
                 entry["rss"] = max(entry["rss"], rss)
