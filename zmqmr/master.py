@@ -334,6 +334,11 @@ class Master:
         problem = None
         try:
             batch = protocol.decode_batch(frames[1:])
+            if len(batch.parts) == 1 and not batch.errors:  # one event: its slots filled at once
+                msg = batch.parts[0]
+                self._seq += 1
+                self._handle(_worker_event(peer, msg, f"{_STIMULI[msg.TYPE]}-{self._seq}"))
+                return
             for msg in batch.parts:  # the slots they free are filled after the last
                 self._seq += 1
                 event = _worker_event(peer, msg, f"{_STIMULI[msg.TYPE]}-{self._seq}")

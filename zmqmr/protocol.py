@@ -451,24 +451,19 @@ def send_frames(sock: Any, frames: list[bytes], flags: int = 0) -> None:
             send(frame, more if i < last else flags, copy=False)
 
 
-#: libzmq's ZMQ_RCVMORE socket option (its ABI).
-_RCVMORE = 13
-
-
 def recv_frames(sock: Any, flags: int = 0) -> list[bytes]:
     """One message's frames from a ZeroMQ socket (raises as ``sock.recv`` does).
 
-    Frame by frame with plain ints, for the cost ``send_frames`` avoids:
-    pyzmq's ``recv_multipart`` makes an enum of the option for every frame's
-    RCVMORE query.
+    Each frame is read as a zmq.Frame, whose ``more`` says whether another
+    follows, then copied to bytes: pyzmq's ``recv_multipart`` asks the socket's
+    RCVMORE option after every frame, making an enum of the option each time.
     """
     recv = sock.recv
-    frames = [recv(flags)]
-    if sock.get(_RCVMORE):
-        get = sock.get
-        frames.append(recv(flags))
-        while get(_RCVMORE):
-            frames.append(recv(flags))
+    frame = recv(flags, copy=False)
+    frames = [frame.bytes]
+    while frame.more:
+        frame = recv(flags, copy=False)
+        frames.append(frame.bytes)
     return frames
 
 
