@@ -8,27 +8,81 @@ The public API, and nothing else::
     oracle = zmqmr.run_serial(job)
 """
 
-from .client import Client, JobHandle
-from .errors import (
-    ClusterError,
-    CorruptOutput,
-    JobCancelled,
-    JobError,
-    JobFailed,
-    JobLost,
-    JobSubmitError,
-    MasterUnavailable,
-    ProtocolError,
-    ResultTooLarge,
-    ShuffleError,
-    ZmqmrError,
-)
-from .inputs import WholeFiles
-from .job import Job, JobResult
-from .local import LocalCluster
-from .partitioning import RangePartitioner
-from .serial import run_serial
-from .userfn import default_partitioner, increment
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .client import Client, JobHandle
+    from .errors import (
+        ClusterError,
+        CorruptOutput,
+        JobCancelled,
+        JobError,
+        JobFailed,
+        JobLost,
+        JobSubmitError,
+        MasterUnavailable,
+        ProtocolError,
+        ResultTooLarge,
+        ShuffleError,
+        ZmqmrError,
+    )
+    from .inputs import WholeFiles
+    from .job import Job, JobResult
+    from .local import LocalCluster
+    from .partitioning import RangePartitioner
+    from .serial import run_serial
+    from .userfn import default_partitioner, increment
+
+#: Where each public name lives. The names are imported on first use, so a
+#: process that imports one submodule (an executor, a worker, the master) does not
+#: pay for the client, LocalCluster and run_serial it never uses.
+_HOMES = {
+    "Client": "client",
+    "JobHandle": "client",
+    "WholeFiles": "inputs",
+    "Job": "job",
+    "JobResult": "job",
+    "LocalCluster": "local",
+    "RangePartitioner": "partitioning",
+    "run_serial": "serial",
+    "default_partitioner": "userfn",
+    "increment": "userfn",
+    **dict.fromkeys(
+        [
+            "ClusterError",
+            "CorruptOutput",
+            "JobCancelled",
+            "JobError",
+            "JobFailed",
+            "JobLost",
+            "JobSubmitError",
+            "MasterUnavailable",
+            "ProtocolError",
+            "ResultTooLarge",
+            "ShuffleError",
+            "ZmqmrError",
+        ],
+        "errors",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{home}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOMES))
+
 
 __version__ = "0.1.0"
 

@@ -161,7 +161,7 @@ class LocalCluster:
         while not os.path.exists(announce):
             if self.master_proc.poll() is not None or time.monotonic() > deadline:
                 raise ClusterError(f"the master did not start:\n{self.log('master')}")
-            time.sleep(0.02)
+            time.sleep(0.005)  # a stat per turn: the workers wait on the same file
         with open(announce) as f:
             addresses = json.load(f)
         self.address = addresses["client_address"]
@@ -227,7 +227,7 @@ class LocalCluster:
                 if time.monotonic() > deadline:
                     logs = "\n".join(self.log(f"worker-{i}") for i in range(len(self.worker_procs)))
                     raise ClusterError(f"only some of {n} workers registered in {timeout}s\n{logs}")
-                time.sleep(0.05)
+                time.sleep(0.02)  # the job waits on this: a status costs the master little
 
     @property
     def worker_pids(self) -> list[int]:

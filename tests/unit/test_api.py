@@ -47,6 +47,34 @@ def test_every_name_in_all_exists_and_is_listed_once():
         assert hasattr(zmqmr, name), name
 
 
+def test_every_public_name_is_its_home_modules_object():
+    import importlib
+
+    for name, home in zmqmr._HOMES.items():
+        assert name in zmqmr.__all__, name
+        assert getattr(zmqmr, name) is getattr(importlib.import_module(f"zmqmr.{home}"), name)
+    assert set(zmqmr.__all__) - set(zmqmr._HOMES) == {"__version__"}
+    with pytest.raises(AttributeError):
+        zmqmr.no_such_name  # noqa: B018
+    namespace: dict[str, object] = {}
+    exec("from zmqmr import *", namespace)
+    assert namespace["LocalCluster"] is zmqmr.LocalCluster
+
+
+def test_a_process_importing_the_executor_loads_no_client_code():
+    """An executor, a worker or the master imports its own modules, not the client's."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, zmqmr.executor, zmqmr.worker, zmqmr.master; "
+        "print(sorted(m for m in ('zmqmr.client', 'zmqmr.local', 'zmqmr.serial') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_errors_form_the_documented_tree():
     assert issubclass(zmqmr.JobSubmitError, zmqmr.JobError)
     assert issubclass(zmqmr.JobFailed, zmqmr.JobError)
