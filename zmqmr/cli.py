@@ -27,6 +27,7 @@ from typing import Any, NoReturn
 from . import __version__
 from .config import (
     DEFAULT_CLIENT_BIND,
+    DEFAULT_HTTP,
     DEFAULT_WORKER_BIND,
     ClusterSettings,
     WorkerSettings,
@@ -35,7 +36,6 @@ from .config import (
     parse_size,
     setting_types,
 )
-from .dashboard import DEFAULT_HTTP
 from .errors import ClusterError, ZmqmrError
 from .jobfiles import (  # noqa: F401 - re-exported: the chaos harness loads job files
     job_from_file,

@@ -34,12 +34,12 @@ from typing import Any
 import zmq
 
 from . import protocol
+from .config import DEFAULT_HTTP  # noqa: F401 - the master names it dashboard.DEFAULT_HTTP
 from .security import Keys
 from .tasklogs import format_logs
 
 log = logging.getLogger(__name__)
 
-DEFAULT_HTTP = "127.0.0.1:8787"
 #: The loop publishes a snapshot at most this often, while one was asked for
 #: within ``WANTED_FOR`` seconds.
 SNAPSHOT_EVERY = 0.5

@@ -61,18 +61,26 @@ def test_every_public_name_is_its_home_modules_object():
     assert namespace["LocalCluster"] is zmqmr.LocalCluster
 
 
-def test_a_process_importing_the_executor_loads_no_client_code():
-    """An executor, a worker or the master imports its own modules, not the client's."""
+@pytest.mark.parametrize(
+    ("imports", "absent"),
+    [
+        ("zmqmr.executor, zmqmr.worker, zmqmr.master", "zmqmr.client zmqmr.local zmqmr.serial"),
+        ("zmqmr.__main__, zmqmr.worker", "zmqmr.dashboard http.server zmqmr.master"),
+    ],
+    ids=["server processes: no client", "worker process: no dashboard"],
+)
+def test_a_process_imports_only_the_modules_of_its_role(imports, absent):
+    """An executor, a worker or the master imports its own modules, not the client's;
+    ``python -m zmqmr worker`` imports neither the master nor its dashboard."""
     import subprocess
     import sys
 
     code = (
-        "import sys, zmqmr.executor, zmqmr.worker, zmqmr.master; "
-        "print(sorted(m for m in ('zmqmr.client', 'zmqmr.local', 'zmqmr.serial') "
-        "if m in sys.modules))"
+        f"import sys, {imports}; "
+        f"print(' '.join(m for m in {absent.split()!r} if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    assert out.stdout.strip() == ""
 
 
 def test_errors_form_the_documented_tree():
