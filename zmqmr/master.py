@@ -230,7 +230,8 @@ class Master:
             poller.register(monitor, zmq.POLLIN)
         interval = self.settings.heartbeat_interval
         next_beat = time.monotonic()
-        gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
+        threshold = gc.get_threshold()  # the process's own, put back when the loop ends
+        gc.set_threshold(GC_THRESHOLD, *threshold[1:])
         try:
             while not self.stop_event.is_set():
                 wake = self.state.wake_at()  # a long poll falling due
@@ -269,6 +270,8 @@ class Master:
         except BaseException:
             self.close()
             raise
+        finally:
+            gc.set_threshold(*threshold)
 
     def _committed(self) -> None:
         """Hand the outcomes of finished commits and aborts to the state."""

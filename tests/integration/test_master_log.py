@@ -7,9 +7,11 @@ against ``run_serial``.
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import signal
+import threading
 import time
 
 import pytest
@@ -17,6 +19,7 @@ from conftest import BOOKS, wc_mapper, wc_reducer
 
 import zmqmr
 from zmqmr import layout
+from zmqmr.master import Master
 
 FAST = dict(
     insecure=True,
@@ -131,3 +134,19 @@ def test_the_master_log_explains_a_job_whose_mapper_keeps_failing():
                 r"times; last error: ValueError: no vermin in this job",
             },
         )
+
+
+def test_a_master_run_in_a_thread_puts_the_collector_threshold_back():
+    # the master loop runs under its own collector threshold; a program (or test)
+    # that runs a Master in a thread gets its own back when the loop ends
+    before = gc.get_threshold()
+    master = Master("tcp://127.0.0.1:*", "tcp://127.0.0.1:*", insecure=True)
+    thread = threading.Thread(target=master.run)
+    thread.start()
+    try:
+        wait_until(lambda: gc.get_threshold() != before, what="the master's threshold")
+    finally:
+        master.stop_event.set()
+        thread.join(30)
+    assert not thread.is_alive()
+    assert gc.get_threshold() == before

@@ -702,3 +702,20 @@ def test_recv_frames_reads_one_whole_message_and_no_more(frames):
         a.close(0)
         b.close(0)
         ctx.term()
+
+
+def test_the_fast_assign_text_knows_every_field():
+    """``_assign_text`` writes the job's shared spec fields and the split, and refuses
+    (returns None for) a spec with any other field set: a field added to TaskSpec or
+    Assign must be added to one or the other, or a fast ASSIGN drops it silently."""
+    refused = {"skip", "track_records", "partition", "locations"}
+    assert set(p.TaskSpec.FIELDS) == {*p._SHARED_SPEC_FIELDS, "split", *refused}
+    assert set(p.Assign.FIELDS) == {
+        "attempt",
+        "job",
+        "kind",
+        "task",
+        "spec",
+        "has_code",
+        "has_records",
+    }
