@@ -337,15 +337,12 @@ class Master:
         problem = None
         try:
             batch = protocol.decode_batch(frames[1:])
-            if len(batch.parts) == 1 and not batch.errors:  # one event: its slots filled at once
-                msg = batch.parts[0]
-                self._seq += 1
-                self._handle(_worker_event(peer, msg, f"{_STIMULI[msg.TYPE]}-{self._seq}"))
+            # One event: its slots filled at once. Several: after the last.
+            one = len(batch.parts) == 1 and not batch.errors
+            for msg in batch.parts:
+                self._handle(_worker_event(peer, msg, self._stimulus(_STIMULI[msg.TYPE])), one)
+            if one:
                 return
-            for msg in batch.parts:  # the slots they free are filled after the last
-                self._seq += 1
-                event = _worker_event(peer, msg, f"{_STIMULI[msg.TYPE]}-{self._seq}")
-                self._handle(event, schedule=False)
             if batch.errors:
                 problem = batch.errors[0]
         except Exception as exc:  # ProtocolError, or a decoder's bug: never out of the loop

@@ -142,12 +142,7 @@ class OutputReader:
         segments it holds: its reads find the cut."""
         held = self._open.pop(path, None)
         if held is not None:
-            size = -1 if seen is None else seen.get(held.fd, -1)
-            if size < 0:
-                st = os.fstat(held.fd)
-                size = st.st_size if st.st_nlink else -1
-                if seen is not None:
-                    seen[held.fd] = size
+            size = _size(held.fd, seen)
             if size < 0:  # removed, or replaced by a rename
                 held.close()
                 held = None
@@ -235,14 +230,10 @@ class OutputReader:
                 data = None if held is None or not 0 <= at < len(held.index) else held.held
                 if data is not None:
                     assert held is not None
-                    size = seen.get(held.fd)
-                    if size is None:
-                        try:
-                            st = os.fstat(held.fd)
-                            size = st.st_size if st.st_nlink else -1
-                        except OSError:  # raised again, and reported, below
-                            size = -1
-                        seen[held.fd] = size
+                    try:
+                        size = _size(held.fd, seen)
+                    except OSError:  # raised again, and reported, below
+                        size = -1
                     start, length, _ = entry(held.index, at)
                     if (
                         size >= held.base + held.index_offset
@@ -307,3 +298,16 @@ def read_segment(
         return reader.read(path, partition, offset, max_bytes)
     finally:
         reader.forget()
+
+
+def _size(fd: int, seen: dict[int, int] | None) -> int:
+    """The size of the file ``fd`` is open on, -1 if it has no name left (removed, or
+    replaced by a rename); with ``seen`` (a batch's: descriptor -> size), asked of the
+    kernel once per file and batch."""
+    size = None if seen is None else seen.get(fd)
+    if size is None:
+        st = os.fstat(fd)
+        size = st.st_size if st.st_nlink else -1
+        if seen is not None:
+            seen[fd] = size
+    return size

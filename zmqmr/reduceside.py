@@ -92,11 +92,14 @@ class ResultBlocks:
         self.size = 0
         self.too_big = False
 
-    def add(self, keys: list[Any], values: list[Any], lines: str | None = None) -> None:
+    def add(
+        self, keys: list[Any], values: list[Any], lines: str | None = None, all_str: bool = False
+    ) -> None:
+        """One batch; ``lines``: its part-file lines, ``all_str``: ``_all_str`` of it."""
         if self.too_big:
             return
         if self.lazy:
-            if lines is not None and _lines_are_records(lines, keys, values):
+            if lines is not None and all_str and _lines_are_records(lines, len(keys)):
                 self.chars += len(lines)
                 self.too_big = self.chars > self.limit
                 return
@@ -149,27 +152,26 @@ class ResultBlocks:
         return b"".join(self.blocks)
 
 
-def _lines_are_records(lines: str, keys: list[Any], values: list[Any]) -> bool:
-    """Whether ``lines`` (``key<TAB>value<NL>`` per record) give back the records exactly."""
-    n = len(keys)
-    return (
-        lines.isascii()
-        and lines.count("\n") == n
-        and lines.count("\t") == n
-        and set(map(type, keys)) == _STR
-        and set(map(type, values)) == _STR
-    )
+def _lines_are_records(lines: str, n: int) -> bool:
+    """Whether ``lines`` (``key<TAB>value<NL>`` per record) of ``n`` records whose keys
+    and values are all str give back the records exactly."""
+    return lines.isascii() and lines.count("\n") == n and lines.count("\t") == n
 
 
 _STR = {str}
 
 
-def _lines(keys: list[Any], values: list[Any]) -> str:
+def _all_str(keys: list[Any], values: list[Any]) -> bool:
+    """Whether every key and value of a batch is a str (no subclass)."""
+    return set(map(type, keys)) == _STR and set(map(type, values)) == _STR
+
+
+def _lines(keys: list[Any], values: list[Any], all_str: bool) -> str:
     """A batch's part-file lines, ``key<TAB>value<NL>`` each as an f-string formats
     them. Where every key and value is a str (whose format is itself), one join of
     the fields and their separators laid out in a list: about 40 % of the cost of
-    formatting each line."""
-    if set(map(type, keys)) == _STR and set(map(type, values)) == _STR:
+    formatting each line. ``all_str``: ``_all_str`` of the batch."""
+    if all_str:
         fields = ["", "\t", "", "\n"] * len(keys)
         fields[0::4] = keys
         fields[2::4] = values
@@ -435,8 +437,9 @@ class ReduceSide:
             for keys, values in userfn.reduce_batches(fns["reducer"], batches, counters):
                 n += len(keys)
                 if out is not None:
-                    lines = _lines(keys, values)
-                    results.add(keys, values, lines)
+                    all_str = _all_str(keys, values)
+                    lines = _lines(keys, values, all_str)
+                    results.add(keys, values, lines, all_str)
                     out.write(lines)
                     del lines
                 else:

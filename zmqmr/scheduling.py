@@ -296,20 +296,17 @@ def strike(st: MasterState, job: Job, w: Worker, out: list[Command], why: str) -
             out.append(Cancel(w.id, att.id, reason=f"worker excluded from job {job.id}"))
 
 
-def missing_attempts(
-    st: MasterState, w: Worker, listed: set[int], now: float, out: list[Command]
-) -> None:
-    """A heartbeat listing fewer attempts than ``w`` has slots says it holds no queued
-    one (a free slot takes the next at once). An attempt queued there more than two
-    heartbeat intervals ago that it has never listed never reached it, or was dropped
-    there: it ends (its task goes idle, not a failure), is cancelled on
-    the worker, and the worker gets a strike. Else a worker that heartbeats but never
-    runs what it is given would hold its tasks for good. O(attempts on ``w``)."""
-    if len(listed) >= w.slots:
-        return
+def missing_attempts(st: MasterState, w: Worker, now: float, out: list[Command]) -> None:
+    """Called for a heartbeat listing fewer attempts than ``w`` has slots, after the
+    listed ones were marked begun: such a worker holds no queued attempt (a free slot
+    takes the next at once). An attempt queued there more than two heartbeat
+    intervals ago and never listed never reached it, or was dropped there: it ends
+    (its task goes idle, not a failure), is cancelled on the worker, and the worker
+    gets a strike. Else a worker that heartbeats but never runs what it is given
+    would hold its tasks for good. O(attempts on ``w``)."""
     old = now - 2 * st.settings.heartbeat_interval
     for att in [a for a in w.running.values() if a.began is None and a.start < old]:
-        if att.id not in st.attempts or att.id in listed:
+        if att.id not in st.attempts:
             continue  # ended by a strike earlier in this loop
         job = att.job
         why = f"{w.name} does not hold it {now - att.start:.1f}s after it was sent"

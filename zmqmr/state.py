@@ -353,9 +353,8 @@ class MasterState:
                 w.last_activity = now
                 if att.kind == REDUCE and p.fraction >= 0.5:  # its input is fetched
                     self.observe.shuffled(att, now)
-        if w.running:
-            listed = {p.attempt for p in ev.progress}
-            scheduling.missing_attempts(self, w, listed, now, out)
+        if w.running and len(ev.progress) < w.slots:
+            scheduling.missing_attempts(self, w, now, out)
 
     def _on_misbehaved(self, ev: WorkerMisbehaved, now: float, out: list[Command]) -> None:
         w = self.workers.get(ev.worker)

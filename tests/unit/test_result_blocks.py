@@ -26,7 +26,8 @@ def run(tmp_path, batches, limit, part_file=True):
     try:
         for keys, values in batches:
             lines = "".join([f"{k}\t{v}\n" for k, v in zip(keys, values)])
-            results.add(keys, values, lines if part_file else None)
+            all_str = reduceside._all_str(keys, values)
+            results.add(keys, values, lines if part_file else None, all_str)
             if out is not None:
                 out.write(lines)
         blob = results.finish()
@@ -110,4 +111,4 @@ class Shout(str):
 )
 def test_a_batchs_lines_are_each_record_formatted_by_an_f_string(keys, values):
     want = "".join([f"{k}\t{v}\n" for k, v in zip(keys, values)])
-    assert reduceside._lines(keys, values) == want
+    assert reduceside._lines(keys, values, reduceside._all_str(keys, values)) == want
