@@ -1,9 +1,11 @@
-/* zmqmr._speedups: the map side's counting loop and text records' keys in C.
+/* zmqmr._speedups: the map side's counting loop, text records' keys and the
+ * reduce side's grouping loop in C.
  *
  * Optional: without it the executor counts (key, value) pairs with
- * collections' C helper, and makes keys with itertools, which gives the same
- * results more slowly (see _Grouper in zmqmr/mapside.py, _lines in
- * zmqmr/inputs.py).
+ * collections' C helper, makes keys with itertools and groups a reduce's
+ * segments in a Python loop, which gives the same results more slowly (see
+ * _Grouper in zmqmr/mapside.py, _lines in zmqmr/inputs.py, hash_merged in
+ * zmqmr/userfn.py).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -357,17 +359,81 @@ static PyTypeObject LineKeysType = {
     .tp_methods = line_keys_methods,
 };
 
+PyDoc_STRVAR(group_into_doc,
+"group_into(groups, stream) -> n\n\n"
+"Add the (key, values) groups of the list ``stream`` to the dict ``groups``,\n"
+"which maps each key to a list of its values: a new key gets a new list of\n"
+"its group's values, a known key's list is extended with them. Stops at the\n"
+"first item that is not an exact 2-tuple and returns how many groups it\n"
+"added (``len(stream)`` when all), so the caller goes on from there. Errors\n"
+"(an unhashable key, values that are not iterable) propagate, and the groups\n"
+"added before stay added.");
+
+static PyObject *
+group_into(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "group_into() takes exactly 2 arguments");
+        return NULL;
+    }
+    PyObject *groups = args[0], *stream = args[1];
+    if (!PyDict_CheckExact(groups) || !PyList_CheckExact(stream)) {
+        PyErr_SetString(PyExc_TypeError, "group_into() needs a dict and a list");
+        return NULL;
+    }
+    Py_ssize_t i = 0;
+    for (; i < PyList_GET_SIZE(stream); i++) {
+        PyObject *item = PyList_GET_ITEM(stream, i);
+        if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 2) {
+            break;
+        }
+        Py_INCREF(item); /* the list may change under a key's __eq__ */
+        PyObject *key = PyTuple_GET_ITEM(item, 0), *values = PyTuple_GET_ITEM(item, 1);
+        PyObject *held = PyDict_GetItemWithError(groups, key); /* borrowed */
+        int failed;
+        if (held != NULL && PyList_CheckExact(held)) {
+            if (PyList_CheckExact(values) || PyTuple_CheckExact(values)) {
+                Py_ssize_t n = PyList_GET_SIZE(held);
+                failed = PyList_SetSlice(held, n, n, values) < 0;
+            }
+            else { /* list.extend's own errors for what is not a sequence */
+                PyObject *none = PyObject_CallMethod(held, "extend", "O", values);
+                failed = none == NULL;
+                Py_XDECREF(none);
+            }
+        }
+        else if (held == NULL && !PyErr_Occurred()) {
+            PyObject *fresh = PySequence_List(values);
+            failed = fresh == NULL || PyDict_SetItem(groups, key, fresh) < 0;
+            Py_XDECREF(fresh);
+        }
+        else {
+            if (held != NULL) {
+                PyErr_SetString(PyExc_TypeError, "group_into(): a key's values are not a list");
+            }
+            failed = 1;
+        }
+        Py_DECREF(item);
+        if (failed) {
+            return NULL;
+        }
+    }
+    return PyLong_FromSsize_t(i);
+}
+
 static PyMethodDef speedups_methods[] = {
     {"count_outputs", (PyCFunction)(void (*)(void))count_outputs, METH_FASTCALL,
      count_outputs_doc},
     {"line_keys", (PyCFunction)(void (*)(void))line_keys, METH_FASTCALL, line_keys_doc},
+    {"group_into", (PyCFunction)(void (*)(void))group_into, METH_FASTCALL, group_into_doc},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef speedups_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "zmqmr._speedups",
-    .m_doc = "The map side's counting loop and text records' keys in C (optional).",
+    .m_doc = "The map side's counting loop, text records' keys and the reduce side's "
+             "grouping in C (optional).",
     .m_size = -1,
     .m_methods = speedups_methods,
 };

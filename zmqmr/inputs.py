@@ -32,17 +32,12 @@ import pickle
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import IO, Any
 
-from . import pickling
+from . import native, pickling
 from .config import MAPS_PER_SLOT, MAX_MAP_TASKS, MAX_SPLIT_SIZE, MIN_SPLIT_SIZE
 from .errors import JobSubmitError
 
-speedups: Any
-try:
-    from . import _speedups as speedups
-except ImportError:  # not built: keys are made with itertools, more slowly
-    speedups = None
-if os.environ.get("ZMQMR_NO_SPEEDUPS"):  # to measure or debug the pure-Python path
-    speedups = None
+#: Without it text records' keys are made with itertools, more slowly.
+speedups: Any = native.load()
 
 Record = tuple[Any, Any]
 SplitDesc = dict[str, Any]

@@ -29,17 +29,12 @@ from collections import _count_elements  # type: ignore[attr-defined]
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from . import layout, mapoutput, merge, packs, protocol, userfn
+from . import layout, mapoutput, merge, native, packs, protocol, userfn
 from .config import WorkerSettings
 from .inputs import SplitReader, read_split
 
-speedups: Any
-try:
-    from . import _speedups as speedups
-except ImportError:  # not built: the executor counts pairs in pure Python, more slowly
-    speedups = None
-if os.environ.get("ZMQMR_NO_SPEEDUPS"):  # to measure or debug the pure-Python path
-    speedups = None
+#: Without it the executor counts pairs in pure Python, more slowly.
+speedups: Any = native.load()
 
 #: With a combiner, a key's buffered values are combined when there are this many.
 COMBINE_AT = 32
