@@ -190,21 +190,13 @@ class Worker:
             f.write(executor.POSITION.pack(-1, -1))
         mp = fork or self._mp
         parent, child = mp.Pipe()
-        proc = mp.Process(
-            target=_forked_main if fork else executor.main,
-            args=(
-                *(([ex.conn for ex in self.slots],) if fork else ()),
-                child,
-                os.getpid(),
-                self.data_dir,
-                None if fork else self.shuffle_address,
-                self.settings,
-                self.keys_dir,
-                position,
-            ),
-            name="zmqmr-executor",
-            daemon=True,
-        )
+        address = None if fork else self.shuffle_address  # a forked one reads it from its pipe
+        args: tuple[Any, ...] = (child, os.getpid(), self.data_dir, address)
+        args += (self.settings, self.keys_dir, position)
+        target: Any = executor.main
+        if fork:  # it closes its copies of the other slots' pipes first
+            target, args = _forked_main, ([ex.conn for ex in self.slots], *args)
+        proc = mp.Process(target=target, args=args, name="zmqmr-executor", daemon=True)
         os.environ["PYTHONHASHSEED"] = "0"  # every executor hashes keys alike: zmqmr.partitioning
         proc.start()
         child.close()

@@ -47,6 +47,22 @@ def test_every_name_in_all_exists_and_is_listed_once():
         assert hasattr(zmqmr, name), name
 
 
+def test_the_type_checkers_imports_are_the_public_names():
+    # zmqmr/__init__.py names each public name twice: under TYPE_CHECKING, for the
+    # type checker, and in _HOMES, for the lazy import. They must agree.
+    import ast
+
+    with open(zmqmr.__file__, encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    block = next(
+        n for n in tree.body if isinstance(n, ast.If) and "TYPE_CHECKING" in ast.unparse(n.test)
+    )
+    imported = {
+        a.name: n.module for n in block.body if isinstance(n, ast.ImportFrom) for a in n.names
+    }
+    assert imported == zmqmr._HOMES
+
+
 def test_every_public_name_is_its_home_modules_object():
     import importlib
 
@@ -76,8 +92,7 @@ def test_a_process_imports_only_the_modules_of_its_role(imports, absent):
     import sys
 
     code = (
-        f"import sys, {imports}; "
-        f"print(' '.join(m for m in {absent.split()!r} if m in sys.modules))"
+        f"import sys, {imports}; print(' '.join(m for m in {absent.split()!r} if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
