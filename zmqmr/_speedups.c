@@ -1,11 +1,11 @@
-/* zmqmr._speedups: the map side's counting loop, text records' keys and the
- * reduce side's grouping loop in C.
+/* zmqmr._speedups: the map side's counting loop, text records' keys, and the reduce
+ * side's checks and grouping of map-output segments, in C.
  *
  * Optional: without it the executor counts (key, value) pairs with
- * collections' C helper, makes keys with itertools and groups a reduce's
- * segments in a Python loop, which gives the same results more slowly (see
+ * collections' C helper, makes keys with itertools, and checks and groups a
+ * reduce's segments in Python, which gives the same results more slowly (see
  * _Grouper in zmqmr/mapside.py, _lines in zmqmr/inputs.py, hash_merged in
- * zmqmr/userfn.py).
+ * zmqmr/userfn.py, bad_segments and merge_segments in zmqmr/mapoutput.py).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -421,11 +421,368 @@ group_into(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
     return PyLong_FromSsize_t(i);
 }
 
+/* -- map-output segments: their blocks' checksums, decoding and grouping ----------- */
+
+/* A block is <codec:u8><length:u32><crc32:u32> then ``length`` bytes of payload; the
+ * checksum is zlib's crc32 of the codec and length bytes, then of the payload
+ * (zmqmr/mapoutput.py). The CRC here is zlib's (polynomial 0xEDB88320), a table per
+ * byte of an 8-byte word at a time. */
+
+#define BLOCK_HEADER 9
+#define CODEC_PICKLE 1
+
+static uint32_t crc_table[8][256];
+
+static void
+crc_init(void)
+{
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++) {
+            c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        }
+        crc_table[0][i] = c;
+    }
+    for (uint32_t i = 0; i < 256; i++) {
+        for (int s = 1; s < 8; s++) {
+            uint32_t c = crc_table[s - 1][i];
+            crc_table[s][i] = (c >> 8) ^ crc_table[0][c & 0xff];
+        }
+    }
+}
+
+static uint32_t
+crc_update(uint32_t crc, const unsigned char *p, size_t n)
+{
+    crc = ~crc;
+    while (n >= 8) {
+        uint32_t lo = ((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16
+                       | (uint32_t)p[3] << 24) ^ crc;
+        uint32_t hi = (uint32_t)p[4] | (uint32_t)p[5] << 8 | (uint32_t)p[6] << 16
+                      | (uint32_t)p[7] << 24;
+        crc = crc_table[7][lo & 0xff] ^ crc_table[6][(lo >> 8) & 0xff]
+              ^ crc_table[5][(lo >> 16) & 0xff] ^ crc_table[4][lo >> 24]
+              ^ crc_table[3][hi & 0xff] ^ crc_table[2][(hi >> 8) & 0xff]
+              ^ crc_table[1][(hi >> 16) & 0xff] ^ crc_table[0][hi >> 24];
+        p += 8;
+        n -= 8;
+    }
+    while (n--) {
+        crc = crc_table[0][(crc ^ *p++) & 0xff] ^ (crc >> 8);
+    }
+    return ~crc;
+}
+
+static uint32_t
+le32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t
+le64(const unsigned char *p)
+{
+    return (uint64_t)le32(p) | (uint64_t)le32(p + 4) << 32;
+}
+
+/* 1 if every block of buf checks (lengths, codec, checksum), else 0. */
+static int
+segment_ok(const unsigned char *buf, Py_ssize_t end)
+{
+    Py_ssize_t pos = 0;
+    while (pos < end) {
+        if (end - pos < BLOCK_HEADER || buf[pos] != CODEC_PICKLE) {
+            return 0;
+        }
+        uint32_t length = le32(buf + pos + 1);
+        uint32_t crc = le32(buf + pos + 5);
+        if ((uint64_t)(end - pos - BLOCK_HEADER) < length) {
+            return 0;
+        }
+        uint32_t got = crc_update(0, buf + pos, 5);
+        got = crc_update(got, buf + pos + BLOCK_HEADER, length);
+        if (got != crc) {
+            return 0;
+        }
+        pos += BLOCK_HEADER + (Py_ssize_t)length;
+    }
+    return 1;
+}
+
+PyDoc_STRVAR(verify_segments_doc,
+"verify_segments(datas) -> int\n\n"
+"Check every block of each segment in ``datas`` (a sequence of bytes-like\n"
+"objects), as ``mapoutput.verify_segment`` does: a header cut short, an\n"
+"unknown codec, a length past the end or a checksum that differs fails it.\n"
+"Returns the index of the first segment that fails, or -1.");
+
+static PyObject *
+verify_segments(PyObject *Py_UNUSED(module), PyObject *datas)
+{
+    PyObject *seq = PySequence_Fast(datas, "verify_segments() needs a sequence");
+    if (seq == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    Py_ssize_t bad = -1;
+    for (Py_ssize_t i = 0; i < n && bad < 0; i++) {
+        int ok;
+        if (PyBytes_CheckExact(items[i])) {
+            ok = segment_ok((const unsigned char *)PyBytes_AS_STRING(items[i]),
+                            PyBytes_GET_SIZE(items[i]));
+        }
+        else {
+            Py_buffer view;
+            if (PyObject_GetBuffer(items[i], &view, PyBUF_SIMPLE) < 0) {
+                Py_DECREF(seq);
+                return NULL;
+            }
+            ok = segment_ok((const unsigned char *)view.buf, view.len);
+            PyBuffer_Release(&view);
+        }
+        if (!ok) {
+            bad = i;
+        }
+    }
+    Py_DECREF(seq);
+    return PyLong_FromSsize_t(bad);
+}
+
+typedef struct {
+    PyObject *groups;     /* dict: key -> list of its values */
+    PyObject *merge_part; /* Python: merge_part(part, groups), for any other shape */
+} Merge;
+
+/* A key's run of values into the dict; values: a new reference is not taken. */
+static int
+merge_group(Merge *m, PyObject *key, PyObject *values)
+{
+    PyObject *held = PyDict_GetItemWithError(m->groups, key); /* borrowed */
+    if (held == NULL) {
+        if (PyErr_Occurred()) {
+            return -1;
+        }
+        PyObject *list = PySequence_List(values);
+        if (list == NULL) {
+            return -1;
+        }
+        int rc = PyDict_SetItem(m->groups, key, list);
+        Py_DECREF(list);
+        return rc;
+    }
+    if (!PyList_CheckExact(held)) {
+        PyErr_SetString(PyExc_TypeError, "merge_segments(): a group that is not a list");
+        return -1;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(held);
+    return PyList_SetSlice(held, n, n, values);
+}
+
+/* One value of a flat part: its key's one-value group. */
+static int
+merge_one(Merge *m, PyObject *key, PyObject *value)
+{
+    PyObject *held = PyDict_GetItemWithError(m->groups, key); /* borrowed */
+    if (held == NULL) {
+        if (PyErr_Occurred()) {
+            return -1;
+        }
+        PyObject *list = PyList_New(1);
+        if (list == NULL) {
+            return -1;
+        }
+        PyList_SET_ITEM(list, 0, Py_NewRef(value));
+        int rc = PyDict_SetItem(m->groups, key, list);
+        Py_DECREF(list);
+        return rc;
+    }
+    if (!PyList_CheckExact(held)) {
+        PyErr_SetString(PyExc_TypeError, "merge_segments(): a group that is not a list");
+        return -1;
+    }
+    return PyList_Append(held, value);
+}
+
+static int
+merge_python(Merge *m, PyObject *part)
+{
+    PyObject *r = PyObject_CallFunctionObjArgs(m->merge_part, part, m->groups, NULL);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+/* A decoded part: the flat (keys, values) of one-value groups, or a list of groups;
+ * any other shape goes to merge_part, which does what Python would. */
+static int
+merge_decoded(Merge *m, PyObject *part)
+{
+    if (PyTuple_CheckExact(part) && PyTuple_GET_SIZE(part) == 2
+        && PyList_CheckExact(PyTuple_GET_ITEM(part, 0))
+        && PyList_CheckExact(PyTuple_GET_ITEM(part, 1))
+        && PyList_GET_SIZE(PyTuple_GET_ITEM(part, 0))
+               == PyList_GET_SIZE(PyTuple_GET_ITEM(part, 1))) {
+        PyObject *keys = PyTuple_GET_ITEM(part, 0);
+        PyObject *values = PyTuple_GET_ITEM(part, 1);
+        /* Lists a key's __eq__ could change as we go: indexed with a check each time. */
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(keys) && i < PyList_GET_SIZE(values); i++) {
+            PyObject *key = Py_NewRef(PyList_GET_ITEM(keys, i));
+            PyObject *value = Py_NewRef(PyList_GET_ITEM(values, i));
+            int rc = merge_one(m, key, value);
+            Py_DECREF(key);
+            Py_DECREF(value);
+            if (rc < 0) {
+                return -1;
+            }
+        }
+        return 0;
+    }
+    if (!PyList_CheckExact(part)) {
+        return merge_python(m, part);
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(part); i++) {
+        PyObject *group = Py_NewRef(PyList_GET_ITEM(part, i));
+        int rc;
+        if (PyTuple_CheckExact(group) && PyTuple_GET_SIZE(group) == 2) {
+            rc = merge_group(m, PyTuple_GET_ITEM(group, 0), PyTuple_GET_ITEM(group, 1));
+        }
+        else {
+            PyObject *one = PyList_New(1);
+            rc = -1;
+            if (one != NULL) {
+                PyList_SET_ITEM(one, 0, Py_NewRef(group));
+                rc = merge_python(m, one);
+                Py_DECREF(one);
+            }
+        }
+        Py_DECREF(group);
+        if (rc < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(merge_segments_doc,
+"merge_segments(datas, groups, loads, decode_parts, merge_part, error)\n\n"
+"Every group of the verified segments ``datas`` (bytes-like, in order) into\n"
+"``groups``, a dict of key -> list of values: a new key gets a list of its\n"
+"values, a known one has them appended, so each key's values come in segment\n"
+"order (``userfn.hash_merged`` of ``mapoutput.decode_segments``). Blocks'\n"
+"lengths and codecs are checked (``error(message)`` is raised), not their\n"
+"checksums. A block of one part pickled in one frame is unpickled with\n"
+"``loads``; other blocks' parts come from ``decode_parts(codec, payload)``;\n"
+"a part of another shape than the flat ``(keys, values)`` or a list of\n"
+"``(key, values)`` tuples is given to ``merge_part(part, groups)``.");
+
+static PyObject *
+merge_segments(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "merge_segments() takes exactly 6 arguments");
+        return NULL;
+    }
+    if (!PyDict_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "merge_segments() needs a dict");
+        return NULL;
+    }
+    Merge m = {args[1], args[4]};
+    PyObject *loads = args[2], *decode_parts = args[3], *error = args[5];
+    PyObject *seq = PySequence_Fast(args[0], "merge_segments() needs a sequence");
+    if (seq == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    int failed = 0;
+    for (Py_ssize_t i = 0; i < n && !failed; i++) {
+        PyObject *data = PySequence_Fast_GET_ITEM(seq, i);
+        Py_buffer view;
+        if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
+            failed = 1;
+            break;
+        }
+        const unsigned char *buf = (const unsigned char *)view.buf;
+        Py_ssize_t pos = 0, end = view.len;
+        while (pos < end) {
+            if (end - pos < BLOCK_HEADER) {
+                PyErr_Format(error, "truncated block header at byte %zd", pos);
+                failed = 1;
+                break;
+            }
+            unsigned int codec = buf[pos];
+            uint32_t length = le32(buf + pos + 1);
+            pos += BLOCK_HEADER;
+            if (codec != CODEC_PICKLE || (uint64_t)(end - pos) < length) {
+                PyErr_Format(error, "bad block header at byte %zd", pos);
+                failed = 1;
+                break;
+            }
+            const unsigned char *p = buf + pos;
+            /* The payload as an object of its own: the bytes of a small one (a copy
+             * costs less than a view), a view of the segment otherwise. */
+            PyObject *payload;
+            if (length <= 4096) {
+                payload = PyBytes_FromStringAndSize((const char *)p, (Py_ssize_t)length);
+            }
+            else {
+                PyObject *whole = PyMemoryView_FromObject(data);
+                payload = whole == NULL ? NULL
+                                        : PySequence_GetSlice(whole, pos, pos + (Py_ssize_t)length);
+                Py_XDECREF(whole);
+            }
+            pos += (Py_ssize_t)length;
+            if (payload == NULL) {
+                failed = 1;
+                break;
+            }
+            int rc;
+            if (length > 11 && p[0] == 0x80 && (p[1] == 5 || p[1] == 4) && p[2] == 0x95
+                && le64(p + 3) + 11 == length) {
+                PyObject *part = PyObject_CallOneArg(loads, payload);
+                rc = part == NULL ? -1 : merge_decoded(&m, part);
+                Py_XDECREF(part);
+            }
+            else {
+                PyObject *parts = PyObject_CallFunction(decode_parts, "IO", codec, payload);
+                PyObject *it = parts == NULL ? NULL : PyObject_GetIter(parts);
+                Py_XDECREF(parts);
+                rc = it == NULL ? -1 : 0;
+                PyObject *part;
+                while (rc == 0 && (part = PyIter_Next(it)) != NULL) {
+                    rc = merge_decoded(&m, part);
+                    Py_DECREF(part);
+                }
+                if (rc == 0 && PyErr_Occurred()) {
+                    rc = -1;
+                }
+                Py_XDECREF(it);
+            }
+            Py_DECREF(payload);
+            if (rc < 0) {
+                failed = 1;
+                break;
+            }
+        }
+        PyBuffer_Release(&view);
+    }
+    Py_DECREF(seq);
+    if (failed) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef speedups_methods[] = {
     {"count_outputs", (PyCFunction)(void (*)(void))count_outputs, METH_FASTCALL,
      count_outputs_doc},
     {"line_keys", (PyCFunction)(void (*)(void))line_keys, METH_FASTCALL, line_keys_doc},
     {"group_into", (PyCFunction)(void (*)(void))group_into, METH_FASTCALL, group_into_doc},
+    {"verify_segments", (PyCFunction)verify_segments, METH_O, verify_segments_doc},
+    {"merge_segments", (PyCFunction)(void (*)(void))merge_segments, METH_FASTCALL,
+     merge_segments_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -433,7 +790,7 @@ static struct PyModuleDef speedups_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "zmqmr._speedups",
     .m_doc = "The map side's counting loop, text records' keys and the reduce side's "
-             "grouping in C (optional).",
+             "checks and grouping of segments in C (optional).",
     .m_size = -1,
     .m_methods = speedups_methods,
 };
@@ -444,5 +801,6 @@ PyInit__speedups(void)
     if (PyType_Ready(&LineKeysType) < 0) {
         return NULL;
     }
+    crc_init();
     return PyModule_Create(&speedups_module);
 }

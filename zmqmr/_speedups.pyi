@@ -1,4 +1,4 @@
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 def count_outputs(
@@ -6,3 +6,12 @@ def count_outputs(
 ) -> tuple[int, Any, Any, Any]: ...
 def line_keys(path: str, pos: int, lines: list[Any]) -> Iterator[tuple[str, int]]: ...
 def group_into(groups: dict[Any, list[Any]], stream: list[Any]) -> int: ...
+def verify_segments(datas: Sequence[Any]) -> int: ...
+def merge_segments(
+    datas: Sequence[Any],
+    groups: dict[Any, list[Any]],
+    loads: Callable[[Any], Any],
+    decode_parts: Callable[[int, Any], Iterable[Any]],
+    merge_part: Callable[[Any, dict[Any, list[Any]]], None],
+    error: type[Exception],
+) -> None: ...

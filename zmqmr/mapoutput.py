@@ -20,11 +20,12 @@ byte or a truncated file fails a checksum or a length and raises
 Writers: ``MapOutputWriter`` (one segment per partition, then the index and
 footer, written to a temporary name and renamed), ``write_run`` (one segment
 alone: a spilled run, a reduce's merged input). Readers: the decoders of a
-segment in memory or in a file; ``zmqmr.outputreader`` reads segments of these
-files by partition (``OutputReader``, ``read_index``, ``read_segment``), and
-``zmqmr.shuffle`` serves and fetches them over the network.
-Imports: the standard library and zmqmr's pickling and errors modules; no
-``zmq``.
+segment in memory or in a file (many small segments at once: ``bad_segments``
+and ``merge_segments``, in C where ``zmqmr._speedups`` is built);
+``zmqmr.outputreader`` reads segments of these files by partition
+(``OutputReader``, ``read_index``, ``read_segment``), and ``zmqmr.shuffle``
+serves and fetches them over the network. Imports: the standard library,
+zmqmr's native, pickling and errors modules; no ``zmq``.
 """
 
 from __future__ import annotations
@@ -36,12 +37,15 @@ import os
 import pickle
 import struct
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import packs, pickling
+from . import native, packs, pickling
 from .errors import CorruptOutput
+
+#: Without it segments are checked and grouped in Python, more slowly.
+speedups: Any = native.load()
 
 _first = operator.itemgetter(0)
 _second = operator.itemgetter(1)
@@ -408,6 +412,55 @@ def decode_segments(datas: Iterable[bytes]) -> list[Group]:
                 for part in decode_parts(codec, payload):
                     extend(part)
     return out
+
+
+def bad_segments(datas: Sequence[bytes]) -> list[int]:
+    """The indexes of the segments of ``datas`` (in memory) that ``verify_segment``
+    refuses, in one loop: a reduce at large R gets a block or two from each of
+    hundreds of map outputs, and a call per segment costs more than its checksum."""
+    if speedups is not None:
+        bad = []
+        start = 0
+        while (i := speedups.verify_segments(datas[start:] if start else datas)) >= 0:
+            bad.append(start + i)  # what follows a bad one is checked on from there
+            start += i + 1
+        return bad
+    out = []
+    for i, data in enumerate(datas):
+        try:
+            verify_segment(data)
+        except CorruptOutput:
+            out.append(i)
+    return out
+
+
+def _merge_part(part: Any, groups: dict[Any, list[Any]]) -> None:
+    """A decoded part's groups into ``groups`` (see ``merge_segments``)."""
+    if type(part) is tuple:  # flat (encode_pairs): its pairs' one-value groups
+        keys, values = part
+        part = zip(keys, zip(values))
+    get = groups.get
+    for key, values in part:
+        held = get(key)
+        if held is None:
+            groups[key] = list(values)
+        else:
+            held.extend(values)
+
+
+def merge_segments(datas: Sequence[bytes], groups: dict[Any, list[Any]]) -> None:
+    """Every group of the verified segments ``datas`` (in memory, in order) into
+    ``groups``: a new key gets a list of its values, a key seen before has its
+    values appended, so a key's values come in segment order (``userfn.hash_merged``
+    of each segment's ``decode_segments``). Lengths and codecs are checked
+    (``CorruptOutput``), checksums are not. Decoded a part at a time, in C where the
+    extension is built; else one segment at a time."""
+    if speedups is not None:
+        loads = pickle.loads
+        speedups.merge_segments(datas, groups, loads, decode_parts, _merge_part, CorruptOutput)
+        return
+    for data in datas:
+        _merge_part(decode_segments((data,)), groups)
 
 
 def segment_blocks(data: bytes | memoryview, check: bool = True) -> Iterator[list[Group]]:

@@ -361,13 +361,16 @@ class ReduceSide:
         batches: Iterator[list[tuple[Any, list[Any]]]]
         if in_memory and size <= min(HASH_GROUP_BYTES, s.reduce_memory):
             datas = [seg.data for seg in segments if seg.data]
-            for seg in segments:
-                if not seg.checked and seg.data:
-                    mapoutput.verify_segment(seg.data)
-            # one segment's groups decoded at a time, in order (a key's values keep
-            # their order): every segment's at once held them all beside the dict
-            streams = (mapoutput.decode_segments((data,)) for data in datas)
-            items = list(userfn.hash_merged(streams))
+            unchecked = [seg.data for seg in segments if not seg.checked and seg.data]
+            for i in mapoutput.bad_segments(unchecked):
+                mapoutput.verify_segment(unchecked[i])  # raises, saying what is wrong
+            # decoded a part (or a segment) at a time into the dict, in order (a key's
+            # values keep their order): every segment's groups decoded at once, beside
+            # the dict, held them all
+            groups: dict[Any, list[Any]] = {}
+            mapoutput.merge_segments(datas, groups)
+            items = userfn.sorted_groups(groups)
+            del groups
             step = userfn.MERGE_BATCH
             batches = (items[i : i + step] for i in range(0, len(items), step))
         else:

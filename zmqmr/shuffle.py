@@ -30,6 +30,7 @@ from .errors import CorruptOutput, ProtocolError, ShuffleError
 from .layout import job_dir, map_output_name, map_output_path
 from .mapoutput import (
     Group,
+    bad_segments,
     file_segment_blocks,
     file_segment_groups,
     segment_blocks,
@@ -302,6 +303,7 @@ def fetch_segments(
             moved = False
             blob = reply.blobs[0]
             pos = 0
+            whole: list[tuple[int, int, bytes]] = []  # segments whole in one part
             for m, offset, total, n in zip(reply.maps, reply.offsets, reply.totals, reply.lengths):
                 data = blob if n == len(blob) else blob[pos : pos + n]
                 pos += n
@@ -309,12 +311,11 @@ def fetch_segments(
                 if want is None or offset != want.offset:
                     continue
                 moved = True
+                if offset == 0 and want.total < 0 and n == total and not want.spill_path:
+                    del todo[m]  # whole in one part (most often): checked below, no copies
+                    whole.append((m, total, data))
+                    continue
                 try:
-                    if offset == 0 and want.total < 0 and n == total and not want.spill_path:
-                        verify_segment(data)  # whole in one part (most often): no copies
-                        del todo[m]
-                        fetched[m] = Fetched(total, data, None, 0, False, True)
-                        continue
                     want.take(total, data)
                     if want.complete:
                         del todo[m]
@@ -327,6 +328,15 @@ def fetch_segments(
                     todo.pop(m, None)
                     want.abandon()
                     failed[m] = ShuffleError(f"{address}: {exc}")
+            for m, total, data in whole:
+                fetched[m] = Fetched(total, data, None, 0, False, True)
+            for i in bad_segments([data for _, _, data in whole]) if whole else ():
+                m, _, data = whole[i]
+                del fetched[m]
+                try:
+                    verify_segment(data)
+                except CorruptOutput as exc:
+                    failed[m] = CorruptOutput(f"{address}: {exc}")
             if not moved:  # a reply that answers nothing asked: do not ask forever
                 for w in todo.values():
                     w.abandon()
@@ -408,14 +418,18 @@ def local_segments(
     in_memory = [w for w in wanted if w.spill_path is None]
     paths = [directory + map_output_name(w.map_task, w.attempt) for w in in_memory]
     read = reader.read_many(partition, zip(paths, itertools.repeat(0)))
-    # one segment per map output (many at large R): the loop is kept lean
+    # one segment per map output (many at large R): checked in one loop, and this
+    # loop is kept lean
+    for i in bad_segments([got[1] if isinstance(got, tuple) else b"" for got in read]):
+        try:
+            verify_segment(read[i][1])  # type: ignore[index]
+        except CorruptOutput as exc:
+            read[i] = exc
     for w, path, got in zip(in_memory, paths, read):
         try:
             if not isinstance(got, tuple):
                 raise got
-            length, data = got
-            verify_segment(data)
-            fetched[w.map_task] = Fetched(length, data, None, 0, False, True)
+            fetched[w.map_task] = Fetched(got[0], got[1], None, 0, False, True)
         except FileNotFoundError:
             failed[w.map_task] = ShuffleError(f"{path}: missing")
         except ShuffleError as exc:

@@ -213,9 +213,15 @@ def hash_merged(
                 groups[key] = list(values)
             else:
                 held.extend(values)
+    return iter(sorted_groups(groups))
+
+
+def sorted_groups(groups: dict[Any, list[Any]]) -> list[tuple[Any, list[Any]]]:
+    """The ``(key, values)`` items of a dict of groups, sorted by key (unorderable
+    keys named): what ``hash_merged`` gives of the streams grouped in it."""
     items = list(groups.items())
     sort_by_key(items)
-    return iter(items)
+    return items
 
 
 #: Groups a merge takes from a stream at a time (a block part holds at most 1024)...

@@ -314,8 +314,11 @@ def test_a_shuffle_server_answers_many_segments_with_one_batch_read_and_one_blob
 def test_a_reduce_grouped_in_a_dict_holds_one_decoded_segment_at_a_time(tmp_path, monkeypatch):
     """Segments are decoded one by one into the dict (at most the one before is still
     held): every segment's decoded groups at once, beside the dict, took a word
-    count's executors from 41 to 69 MB."""
+    count's executors from 41 to 69 MB. (In Python: the C loop decodes a part at a
+    time, see the next test.)"""
     import weakref
+
+    monkeypatch.setattr(mapoutput, "speedups", None)
 
     class Groups(list):  # a list that a weak reference can watch
         pass
@@ -345,3 +348,133 @@ def test_a_reduce_grouped_in_a_dict_holds_one_decoded_segment_at_a_time(tmp_path
         side.reader.forget()
         for c in conns:
             c.close()
+
+
+needs_ext = pytest.mark.skipif(mapoutput.speedups is None, reason="zmqmr._speedups not built")
+
+
+@needs_ext
+def test_the_c_merge_holds_one_decoded_part_at_a_time(tmp_path, monkeypatch):
+    import weakref
+
+    class Part(list):  # a decoded part that a weak reference can watch
+        pass
+
+    real = pickle.loads
+    earlier: list[weakref.ref[Part]] = []
+
+    def loads(data):
+        assert all(ref() is None for ref in earlier), "an earlier part is still alive"
+        got = real(data)
+        if type(got) is tuple:  # flat: given on as its groups (the Python merge's path)
+            got = list(zip(got[0], zip(got[1])))
+        part = Part(got)
+        earlier.append(weakref.ref(part))
+        return part
+
+    monkeypatch.setattr(pickle, "loads", loads)
+    maps = 8
+    side, data_dir, conns = _setup(tmp_path, maps)
+    try:
+        _, blob = side.run_reduce({"reducer": _count}, JOB, 0, 9, _spec(data_dir, 0, maps), {})
+        monkeypatch.undo()
+        assert _result(blob) == _expected(0, maps)
+        assert len(earlier) == maps  # a part (of one block) per segment here
+    finally:
+        side.reader.forget()
+        for c in conns:
+            c.close()
+
+
+def _cyclic() -> list[Any]:
+    x: list[Any] = [1]
+    x.append(x)
+    return x
+
+
+def _mixed_segments() -> list[bytes]:
+    """Segments of every shape a map output holds: flat parts and lists of groups,
+    a key spanning segments, parts past 4 KiB, blocks of several parts and several
+    frames, values pickled with a memo (cyclic) and by cloudpickle (a lambda)."""
+    return [
+        _segment([(1, ["a"]), (2, ["b"])], True),
+        _segment([(1, ["c", "d"]), (3, [None])], False),
+        _segment([(f"k{i:05d}", ["v" * (i % 13)]) for i in range(3000)], True),
+        _segment([(f"k{i:05d}", [i, -i]) for i in range(40_000)], False),
+        _segment([(2, [_cyclic()])], False),
+        _segment([(1, [lambda: 7])], False),
+        _segment([], True),
+        _segment([(b"x", [1.5]), (b"y", [(1, 2)])], True),
+    ]
+
+
+def _merged(datas: list[bytes]) -> dict[Any, list[Any]]:
+    groups: dict[Any, list[Any]] = {}
+    mapoutput.merge_segments(datas, groups)
+    return groups
+
+
+def _comparable(groups: dict[Any, list[Any]]) -> list[Any]:
+    out = []
+    for k, vs in sorted(groups.items(), key=lambda kv: repr(kv[0])):
+        out.append((k, [v() if callable(v) else repr(v) for v in vs]))
+    return out
+
+
+@needs_ext
+def test_the_c_merge_gives_what_the_python_merge_gives_in_order(monkeypatch):
+    datas = _mixed_segments()
+    got = _merged(datas)
+    monkeypatch.setattr(mapoutput, "speedups", None)
+    want = _merged(datas)
+    assert _comparable(got) == _comparable(want)
+    assert got[1][:3] == ["a", "c", "d"]  # segment order within a key
+    assert len(got["k00007"]) == 3  # one value from the flat segment, two from the groups
+
+
+@pytest.mark.parametrize("c", [True, False])
+def test_bad_segments_names_each_cut_flipped_or_unknown_segment_and_only_those(c, monkeypatch):
+    if c and mapoutput.speedups is None:
+        pytest.skip("zmqmr._speedups not built")
+    if not c:
+        monkeypatch.setattr(mapoutput, "speedups", None)
+    good = _mixed_segments()
+    flipped = bytearray(good[3])
+    flipped[len(flipped) // 2] ^= 0x01
+    codec = bytearray(good[0])
+    codec[0] = 2
+    crc = bytearray(good[1])
+    crc[6] ^= 0x80  # the checksum itself
+    datas = [
+        good[0],
+        good[2][:-1],  # cut
+        good[3],
+        bytes(flipped),
+        good[1][:5],  # a header cut short
+        bytes(codec),
+        good[6],
+        bytes(crc),
+        good[7],
+    ]
+    assert mapoutput.bad_segments(datas) == [1, 3, 4, 5, 7]
+    assert mapoutput.bad_segments(good) == []
+    with pytest.raises(CorruptOutput):
+        _merged([good[0], good[2][:-1]])
+    with pytest.raises(CorruptOutput):
+        _merged([bytes(codec)])
+
+
+@needs_ext
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 63, 1000, 70_000])
+def test_the_c_checksum_is_zlibs(n):
+    """A block whose header carries zlib's crc32 passes the C check; one bit off fails."""
+    import random
+    import zlib
+
+    payload = random.Random(n).randbytes(n)
+    head = bytes((mapoutput.CODEC_PICKLE,)) + n.to_bytes(4, "little")
+    crc = zlib.crc32(payload, zlib.crc32(head))
+    block = head + crc.to_bytes(4, "little") + payload
+    off = head + (crc ^ 1 << (n % 32)).to_bytes(4, "little") + payload
+    assert mapoutput.speedups.verify_segments([block, block]) == -1
+    assert mapoutput.speedups.verify_segments([block, off]) == 1
