@@ -8,7 +8,11 @@ library and zmqmr's mapoutput, packs and errors modules; no ``zmq``.
 
 from __future__ import annotations
 
+import ctypes
 import os
+import select
+import struct
+import sys
 import threading
 import zlib
 from collections.abc import Iterable
@@ -56,6 +60,126 @@ def read_index(path: str) -> list[Segment]:
     return [_entry(index, index_offset, i, path) for i in range(n)]
 
 
+# -- which directories changed ------------------------------------------------------
+
+_IN_MODIFY, _IN_ATTRIB, _IN_MOVED_FROM, _IN_MOVED_TO = 0x2, 0x4, 0x40, 0x80
+_IN_CREATE, _IN_DELETE, _IN_DELETE_SELF, _IN_MOVE_SELF = 0x100, 0x200, 0x400, 0x800
+_IN_Q_OVERFLOW, _IN_IGNORED = 0x4000, 0x8000
+#: Any change to a file in the directory, or to its list of names, or to itself.
+_WATCHED = (
+    _IN_MODIFY
+    | _IN_ATTRIB
+    | _IN_MOVED_FROM
+    | _IN_MOVED_TO
+    | _IN_CREATE
+    | _IN_DELETE
+    | _IN_DELETE_SELF
+    | _IN_MOVE_SELF
+)
+_EVENT = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len (then the name)
+_libc: Any = None
+
+
+class DirWatch:
+    """Which directories had anything change in them: Linux's inotify, one
+    descriptor per reader, told of every write, cut, rename, creation and removal
+    of a file in a directory watched (``add``), and of the directory's own removal.
+
+    ``generation(d)`` is a number that changes whenever anything changes in ``d``
+    (and differs from any it had before), or -1 if ``d`` is not watched: a file
+    of ``d`` checked when its generation was ``g`` is as it was checked while the
+    generation is still ``g``. Where inotify cannot be had (another system, the
+    per-user limit of instances or watches reached), no directory is watched:
+    the reader then checks each file, as without it. Not thread-safe: its reader
+    locks.
+    """
+
+    def __init__(self) -> None:
+        self.fd = -2  # not opened yet; -1: cannot be
+        self._poll: Any = None
+        self._wds: dict[int, str] = {}  # watch -> directory
+        self._gens: dict[str, int] = {}  # directory watched -> its generation
+        self._tick = 0
+
+    def _open(self) -> bool:
+        global _libc
+        if self.fd == -2:
+            self.fd = -1
+            if sys.platform.startswith("linux"):
+                try:
+                    if _libc is None:
+                        _libc = ctypes.CDLL(None, use_errno=True)
+                    fd = _libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+                except (OSError, AttributeError):
+                    fd = -1
+                if fd >= 0:
+                    self.fd = fd
+                    self._poll = select.poll()
+                    self._poll.register(fd, select.POLLIN)
+        return self.fd >= 0
+
+    def add(self, directory: str) -> None:
+        """Watch ``directory``, before a file in it is opened; a failure (it is gone,
+        a limit) leaves it unwatched."""
+        if directory in self._gens or not self._open():
+            return
+        wd = _libc.inotify_add_watch(self.fd, os.fsencode(directory), _WATCHED)
+        if wd >= 0:
+            self._wds[wd] = directory
+            self._tick += 1
+            self._gens[directory] = self._tick
+
+    def generation(self, directory: str) -> int:
+        if directory not in self._gens:
+            return -1
+        if self._poll.poll(0):
+            self._drain()
+        return self._gens.get(directory, -1)
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                data = os.read(self.fd, 64 * 1024)
+            except BlockingIOError:
+                return
+            except OSError:  # not to be trusted on: no directory is watched any more
+                self.close()
+                self.fd = -1
+                return
+            pos = 0
+            while pos + _EVENT.size <= len(data):
+                wd, mask, _, n = _EVENT.unpack_from(data, pos)
+                pos += _EVENT.size + n
+                self._tick += 1
+                if mask & _IN_Q_OVERFLOW:  # events were lost: everything changed
+                    self._gens = dict.fromkeys(self._gens, self._tick)
+                    continue
+                directory = self._wds.get(wd)
+                if directory is None:
+                    continue
+                if mask & _IN_IGNORED:  # the directory is gone: no longer watched
+                    del self._wds[wd]
+                    del self._gens[directory]
+                else:
+                    self._gens[directory] = self._tick
+
+    def remove(self, prefix: str) -> None:
+        """Stop watching the directories under ``prefix``."""
+        for wd, directory in list(self._wds.items()):
+            if (directory + os.sep).startswith(prefix):
+                del self._wds[wd]
+                del self._gens[directory]
+                _libc.inotify_rm_watch(self.fd, wd)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+        self.fd = -2
+        self._poll = None
+        self._wds.clear()
+        self._gens.clear()
+
+
 @dataclass(slots=True)
 class _Held:
     """A map output held open: its file (its own, or a pack), where in it the output
@@ -71,6 +195,10 @@ class _Held:
     shared: bool = False
     #: A small output's segments, read at once when it was opened (``HOLD_BYTES``).
     held: bytes | None = None
+    #: The directory of the output's name, which its reader watches (``DirWatch``),
+    #: and the directory's generation when the file was last found whole with a name.
+    directory: str = ""
+    checked: int = -1
 
     def close(self) -> None:
         if not self.shared:
@@ -125,7 +253,11 @@ class OutputReader:
     A map output is immutable once in place; each read (or batch of reads: a file
     once per batch) checks with ``fstat`` that the file held open still has a name
     (a removed output or pack, or one replaced by a rename, has none), so a removed
-    or replaced output is never served from an old descriptor. Thread-safe.
+    or replaced output is never served from an old descriptor. The check is left
+    out while nothing changed in the output's directory since the file was last
+    checked (``DirWatch``: a reducer at large R reads one segment of hundreds of
+    outputs per batch, and a system call each cost more than the rest of the read).
+    Thread-safe.
     """
 
     def __init__(self, max_open: int = 512) -> None:
@@ -133,21 +265,38 @@ class OutputReader:
         self._open: dict[str, _Held] = {}  # output path -> held
         self._packs: dict[str, packs.PackIndex] = {}  # directory -> its packs' outputs
         self._pack_files: dict[str, Any] = {}  # pack -> open for reading
+        self._watch = DirWatch()
         self._lock = threading.Lock()
 
-    def _held(self, path: str, seen: dict[int, int] | None = None) -> _Held:
+    def _generation(self, directory: str, gens: dict[str, int] | None) -> int:
+        """``DirWatch.generation``, asked once per batch (``gens``) and directory."""
+        if gens is None:
+            return self._watch.generation(directory)
+        gen = gens.get(directory)
+        if gen is None:
+            gen = gens[directory] = self._watch.generation(directory)
+        return gen
+
+    def _held(
+        self, path: str, seen: dict[int, int] | None = None, gens: dict[str, int] | None = None
+    ) -> _Held:
         """The output ``path`` held open; with ``seen`` (a batch's: descriptor -> size),
         a file checked in this batch already is not checked again (a pack's outputs
-        share one file). An output whose file was cut short is not served from the
+        share one file), nor one checked since anything last changed in its
+        directory. An output whose file was cut short is not served from the
         segments it holds: its reads find the cut."""
         held = self._open.pop(path, None)
         if held is not None:
-            size = _size(held.fd, seen)
-            if size < 0:  # removed, or replaced by a rename
-                held.close()
-                held = None
-            elif held.held is not None and size < held.base + held.index_offset:
-                held.held = None
+            gen = self._generation(held.directory, gens)
+            if gen < 0 or gen != held.checked:
+                size = _size(held.fd, seen)
+                if size < 0:  # removed, or replaced by a rename
+                    held.close()
+                    held = None
+                else:
+                    held.checked = gen
+                    if held.held is not None and size < held.base + held.index_offset:
+                        held.held = None
         if held is None:
             held = self._open_output(path)
             while len(self._open) >= self.max_open:
@@ -158,6 +307,13 @@ class OutputReader:
 
     def _open_output(self, path: str) -> _Held:
         directory, name = os.path.split(path)
+        self._watch.add(directory)  # first: what changes from here on is told
+        gen = self._watch.generation(directory)
+        held = self._open_file(path, directory, name)
+        held.directory, held.checked = directory, gen
+        return held
+
+    def _open_file(self, path: str, directory: str, name: str) -> _Held:
         index = self._packs.get(directory)
         entry = None if index is None else index.known(name)
         if entry is None:  # not in a pack read so far: its own file, or a pack's new entry
@@ -216,6 +372,7 @@ class OutputReader:
         out: list[tuple[int, bytes] | Exception] = []
         budget = max_bytes
         seen: dict[int, int] = {}
+        gens: dict[str, int] = {}
         opened = self._open
         at = partition * INDEX_ENTRY.size
         entry = INDEX_ENTRY.unpack_from
@@ -225,15 +382,24 @@ class OutputReader:
                     break
                 # What _held and _Held.read do, inline for the most common case: an
                 # output held open with its segments in memory, its file whole and
-                # with a name. Anything else (a removal, a cut, an error) below.
+                # with a name (checked since anything last changed in its directory,
+                # or now). Anything else (a removal, a cut, an error) below.
                 held = opened.get(path)
                 data = None if held is None or not 0 <= at < len(held.index) else held.held
                 if data is not None:
                     assert held is not None
-                    try:
-                        size = _size(held.fd, seen)
-                    except OSError:  # raised again, and reported, below
-                        size = -1
+                    gen = gens.get(held.directory)
+                    if gen is None:
+                        gen = gens[held.directory] = self._watch.generation(held.directory)
+                    if gen >= 0 and gen == held.checked:
+                        size = held.base + held.index_offset
+                    else:
+                        try:
+                            size = _size(held.fd, seen)
+                        except OSError:  # raised again, and reported, below
+                            size = -1
+                        if size >= held.base + held.index_offset:
+                            held.checked = gen
                     start, length, _ = entry(held.index, at)
                     if (
                         size >= held.base + held.index_offset
@@ -248,7 +414,7 @@ class OutputReader:
                         out.append((length, data[start : start + want]))
                         continue
                 try:
-                    got = self._held(path, seen).read(path, partition, offset, budget)
+                    got = self._held(path, seen, gens).read(path, partition, offset, budget)
                 except (OSError, ValueError, ShuffleError) as exc:
                     out.append(exc)
                     continue
@@ -286,6 +452,10 @@ class OutputReader:
                 del self._packs[directory]
             for path in [p for p in self._pack_files if p.startswith(prefix)]:
                 self._pack_files.pop(path).close()
+            if prefix:
+                self._watch.remove(prefix)
+            else:
+                self._watch.close()
 
 
 def read_segment(

@@ -4,13 +4,14 @@ back through the same readers as outputs in files of their own; no sockets."""
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 
 from zmqmr import layout, packs
 from zmqmr.errors import CorruptOutput, ShuffleError
 from zmqmr.mapoutput import MapOutputWriter
-from zmqmr.outputreader import OutputReader
+from zmqmr.outputreader import DirWatch, OutputReader
 from zmqmr.shuffle import local_segment
 
 JOB = "job1"
@@ -200,12 +201,21 @@ def test_the_chaos_agents_copy_of_the_pack_header_is_the_packs_own():
     assert (agent.PACK_LIVE, agent.PACK_REMOVED) == (packs.LIVE, packs.REMOVED)
 
 
-def test_a_batch_checks_a_packs_file_once_and_the_next_batch_checks_it_again(data_dir, monkeypatch):
+@pytest.mark.parametrize("watched", [True, False])
+def test_a_batch_checks_a_packs_file_once_and_the_next_batch_checks_it_again(
+    data_dir, monkeypatch, watched
+):
+    """Without a watch on the directory (no inotify), each batch checks each file
+    once; with one, a batch checks nothing while nothing changed there."""
+    if watched and not inotify_works(data_dir):
+        pytest.skip("no inotify here")
     pack = new_pack(data_dir)
     for t in range(5):
         write(data_dir, pack, t, 1)
     pack.close()
     reader = OutputReader()
+    if not watched:
+        reader._watch.fd = -1  # as where inotify cannot be had
     paths = [(layout.map_output_path(data_dir, JOB, t, 1), 0) for t in range(5)]
     first = reader.read_many(1, paths)  # opens each output (the pack once)
     checks = []
@@ -218,12 +228,65 @@ def test_a_batch_checks_a_packs_file_once_and_the_next_batch_checks_it_again(dat
     monkeypatch.setattr(os, "fstat", fstat)
     try:
         assert reader.read_many(1, paths) == first
-        assert len(checks) == 1  # five outputs held open, one file behind them
+        assert len(checks) == (0 if watched else 1)  # five outputs, one file behind them
         os.remove(pack.path)
         again = reader.read_many(1, paths)
         assert all(isinstance(got, FileNotFoundError) for got in again), again
     finally:
         reader.forget()
+
+
+def inotify_works(directory: str) -> bool:
+    watch = DirWatch()
+    try:
+        watch.add(directory)
+        return watch.generation(directory) >= 0
+    finally:
+        watch.close()
+
+
+@pytest.mark.parametrize("change", ["remove", "rename over", "cut", "remove the directory"])
+def test_a_change_in_the_directory_is_seen_by_the_next_read_of_every_output_held(
+    data_dir, change
+):
+    """What changed after an output was opened is found at its next read, however
+    many reads (of other outputs, which find nothing wrong) came in between."""
+    outputs = [layout.map_output_path(data_dir, JOB, t, 1) for t in range(3)]
+    for t, path in enumerate(outputs):
+        w = MapOutputWriter(path, 3, None, 0, t, 1)  # files of their own
+        for r in range(3):
+            w.write_segment(groups_of(t, r))
+        w.close()
+    reader = OutputReader()
+    try:
+        first = reader.read_many(1, [(p, 0) for p in outputs])
+        assert all(type(got) is tuple for got in first)
+        victim = outputs[2]
+        if change == "remove":
+            os.remove(victim)
+        elif change == "rename over":
+            os.replace(outputs[0], victim)
+        elif change == "cut":
+            os.truncate(victim, 8)  # partition 1 gone with the rest
+        else:
+            shutil.rmtree(os.path.dirname(victim))
+        if change != "remove the directory":
+            assert type(reader.read_many(1, [(outputs[1], 0)])[0]) is tuple  # another one
+        (got,) = reader.read_many(1, [(victim, 0)])
+        if change == "rename over":  # the new file's, not the old descriptor's
+            assert got == read_segment_of(victim) == first[0] != first[2]
+        else:
+            assert isinstance(got, (FileNotFoundError, CorruptOutput)), got
+    finally:
+        reader.forget()
+
+
+def read_segment_of(path: str) -> tuple[int, bytes]:
+    alone = OutputReader()
+    try:
+        return alone.read(path, 1)
+    finally:
+        alone.forget()
 
 
 def test_a_small_output_is_read_once_when_opened_and_served_from_memory(data_dir, monkeypatch):
