@@ -236,17 +236,51 @@ class ReduceSide:
         return shuffle.local_segments(self.reader, directory, partition, wanted)
 
     def _fetch_each(
-        self, job_id: str, partition: int, by_address: dict[str, list[shuffle.Wanted]]
+        self,
+        job_id: str,
+        partition: int,
+        by_address: dict[str, list[shuffle.Wanted]],
+        small: bool = False,
     ) -> Iterator[tuple[dict[int, shuffle.Fetched], dict[int, ShuffleError]]]:
         """What ``_fetch_from`` gives for each address, several addresses at a time.
 
-        Other workers' segments are fetched by the pool's threads (kept between
-        attempts, since starting them is much of what a small reduce costs)
-        while this thread reads this worker's own; one address alone (a reduce
-        whose maps ran on one worker, or a retry) is fetched in this thread.
+        ``small``: every segment wanted, in memory, fits in one request to its
+        worker. Then each other worker is asked at once, this worker's own are
+        read meanwhile, and the answers are taken in turn, all in this thread.
+        Else other workers' segments are fetched by the pool's threads (kept
+        between attempts, since starting them is much of what a small reduce
+        costs) while this thread reads this worker's own; one address alone (a
+        reduce whose maps ran on one worker, or a retry) is fetched in this thread.
         """
         local = by_address.get(self.shuffle_address)
         remote = [(a, w) for a, w in by_address.items() if a != self.shuffle_address]
+        if small and remote:
+            s = self.settings
+            flights: list[shuffle.Fetching] = []
+            try:
+                for address, wanted in remote:
+                    flights.append(
+                        shuffle.start_fetch(
+                            self.zctx,
+                            address,
+                            job_id,
+                            partition,
+                            wanted,
+                            chunk=s.fetch_chunk,
+                            timeout=s.fetch_timeout,
+                            retries=s.fetch_retries,
+                            keys=self.keys,
+                            pool=self.sockets,
+                        )
+                    )
+                if local is not None:
+                    yield self._fetch_from(job_id, partition, self.shuffle_address, local)
+                for flight in flights:
+                    yield flight.result()
+            finally:
+                for flight in flights:
+                    flight.close()
+            return
         futures = []
         if remote and (local is not None or len(remote) > 1):
             if self._pool is None:
@@ -290,8 +324,11 @@ class ReduceSide:
         # worker's own segments are then read where they lie, a block at a time,
         # and hold no memory (the page cache has them), leaving reduce_memory to
         # the fetched ones.
-        merged = sum(sizes) > min(HASH_GROUP_BYTES, self.settings.reduce_memory)
+        total_bytes = sum(sizes)
+        merged = total_bytes > min(HASH_GROUP_BYTES, self.settings.reduce_memory)
         memory = self.settings.reduce_memory
+        # All in memory and no more than one request's worth: fetched with no thread
+        small = not merged and total_bytes <= self.settings.fetch_chunk
         while len(fetched) < len(maps):
             by_address: dict[str, list[shuffle.Wanted]] = {}
             for m, att, address, size in zip(maps, attempts, addresses, sizes):
@@ -313,7 +350,8 @@ class ReduceSide:
                     by_address[address] = [want]
                 else:
                     wanted.append(want)
-            for got, failed in self._fetch_each(job_id, partition, by_address):
+            few = small and all(len(w) <= protocol.MAX_FETCH_PARTS for w in by_address.values())
+            for got, failed in self._fetch_each(job_id, partition, by_address, few):
                 fetched.update(got)
                 if failed and where is None:
                     where = {m: i for i, m in enumerate(maps)}

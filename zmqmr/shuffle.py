@@ -19,7 +19,7 @@ import itertools
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -252,6 +252,89 @@ def fetch_segments(
     connection is taken from it and given back after a clean exchange, so the
     next fetch from that server needs no new connection (nor handshake).
     """
+    return start_fetch(
+        ctx,
+        address,
+        job,
+        partition,
+        wanted,
+        chunk=chunk,
+        timeout=timeout,
+        retries=retries,
+        keys=keys,
+        pool=pool,
+    ).result()
+
+
+class Fetching:
+    """A ``fetch_segments`` whose first request is on its way (``start_fetch``):
+    ``result()`` waits for the answers, asking on for what they did not hold, and
+    gives what ``fetch_segments`` does; ``close()`` gives up on it. So a reducer
+    asks every other worker at once and reads its own outputs meanwhile, with no
+    thread."""
+
+    __slots__ = ("_steps", "_done")
+
+    def __init__(
+        self,
+        steps: Generator[None, None, tuple[dict[int, Fetched], dict[int, ShuffleError]]] | None,
+        done: tuple[dict[int, Fetched], dict[int, ShuffleError]] | None,
+    ) -> None:
+        self._steps = steps
+        self._done = done
+
+    def result(self) -> tuple[dict[int, Fetched], dict[int, ShuffleError]]:
+        if self._done is None:
+            assert self._steps is not None
+            try:
+                next(self._steps)
+            except StopIteration as stop:
+                self._done = stop.value
+            assert self._done is not None, "a fetch stopped twice"
+        return self._done
+
+    def close(self) -> None:
+        if self._steps is not None:
+            self._steps.close()  # its socket closed or given back (the finally below)
+
+
+def start_fetch(
+    ctx: zmq.Context[Any],
+    address: str,
+    job: str,
+    partition: int,
+    wanted: list[Wanted],
+    *,
+    chunk: int,
+    timeout: float,
+    retries: int,
+    keys: Keys | None = None,
+    pool: SocketPool | None = None,
+) -> Fetching:
+    """``fetch_segments``, its first request sent: the answers wait in the socket
+    until ``result()`` is asked for."""
+    steps = _fetch_steps(ctx, address, job, partition, wanted, chunk, timeout, retries, keys, pool)
+    try:
+        next(steps)
+    except StopIteration as stop:
+        return Fetching(None, stop.value)
+    return Fetching(steps, None)
+
+
+def _fetch_steps(
+    ctx: zmq.Context[Any],
+    address: str,
+    job: str,
+    partition: int,
+    wanted: list[Wanted],
+    chunk: int,
+    timeout: float,
+    retries: int,
+    keys: Keys | None,
+    pool: SocketPool | None,
+) -> Generator[None, None, tuple[dict[int, Fetched], dict[int, ShuffleError]]]:
+    """What ``fetch_segments`` does, stopping once just after its first send."""
+    first = True
     fetched: dict[int, Fetched] = {}
     failed: dict[int, ShuffleError] = {}
     todo = {w.map_task: w for w in wanted}
@@ -277,6 +360,9 @@ def fetch_segments(
                         keys.client(sock, keys.member_public)
                     sock.connect(address)
                 protocol.send_frames(sock, frames)
+                if first:
+                    first = False
+                    yield
                 if sock.poll(int(timeout * 1000)):
                     try:
                         reply = protocol.decode(sock.recv_multipart())

@@ -19,7 +19,7 @@ from zmqmr.errors import CorruptOutput, ProtocolError, ShuffleError
 from zmqmr.layout import job_dir, map_output_path
 from zmqmr.mapoutput import CODEC_PICKLE, FOOTER
 from zmqmr.outputreader import read_index
-from zmqmr.shuffle import ShuffleServer, SocketPool, Wanted, fetch_segments
+from zmqmr.shuffle import ShuffleServer, SocketPool, Wanted, fetch_segments, start_fetch
 
 JOB = "job1"
 
@@ -294,3 +294,82 @@ def test_a_pooled_connection_serves_the_next_fetch_and_a_dead_one_is_replaced(ct
     assert got == {} and "no answer" in str(failed[0])
     assert pool.take(address) is None
     pool.close()
+
+
+def test_started_fetches_are_all_asked_before_any_answer_is_read(ctx, tmp_path):
+    """A reducer sends its request to every server first and reads the answers after,
+    all in one thread: each server has answered by the time its answer is asked for."""
+    servers, written = [], []
+    for i in range(2):
+        d = str(tmp_path / f"data{i}")
+        os.makedirs(d)
+        written.append(served_output(d, task=i, attempt=1))
+        servers.append(ShuffleServer(ctx, d, "tcp://127.0.0.1:*"))
+    pool = SocketPool()
+    try:
+        addresses = [srv.start() for srv in servers]
+        opts = {"chunk": 1 << 20, "timeout": 2.0, "retries": 2, "pool": pool}
+        flights = [
+            start_fetch(ctx, a, JOB, 1, [Wanted(i, 1)], **opts) for i, a in enumerate(addresses)
+        ]
+        deadline = time.monotonic() + 10
+        while sum(srv.requests for srv in servers) < 2 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert [srv.requests for srv in servers] == [1, 1]  # both asked, none read yet
+        for i, flight in enumerate(flights):
+            got, failed = flight.result()
+            assert not failed and list(got[i].groups()) == written[i][1]
+            assert flight.result() == (got, failed)  # asked again: the same, nothing sent
+        assert [srv.requests for srv in servers] == [1, 1]
+        for a in addresses:
+            kept = pool.take(a)
+            assert kept is not None  # answered: given back
+            pool.give(a, kept)
+        # one given up on before its answer is read: its socket is closed, not pooled
+        kept = pool.take(addresses[0])
+        assert kept is not None
+        kept.close(0)
+        flight = start_fetch(ctx, addresses[0], JOB, 0, [Wanted(0, 1)], **opts)
+        flight.close()
+        assert pool.take(addresses[0]) is None
+    finally:
+        for srv in servers:
+            srv.stop()
+        pool.close()
+
+
+def test_a_small_reduce_reads_its_own_and_another_workers_segments_with_no_thread(
+    ctx, server, data_dir, tmp_path
+):
+    from multiprocessing import Pipe
+
+    from zmqmr import mapoutput, outputreader, reduceside
+    from zmqmr.config import WorkerSettings
+
+    here = str(tmp_path / "here")
+    there = served_output(data_dir, task=0, attempt=1)  # on the server
+    mine = served_output(here, task=1, attempt=1)  # this worker's own
+    locations = [
+        protocol.Location(m, 1, address, seg.length, seg.groups)
+        for m, d, address in ((0, data_dir, server.address), (1, here, "tcp://127.0.0.1:1"))
+        for seg in [read_index(map_output_path(d, JOB, m, 1))[2]]
+    ]
+    spec = protocol.TaskSpec("t", 3, 2, None, False, 1 << 30, partition=2, locations=locations)
+    conn, other = Pipe()
+    side = reduceside.ReduceSide(
+        conn, here, "tcp://127.0.0.1:1", WorkerSettings(), None, outputreader.OutputReader(), print
+    )
+    try:
+        _, blob = side.run_reduce({"reducer": lambda k, vs: list(vs)}, JOB, 2, 9, spec, {})
+        want: dict[Any, list[Any]] = {}
+        for k, vs in there[2] + mine[2]:
+            want.setdefault(k, []).extend(vs)
+        assert dict(mapoutput.segment_groups(blob or b"")) == want
+        assert side._pool is None  # no thread was started for the other worker's segments
+    finally:
+        side.reader.forget()
+        side.sockets.close()
+        if side._zctx is not None:
+            side._zctx.term()
+        conn.close()
+        other.close()
