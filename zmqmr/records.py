@@ -363,6 +363,7 @@ def _compile_from_json(cls: type[Record]) -> Any:
         "FAST": FAST,
         "fast": _fast,
         "cls": cls,
+        "new": object.__new__,
         "NAMES": frozenset(cls.FIELDS),
         "REQUIRED": cls._required_fields(),
     }
@@ -371,24 +372,79 @@ def _compile_from_json(cls: type[Record]) -> Any:
         "    if type(value) is not dict: raise BAD()",
         "    keys = value.keys()",
         "    if not keys <= NAMES or not REQUIRED <= keys: raise BAD()",
-        "    kw = {}",
     ]
-    for i, (name, kind) in enumerate(cls.FIELDS.items()):
-        ref = f"k{i}"
-        env[ref] = kind
-        ind = "    "
-        if name not in env["REQUIRED"]:
-            lines.append(f"    if {name!r} in value:")
-            ind = "        "
-        lines.append(f"{ind}x = value[{name!r}]")
-        lines += _inline_check(kind, ref, ind)
-        lines.append(f"{ind}kw[{name!r}] = x")
-    if cls.validate is Record.validate:  # nothing to check across fields
-        lines += ["    return cls(**kw)"]
+    fields = _direct_fields(cls)
+    if fields is None:  # built through the constructor, by keyword
+        lines.append("    kw = {}")
+        for i, (name, kind) in enumerate(cls.FIELDS.items()):
+            ref = f"k{i}"
+            env[ref] = kind
+            ind = "    "
+            if name not in env["REQUIRED"]:
+                lines.append(f"    if {name!r} in value:")
+                ind = "        "
+            lines.append(f"{ind}x = value[{name!r}]")
+            lines += _inline_check(kind, ref, ind)
+            lines.append(f"{ind}kw[{name!r}] = x")
+        lines.append("    obj = cls(**kw)")
     else:
-        lines += ["    obj = cls(**kw)", "    obj.validate(FAST)", "    return obj"]
+        # Set field by field, in the order the constructor would, each absent one to
+        # its default: what cls(**kw) does, without the keyword dict and the call.
+        lines.append("    obj = new(cls)")
+        for i, f in enumerate(fields):
+            name = f.name
+            if f.default is not dataclasses.MISSING:
+                env[f"d{i}"] = f.default
+                default = f"obj.{name} = d{i}"
+            elif f.default_factory is not dataclasses.MISSING:
+                env[f"d{i}"] = f.default_factory
+                default = f"obj.{name} = d{i}()"
+            else:
+                default = ""
+            kind = cls.FIELDS.get(name)
+            if kind is None:  # not on the wire: its default
+                lines.append(f"    {default}")
+                continue
+            ref = f"k{i}"
+            env[ref] = kind
+            ind = "    "
+            if name not in env["REQUIRED"]:
+                lines.append(f"    if {name!r} in value:")
+                ind = "        "
+            lines.append(f"{ind}x = value[{name!r}]")
+            lines += _inline_check(kind, ref, ind)
+            lines.append(f"{ind}obj.{name} = x")
+            if name not in env["REQUIRED"]:
+                lines += ["    else:", f"        {default}"]
+        if hasattr(cls, "__post_init__"):
+            lines.append("    obj.__post_init__()")
+    if cls.validate is not Record.validate:  # something to check across fields
+        lines.append("    obj.validate(FAST)")
+    lines.append("    return obj")
     exec("\n".join(lines), env)  # noqa: S102 - code built from the class's own field kinds
     return env["from_json"]
+
+
+def _direct_fields(cls: type[Record]) -> list[dataclasses.Field[Any]] | None:
+    """``cls``'s fields in constructor order, if a decoder may set them one by one
+    rather than call it: a plain dataclass (its generated ``__init__``, not frozen),
+    every field set by that ``__init__``, each one the wire may leave out with a
+    default. None otherwise."""
+    params = getattr(cls, "__dataclass_params__", None)
+    init = cls.__dict__.get("__init__")
+    if params is None or params.frozen or init is None:
+        return None
+    if getattr(getattr(init, "__code__", None), "co_filename", None) != "<string>":
+        return None  # an __init__ of its own, not the one dataclass made
+    fields = list(dataclasses.fields(cls))  # type: ignore[arg-type]
+    for f in fields:
+        if not f.init:
+            return None
+        if f.name in cls._required_fields():
+            continue
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            return None  # required by the constructor, optional on the wire: let it refuse
+    return fields
 
 
 def _inline_dump(kind: Kind, ref: str, value: str) -> str:
