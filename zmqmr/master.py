@@ -375,7 +375,9 @@ class Master:
             return
         for cmd in commands:
             try:
-                if isinstance(cmd, events_.Persist):
+                if type(cmd) is events_.Assign and not self._outbox and self.journal is None:
+                    self._assign(cmd)  # most of what comes back: no journal to wait for
+                elif isinstance(cmd, events_.Persist):
                     if self.journal is not None:
                         self.journal.append(cmd.entry)
                         self._ended |= cmd.entry.kind in ("end", "collected")
@@ -402,32 +404,44 @@ class Master:
         else:
             self._send_frames(sock, peer, protocol.encode(msg), msg.TYPE)
 
+    def _assign(self, cmd: events_.Assign) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "assign attempt %d (%s task %d of job %s) to %r: %s [%s]",
+                cmd.attempt,
+                cmd.kind,
+                cmd.task,
+                cmd.job_id,
+                cmd.worker[:64],
+                cmd.reason,
+                cmd.stimulus,
+            )
+        code, records = cmd.code, cmd.records
+        if code is None:
+            blobs = [] if records is None else [records]
+        else:
+            blobs = [code] if records is None else [code, records]
+        assign = protocol.Assign(
+            cmd.attempt,
+            cmd.job_id,
+            cmd.kind,
+            cmd.task,
+            cmd.spec,
+            code is not None,
+            records is not None,
+            blobs=blobs,
+        )
+        queued = self._to_workers.get(cmd.worker)
+        if queued is None:
+            self._to_workers[cmd.worker] = [assign]
+        else:
+            queued.append(assign)
+
     def _execute(self, cmd: events_.Command) -> None:
         w, c = self.workers, self.clients
         match cmd:
             case events_.Assign():
-                log.debug(
-                    "assign attempt %d (%s task %d of job %s) to %r: %s [%s]",
-                    cmd.attempt,
-                    cmd.kind,
-                    cmd.task,
-                    cmd.job_id,
-                    cmd.worker[:64],
-                    cmd.reason,
-                    cmd.stimulus,
-                )
-                blobs = [b for b in (cmd.code, cmd.records) if b is not None]
-                assign = protocol.Assign(
-                    cmd.attempt,
-                    cmd.job_id,
-                    cmd.kind,
-                    cmd.task,
-                    cmd.spec,
-                    has_code=cmd.code is not None,
-                    has_records=cmd.records is not None,
-                    blobs=blobs,
-                )
-                self._send(w, cmd.worker, assign)
+                self._assign(cmd)
             case events_.Cancel():
                 log.debug("cancel attempt %d: %s [%s]", cmd.attempt, cmd.reason, cmd.stimulus)
                 self._send(w, cmd.worker, protocol.Cancel(cmd.attempt))

@@ -53,7 +53,7 @@ JOURNALED_TEXT = 4096
 
 
 def worker_label(w: Worker) -> str:
-    return printable(w.name)[:200]
+    return w.label
 
 
 @dataclass(slots=True)
@@ -115,17 +115,21 @@ class Observer:
         at = max(0.0, now - rec.submitted)
         entry = AttemptInfo(
             att.id,
-            att.kind,
+            att.task.kind,
             att.task.index,
-            worker_label(att.worker),
+            att.worker.label,
             at,
-            began=at if att.began is not None else None,  # else queued on its worker
-            backup=att.backup,
-            rerun=rerun,
+            at if att.began is not None else None,  # began; else queued on its worker
+            None,
+            None,
+            "running",
+            att.backup,
+            rerun,
         )
-        if len(rec.timeline) == rec.timeline.maxlen:
+        timeline = rec.timeline
+        if len(timeline) == timeline.maxlen:
             rec.dropped += 1
-        rec.timeline.append(entry)
+        timeline.append(entry)
         self.entries[att.id] = entry
 
     def began(self, att: Attempt, now: float) -> None:
@@ -149,7 +153,7 @@ class Observer:
             return
         entry.end = max(entry.start, now - rec.submitted)
         entry.outcome = outcome
-        entry.error = printable(error)[:1000]
+        entry.error = printable(error)[:1000] if error else ""
         if entry.began is None and outcome in ("done", "failed"):
             entry.began = entry.start  # it ran between two heartbeats: when is not known
         w = att.worker

@@ -63,15 +63,15 @@ class LoadIndex:
 
     def update(self, w: Placeable) -> None:
         """``w`` joined, or its load changed."""
-        version = self._version.get(w.id, 0) + 1
-        self._version[w.id] = version
-        self._workers[w.id] = w
-        if w.load < self.capacity(w):
-            level = 0 if w.load < w.slots else (w.load - w.slots) // w.slots + 1
-            entry = (level, w.load, next(self._seq), w.id, version)
-            heapq.heappush(self._heap, entry)
-        if len(self._heap) > 4 * len(self._workers) + 64:
-            self._compact()
+        wid, load, slots = w.id, w.load, w.slots
+        version = self._version.get(wid, 0) + 1
+        self._version[wid] = version
+        self._workers[wid] = w
+        if load < slots * (1 + self.prefetch):  # below its capacity
+            level = 0 if load < slots else (load - slots) // slots + 1
+            heapq.heappush(self._heap, (level, load, next(self._seq), wid, version))
+            if len(self._heap) > 4 * len(self._workers) + 64:
+                self._compact()
 
     def remove(self, worker: bytes) -> None:
         # The version moves on rather than going: a worker registering again with the
@@ -115,19 +115,23 @@ class RunningMedian:
     def __init__(self) -> None:
         self._low: list[float] = []  # max-heap (negated): the smaller half
         self._high: list[float] = []  # min-heap: the larger half
+        self._n = 0
 
     def __len__(self) -> int:
-        return len(self._low) + len(self._high)
+        return self._n
 
     def add(self, x: float) -> None:
-        if self._low and x > -self._low[0]:
-            heapq.heappush(self._high, x)
+        low, high = self._low, self._high
+        self._n += 1
+        if low and x > -low[0]:  # the larger half, which may hold one more than the smaller
+            if len(high) < len(low):
+                heapq.heappush(high, x)
+            else:
+                heapq.heappush(low, -heapq.heappushpop(high, x))
+        elif len(low) > len(high):  # the smaller half, which must then give one up
+            heapq.heappush(high, -heapq.heappushpop(low, -x))
         else:
-            heapq.heappush(self._low, -x)
-        if len(self._low) > len(self._high) + 1:
-            heapq.heappush(self._high, -heapq.heappop(self._low))
-        elif len(self._high) > len(self._low):
-            heapq.heappush(self._low, -heapq.heappop(self._high))
+            heapq.heappush(low, -x)
 
     def median(self) -> float | None:
         if not self._low:

@@ -136,7 +136,7 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 _DECODER = json.JSONDecoder(parse_constant=_no_constants)
 
 
-_SCAN = _DECODER.scan_once
+_SCAN = _DECODER.scan_once  # type: ignore[attr-defined] # set by JSONDecoder.__init__
 
 
 def _loads(raw: bytes) -> Any:
@@ -355,6 +355,8 @@ def encode_batch(msgs: Sequence[Message]) -> list[bytes]:
 def pack(msgs: Sequence[Message]) -> list[list[bytes]]:
     """The ZeroMQ messages (frame lists) that carry ``msgs`` in order: runs of small
     messages as batches, a message with large blobs (or of ``ALONE``) alone."""
+    if len(msgs) == 1:  # alone, whatever it holds (most of a master's sends)
+        return [encode(msgs[0])]
     out: list[list[bytes]] = []
     run: list[Message] = []
     for msg in msgs:

@@ -401,10 +401,10 @@ def _compile_from_json(cls: type[Record]) -> Any:
                 default = f"obj.{name} = d{i}()"
             else:
                 default = ""
-            kind = cls.FIELDS.get(name)
-            if kind is None:  # not on the wire: its default
+            if name not in cls.FIELDS:  # not on the wire: its default
                 lines.append(f"    {default}")
                 continue
+            kind = cls.FIELDS[name]
             ref = f"k{i}"
             env[ref] = kind
             ind = "    "

@@ -95,13 +95,13 @@ def locations(job: Job, partition: int) -> Locations:
 def task_spec(job: Job, task: Task, result_limit: int) -> tuple[TaskSpec, bytes | None]:
     """What an attempt of ``task`` is told about its work, and the records blob it needs."""
     spec = job.spec
-    ts = TaskSpec(
-        name=spec.name,
-        num_reducers=len(job.reduces),
-        num_maps=len(job.maps),
-        output_dir=spec.output_dir,
-        has_combiner=spec.has_combiner,
-        result_limit=result_limit,
+    ts = TaskSpec(  # by position: name, num_reducers, num_maps, output_dir, ...
+        spec.name,
+        len(job.reduces),
+        len(job.maps),
+        spec.output_dir,
+        spec.has_combiner,
+        result_limit,
     )
     records = None
     if task.kind == MAP:
@@ -165,11 +165,14 @@ def fill(st: MasterState, job: Job, now: float, out: list[Command]) -> None:
     """Assign the job's idle tasks while workers have room for them."""
     s = st.settings
     depth: dict[str, int] = {}  # queued attempts per slot, by phase: once a pass
+    idle = job.idle
     while not job.ended:
-        kind = MAP if job.idle[MAP] else REDUCE if job.maps_complete else None
-        if kind is None or not job.idle[kind]:
+        kind = MAP if idle[MAP] else REDUCE if job.maps_complete else None
+        if kind is None:
             return
-        queue = job.idle[kind]
+        queue = idle[kind]
+        if not queue:
+            return
         task = queue[0]
         if task.status != IDLE:  # cannot happen: every push is a change to idle
             queue.popleft()
@@ -218,18 +221,18 @@ def assign(
     reason: str = "",
 ) -> None:
     """Start an attempt of ``task`` on ``w`` (on a free slot, or queued there)."""
-    began = now if w.load < w.slots else None
-    att = Attempt(st.new_id(), job, task, w, now, began, backup=backup)
-    st.observe.started(att, now, rerun=not backup and task.attempts > 0)
+    load, kind = len(w.running), task.kind  # w.load, before this attempt
+    att = Attempt(st.new_id(), job, task, w, now, now if load < w.slots else None, backup)
+    st.observe.started(att, now, not backup and task.attempts > 0)
     st.attempts[att.id] = job.running[att.id] = w.running[att.id] = att
-    if w.load <= w.slots:
+    if load < w.slots:
         st.free_slots -= 1
     st.load.update(w)
     task.running.append(att)
-    job.n_running[task.kind] += 1
+    job.n_running[kind] += 1
     task.attempts += 1
     st.set_status(job, task, RUNNING)
-    job.stats[_ATTEMPTS[task.kind]] += 1
+    job.stats[_ATTEMPTS[kind]] += 1
     if st.durable:
         st.persist(out, "attempt", job=job.id, kind=task.kind, id=att.id)
     if backup:
@@ -249,7 +252,7 @@ def assign(
             w.id,
             att.id,
             job.id,
-            task.kind,
+            kind,
             task.index,
             ts,
             code,

@@ -192,19 +192,19 @@ class MasterState:
         self._stimulus = getattr(event, "stimulus", "")
         self.clock = now
         match event:
-            # a worker's messages
-            case WorkerReady():
-                self._on_ready(event, now, out)
+            # a worker's messages (the commonest first: cases are tried in order)
+            case AttemptDone():
+                self._on_done(event, now, out)
             case WorkerSeen():
                 self._on_seen(event, now, out)
+            case WorkerReady():
+                self._on_ready(event, now, out)
             case WorkerLeft():
                 w = self.workers.get(event.worker)
                 if w is not None:
                     self._lose_worker(w, now, out, "it said goodbye")
             case WorkerMisbehaved():
                 self._on_misbehaved(event, now, out)
-            case AttemptDone():
-                self._on_done(event, now, out)
             case AttemptFailed():
                 self._on_failed(event, now, out)
             case FetchFailed():
@@ -459,11 +459,13 @@ class MasterState:
             return
         job, task, w = att.job, att.task, att.worker
         report = ev.report
-        if att.kind == MAP and any(s.partition >= len(job.reduces) for s in report.segments):
-            self.attempt_failed(
-                att, now, out, ErrorInfo("ProtocolError", "map segments name unknown partitions")
-            )
-            return
+        if task.kind == MAP:
+            partitions = len(job.reduces)
+            for seg in report.segments:
+                if seg.partition >= partitions:
+                    error = ErrorInfo("ProtocolError", "map segments name unknown partitions")
+                    self.attempt_failed(att, now, out, error)
+                    return
         self.end_attempt(att, requeue=False, outcome="done")
         w.last_activity = now
         task.report = report

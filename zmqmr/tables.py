@@ -2,7 +2,7 @@
 
 Plain data with a few derived properties; every change to them is made by
 ``MasterState`` (state.py), which holds the rules. Imports: the standard
-library and ``zmqmr.policy``, ``.events`` and ``.protocol`` only.
+library and ``zmqmr.policy``, ``.events``, ``.protocol`` and ``.records`` only.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from . import policy
 from .events import SendJobFailed, SendResult
 from .protocol import JobSpec, Report, Segment
+from .records import printable
 
 IDLE, RUNNING, DONE = "idle", "running", "done"
 #: A map task the journal knows as completed, waiting for its worker to register again.
@@ -67,9 +68,12 @@ class Worker:
 
     #: "host:pid", for people; made once.
     name: str = field(init=False)
+    #: ``name`` printable and bounded, for timelines and views; made once.
+    label: str = field(init=False)
 
     def __post_init__(self) -> None:
         self.name = f"{self.host}:{self.pid}"
+        self.label = printable(self.name)[:200]
 
     @property
     def load(self) -> int:
