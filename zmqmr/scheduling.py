@@ -196,6 +196,12 @@ def place(st: MasterState, job: Job, task: Task, queue: int) -> Worker | None:
     a worker may hold with it (0: a free slot only)."""
     if not task.running and task.lost_on is None and not job.excluded:
         return st.load.pick(None, queue)  # type: ignore[return-value] # any worker will do
+    return _place_among(st, job, task, queue)
+
+
+def _place_among(st: MasterState, job: Job, task: Task, queue: int) -> Worker | None:
+    """``place`` when some workers will not do (the checks are closures: not on the
+    common path, where any worker will do)."""
     busy = {a.worker.id for a in task.running}
     excluded = job.excluded
 
