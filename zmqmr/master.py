@@ -77,6 +77,8 @@ class Master:
         self._outbox: list[events_.Command] = []
         #: Messages for each worker in this loop turn: sent together at its end (a BATCH).
         self._to_workers: dict[bytes, list[protocol.Message]] = {}
+        #: Workers sent anything since the last heartbeat round (they need no heartbeat).
+        self._sent_since_beat: set[bytes] = set()
         self._compacted = 0  # journal bytes after the last compaction
         self._ended = False  # a job ended in this loop turn: compaction may be due
         self.committer = commit.Committer()  # a recovered job may be committing
@@ -185,6 +187,7 @@ class Master:
     def _send_to_workers(self) -> None:
         """Send each worker the messages of this turn, as few ZeroMQ messages as will do."""
         pending, self._to_workers = self._to_workers, {}
+        self._sent_since_beat.update(pending)
         for wid, msgs in pending.items():
             try:
                 packed = protocol.pack(msgs)
@@ -255,8 +258,14 @@ class Master:
                     self.dashboard.publish(self.state.status(now).flat(), now)
                 if now >= next_beat:
                     next_beat = now + interval
-                    for wid in self.state.workers:  # alone, as it always was: pre-encoded
-                        self._send_frames(self.workers, wid, _HEARTBEAT, "HEARTBEAT")
+                    # Any message is a heartbeat to a worker: one sent something since
+                    # the last round needs none (at most two intervals apart, far
+                    # inside worker_timeout). Alone, as it always was: pre-encoded.
+                    sent = self._sent_since_beat
+                    for wid in self.state.workers:
+                        if wid not in sent:
+                            self._send_frames(self.workers, wid, _HEARTBEAT, "HEARTBEAT")
+                    sent.clear()
                 self._flush()
             # A commit under way ends first (its client hears the result), then what
             # the shutdown aborts is removed before the master goes.
