@@ -530,11 +530,11 @@ def _unreachable(x: NoReturn) -> NoReturn:  # pragma: no cover - mypy proves it
 
 
 def _worker_event(wid: bytes, msg: protocol.Message, stimulus: str) -> events_.Event:
-    match msg:
-        case protocol.Heartbeat():
-            return events_.WorkerSeen(wid, msg.progress, stimulus=stimulus)
+    match msg:  # the commonest first: cases are tried in order
         case protocol.Done():
             return events_.AttemptDone(wid, msg.attempt, msg.report, msg.result, stimulus=stimulus)
+        case protocol.Heartbeat():
+            return events_.WorkerSeen(wid, msg.progress, stimulus=stimulus)
         case protocol.Failed():
             return events_.AttemptFailed(
                 wid, msg.attempt, msg.kind, msg.error, msg.record, stimulus=stimulus

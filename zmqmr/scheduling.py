@@ -92,6 +92,12 @@ def locations(job: Job, partition: int) -> Locations:
     return out
 
 
+#: The locations of every map attempt's spec (it has none), shared: nothing in the
+#: master changes a spec's locations in place (a reduce's spec gets its own), and a
+#: new empty Locations is six lists, most of what building a map's spec costs.
+_NO_LOCATIONS = Locations()
+
+
 def task_spec(job: Job, task: Task, result_limit: int) -> tuple[TaskSpec, bytes | None]:
     """What an attempt of ``task`` is told about its work, and the records blob it needs."""
     spec = job.spec
@@ -102,6 +108,11 @@ def task_spec(job: Job, task: Task, result_limit: int) -> tuple[TaskSpec, bytes 
         spec.output_dir,
         spec.has_combiner,
         result_limit,
+        None,  # split
+        [],  # skip
+        False,  # track_records
+        None,  # partition
+        _NO_LOCATIONS,  # a reduce's are set below
     )
     records = None
     if task.kind == MAP:
