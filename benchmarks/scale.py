@@ -26,6 +26,7 @@ Five parts, each printing figures and ratios measured in this run:
     python benchmarks/scale.py                                  # both, full size
     python benchmarks/scale.py --only state --sizes 1000,10000,100000
     python benchmarks/scale.py --only cluster --workers 1000 --maps 100000 --reduces 1000
+    python benchmarks/scale.py --only cluster --slots 8       # multi-core fake workers
     python benchmarks/scale.py --only local --local-maps 10000
     python benchmarks/scale.py --only executor --executor-dir /tmp
 
@@ -132,8 +133,11 @@ def bench_state(sizes: list[int], workers: int) -> None:
 # -- fake workers against a real master -------------------------------------------------
 
 
-def fake_workers(address: str, count: int, first: int, heartbeat: float, keys_dir: str) -> None:
-    """Register ``count`` workers; complete every attempt at once; heartbeat; until stdin closes."""
+def fake_workers(
+    address: str, count: int, first: int, heartbeat: float, keys_dir: str, slots: int = 1
+) -> None:
+    """Register ``count`` workers of ``slots`` slots; complete every attempt at once;
+    heartbeat; until stdin closes."""
     from zmqmr.security import MEMBER, load_keys
 
     keys = load_keys(keys_dir, MEMBER) if keys_dir else None
@@ -146,7 +150,7 @@ def fake_workers(address: str, count: int, first: int, heartbeat: float, keys_di
         if keys is not None:  # CURVE, as the cluster's real workers speak it
             keys.client(s, keys.master_public)
         s.connect(address)
-        s.send_multipart(p.encode(p.Ready(1, f"tcp://127.0.0.1:{10000 + i}", "fake", i)))
+        s.send_multipart(p.encode(p.Ready(slots, f"tcp://127.0.0.1:{10000 + i}", "fake", i)))
         socks.append(s)
     poller = zmq.Poller()
     for s in socks:
@@ -196,8 +200,16 @@ def _main_thread_cpu(proc: psutil.Process) -> float:
 
 
 def bench_cluster(
-    workers: int, maps: int, reduces: int, procs: int, heartbeat: float, idle: float
+    workers: int,
+    maps: int,
+    reduces: int,
+    procs: int,
+    heartbeat: float,
+    idle: float,
+    slots: int = 1,
 ) -> None:
+    """``slots``: each fake worker's (1: the default figure; more shows what a batch of
+    several attempts per message saves on multi-core workers)."""
     timeout = max(30.0, 10 * heartbeat)
     with zmqmr.LocalCluster(
         workers=0, client_timeout=120, heartbeat_interval=heartbeat, worker_timeout=timeout
@@ -211,7 +223,7 @@ def bench_cluster(
             fakes.append(
                 subprocess.Popen(
                     [sys.executable, __file__, "--fake", cluster.worker_address, str(count)]
-                    + [str(i * per), str(heartbeat), cluster.keys or ""],
+                    + [str(i * per), str(heartbeat), cluster.keys or "", str(slots)],
                     stdin=subprocess.PIPE,
                 )
             )
@@ -237,7 +249,8 @@ def bench_cluster(
             tasks = result.stats["maps"] + result.stats["reduces"]
             assert result.stats["maps"] == maps, result.stats
             print(
-                f"one job: {maps} maps + {reduces} reduces on {workers} fake workers: "
+                f"one job: {maps} maps + {reduces} reduces on {workers} fake workers "
+                f"of {slots} slots: "
                 f"{wall:.1f}s, {tasks / wall:,.0f} tasks/s, master CPU {cpu:.1f}s = "
                 f"{cpu / tasks * 1e6:.0f} us/task ({cpu / wall:.0%} of a core); of which the "
                 f"poll loop {loop / tasks * 1e6:.0f} us/task, ZeroMQ's threads "
@@ -516,8 +529,8 @@ def _settings(pairs: list[str]) -> dict[str, object]:
 
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--fake":
-        address, count, first, heartbeat, keys_dir = sys.argv[2:7]
-        fake_workers(address, int(count), int(first), float(heartbeat), keys_dir)
+        address, count, first, heartbeat, keys_dir, slots = sys.argv[2:8]
+        fake_workers(address, int(count), int(first), float(heartbeat), keys_dir, int(slots))
         return 0
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", default="state,cluster,reduce,local,executor")
@@ -527,6 +540,7 @@ def main() -> int:
     ap.add_argument("--maps", type=int, default=100_000)
     ap.add_argument("--reduces", type=int, default=1000)
     ap.add_argument("--procs", type=int, default=2, help="processes holding the fake workers")
+    ap.add_argument("--slots", type=int, default=1, help="slots of each fake worker")
     ap.add_argument("--heartbeat", type=float, default=ClusterSettings().heartbeat_interval)
     ap.add_argument("--idle", type=float, default=10.0, help="seconds of heartbeats alone")
     ap.add_argument("--reduce-maps", type=int, default=200)
@@ -554,7 +568,9 @@ def main() -> int:
     if "state" in only:
         bench_state([int(s) for s in args.sizes.split(",")], args.state_workers)
     if "cluster" in only:
-        bench_cluster(args.workers, args.maps, args.reduces, args.procs, args.heartbeat, args.idle)
+        bench_cluster(
+            args.workers, args.maps, args.reduces, args.procs, args.heartbeat, args.idle, args.slots
+        )
     if "local" in only:
         if args.profile:
             os.environ["ZMQMR_PROFILE"] = os.path.abspath(args.profile)

@@ -147,6 +147,26 @@ def test_scale_benchmark_local_part_checks_its_answer_and_prints_each_process():
         assert name in rows, out.stdout
 
 
+def test_scale_benchmark_cluster_part_runs_a_job_on_fake_workers_of_several_slots():
+    out = run_script(
+        "scale.py",
+        "--only",
+        "cluster",
+        "--workers",
+        "6",
+        "--slots",
+        "3",
+        "--maps",
+        "120",
+        "--reduces",
+        "4",
+        "--idle",
+        "0.2",
+    )
+    assert "120 maps + 4 reduces on 6 fake workers of 3 slots" in out.stdout, out.stdout
+    assert "us/task" in out.stdout, out.stdout
+
+
 def test_scale_benchmark_executor_part_runs_every_attempt_to_its_report(tmp_path):
     out = run_script(
         "scale.py", "--only", "executor", "--executor-maps", "50", "--executor-dir", str(tmp_path)
