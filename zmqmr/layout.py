@@ -155,6 +155,7 @@ def map_output_path(data_dir: str, job_id: str, task: int, attempt: int) -> str:
     return f"{job_dir(data_dir, job_id)}{os.sep}{map_output_name(task, attempt)}"
 
 
+@functools.lru_cache(maxsize=1 << 16)  # a reducer at large R names hundreds per attempt
 def map_output_name(task: int, attempt: int) -> str:
     """A map output's file name in its job's directory (``job_dir``)."""
     return f"m{task:05d}-a{attempt}.out"

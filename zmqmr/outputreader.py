@@ -236,7 +236,10 @@ HOLD_BYTES = 32 * 1024
 
 
 def _hold(held: _Held) -> _Held:
-    if held.index_offset <= HOLD_BYTES:
+    """``held`` with its segments read, if it is small and every entry of its index
+    lies within them (else each read checks and reports its own entry)."""
+    end = held.index_offset
+    if end <= HOLD_BYTES and all(o + n <= end for o, n, _ in INDEX_ENTRY.iter_unpack(held.index)):
         data = os.pread(held.fd, held.index_offset, held.base)
         if len(data) == held.index_offset:  # else each read finds it truncated
             held.held = data
@@ -377,6 +380,8 @@ class OutputReader:
         at = partition * INDEX_ENTRY.size
         entry = INDEX_ENTRY.unpack_from
         with self._lock:
+            # Far from max_open, nothing is evicted soon: the order of use is not kept.
+            lru = len(opened) >= self.max_open // 2
             for path, offset in wanted:
                 if max_bytes >= 0 and budget <= 0:
                     break
@@ -400,14 +405,11 @@ class OutputReader:
                             size = -1
                         if size >= held.base + held.index_offset:
                             held.checked = gen
-                    start, length, _ = entry(held.index, at)
-                    if (
-                        size >= held.base + held.index_offset
-                        and start + length <= held.index_offset
-                        and 0 <= offset <= length
-                    ):
-                        del opened[path]
-                        opened[path] = held  # the most recent last
+                    start, length, _ = entry(held.index, at)  # within data (_hold)
+                    if size >= held.base + held.index_offset and 0 <= offset <= length:
+                        if lru:
+                            del opened[path]
+                            opened[path] = held  # the most recent last
                         want = length - offset if max_bytes < 0 else min(budget, length - offset)
                         start += offset
                         budget -= want

@@ -215,25 +215,32 @@ class ReduceSide:
 
     def _fetch_from(
         self, job_id: str, partition: int, address: str, wanted: list[shuffle.Wanted]
-    ) -> tuple[dict[int, shuffle.Fetched], dict[int, ShuffleError]]:
+    ) -> tuple[shuffle.Got, dict[int, ShuffleError]]:
         """Segments of map outputs on one worker: read locally, or over one connection."""
         if address != self.shuffle_address:
-            s = self.settings
-            return shuffle.fetch_segments(
-                self.zctx,
-                address,
-                job_id,
-                partition,
-                wanted,
-                chunk=s.fetch_chunk,
-                timeout=s.fetch_timeout,
-                retries=s.fetch_retries,
-                keys=self.keys,
-                pool=self.sockets,
-            )
+            return self._start(job_id, partition, address, wanted).result()
         # Past reduce_memory (a spill path), a local segment is read where it lies, as merged.
         directory = layout.job_dir(self.data_dir, job_id)
-        return shuffle.local_segments(self.reader, directory, partition, wanted)
+        return shuffle.local_segments(self.reader, directory, partition, wanted, lean=True)
+
+    def _start(
+        self, job_id: str, partition: int, address: str, wanted: list[shuffle.Wanted]
+    ) -> shuffle.Fetching:
+        """The fetch from another worker, its first request sent (``shuffle.start_fetch``)."""
+        s = self.settings
+        return shuffle.start_fetch(
+            self.zctx,
+            address,
+            job_id,
+            partition,
+            wanted,
+            chunk=s.fetch_chunk,
+            timeout=s.fetch_timeout,
+            retries=s.fetch_retries,
+            keys=self.keys,
+            pool=self.sockets,
+            lean=True,
+        )
 
     def _fetch_each(
         self,
@@ -241,7 +248,7 @@ class ReduceSide:
         partition: int,
         by_address: dict[str, list[shuffle.Wanted]],
         small: bool = False,
-    ) -> Iterator[tuple[dict[int, shuffle.Fetched], dict[int, ShuffleError]]]:
+    ) -> Iterator[tuple[shuffle.Got, dict[int, ShuffleError]]]:
         """What ``_fetch_from`` gives for each address, several addresses at a time.
 
         ``small``: every segment wanted, in memory, fits in one request to its
@@ -255,24 +262,10 @@ class ReduceSide:
         local = by_address.get(self.shuffle_address)
         remote = [(a, w) for a, w in by_address.items() if a != self.shuffle_address]
         if small and remote:
-            s = self.settings
             flights: list[shuffle.Fetching] = []
             try:
                 for address, wanted in remote:
-                    flights.append(
-                        shuffle.start_fetch(
-                            self.zctx,
-                            address,
-                            job_id,
-                            partition,
-                            wanted,
-                            chunk=s.fetch_chunk,
-                            timeout=s.fetch_timeout,
-                            retries=s.fetch_retries,
-                            keys=self.keys,
-                            pool=self.sockets,
-                        )
-                    )
+                    flights.append(self._start(job_id, partition, address, wanted))
                 if local is not None:
                     yield self._fetch_from(job_id, partition, self.shuffle_address, local)
                 for flight in flights:
@@ -300,8 +293,9 @@ class ReduceSide:
 
     def fetch_all(
         self, job_id: str, attempt: int, spec: protocol.TaskSpec, work_dir: WorkDir
-    ) -> list[shuffle.Fetched]:
-        """This partition's segment of every map output that has one, waiting out lost ones.
+    ) -> list[shuffle.Fetched | bytes]:
+        """This partition's segment of every map output that has one, waiting out lost ones
+        (one in memory and verified as its bytes: ``shuffle.Got``).
 
         Segments are fetched per worker (several workers at a time), several
         segments per request; those past ``reduce_memory`` go to files.
@@ -315,7 +309,7 @@ class ReduceSide:
         addresses = [located.addresses[w] for w in located.servers]
         sizes = list(located.sizes)
         where: dict[int, int] | None = None  # map task -> its position, made on a Relocate
-        fetched: dict[int, shuffle.Fetched] = {}
+        fetched: shuffle.Got = {}
         waiting: dict[int, int] = {}  # map task -> the attempt whose output was lost
         mem = 0
         total = max(1, len(maps))
@@ -331,11 +325,21 @@ class ReduceSide:
         small = not merged and total_bytes <= self.settings.fetch_chunk
         while len(fetched) < len(maps):
             by_address: dict[str, list[shuffle.Wanted]] = {}
-            for m, att, address, size in zip(maps, attempts, addresses, sizes):
+            # the first round, every segment to memory (most often): a lean loop
+            lean = not fetched and not merged and total_bytes <= memory and 0 not in sizes
+            if lean:
+                mem = total_bytes
+                for want, address in zip(map(shuffle.Wanted, maps, attempts), addresses):
+                    wanted = by_address.get(address)
+                    if wanted is None:
+                        by_address[address] = [want]
+                    else:
+                        wanted.append(want)
+            for m, att, address, size in () if lean else zip(maps, attempts, addresses, sizes):
                 if m in fetched or m in waiting:
                     continue
                 if size == 0:  # a re-executed map with nothing for this partition
-                    fetched[m] = shuffle.Fetched(0, data=b"")
+                    fetched[m] = b""
                     continue
                 spill = None
                 if merged and address == here:
@@ -383,7 +387,7 @@ class ReduceSide:
     # -- merge ------------------------------------------------------------------
 
     def _grouped(
-        self, segments: list[shuffle.Fetched], work_dir: WorkDir, counters: dict[str, int]
+        self, segments: list[shuffle.Fetched | bytes], work_dir: WorkDir, counters: dict[str, int]
     ) -> Iterator[list[tuple[Any, list[Any]]]]:
         """The fetched segments' groups, sorted and merged (a key may span several
         groups), in lists of a few thousand groups at most.
@@ -393,13 +397,28 @@ class ReduceSide:
         there are more, and stream to the reducer a block at a time.
         """
         s = self.settings
-        spilled = sum(seg.length for seg in segments if seg.path and not seg.in_place)
-        in_memory = all(seg.data is not None for seg in segments)
-        size = sum(seg.length for seg in segments)
+        spilled = size = 0
+        in_memory = True
+        datas: list[bytes] = []  # in memory, not empty
+        unchecked: list[bytes] = []
+        for seg in segments:  # one pass: one segment per map output, many at large R
+            if type(seg) is bytes:
+                if seg:
+                    datas.append(seg)
+                    size += len(seg)
+                continue
+            assert isinstance(seg, shuffle.Fetched)
+            size += seg.length
+            if seg.data is None:
+                in_memory = False
+                if seg.path and not seg.in_place:
+                    spilled += seg.length
+            elif seg.data:
+                datas.append(seg.data)
+                if not seg.checked:
+                    unchecked.append(seg.data)
         batches: Iterator[list[tuple[Any, list[Any]]]]
         if in_memory and size <= min(HASH_GROUP_BYTES, s.reduce_memory):
-            datas = [seg.data for seg in segments if seg.data]
-            unchecked = [seg.data for seg in segments if not seg.checked and seg.data]
             for i in mapoutput.bad_segments(unchecked):
                 mapoutput.verify_segment(unchecked[i])  # raises, saying what is wrong
             # decoded a part (or a segment) at a time into the dict, in order (a key's
@@ -412,6 +431,11 @@ class ReduceSide:
             step = userfn.MERGE_BATCH
             batches = (items[i : i + step] for i in range(0, len(items), step))
         else:
+            del datas, unchecked
+            segments[:] = [
+                shuffle.Fetched(len(seg), seg, checked=True) if type(seg) is bytes else seg
+                for seg in segments
+            ]
             fanin = merge.fanin_for(s.merge_fanin, s.reduce_memory)
             path = work_dir.get() if len(segments) > fanin else work_dir.path  # passes write
             sources, written = merge.merge_down(segments, fanin, path)

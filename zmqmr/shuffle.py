@@ -21,7 +21,7 @@ import os
 import threading
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import zmq
 
@@ -176,6 +176,12 @@ class Fetched:
         return file_segment_blocks(self.path, self.offset, self.length)
 
 
+#: Segments fetched by map task: a ``Fetched``, or (asked for ``lean``) the bytes of a
+#: segment held in memory and verified, with no object around them (a reduce at
+#: large R gets hundreds of one-key segments, and a ``Fetched`` costs more than one).
+Got = dict[int, "Fetched | bytes"]
+
+
 @dataclass(slots=True)
 class Wanted:
     """One segment a reducer wants from a server: where its bytes go, how far it got."""
@@ -252,7 +258,7 @@ def fetch_segments(
     connection is taken from it and given back after a clean exchange, so the
     next fetch from that server needs no new connection (nor handshake).
     """
-    return start_fetch(
+    got, failed = start_fetch(
         ctx,
         address,
         job,
@@ -264,6 +270,7 @@ def fetch_segments(
         keys=keys,
         pool=pool,
     ).result()
+    return cast(dict[int, Fetched], got), failed
 
 
 class Fetching:
@@ -277,13 +284,13 @@ class Fetching:
 
     def __init__(
         self,
-        steps: Generator[None, None, tuple[dict[int, Fetched], dict[int, ShuffleError]]] | None,
-        done: tuple[dict[int, Fetched], dict[int, ShuffleError]] | None,
+        steps: Generator[None, None, tuple[Got, dict[int, ShuffleError]]] | None,
+        done: tuple[Got, dict[int, ShuffleError]] | None,
     ) -> None:
         self._steps = steps
         self._done = done
 
-    def result(self) -> tuple[dict[int, Fetched], dict[int, ShuffleError]]:
+    def result(self) -> tuple[Got, dict[int, ShuffleError]]:
         if self._done is None:
             assert self._steps is not None
             try:
@@ -310,10 +317,14 @@ def start_fetch(
     retries: int,
     keys: Keys | None = None,
     pool: SocketPool | None = None,
+    lean: bool = False,
 ) -> Fetching:
     """``fetch_segments``, its first request sent: the answers wait in the socket
-    until ``result()`` is asked for."""
-    steps = _fetch_steps(ctx, address, job, partition, wanted, chunk, timeout, retries, keys, pool)
+    until ``result()`` is asked for. With ``lean``, a segment whole in memory is
+    given as its bytes (``Got``)."""
+    steps = _fetch_steps(
+        ctx, address, job, partition, wanted, chunk, timeout, retries, keys, pool, lean
+    )
     try:
         next(steps)
     except StopIteration as stop:
@@ -332,10 +343,11 @@ def _fetch_steps(
     retries: int,
     keys: Keys | None,
     pool: SocketPool | None,
-) -> Generator[None, None, tuple[dict[int, Fetched], dict[int, ShuffleError]]]:
+    lean: bool,
+) -> Generator[None, None, tuple[Got, dict[int, ShuffleError]]]:
     """What ``fetch_segments`` does, stopping once just after its first send."""
     first = True
-    fetched: dict[int, Fetched] = {}
+    fetched: Got = {}
     failed: dict[int, ShuffleError] = {}
     todo = {w.map_task: w for w in wanted}
     sock = pool.take(address) if pool is not None else None
@@ -415,7 +427,7 @@ def _fetch_steps(
                     want.abandon()
                     failed[m] = ShuffleError(f"{address}: {exc}")
             for m, total, data in whole:
-                fetched[m] = Fetched(total, data, None, 0, False, True)
+                fetched[m] = data if lean else Fetched(total, data, None, 0, False, True)
             for i in bad_segments([data for _, _, data in whole]) if whole else ():
                 m, _, data = whole[i]
                 del fetched[m]
@@ -492,13 +504,13 @@ def local_segment(
 
 
 def local_segments(
-    reader: OutputReader, directory: str, partition: int, wanted: list[Wanted]
-) -> tuple[dict[int, Fetched], dict[int, ShuffleError]]:
+    reader: OutputReader, directory: str, partition: int, wanted: list[Wanted], lean: bool = False
+) -> tuple[Got, dict[int, ShuffleError]]:
     """One partition of several map outputs in ``directory`` (a job's, on this worker's
     disk), each verified: read into memory in one batch, or (a ``Wanted`` with a
     spill path: past reduce_memory) left in place and read a block at a time later.
-    Returns what ``fetch_segments`` does."""
-    fetched: dict[int, Fetched] = {}
+    Returns what ``fetch_segments`` does (with ``lean``, what ``start_fetch`` does)."""
+    fetched: Got = {}
     failed: dict[int, ShuffleError] = {}
     directory += os.sep
     in_memory = [w for w in wanted if w.spill_path is None]
@@ -515,7 +527,7 @@ def local_segments(
         try:
             if not isinstance(got, tuple):
                 raise got
-            fetched[w.map_task] = Fetched(got[0], got[1], None, 0, False, True)
+            fetched[w.map_task] = got[1] if lean else Fetched(got[0], got[1], None, 0, False, True)
         except FileNotFoundError:
             failed[w.map_task] = ShuffleError(f"{path}: missing")
         except ShuffleError as exc:
