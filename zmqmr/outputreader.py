@@ -9,6 +9,7 @@ library and zmqmr's mapoutput, packs and errors modules; no ``zmq``.
 from __future__ import annotations
 
 import ctypes
+import operator
 import os
 import select
 import struct
@@ -235,11 +236,18 @@ class _Held:
 HOLD_BYTES = 32 * 1024
 
 
+def _entries_end(index: bytes) -> int:
+    """Where the last-ending segment of an index (``INDEX_ENTRY``s) ends, in C-level
+    passes (an index has R entries, and a reducer opens hundreds of outputs)."""
+    words = struct.unpack(f"<{len(index) // 8}Q", index)
+    return max(map(operator.add, words[0::3], words[1::3]), default=0)
+
+
 def _hold(held: _Held) -> _Held:
     """``held`` with its segments read, if it is small and every entry of its index
     lies within them (else each read checks and reports its own entry)."""
     end = held.index_offset
-    if end <= HOLD_BYTES and all(o + n <= end for o, n, _ in INDEX_ENTRY.iter_unpack(held.index)):
+    if end <= HOLD_BYTES and _entries_end(held.index) <= end:
         data = os.pread(held.fd, held.index_offset, held.base)
         if len(data) == held.index_offset:  # else each read finds it truncated
             held.held = data

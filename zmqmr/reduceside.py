@@ -22,6 +22,7 @@ import gc
 import os
 import shutil
 from collections.abc import Callable, Iterator
+from itertools import compress
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -159,6 +160,7 @@ def _lines_are_records(lines: str, n: int) -> bool:
 
 
 _STR = {str}
+_BYTES = {bytes}
 
 
 def _all_str(keys: list[Any], values: list[Any]) -> bool:
@@ -329,12 +331,16 @@ class ReduceSide:
             lean = not fetched and not merged and total_bytes <= memory and 0 not in sizes
             if lean:
                 mem = total_bytes
-                for want, address in zip(map(shuffle.Wanted, maps, attempts), addresses):
-                    wanted = by_address.get(address)
-                    if wanted is None:
-                        by_address[address] = [want]
-                    else:
-                        wanted.append(want)
+                every = list(map(shuffle.Wanted, maps, attempts))
+                servers = list(dict.fromkeys(addresses))
+                if len(servers) == 1:
+                    by_address[servers[0]] = every
+                elif len(servers) <= 16:  # a C-level pass over the column per worker
+                    for address in servers:
+                        by_address[address] = list(compress(every, map(address.__eq__, addresses)))
+                else:
+                    for want, address in zip(every, addresses):
+                        by_address.setdefault(address, []).append(want)
             for m, att, address, size in () if lean else zip(maps, attempts, addresses, sizes):
                 if m in fetched or m in waiting:
                     continue
@@ -401,7 +407,12 @@ class ReduceSide:
         in_memory = True
         datas: list[bytes] = []  # in memory, not empty
         unchecked: list[bytes] = []
-        for seg in segments:  # one pass: one segment per map output, many at large R
+        rest: list[shuffle.Fetched | bytes] = segments
+        if set(map(type, segments)) <= _BYTES:  # all in memory and verified (most often)
+            datas = list(filter(None, segments))  # type: ignore[arg-type]
+            size = sum(map(len, datas))
+            rest = []
+        for seg in rest:  # one pass: one segment per map output, many at large R
             if type(seg) is bytes:
                 if seg:
                     datas.append(seg)

@@ -478,3 +478,34 @@ def test_the_c_checksum_is_zlibs(n):
     off = head + (crc ^ 1 << (n % 32)).to_bytes(4, "little") + payload
     assert mapoutput.speedups.verify_segments([block, block]) == -1
     assert mapoutput.speedups.verify_segments([block, off]) == 1
+
+
+@pytest.mark.parametrize("hash_bytes", [1 << 24, 10])
+def test_segments_held_as_their_bytes_group_alike_in_a_dict_and_through_a_merge(
+    tmp_path, monkeypatch, hash_bytes
+):
+    """In-memory verified segments come as bytes; past HASH_GROUP_BYTES they are merged
+    as streams instead, with the same groups in the same order."""
+    monkeypatch.setattr(reduceside, "HASH_GROUP_BYTES", hash_bytes)
+    side, _, conns = _setup(tmp_path, 2)
+    segments: list[Any] = [
+        _segment([(f"k{j}", [s, i]) for j in range(5) for i in range(4)], s % 2 == 0)
+        for s in range(4)
+    ]
+    segments.insert(2, b"")  # a re-executed map with nothing here
+    want: dict[Any, list[Any]] = {}
+    for data in segments:
+        for k, vs in mapoutput.segment_groups(data):
+            want.setdefault(k, []).extend(vs)
+    try:
+        work = reduceside.WorkDir(str(tmp_path / "work"))
+        got: dict[Any, list[Any]] = {}
+        for batch in side._grouped(list(segments), work, {}):
+            for k, vs in batch:
+                got.setdefault(k, []).extend(vs)
+        work.remove()
+        assert list(got.items()) == sorted(want.items())
+    finally:
+        side.reader.forget()
+        for c in conns:
+            c.close()
