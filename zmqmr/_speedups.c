@@ -775,6 +775,108 @@ merge_segments(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t na
     Py_RETURN_NONE;
 }
 
+/* -- map outputs held in memory: a batch's reads ------------------------------------ */
+
+PyDoc_STRVAR(serve_held_doc,
+"serve_held(out, wanted, i, opened, at, max_bytes, budget, gens) -> (i, budget)\n\n"
+"What ``OutputReader.read_many`` does for the most common read, for\n"
+"``wanted[i:]`` (a list of ``(path, offset)``): an output held open in\n"
+"``opened`` (path -> _Held) with its segments in memory (``held``), checked\n"
+"at the generation ``gens`` gives for its directory. Appends ``(segment\n"
+"length, bytes from offset)`` to ``out`` for each, ``max_bytes`` in all (-1:\n"
+"no limit; ``budget`` left of it), and stops at the first read that is not\n"
+"of that kind, or once the budget is spent: returns where it stopped and\n"
+"the budget left, and the caller reads that one its own way.");
+
+static PyObject *str_index, *str_held, *str_directory, *str_checked;
+
+static PyObject *
+serve_held(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError, "serve_held() takes exactly 8 arguments");
+        return NULL;
+    }
+    PyObject *out = args[0], *wanted = args[1], *opened = args[3], *gens = args[7];
+    if (!PyList_CheckExact(out) || !PyList_CheckExact(wanted) || !PyDict_CheckExact(opened)
+        || !PyDict_CheckExact(gens)) {
+        PyErr_SetString(PyExc_TypeError, "serve_held() needs lists and dicts");
+        return NULL;
+    }
+    Py_ssize_t i = PyLong_AsSsize_t(args[2]);
+    Py_ssize_t at = PyLong_AsSsize_t(args[4]);
+    long long max_bytes = PyLong_AsLongLong(args[5]);
+    long long budget = PyLong_AsLongLong(args[6]);
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    for (; i < PyList_GET_SIZE(wanted); i++) {
+        if (max_bytes >= 0 && budget <= 0) {
+            break;
+        }
+        PyObject *item = PyList_GET_ITEM(wanted, i);
+        if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 2
+            || !PyLong_CheckExact(PyTuple_GET_ITEM(item, 1))) {
+            break;
+        }
+        PyObject *held = PyDict_GetItemWithError(opened, PyTuple_GET_ITEM(item, 0));
+        if (held == NULL) {
+            if (PyErr_Occurred()) {
+                return NULL;
+            }
+            break;
+        }
+        Py_INCREF(held);
+        PyObject *index = PyObject_GetAttr(held, str_index);
+        PyObject *data = index == NULL ? NULL : PyObject_GetAttr(held, str_held);
+        PyObject *directory = data == NULL ? NULL : PyObject_GetAttr(held, str_directory);
+        PyObject *checked = directory == NULL ? NULL : PyObject_GetAttr(held, str_checked);
+        Py_DECREF(held);
+        int served = 0;
+        if (checked != NULL && PyBytes_CheckExact(index) && PyBytes_CheckExact(data)
+            && at >= 0 && at + 24 <= PyBytes_GET_SIZE(index)) {
+            PyObject *gen = PyDict_GetItemWithError(gens, directory); /* borrowed */
+            long long g = gen != NULL && PyLong_CheckExact(gen) ? PyLong_AsLongLong(gen) : -1;
+            long long c = PyLong_CheckExact(checked) ? PyLong_AsLongLong(checked) : -2;
+            Py_ssize_t offset = PyLong_AsSsize_t(PyTuple_GET_ITEM(item, 1));
+            if (!PyErr_Occurred() && g >= 0 && g == c) {
+                const unsigned char *e = (const unsigned char *)PyBytes_AS_STRING(index) + at;
+                uint64_t start = le64(e), length = le64(e + 8);
+                if (offset >= 0 && (uint64_t)offset <= length
+                    && start + length <= (uint64_t)PyBytes_GET_SIZE(data)) {
+                    long long want = (long long)(length - (uint64_t)offset);
+                    if (max_bytes >= 0 && budget < want) {
+                        want = budget;
+                    }
+                    PyObject *got = Py_BuildValue(
+                        "(Ky#)", (unsigned long long)length,
+                        PyBytes_AS_STRING(data) + start + (uint64_t)offset, (Py_ssize_t)want);
+                    if (got == NULL || PyList_Append(out, got) < 0) {
+                        Py_XDECREF(got);
+                        served = -1;
+                    }
+                    else {
+                        Py_DECREF(got);
+                        budget -= want;
+                        served = 1;
+                    }
+                }
+            }
+        }
+        Py_XDECREF(index);
+        Py_XDECREF(data);
+        Py_XDECREF(directory);
+        Py_XDECREF(checked);
+        if (served < 0 || PyErr_Occurred()) {
+            return NULL;
+        }
+        if (!served) {
+            break;
+        }
+    }
+    return Py_BuildValue("(nL)", i, budget);
+}
+
 static PyMethodDef speedups_methods[] = {
     {"count_outputs", (PyCFunction)(void (*)(void))count_outputs, METH_FASTCALL,
      count_outputs_doc},
@@ -783,6 +885,7 @@ static PyMethodDef speedups_methods[] = {
     {"verify_segments", (PyCFunction)verify_segments, METH_O, verify_segments_doc},
     {"merge_segments", (PyCFunction)(void (*)(void))merge_segments, METH_FASTCALL,
      merge_segments_doc},
+    {"serve_held", (PyCFunction)(void (*)(void))serve_held, METH_FASTCALL, serve_held_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -802,5 +905,12 @@ PyInit__speedups(void)
         return NULL;
     }
     crc_init();
+    str_index = PyUnicode_InternFromString("index");
+    str_held = PyUnicode_InternFromString("held");
+    str_directory = PyUnicode_InternFromString("directory");
+    str_checked = PyUnicode_InternFromString("checked");
+    if (str_index == NULL || str_held == NULL || str_directory == NULL || str_checked == NULL) {
+        return NULL;
+    }
     return PyModule_Create(&speedups_module);
 }

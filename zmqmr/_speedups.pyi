@@ -15,3 +15,13 @@ def merge_segments(
     merge_part: Callable[[Any, dict[Any, list[Any]]], None],
     error: type[Exception],
 ) -> None: ...
+def serve_held(
+    out: list[Any],
+    wanted: list[Any],
+    i: int,
+    opened: dict[str, Any],
+    at: int,
+    max_bytes: int,
+    budget: int,
+    gens: dict[str, int],
+) -> tuple[int, int]: ...

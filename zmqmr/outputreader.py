@@ -3,7 +3,7 @@ checked index between reads (for the shuffle server and the executors), and hold
 small outputs' segments in memory; ``read_index`` and ``read_segment`` read once.
 
 The file format and the decoders are ``zmqmr.mapoutput``'s. Imports: the standard
-library and zmqmr's mapoutput, packs and errors modules; no ``zmq``.
+library and zmqmr's mapoutput, native, packs and errors modules; no ``zmq``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from . import packs
+from . import native, packs
 from .errors import CorruptOutput, ShuffleError
 from .mapoutput import FOOTER, INDEX_ENTRY, MAGIC, Segment
 
@@ -77,6 +77,8 @@ _WATCHED = (
     | _IN_DELETE_SELF
     | _IN_MOVE_SELF
 )
+#: Without it a batch's reads of outputs held in memory are done in Python, more slowly.
+speedups: Any = native.load()
 _EVENT = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len (then the name)
 _libc: Any = None
 
@@ -390,9 +392,17 @@ class OutputReader:
         with self._lock:
             # Far from max_open, nothing is evicted soon: the order of use is not kept.
             lru = len(opened) >= self.max_open // 2
-            for path, offset in wanted:
-                if max_bytes >= 0 and budget <= 0:
+            fast = speedups is not None and not lru
+            todo = wanted if type(wanted) is list else list(wanted)
+            i = 0
+            while True:
+                if fast:  # the common reads below, in C, up to the first that is not one
+                    serve = speedups.serve_held
+                    i, budget = serve(out, todo, i, opened, at, max_bytes, budget, gens)
+                if i >= len(todo) or (max_bytes >= 0 and budget <= 0):
                     break
+                path, offset = todo[i]
+                i += 1
                 # What _held and _Held.read do, inline for the most common case: an
                 # output held open with its segments in memory, its file whole and
                 # with a name (checked since anything last changed in its directory,

@@ -314,8 +314,18 @@ def test_a_small_output_is_read_once_when_opened_and_served_from_memory(data_dir
         reader.forget()
 
 
+@pytest.mark.parametrize("in_c", [True, False])
 @pytest.mark.parametrize("max_bytes", [-1, 0, 1, 7, 40, 10_000])
-def test_a_batch_of_held_outputs_gives_what_reads_one_by_one_give(data_dir, max_bytes):
+def test_a_batch_of_held_outputs_gives_what_reads_one_by_one_give(
+    data_dir, max_bytes, in_c, monkeypatch
+):
+    """In C (``_speedups.serve_held``) or in Python, a batch gives what reads give."""
+    from zmqmr import outputreader
+
+    if in_c and outputreader.speedups is None:
+        pytest.skip("zmqmr._speedups not built")
+    if not in_c:
+        monkeypatch.setattr(outputreader, "speedups", None)
     pack = new_pack(data_dir)
     for t in range(3):  # two in a pack, one a file of its own; all held in memory
         write(data_dir, pack, t, 1, 4096 if t < 2 else 0)
