@@ -4,8 +4,8 @@
  * Optional: without it the executor counts (key, value) pairs with
  * collections' C helper, makes keys with itertools, and checks and groups a
  * reduce's segments in Python, which gives the same results more slowly (see
- * _Grouper in zmqmr/mapside.py, _lines in zmqmr/inputs.py, hash_merged in
- * zmqmr/userfn.py, bad_segments and merge_segments in zmqmr/mapoutput.py).
+ * _Grouper in zmqmr/mapside.py, _lines in zmqmr/inputs.py, bad_segments and
+ * merge_segments in zmqmr/mapoutput.py).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -358,68 +358,6 @@ static PyTypeObject LineKeysType = {
     .tp_iternext = (iternextfunc)line_keys_next,
     .tp_methods = line_keys_methods,
 };
-
-PyDoc_STRVAR(group_into_doc,
-"group_into(groups, stream) -> n\n\n"
-"Add the (key, values) groups of the list ``stream`` to the dict ``groups``,\n"
-"which maps each key to a list of its values: a new key gets a new list of\n"
-"its group's values, a known key's list is extended with them. Stops at the\n"
-"first item that is not an exact 2-tuple and returns how many groups it\n"
-"added (``len(stream)`` when all), so the caller goes on from there. Errors\n"
-"(an unhashable key, values that are not iterable) propagate, and the groups\n"
-"added before stay added.");
-
-static PyObject *
-group_into(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "group_into() takes exactly 2 arguments");
-        return NULL;
-    }
-    PyObject *groups = args[0], *stream = args[1];
-    if (!PyDict_CheckExact(groups) || !PyList_CheckExact(stream)) {
-        PyErr_SetString(PyExc_TypeError, "group_into() needs a dict and a list");
-        return NULL;
-    }
-    Py_ssize_t i = 0;
-    for (; i < PyList_GET_SIZE(stream); i++) {
-        PyObject *item = PyList_GET_ITEM(stream, i);
-        if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 2) {
-            break;
-        }
-        Py_INCREF(item); /* the list may change under a key's __eq__ */
-        PyObject *key = PyTuple_GET_ITEM(item, 0), *values = PyTuple_GET_ITEM(item, 1);
-        PyObject *held = PyDict_GetItemWithError(groups, key); /* borrowed */
-        int failed;
-        if (held != NULL && PyList_CheckExact(held)) {
-            if (PyList_CheckExact(values) || PyTuple_CheckExact(values)) {
-                Py_ssize_t n = PyList_GET_SIZE(held);
-                failed = PyList_SetSlice(held, n, n, values) < 0;
-            }
-            else { /* list.extend's own errors for what is not a sequence */
-                PyObject *none = PyObject_CallMethod(held, "extend", "O", values);
-                failed = none == NULL;
-                Py_XDECREF(none);
-            }
-        }
-        else if (held == NULL && !PyErr_Occurred()) {
-            PyObject *fresh = PySequence_List(values);
-            failed = fresh == NULL || PyDict_SetItem(groups, key, fresh) < 0;
-            Py_XDECREF(fresh);
-        }
-        else {
-            if (held != NULL) {
-                PyErr_SetString(PyExc_TypeError, "group_into(): a key's values are not a list");
-            }
-            failed = 1;
-        }
-        Py_DECREF(item);
-        if (failed) {
-            return NULL;
-        }
-    }
-    return PyLong_FromSsize_t(i);
-}
 
 /* -- map-output segments: their blocks' checksums, decoding and grouping ----------- */
 
@@ -881,7 +819,6 @@ static PyMethodDef speedups_methods[] = {
     {"count_outputs", (PyCFunction)(void (*)(void))count_outputs, METH_FASTCALL,
      count_outputs_doc},
     {"line_keys", (PyCFunction)(void (*)(void))line_keys, METH_FASTCALL, line_keys_doc},
-    {"group_into", (PyCFunction)(void (*)(void))group_into, METH_FASTCALL, group_into_doc},
     {"verify_segments", (PyCFunction)verify_segments, METH_O, verify_segments_doc},
     {"merge_segments", (PyCFunction)(void (*)(void))merge_segments, METH_FASTCALL,
      merge_segments_doc},

@@ -16,14 +16,10 @@ from collections.abc import Callable, Iterable, Iterator
 from operator import itemgetter
 from typing import Any
 
-from . import native
 from .ordering import Ordered, OrderedParts, sort_items
 from .partitioning import Partitioner, Partitioning
 from .partitioning import default_partitioner as default_partitioner  # zmqmr's public name
 from .partitioning import stable_hash as stable_hash
-
-#: Without it a reduce's segments are grouped in a Python loop, more slowly.
-speedups: Any = native.load()
 
 Pair = tuple[Any, Any]
 
@@ -202,11 +198,6 @@ def hash_merged(
     groups: dict[Any, list[Any]] = {}
     get = groups.get
     for stream in streams:
-        if speedups is not None and type(stream) is list:
-            done = speedups.group_into(groups, stream)  # the same loop, in C
-            if done == len(stream):
-                continue
-            stream = itertools.islice(stream, done, None)  # from a group that is not a 2-tuple
         for key, values in stream:
             held = get(key)
             if held is None:

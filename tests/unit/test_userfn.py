@@ -204,51 +204,6 @@ def test_hash_merged_groups_like_merge_then_groupby():
         assert got == want
 
 
-@pytest.fixture(params=["speedups", "pure"])
-def grouping(request, monkeypatch):
-    """hash_merged with the C grouping loop and without it: the same groups either way."""
-    if request.param == "pure":
-        monkeypatch.setattr(userfn, "speedups", None)
-    else:
-        assert userfn.speedups is not None, "zmqmr._speedups was not compiled"
-    return request.param
-
-
-def test_hash_merged_lists_group_like_merge_then_groupby(grouping):
-    # Streams as lists (what a reduce held in memory hands over, and what the C loop
-    # takes): tuple and list values, equal keys of different types (1, 1.0, True).
-    import random
-
-    rng = random.Random(11)
-    for _ in range(50):
-        streams = []
-        for s in range(rng.randint(1, 6)):
-            keys = sorted(set(rng.choice([0, 1, 1.0, True, 2, 2.5, 3, 10]) for _ in range(5)))
-            groups = []
-            for k in keys:
-                values = [f"s{s}-{k!r}-{j}" for j in range(rng.randint(1, 3))]
-                groups.append((k, tuple(values) if rng.random() < 0.5 else values))
-            streams.append(groups)
-        fn = lambda k, vs: (type(k), list(vs))  # noqa: E731
-        want = list(reduce_groups(fn, userfn.merged([iter(s) for s in streams])))
-        got = list(reduce_groups(fn, userfn.hash_merged([list(s) for s in streams])))
-        assert got == want
-
-
-def test_hash_merged_goes_on_past_a_group_that_is_not_a_pair(grouping):
-    # The C loop stops at a group that is not an exact 2-tuple; Python takes it from there.
-    streams = [[("a", [1]), ["b", [2]], ("c", (3,))], [("a", [4]), ("c", [5])]]
-    got = list(userfn.hash_merged(streams))
-    assert got == [("a", [1, 4]), ("b", [2]), ("c", [3, 5])]
-
-
-def test_hash_merged_lists_with_bad_groups_fail_alike(grouping):
-    with pytest.raises(TypeError, match="unhashable"):
-        list(userfn.hash_merged([[("a", [1]), ([1], [2])]]))
-    with pytest.raises(TypeError, match="not iterable"):
-        list(userfn.hash_merged([[("a", [1])], [("a", 5)]]))
-
-
 def test_hash_merged_streams_of_unorderable_keys_say_so():
     streams = [iter([(1, [1])]), iter([("a", [2])])]
     with pytest.raises(TypeError, match="mutually orderable"):
