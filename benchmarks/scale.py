@@ -156,7 +156,7 @@ def fake_workers(
     for s in socks:
         poller.register(s, zmq.POLLIN)
     poller.register(sys.stdin.fileno(), zmq.POLLIN)
-    beat = p.encode(p.Heartbeat())
+    seen = dict.fromkeys(socks, -1)  # each fake worker's highest attempt read, as workers say
     next_beat = time.monotonic() + heartbeat
     while True:
         for sock, _ in poller.poll(int(heartbeat * 500)):
@@ -172,6 +172,7 @@ def fake_workers(
                     raise SystemExit(f"a malformed message from the master: {batch.errors}")
                 for msg in batch.parts:
                     if isinstance(msg, p.Assign):
+                        seen[sock] = max(seen[sock], msg.attempt)
                         blobs = [b""] if msg.kind == "reduce" else []
                         report = _report(msg, msg.spec.num_reducers)
                         replies.append(p.Done(msg.attempt, report, blobs=blobs))
@@ -182,7 +183,7 @@ def fake_workers(
         if time.monotonic() >= next_beat:
             next_beat = time.monotonic() + heartbeat
             for s in socks:
-                s.send_multipart(beat)
+                s.send_multipart(p.encode(p.Heartbeat(seen=seen[s])))
 
 
 def _cpu(proc: psutil.Process) -> float:

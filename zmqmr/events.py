@@ -52,10 +52,12 @@ class WorkerReady(_Event):
 
 @dataclass(slots=True)
 class WorkerSeen(_Event):
-    """Any message from a worker; a heartbeat also carries attempt progress."""
+    """Any message from a worker; a heartbeat also carries attempt progress and the
+    highest attempt id the worker has read (``Heartbeat.seen``)."""
 
     worker: bytes
     progress: list[AttemptProgress] = field(default_factory=list)
+    seen: int = -1
 
 
 @dataclass(slots=True)

@@ -534,7 +534,7 @@ def _worker_event(wid: bytes, msg: protocol.Message, stimulus: str) -> events_.E
         case protocol.Done():
             return events_.AttemptDone(wid, msg.attempt, msg.report, msg.result, stimulus=stimulus)
         case protocol.Heartbeat():
-            return events_.WorkerSeen(wid, msg.progress, stimulus=stimulus)
+            return events_.WorkerSeen(wid, msg.progress, msg.seen, stimulus=stimulus)
         case protocol.Failed():
             return events_.AttemptFailed(
                 wid, msg.attempt, msg.kind, msg.error, msg.record, stimulus=stimulus

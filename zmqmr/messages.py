@@ -127,10 +127,16 @@ class Welcome(Message):
 @_message("HEARTBEAT")
 @dataclass(slots=True)
 class Heartbeat(Message):
-    """Both ways; from a worker it carries the progress of its running attempts."""
+    """Both ways; from a worker it carries the progress of its running attempts and
+    ``seen``, the highest attempt id of the ASSIGNs it has read since its WELCOME (-1:
+    none, or not said): the master tells an ASSIGN still in flight from one dropped."""
 
     progress: list[AttemptProgress] = field(default_factory=list)
-    FIELDS: ClassVar[dict[str, Kind]] = {"progress": ListOf(Obj(AttemptProgress), 4096)}
+    seen: int = -1
+    FIELDS: ClassVar[dict[str, Kind]] = {
+        "progress": ListOf(Obj(AttemptProgress), 4096),
+        "seen": Int(-1),
+    }
 
 
 @_message("ASSIGN", (0, 2))

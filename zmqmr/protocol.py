@@ -4,7 +4,7 @@ A message on a socket is a multipart frame list::
 
     [VERSION, TYPE, HEADER, *BLOBS]
 
-VERSION is ``b"ZMQMR3"``; TYPE names the message class; HEADER is a JSON
+VERSION is ``b"ZMQMR4"``; TYPE names the message class; HEADER is a JSON
 object holding the message's fields; BLOBS are opaque byte frames (pickled
 closures, in-memory records, encoded results). ``decode`` checks the header
 whole, nested parts included (a job spec, an attempt's report, a map output's
@@ -119,7 +119,7 @@ from .records import (
     MAX_NAME,
 )
 
-VERSION = b"ZMQMR3"
+VERSION = b"ZMQMR4"  # 4: a HEARTBEAT carries seen
 
 
 _TYPES_BY_BYTES = {name.encode(): cls for name, cls in MESSAGES.items()}

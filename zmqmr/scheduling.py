@@ -316,18 +316,24 @@ def strike(st: MasterState, job: Job, w: Worker, out: list[Command], why: str) -
             out.append(Cancel(w.id, att.id, reason=f"worker excluded from job {job.id}"))
 
 
-def missing_attempts(st: MasterState, w: Worker, now: float, out: list[Command]) -> None:
+def missing_attempts(st: MasterState, w: Worker, seen: int, now: float, out: list[Command]) -> None:
     """Called for a heartbeat listing fewer attempts than ``w`` has slots, after the
     listed ones were marked begun: such a worker holds no queued attempt (a free slot
     takes the next at once). An attempt queued there more than two heartbeat
-    intervals ago and never listed never reached it, or was dropped there: it ends
+    intervals ago and never listed was dropped there, or never reached it: it ends
     (its task goes idle, not a failure), is cancelled on the worker, and the worker
     gets a strike. Else a worker that heartbeats but never runs what it is given
-    would hold its tasks for good. O(attempts on ``w``)."""
-    old = now - 2 * st.settings.heartbeat_interval
+    would hold its tasks for good. ``seen``, the highest attempt id the worker says
+    it has read (-1: not said), spares an ASSIGN still in flight (sent after what
+    the worker has read: a backlog in the master's or the worker's socket) until
+    ``worker_timeout``. O(attempts on ``w``)."""
+    s = st.settings
+    old = now - 2 * s.heartbeat_interval
     for att in [a for a in w.running.values() if a.began is None and a.start < old]:
         if att.id not in st.attempts:
             continue  # ended by a strike earlier in this loop
+        if seen >= 0 and att.id > seen and now - att.start <= s.worker_timeout:
+            continue  # not read yet: in flight
         job = att.job
         why = f"{w.name} does not hold it {now - att.start:.1f}s after it was sent"
         st.note(out, f"job {job.id}: {att.task.name} runs again", why)

@@ -354,7 +354,7 @@ class MasterState:
                 if att.kind == REDUCE and p.fraction >= 0.5:  # its input is fetched
                     self.observe.shuffled(att, now)
         if w.running and len(ev.progress) < w.slots:
-            scheduling.missing_attempts(self, w, now, out)
+            scheduling.missing_attempts(self, w, ev.seen, now, out)
 
     def _on_misbehaved(self, ev: WorkerMisbehaved, now: float, out: list[Command]) -> None:
         w = self.workers.get(ev.worker)

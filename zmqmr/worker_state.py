@@ -190,6 +190,8 @@ class WorkerState:
         self.timeout = timeout
         self.code: dict[str, bytes] = {}
         self.queue: deque[p.Assign] = deque()
+        #: The highest attempt id of the ASSIGNs read since the last WELCOME (Heartbeat.seen).
+        self.seen = -1
         self.finished: dict[int, Finished] = {}
         self.welcomed = False
         self.connected = False  # between a Reconnect and the next Connected: nothing to send
@@ -237,12 +239,14 @@ class WorkerState:
         match msg:
             case p.Welcome():
                 self.welcomed = True
+                self.seen = -1  # a master's ids: this one's may start again
                 self.backoff = self.reconnect_initial
                 self.heartbeat = msg.heartbeat_interval
                 self.timeout = msg.worker_timeout
             case p.Heartbeat():
                 pass
             case p.Assign():
+                self.seen = max(self.seen, msg.attempt)
                 if msg.code is not None:
                     self.code[msg.job] = msg.code
                 self.queue.append(msg)
@@ -385,4 +389,4 @@ class WorkerState:
                 for s in self.slots
                 if s.assign is not None
             ]
-            out.append(Send(p.Heartbeat(progress)))
+            out.append(Send(p.Heartbeat(progress, self.seen)))

@@ -1714,6 +1714,36 @@ def test_a_queued_attempt_its_worker_does_not_hold_runs_again_elsewhere():
     assert c.state.workers[A].failures == {"j1": 1}  # a strike on A
 
 
+def test_an_assign_still_in_flight_is_spared_until_the_worker_timeout():
+    # A's heartbeats say which ASSIGNs it has read (seen): m1's is not among them, so it
+    # is in flight (a backlog), not dropped; only past worker_timeout is it given up on.
+    c = Cluster(prefetch=1, worker_job_failures=2)
+    c.register(A, slots=1)
+    m0, m1 = assigns(c.submit(spec=make_spec(maps=3)))
+    assert (m0.worker, m1.worker) == (A, A)
+    assigns(c.map_done(m0, at=0.5))
+    timeout = c.state.settings.worker_timeout
+    for t in (2.2, 5.0, timeout - 0.5):
+        assert of(c(WorkerSeen(A, [], m0.attempt), at=t), Cancel) == []
+        assert m1.attempt in c.state.attempts
+    assert c.state.workers[A].failures == {}
+    cmds = c(WorkerSeen(A, [], m0.attempt), at=timeout + 0.5)
+    assert Cancel(A, m1.attempt) in of(cmds, Cancel)
+    assert m1.attempt not in c.state.attempts
+    assert c.state.workers[A].failures == {"j1": 1}
+
+
+def test_an_assign_the_worker_has_read_and_does_not_hold_runs_again_at_once():
+    c = Cluster(prefetch=1, worker_job_failures=2)
+    c.register(A, slots=1)
+    m0, m1 = assigns(c.submit(spec=make_spec(maps=3)))
+    assigns(c.map_done(m0, at=0.5))
+    assert of(c(WorkerSeen(A, [], m1.attempt), at=1.0), Cancel) == []  # two intervals: not yet
+    cmds = c(WorkerSeen(A, [], m1.attempt), at=2.2)  # read, and not held: dropped there
+    assert Cancel(A, m1.attempt) in of(cmds, Cancel)
+    assert c.noted("does not hold it")
+
+
 def test_a_worker_listing_every_slot_may_hold_queued_attempts_as_long_as_it_likes():
     c = Cluster(prefetch=1)
     c.register(A, slots=1)

@@ -153,7 +153,21 @@ def test_progress_is_reported_in_the_next_heartbeat():
     w.master(assign(1))
     w(FromExecutor(0, p.AttemptProgress(1, 0.25)))
     assert w(Clock(), at=0.5) == []
-    assert w(Clock(), at=1.0) == [Send(p.Heartbeat([p.AttemptProgress(1, 0.25)]))]
+    assert w(Clock(), at=1.0) == [Send(p.Heartbeat([p.AttemptProgress(1, 0.25)], seen=1))]
+
+
+def test_a_heartbeat_says_the_highest_attempt_read_since_the_welcome():
+    # The master tells an ASSIGN in flight (sent after what was read) from one dropped.
+    w = Worker(slots=1, heartbeat=1.0)
+    w(Connected(), at=0.0)
+    assert w(Clock(), at=1.0) == [Send(p.Heartbeat([], seen=-1))]
+    w.master(assign(3))
+    w.master(assign(7))  # queued behind 3
+    (beat,) = w(Clock(), at=2.0)
+    assert beat.msg.seen == 7 and [a.attempt for a in beat.msg.progress] == [3]
+    w.master(p.Welcome(1.0, 10.0))  # a master again (restarted, or another)
+    (beat,) = w(Clock(), at=3.0)
+    assert beat.msg.seen == -1
 
 
 def test_fetch_failures_are_relayed_and_the_reduce_keeps_its_slot():
