@@ -451,8 +451,7 @@ def _merge_part(part: Any, groups: dict[Any, list[Any]]) -> None:
 def merge_segments(datas: Sequence[bytes], groups: dict[Any, list[Any]]) -> None:
     """Every group of the verified segments ``datas`` (in memory, in order) into
     ``groups``: a new key gets a list of its values, a key seen before has its
-    values appended, so a key's values come in segment order (``userfn.hash_merged``
-    of each segment's ``decode_segments``). Lengths and codecs are checked
+    values appended, so a key's values come in segment order. Lengths and codecs are checked
     (``CorruptOutput``), checksums are not. Decoded a part at a time, in C where the
     extension is built; else one segment at a time."""
     if speedups is not None:

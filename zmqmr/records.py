@@ -316,6 +316,17 @@ def _rebuild(cls: type, args: tuple[Any, ...], keyword_values: tuple[Any, ...]) 
 # the field.
 
 
+def _field_lines(name: str, kind: Kind, ref: str, required: bool, store: str) -> list[str]:
+    """A compiled decoder's lines for one field: read it (if present, when optional),
+    check it against ``kind`` (``ref``: its name in the decoder's globals), ``store`` it."""
+    ind = "    " if required else "        "
+    lines = [] if required else [f"    if {name!r} in value:"]
+    lines.append(f"{ind}x = value[{name!r}]")
+    lines += _inline_check(kind, ref, ind)
+    lines.append(f"{ind}{store}")
+    return lines
+
+
 def _inline_check(kind: Kind, ref: str, ind: str) -> list[str]:
     """Lines that check (and convert) ``x`` against ``kind``, bound as ``ref``."""
     if type(kind) is Int:
@@ -377,15 +388,8 @@ def _compile_from_json(cls: type[Record]) -> Any:
     if fields is None:  # built through the constructor, by keyword
         lines.append("    kw = {}")
         for i, (name, kind) in enumerate(cls.FIELDS.items()):
-            ref = f"k{i}"
-            env[ref] = kind
-            ind = "    "
-            if name not in env["REQUIRED"]:
-                lines.append(f"    if {name!r} in value:")
-                ind = "        "
-            lines.append(f"{ind}x = value[{name!r}]")
-            lines += _inline_check(kind, ref, ind)
-            lines.append(f"{ind}kw[{name!r}] = x")
+            env[f"k{i}"] = kind
+            lines += _field_lines(name, kind, f"k{i}", name in env["REQUIRED"], f"kw[{name!r}] = x")
         lines.append("    obj = cls(**kw)")
     else:
         # Set field by field, in the order the constructor would, each absent one to
@@ -404,17 +408,10 @@ def _compile_from_json(cls: type[Record]) -> Any:
             if name not in cls.FIELDS:  # not on the wire: its default
                 lines.append(f"    {default}")
                 continue
-            kind = cls.FIELDS[name]
-            ref = f"k{i}"
-            env[ref] = kind
-            ind = "    "
-            if name not in env["REQUIRED"]:
-                lines.append(f"    if {name!r} in value:")
-                ind = "        "
-            lines.append(f"{ind}x = value[{name!r}]")
-            lines += _inline_check(kind, ref, ind)
-            lines.append(f"{ind}obj.{name} = x")
-            if name not in env["REQUIRED"]:
+            kind = env[f"k{i}"] = cls.FIELDS[name]
+            required = name in env["REQUIRED"]
+            lines += _field_lines(name, kind, f"k{i}", required, f"obj.{name} = x")
+            if not required:
                 lines += ["    else:", f"        {default}"]
         if hasattr(cls, "__post_init__"):
             lines.append("    obj.__post_init__()")

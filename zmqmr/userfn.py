@@ -186,30 +186,10 @@ def reduce_groups(
         yield key, one_value("reducer", key, reducer(key, values))
 
 
-def hash_merged(
-    streams: Iterable[Iterable[tuple[Any, list[Any]]]],
-) -> Iterator[tuple[Any, list[Any]]]:
-    """What ``merged`` gives, grouped in a dict and sorted once: for streams that fit in
-    memory, O(n) grouping plus a sort of the distinct keys instead of an n log k merge.
-
-    Each key appears once, with the values of every stream in stream order (as
-    ``merged`` and ``reduce_groups`` would hand them over).
-    """
-    groups: dict[Any, list[Any]] = {}
-    get = groups.get
-    for stream in streams:
-        for key, values in stream:
-            held = get(key)
-            if held is None:
-                groups[key] = list(values)
-            else:
-                held.extend(values)
-    return iter(sorted_groups(groups))
-
-
 def sorted_groups(groups: dict[Any, list[Any]]) -> list[tuple[Any, list[Any]]]:
-    """The ``(key, values)`` items of a dict of groups, sorted by key (unorderable
-    keys named): what ``hash_merged`` gives of the streams grouped in it."""
+    """The ``(key, values)`` items of a dict of groups (``mapoutput.merge_segments``),
+    sorted by key (unorderable keys named): what ``merged`` gives of the same groups,
+    each key once."""
     items = list(groups.items())
     sort_by_key(items)
     return items
