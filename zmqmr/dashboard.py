@@ -24,6 +24,7 @@ import hmac
 import http.server
 import json
 import logging
+import selectors
 import socket
 import threading
 import time
@@ -37,6 +38,7 @@ from . import protocol
 from .config import DEFAULT_HTTP  # noqa: F401 - the master names it dashboard.DEFAULT_HTTP
 from .security import Keys
 from .tasklogs import format_logs
+from .wakeup import StopEvent
 
 log = logging.getLogger(__name__)
 
@@ -167,21 +169,29 @@ class Dashboard:
         shown = f"[{bound}]" if ":" in bound else bound
         self.address = f"http://{shown}:{bound_port}/"
         self.url = self.address + (f"?token={self.token}" if self.token else "")
-        self.thread = threading.Thread(
-            target=self.server.serve_forever,
-            kwargs={"poll_interval": 0.2},
-            daemon=True,
-            name="zmqmr-dashboard",
-        )
+        self.server.timeout = 0  # handle_request: a connection gone before accept() costs no wait
+        self._stop = StopEvent()
+        self.thread = threading.Thread(target=self._serve, daemon=True, name="zmqmr-dashboard")
 
     def start(self) -> None:
         self.thread.start()
 
     def stop(self) -> None:
         self.asker.close()
-        self.server.shutdown()
-        self.server.server_close()
+        self._stop.set()
         self.thread.join(5)
+        self.server.server_close()
+        self._stop.close()
+
+    def _serve(self) -> None:
+        """``serve_forever``, except that ``stop`` wakes it at once (``shutdown`` waits out
+        serve_forever's poll interval, and the master's exit with it)."""
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.server, selectors.EVENT_READ)
+            sel.register(self._stop.fileno(), selectors.EVENT_READ)
+            while not self._stop.is_set():
+                if any(key.fileobj is self.server for key, _ in sel.select()):
+                    self.server.handle_request()
 
     # -- the loop's side ----------------------------------------------------------
 

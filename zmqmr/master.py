@@ -22,7 +22,6 @@ from __future__ import annotations
 import gc
 import logging
 import os
-import threading
 import time
 from typing import Any, NoReturn
 
@@ -36,6 +35,7 @@ from .journal import Journal, StateDirError
 from .records import printable
 from .results import ResultStore
 from .security import Gatekeeper, HandshakeWatch, Keys, check_bind
+from .wakeup import StopEvent
 
 log = logging.getLogger(__name__)
 _NOBLOCK = int(zmq.NOBLOCK)
@@ -89,7 +89,7 @@ class Master:
         self.clients = self._router(client_bind)
         self.worker_address = self.workers.getsockopt_string(zmq.LAST_ENDPOINT)
         self.client_address = self.clients.getsockopt_string(zmq.LAST_ENDPOINT)
-        self.stop_event = threading.Event()
+        self.stop_event = StopEvent()  # set: the poll below wakes at once
         self.dropped = 0
         # Peers that fail the CURVE handshake (no keys, wrong keys) never reach the
         # loop as messages: their refusals are read from the sockets' monitors.
@@ -220,6 +220,7 @@ class Master:
         if self.gatekeeper is not None:
             self.gatekeeper.stop()
         self.ctx.term()
+        self.stop_event.close()
 
     def run(self) -> None:
         """Serve until ``stop_event`` is set."""
@@ -227,6 +228,7 @@ class Master:
         poller.register(self.workers, zmq.POLLIN)
         poller.register(self.clients, zmq.POLLIN)
         poller.register(self.committer.fileno(), zmq.POLLIN)
+        poller.register(self.stop_event.fileno(), zmq.POLLIN)
         # A monitor is read when it has an event, not asked on every turn of the loop.
         watches = [(w.monitor, w, port) for w, port in self._watches if w.monitor is not None]
         for monitor, _, _ in watches:

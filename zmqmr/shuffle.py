@@ -40,6 +40,7 @@ from .mapoutput import (
 )
 from .outputreader import OutputReader
 from .security import Keys
+from .wakeup import StopEvent
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ class ShuffleServer:
         self.keys = keys
         self.data_dir = data_dir
         self._bind = bind
-        self._stop = threading.Event()
+        self._stop = StopEvent()
         self._ready = threading.Event()
         self.address = ""
         self._error: BaseException | None = None
@@ -72,12 +73,14 @@ class ShuffleServer:
         self._thread.start()
         self._ready.wait(10)
         if self._error is not None:
+            self._stop.close()
             raise self._error
         return self.address
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(5)
+        self._stop.close()
         self.reader.forget()
 
     def forget_job(self, job_id: str) -> None:
@@ -102,9 +105,12 @@ class ShuffleServer:
             self._ready.set()
             return
         self._ready.set()
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(self._stop.fileno(), zmq.POLLIN)  # stop() wakes it at once
         with sock:
             while not self._stop.is_set():
-                if not sock.poll(200):
+                if sock not in dict(poller.poll(1000)):
                     continue
                 frames = sock.recv_multipart(copy=True)
                 try:

@@ -37,6 +37,7 @@ from . import executor, layout, partitioning, profiling, protocol, shuffle, task
 from .config import WorkerSettings, check_endpoint
 from .errors import ProtocolError
 from .security import MEMBER, Gatekeeper, HandshakeWatch, check_bind, load_keys
+from .wakeup import StopEvent
 from .worker_state import WorkerState
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ class Worker:
             fork = multiprocessing.get_context("fork")
             self.slots = [self._spawn(i, fork) for i in range(self.settings.slots)]
         self.ctx: zmq.Context[Any] = zmq.Context()
-        self.stop_event = threading.Event()
+        self.stop_event = StopEvent()  # set: the poll in _step wakes at once
         self.state: WorkerState | None = None
         self.sock: zmq.Socket[Any] | None = None
         self.watch: HandshakeWatch | None = None
@@ -223,6 +224,7 @@ class Worker:
         if self._owner_lock is not None:
             os.close(self._owner_lock)
             self._owner_lock = None
+        self.stop_event.close()
 
     def _kill(self, ex: Executor) -> None:
         if ex.proc.is_alive():
@@ -319,6 +321,7 @@ class Worker:
             self._poll_key = self._topology
             self._poller = zmq.Poller()
             self._poller.register(self.sock, zmq.POLLIN)
+            self._poller.register(self.stop_event.fileno(), zmq.POLLIN)
             if self.watch is not None:  # a refused handshake is told as it happens
                 self._poller.register(self.watch.monitor, zmq.POLLIN)
             self._fds = {}
