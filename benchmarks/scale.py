@@ -547,6 +547,7 @@ def main() -> int:
     ap.add_argument("--reduce-maps", type=int, default=200)
     ap.add_argument("--reduce-rs", default="50,200,400")
     ap.add_argument("--reduce-repeat", type=int, default=1, help="interleaved rounds")
+    ap.add_argument("--reduce-keys", type=int, default=0, help="keys a map (default: largest R)")
     ap.add_argument("--local-maps", type=int, default=10_000, help="map tasks for local")
     ap.add_argument("--local-warmup", type=int, default=20, help="maps of a job run first")
     ap.add_argument("--executor-maps", type=int, default=2000, help="attempts for executor")
@@ -582,7 +583,7 @@ def main() -> int:
         bench_executor(args.executor_maps, args.executor_dir)
     if "reduce" in only:
         rs = [int(r) for r in args.reduce_rs.split(",")]
-        bench_reduce(args.reduce_maps, rs, max(rs), args.reduce_repeat)
+        bench_reduce(args.reduce_maps, rs, args.reduce_keys or max(rs), args.reduce_repeat)
     return 0
 
 
