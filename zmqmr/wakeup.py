@@ -50,4 +50,5 @@ class StopEvent(threading.Event):
         self._send.close()
 
     def __del__(self) -> None:  # an owner that never got to close it (its start failed)
-        self.close()
+        if hasattr(self, "_send"):  # not when socketpair() itself failed in __init__
+            self.close()

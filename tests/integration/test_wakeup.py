@@ -65,3 +65,20 @@ def test_the_dashboard_thread_ends_on_stop() -> None:
         assert not board.thread.is_alive()
     finally:
         ctx.term()
+
+
+def test_a_failed_construction_leaves_no_error_at_collection(monkeypatch) -> None:
+    import gc
+    import socket
+    import sys
+
+    def no_sockets() -> None:
+        raise OSError(24, "Too many open files")
+
+    unraisable: list[object] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    monkeypatch.setattr(socket, "socketpair", no_sockets)
+    with pytest.raises(OSError, match="Too many open files"):
+        StopEvent()
+    gc.collect()  # the half-built object's __del__ runs here at the latest
+    assert unraisable == []
