@@ -10,6 +10,9 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <errno.h>
+#include <limits.h>
+#include <unistd.h>
 
 PyDoc_STRVAR(count_outputs_doc,
 "count_outputs(index, counts, outputs, value, unset) -> (n, value, stopped, pair)\n\n"
@@ -724,9 +727,117 @@ PyDoc_STRVAR(serve_held_doc,
 "length, bytes from offset)`` to ``out`` for each, ``max_bytes`` in all (-1:\n"
 "no limit; ``budget`` left of it), and stops at the first read that is not\n"
 "of that kind, or once the budget is spent: returns where it stopped and\n"
-"the budget left, and the caller reads that one its own way.");
+"the budget left, and the caller reads that one its own way.\n\n"
+"An output held open whose segments are not in memory (larger than\n"
+"``HOLD_BYTES``) is read here too, with ``pread`` on its descriptor (``fd``,\n"
+"from ``base``), when its entry lies before its index (``index_offset``); a\n"
+"short read stops the batch there, for the caller to report.");
 
-static PyObject *str_index, *str_held, *str_directory, *str_checked;
+static PyObject *str_index, *str_held, *str_directory, *str_checked, *str_fd, *str_base,
+    *str_index_offset;
+
+/* Reads of more than this release the GIL while the kernel copies. */
+#define PREAD_NOGIL_BYTES (64 * 1024)
+
+/* (length, want bytes read with pread from fd at pos), or NULL with no error set if
+   the read came up short (the caller's Python path reads it again and reports it). */
+static PyObject *
+pread_segment(int fd, unsigned long long length, long long want, long long pos)
+{
+    PyObject *bytes = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)want);
+    if (bytes == NULL) {
+        return NULL;
+    }
+    char *buf = PyBytes_AS_STRING(bytes);
+    long long got = 0;
+    while (got < want) {
+        ssize_t n;
+        if (want > PREAD_NOGIL_BYTES) {
+            Py_BEGIN_ALLOW_THREADS
+            n = pread(fd, buf + got, (size_t)(want - got), (off_t)(pos + got));
+            Py_END_ALLOW_THREADS
+        }
+        else {
+            n = pread(fd, buf + got, (size_t)(want - got), (off_t)(pos + got));
+        }
+        if (n < 0 && errno == EINTR) {
+            if (PyErr_CheckSignals() < 0) {
+                Py_DECREF(bytes);
+                return NULL;
+            }
+            continue;
+        }
+        if (n <= 0) { /* an error or the file's end: left to the Python path */
+            Py_DECREF(bytes);
+            return NULL;
+        }
+        got += n;
+    }
+    PyObject *out = Py_BuildValue("(KN)", length, bytes);
+    return out;
+}
+
+/* serve_held's read of one output not held in memory: 1 if served (appended to out),
+   0 if left to the caller, -1 on an error set. */
+static int
+serve_read(PyObject *out, PyObject *held, PyObject *index, PyObject *directory,
+           PyObject *checked, PyObject *gens, Py_ssize_t at, PyObject *py_offset,
+           long long max_bytes, long long *budget)
+{
+    PyObject *gen = PyDict_GetItemWithError(gens, directory); /* borrowed */
+    if (gen == NULL) {
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    long long g = PyLong_CheckExact(gen) ? PyLong_AsLongLong(gen) : -1;
+    long long c = PyLong_CheckExact(checked) ? PyLong_AsLongLong(checked) : -2;
+    if (PyErr_Occurred()) {
+        return -1;
+    }
+    if (g < 0 || g != c) {
+        return 0; /* the file is checked first (the caller's path) */
+    }
+    PyObject *fd_obj = PyObject_GetAttr(held, str_fd);
+    PyObject *base_obj = fd_obj == NULL ? NULL : PyObject_GetAttr(held, str_base);
+    PyObject *end_obj = base_obj == NULL ? NULL : PyObject_GetAttr(held, str_index_offset);
+    int served = -1;
+    if (end_obj != NULL) {
+        long fd = PyLong_CheckExact(fd_obj) ? PyLong_AsLong(fd_obj) : -1;
+        long long base = PyLong_CheckExact(base_obj) ? PyLong_AsLongLong(base_obj) : -1;
+        long long end = PyLong_CheckExact(end_obj) ? PyLong_AsLongLong(end_obj) : -1;
+        long long offset = PyLong_AsLongLong(py_offset);
+        served = 0;
+        if (PyErr_Occurred()) {
+            served = -1;
+        }
+        else if (fd >= 0 && fd <= INT_MAX && base >= 0 && end >= 0) {
+            const unsigned char *e = (const unsigned char *)PyBytes_AS_STRING(index) + at;
+            uint64_t start = le64(e), length = le64(e + 8);
+            if (start <= (uint64_t)end && length <= (uint64_t)end - start && offset >= 0
+                && (uint64_t)offset <= length) {
+                long long want = (long long)(length - (uint64_t)offset);
+                if (max_bytes >= 0 && *budget < want) {
+                    want = *budget;
+                }
+                PyObject *got = pread_segment((int)fd, (unsigned long long)length, want,
+                                              base + (long long)start + offset);
+                if (got == NULL) {
+                    served = PyErr_Occurred() ? -1 : 0;
+                }
+                else {
+                    served = PyList_Append(out, got) < 0 ? -1 : 1;
+                    Py_DECREF(got);
+                    if (served == 1) {
+                        *budget -= want;
+                    }
+                }
+            }
+        }
+    }
+    Py_XDECREF(fd_obj);
+    Py_XDECREF(base_obj);
+    Py_XDECREF(end_obj);
+    return served;
+}
 
 static PyObject *
 serve_held(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
@@ -769,9 +880,13 @@ serve_held(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
         PyObject *data = index == NULL ? NULL : PyObject_GetAttr(held, str_held);
         PyObject *directory = data == NULL ? NULL : PyObject_GetAttr(held, str_directory);
         PyObject *checked = directory == NULL ? NULL : PyObject_GetAttr(held, str_checked);
-        Py_DECREF(held);
         int served = 0;
-        if (checked != NULL && PyBytes_CheckExact(index) && PyBytes_CheckExact(data)
+        if (checked != NULL && data == Py_None && PyBytes_CheckExact(index) && at >= 0
+            && at + 24 <= PyBytes_GET_SIZE(index)) {
+            served = serve_read(out, held, index, directory, checked, gens, at,
+                                PyTuple_GET_ITEM(item, 1), max_bytes, &budget);
+        }
+        else if (checked != NULL && PyBytes_CheckExact(index) && PyBytes_CheckExact(data)
             && at >= 0 && at + 24 <= PyBytes_GET_SIZE(index)) {
             PyObject *gen = PyDict_GetItemWithError(gens, directory); /* borrowed */
             long long g = gen != NULL && PyLong_CheckExact(gen) ? PyLong_AsLongLong(gen) : -1;
@@ -801,6 +916,7 @@ serve_held(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
                 }
             }
         }
+        Py_DECREF(held);
         Py_XDECREF(index);
         Py_XDECREF(data);
         Py_XDECREF(directory);
@@ -846,7 +962,11 @@ PyInit__speedups(void)
     str_held = PyUnicode_InternFromString("held");
     str_directory = PyUnicode_InternFromString("directory");
     str_checked = PyUnicode_InternFromString("checked");
-    if (str_index == NULL || str_held == NULL || str_directory == NULL || str_checked == NULL) {
+    str_fd = PyUnicode_InternFromString("fd");
+    str_base = PyUnicode_InternFromString("base");
+    str_index_offset = PyUnicode_InternFromString("index_offset");
+    if (str_index == NULL || str_held == NULL || str_directory == NULL || str_checked == NULL
+        || str_fd == NULL || str_base == NULL || str_index_offset == NULL) {
         return NULL;
     }
     return PyModule_Create(&speedups_module);

@@ -44,6 +44,7 @@ import re
 import shutil
 import stat
 import tempfile
+from collections.abc import Iterable
 
 _JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _OUTPUT_NAME = re.compile(r"m(\d{5,})-a(\d+)\.out")
@@ -159,6 +160,13 @@ def map_output_path(data_dir: str, job_id: str, task: int, attempt: int) -> str:
 def map_output_name(task: int, attempt: int) -> str:
     """A map output's file name in its job's directory (``job_dir``)."""
     return f"m{task:05d}-a{attempt}.out"
+
+
+def map_output_paths(directory: str, tasks: Iterable[int], attempts: Iterable[int]) -> list[str]:
+    """``directory`` + ``map_output_name(t, a)`` for each task and attempt, in one
+    C-level pass (a reduce at large R names one output per map task)."""
+    escaped = directory.replace("{", "{{").replace("}", "}}")  # a literal in the format
+    return list(map(f"{escaped}m{{:05d}}-a{{}}.out".format, tasks, attempts))
 
 
 def pack_path(data_dir: str, job_id: str) -> str:

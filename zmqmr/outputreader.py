@@ -396,7 +396,9 @@ class OutputReader:
             todo = wanted if type(wanted) is list else list(wanted)
             i = 0
             while True:
-                if fast:  # the common reads below, in C, up to the first that is not one
+                # The common reads in C, up to the first that is not one: an output
+                # held in memory (as below), or one whose file is read with pread.
+                if fast:
                     serve = speedups.serve_held
                     i, budget = serve(out, todo, i, opened, at, max_bytes, budget, gens)
                 if i >= len(todo) or (max_bytes >= 0 and budget <= 0):

@@ -27,7 +27,7 @@ import zmq
 
 from . import protocol
 from .errors import CorruptOutput, ProtocolError, ShuffleError
-from .layout import job_dir, map_output_name, map_output_path
+from .layout import job_dir, map_output_name, map_output_path, map_output_paths
 from .mapoutput import (
     Group,
     bad_segments,
@@ -135,7 +135,7 @@ class ShuffleServer:
             return protocol.encode(protocol.FetchError(str(exc), False))  # every part fails
         jdir += os.sep
         maps = msg.maps
-        paths = [jdir + map_output_name(m, a) for m, a in zip(maps, msg.attempts)]
+        paths = map_output_paths(jdir, maps, msg.attempts)
         wanted = zip(paths, msg.offsets)
         read = self.reader.read_many(msg.partition, wanted, msg.max_bytes)
         for m, got in zip(maps, read):
@@ -520,7 +520,9 @@ def local_segments(
     failed: dict[int, ShuffleError] = {}
     directory += os.sep
     in_memory = [w for w in wanted if w.spill_path is None]
-    paths = [directory + map_output_name(w.map_task, w.attempt) for w in in_memory]
+    paths = map_output_paths(
+        directory, [w.map_task for w in in_memory], [w.attempt for w in in_memory]
+    )
     read = reader.read_many(partition, zip(paths, itertools.repeat(0)))
     # one segment per map output (many at large R): checked in one loop, and this
     # loop is kept lean

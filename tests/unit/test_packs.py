@@ -246,9 +246,7 @@ def inotify_works(directory: str) -> bool:
 
 
 @pytest.mark.parametrize("change", ["remove", "rename over", "cut", "remove the directory"])
-def test_a_change_in_the_directory_is_seen_by_the_next_read_of_every_output_held(
-    data_dir, change
-):
+def test_a_change_in_the_directory_is_seen_by_the_next_read_of_every_output_held(data_dir, change):
     """What changed after an output was opened is found at its next read, however
     many reads (of other outputs, which find nothing wrong) came in between."""
     outputs = [layout.map_output_path(data_dir, JOB, t, 1) for t in range(3)]
@@ -289,6 +287,44 @@ def read_segment_of(path: str) -> tuple[int, bytes]:
         alone.forget()
 
 
+def count_preads(monkeypatch) -> list[int]:
+    """The sizes of the reads made with Python's ``os.pread`` from here on."""
+    reads: list[int] = []
+    real_pread = os.pread
+
+    def pread(fd, n, offset):
+        reads.append(n)
+        return real_pread(fd, n, offset)
+
+    monkeypatch.setattr(os, "pread", pread)
+    return reads
+
+
+def with_speedups(in_c: bool, monkeypatch) -> None:
+    """Reads in C (``_speedups.serve_held``; skipped if it is not built) or in Python."""
+    from zmqmr import outputreader
+
+    if in_c and outputreader.speedups is None:
+        pytest.skip("zmqmr._speedups not built")
+    if not in_c:
+        monkeypatch.setattr(outputreader, "speedups", None)
+
+
+def read_one_by_one(wanted, max_bytes: int) -> list[tuple[int, bytes]]:
+    """What ``read_many(1, wanted, max_bytes)`` should give, by single reads."""
+    alone = OutputReader()
+    want, budget = [], max_bytes
+    try:
+        for path, off in wanted:
+            if max_bytes >= 0 and budget <= 0:
+                break
+            want.append(alone.read(path, 1, off, budget))
+            budget -= len(want[-1][1])
+    finally:
+        alone.forget()
+    return want
+
+
 def test_a_small_output_is_read_once_when_opened_and_served_from_memory(data_dir, monkeypatch):
     path = layout.map_output_path(data_dir, JOB, 0, 1)
     w = MapOutputWriter(path, 3, None, 0, 0, 1)  # a file of its own
@@ -297,14 +333,7 @@ def test_a_small_output_is_read_once_when_opened_and_served_from_memory(data_dir
     w.close()
     reader = OutputReader()
     first = [reader.read(path, r) for r in range(3)]
-    reads = []
-    real_pread = os.pread
-
-    def pread(fd, n, offset):
-        reads.append(n)
-        return real_pread(fd, n, offset)
-
-    monkeypatch.setattr(os, "pread", pread)
+    reads = count_preads(monkeypatch)
     try:
         assert [reader.read(path, r) for r in range(3)] == first and reads == []
         assert [list(local_segment(path, r, reader).groups()) for r in range(3)] == [
@@ -320,29 +349,81 @@ def test_a_batch_of_held_outputs_gives_what_reads_one_by_one_give(
     data_dir, max_bytes, in_c, monkeypatch
 ):
     """In C (``_speedups.serve_held``) or in Python, a batch gives what reads give."""
-    from zmqmr import outputreader
-
-    if in_c and outputreader.speedups is None:
-        pytest.skip("zmqmr._speedups not built")
-    if not in_c:
-        monkeypatch.setattr(outputreader, "speedups", None)
+    with_speedups(in_c, monkeypatch)
     pack = new_pack(data_dir)
     for t in range(3):  # two in a pack, one a file of its own; all held in memory
         write(data_dir, pack, t, 1, 4096 if t < 2 else 0)
-    reader, alone = OutputReader(), OutputReader()
+    reader = OutputReader()
     wanted = [
         (layout.map_output_path(data_dir, JOB, t, 1), off) for t in range(3) for off in (0, 3)
     ]
     try:
         reader.read_many(1, wanted)  # opened: what follows is served from memory
-        got = reader.read_many(1, wanted, max_bytes)
-        want, budget = [], max_bytes
-        for path, off in wanted:
-            if max_bytes >= 0 and budget <= 0:
-                break
-            want.append(alone.read(path, 1, off, budget))
-            budget -= len(want[-1][1])
-        assert got == want
+        assert reader.read_many(1, wanted, max_bytes) == read_one_by_one(wanted, max_bytes)
     finally:
         reader.forget()
-        alone.forget()
+
+
+def write_large(data_dir: str, task: int, attempt: int) -> str:
+    """A map output of 3 partitions in a file of its own, too large to be held in memory."""
+    from zmqmr.outputreader import HOLD_BYTES
+
+    path = layout.map_output_path(data_dir, JOB, task, attempt)
+    w = MapOutputWriter(path, 3, None, 0, task, attempt)
+    for r in range(3):
+        w.write_segment([(r, [os.urandom(HOLD_BYTES // 2).hex()])])
+    w.close()
+    return path
+
+
+@pytest.mark.parametrize("in_c", [True, False])
+@pytest.mark.parametrize("max_bytes", [-1, 0, 1, 40, 70_000])
+def test_a_batch_of_outputs_too_large_to_hold_gives_what_reads_give(
+    data_dir, max_bytes, in_c, monkeypatch
+):
+    """Outputs past HOLD_BYTES are read from their files: in C (``serve_held``, with
+    no Python ``os.pread``) or in Python, a batch gives what reads one by one give."""
+    with_speedups(in_c, monkeypatch)
+    paths = [write_large(data_dir, t, 1) for t in range(4)]
+    reader = OutputReader()
+    wanted = [(path, off) for path in paths for off in (0, 5)]
+    try:
+        reader.read_many(1, wanted)  # opened and checked: what follows reads the files
+        reads = count_preads(monkeypatch)
+        got = reader.read_many(1, wanted, max_bytes)
+        monkeypatch.undo()
+        assert got == read_one_by_one(wanted, max_bytes)
+        # in C, only the batch's first read goes through Python (it learns the
+        # directory's generation); in Python every one does
+        assert len(reads) == (min(1, len(got)) if in_c else len(got))
+    finally:
+        reader.forget()
+
+
+@pytest.mark.parametrize("in_c", [True, False])
+def test_a_large_output_cut_after_it_was_opened_is_reported_and_the_rest_served(
+    data_dir, in_c, monkeypatch
+):
+    with_speedups(in_c, monkeypatch)
+    paths = [write_large(data_dir, t, 1) for t in range(3)]
+    reader = OutputReader()
+    wanted = [(path, 0) for path in paths]
+    try:
+        whole = reader.read_many(2, wanted)
+        assert all(isinstance(got, tuple) for got in whole)
+        _, seg = reader.locate(paths[1], 2)
+        os.truncate(paths[1], seg.offset + seg.length // 2)  # partition 2 of task 1 cut
+        got = reader.read_many(2, wanted)
+        assert got[0] == whole[0] and got[2] == whole[2]
+        assert isinstance(got[1], CorruptOutput) and "truncated" in str(got[1])
+    finally:
+        reader.forget()
+
+
+@pytest.mark.parametrize("directory", ["/data/job1/", "/tmp/{x}/a}{b/", "/tmp/%d {0} {}/"])
+def test_map_output_paths_name_what_map_output_name_names(directory):
+    tasks, attempts = [0, 7, 123456, 99999], [1, 0, 3, 12]
+    assert layout.map_output_paths(directory, tasks, attempts) == [
+        directory + layout.map_output_name(t, a) for t, a in zip(tasks, attempts)
+    ]
+    assert layout.map_output_paths(directory, [], []) == []
