@@ -52,10 +52,23 @@ from . import (
     userfn,
 )
 from .config import WorkerSettings
+from .errors import ProtocolError
 from .mapside import RecordFailed
 from .security import MEMBER, Keys, load_keys
 
 PR_SET_PDEATHSIG = 1
+_COUNTERS = protocol.Report.FIELDS["counters"]
+
+
+def check_counters(counters: dict[str, int]) -> None:
+    """Raise ValueError, saying why, if an attempt's counters do not fit in its DONE
+    (the master would refuse it): so the attempt fails, rather than its worker."""
+    try:
+        _COUNTERS.check(counters, "counters")
+    except ProtocolError as exc:
+        raise ValueError(f"this attempt's counters cannot be reported: {exc}") from None
+
+
 #: An executor's position: (attempt, index of the record being mapped or -1).
 POSITION = struct.Struct("<qq")
 PROGRESS_EVERY = 0.5  # seconds between progress reports
@@ -214,6 +227,7 @@ class Executor:
                     fns, job_id, task, attempt, spec, counters
                 )
             report.counters = counters
+            check_counters(counters)
             self._bytes += report.bytes
         except RecordFailed as exc:
             cause = exc.__cause__ or exc

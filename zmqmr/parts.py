@@ -47,6 +47,8 @@ MAX_TEXT = 256 * 1024
 #: Segments one FETCH may ask for; counters one attempt may report.
 MAX_FETCH_PARTS = 1024
 MAX_COUNTERS = 1024
+#: Counter names one job keeps (its totals: ``tables.add_counters``).
+MAX_JOB_COUNTERS = 100_000
 
 #: Job ids: what a client may name a job (they become directory names on workers).
 JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -64,6 +66,10 @@ ENDPOINT = Str(300)
 TASK_KIND = Str(choices=frozenset({"map", "reduce"}))
 COUNT = Int()
 SIGNED = Int(-MAX_INT, MAX_INT)
+#: A job's counter total: a sum of one SIGNED value per task, so it may pass int64.
+TOTAL = Int(
+    -MAX_INT * (MAX_MAP_TASKS + MAX_REDUCE_TASKS), MAX_INT * (MAX_MAP_TASKS + MAX_REDUCE_TASKS)
+)
 SECONDS = Num(0.0, 1e9)
 
 
@@ -411,7 +417,7 @@ class Summary(Record):
     output_files: list[str]
     returned: bool
     FIELDS: ClassVar[dict[str, Kind]] = {
-        "counters": DictOf(SIGNED, 100_000),
+        "counters": DictOf(TOTAL, MAX_JOB_COUNTERS),
         "stats": DictOf(Num(-1e18, 1e18), 1000),
         "output_files": ListOf(PATH, MAX_REDUCE_TASKS),
         "returned": Bool(),
@@ -477,7 +483,7 @@ class JobStatus(Record):
         "id": JOB,
         "name": LABEL,
         "progress": Obj(JobProgress),
-        "counters": DictOf(SIGNED, 100_000),
+        "counters": DictOf(TOTAL, MAX_JOB_COUNTERS),
         "stats": DictOf(Num(-1e18, 1e18), 1000),
         "error": Opt(Obj(ErrorInfo)),
         "ended_ago": Opt(SECONDS),

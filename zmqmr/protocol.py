@@ -82,6 +82,7 @@ from .parts import (  # noqa: F401 - re-exported: the parts are the wire's too
     MAX_COUNTERS,
     MAX_FETCH_PARTS,
     MAX_HEADER_BYTES,
+    MAX_JOB_COUNTERS,
     MAX_MAP_TASKS,
     MAX_PATH,
     MAX_POLL_WAIT,

@@ -33,7 +33,7 @@ def run_serial(job: Job) -> JobResult:
     start = time.monotonic()
     descs, blobs = make_splits(job)
     counters: dict[str, int] = {}
-    previous = userfn.counting(counters)
+    previous = userfn.counting(counters, per_task=False)
     try:
         groups: dict[Any, list[Any]] = {}
         n_in = n_out = 0

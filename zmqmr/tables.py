@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from . import policy
 from .events import SendJobFailed, SendResult
-from .protocol import JobSpec, Report, Segment
+from .protocol import MAX_JOB_COUNTERS, JobSpec, Report, Segment
 from .records import printable
 
 IDLE, RUNNING, DONE = "idle", "running", "done"
@@ -191,6 +191,17 @@ class Job:
         return self.outcome is not None
 
 
+#: A job's counter: how many (task, counter) values its totals left out, past the
+#: names a job keeps (``MAX_JOB_COUNTERS``, this one among them).
+LEFT_OUT = "zmqmr.counter_values_left_out"
+
+
 def add_counters(into: dict[str, int], counters: dict[str, int], sign: int) -> None:
+    """Add (sign 1) or take back (-1) one task's counters to a job's totals. A job
+    keeps at most ``MAX_JOB_COUNTERS`` names, so that its summary can be sent: a
+    value of a name past them is left out, and counted in ``LEFT_OUT``."""
     for name, n in counters.items():
-        into[name] = into.get(name, 0) + sign * n
+        if name in into or len(into) < MAX_JOB_COUNTERS - 1:
+            into[name] = into.get(name, 0) + sign * n
+        else:
+            into[LEFT_OUT] = into.get(LEFT_OUT, 0) + sign

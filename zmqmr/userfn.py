@@ -2,7 +2,8 @@
 
 The executor and ``run_serial`` both go through these helpers, so the cluster
 and the oracle check the same things and fail with the same messages.
-Imports: the standard library, ``partitioning`` and ``ordering``.
+Imports: the standard library, ``partitioning``, ``ordering``, and ``records`` and
+``parts`` for the limits of counters.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from .ordering import Ordered, OrderedParts, sort_items
 from .partitioning import Partitioner, Partitioning
 from .partitioning import default_partitioner as default_partitioner  # zmqmr's public name
 from .partitioning import stable_hash as stable_hash
+from .parts import MAX_COUNTERS
+from .records import MAX_INT, MAX_NAME
 
 Pair = tuple[Any, Any]
 
@@ -29,26 +32,51 @@ _second = itemgetter(1)
 # -- counters -----------------------------------------------------------------
 
 _counters: dict[str, int] | None = None
+_per_task = True
+
+
+#: Counter names one task may use (zmqmr's own counters take the rest of MAX_COUNTERS).
+MAX_USER_COUNTERS = MAX_COUNTERS - 64
 
 
 def increment(name: str, n: int = 1) -> None:
     """Add ``n`` to the user counter ``name`` of the running task.
 
     Outside a task (calling a mapper by hand, say) it does nothing. Totals
-    count each task once, however many attempts of it ran.
+    count each task once, however many attempts of it ran. A name has 1 to
+    ``MAX_NAME`` characters; a task counts at most ``MAX_USER_COUNTERS`` names,
+    each task's total within 64 bits (ValueError past them, so the attempt
+    fails saying why); a job's totals may pass 64 bits.
     """
     if not isinstance(name, str):
         raise TypeError(f"counter name must be a str, got {type(name).__name__}")
     if not isinstance(n, int) or isinstance(n, bool):
         raise TypeError(f"counter increment must be an int, got {type(n).__name__}")
     if _counters is not None:
-        _counters[name] = _counters.get(name, 0) + n
+        value = _counters.get(name)
+        if value is None:
+            if not 0 < len(name) <= MAX_NAME:
+                raise ValueError(f"counter name {name[:40]!r}: 1 to {MAX_NAME} characters")
+            if _per_task and len(_counters) >= MAX_USER_COUNTERS:
+                raise ValueError(
+                    f"counter {name[:40]!r}: a task counts at most {MAX_USER_COUNTERS} names"
+                )
+            value = 0
+        value += n
+        if _per_task and not -MAX_INT <= value <= MAX_INT:
+            raise ValueError(f"counter {name[:40]!r}: a task's total must fit in 64 bits")
+        _counters[name] = value
 
 
-def counting(counters: dict[str, int] | None) -> dict[str, int] | None:
-    """Make ``counters`` the running task's counters; return the previous ones."""
-    global _counters
-    previous, _counters = _counters, counters
+def counting(counters: dict[str, int] | None, per_task: bool = True) -> dict[str, int] | None:
+    """Make ``counters`` the running task's counters; return the previous ones.
+
+    ``per_task``: they are one task's, held to what one attempt may report (at
+    most ``MAX_USER_COUNTERS`` names, each total within 64 bits); ``run_serial``
+    counts a whole job in one dict, as the master's totals do, without them.
+    """
+    global _counters, _per_task
+    previous, _counters, _per_task = _counters, counters, per_task
     return previous
 
 
