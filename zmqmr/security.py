@@ -31,6 +31,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -196,12 +197,18 @@ def check_default_keys_bind(addresses: list[str]) -> None:
             )
 
 
+#: Seconds between two log lines of refused keys (the rest are counted in the next).
+REFUSED_LOG_EVERY = 10.0
+
+
 class Gatekeeper:
     """The ZAP handler of one process: only keys in the directory get in."""
 
     def __init__(self, ctx: zmq.Context[Any], keys: Keys) -> None:
         self.keys = keys
         self.refused = 0
+        self._logged = 0  # refusals told of in the log so far
+        self._next_log = 0.0
         from zmq.auth.thread import ThreadAuthenticator
 
         self.auth = ThreadAuthenticator(ctx, log=logging.getLogger(__name__ + ".zap"))
@@ -212,11 +219,17 @@ class Gatekeeper:
         if key in self.keys.authorised:
             return True
         self.refused += 1
-        log.warning(
-            "refused a peer whose CURVE key %s is not in %s",
-            key.decode(errors="replace"),
-            self.keys.directory,
-        )
+        now = time.monotonic()
+        if now >= self._next_log:  # a line per REFUSED_LOG_EVERY at most: peers can flood
+            unlogged = self.refused - self._logged - 1
+            log.warning(
+                "refused a peer whose CURVE key %s is not in %s%s",
+                key.decode(errors="replace"),
+                self.keys.directory,
+                f" (and {unlogged} more since the last such line)" if unlogged else "",
+            )
+            self._logged = self.refused
+            self._next_log = now + REFUSED_LOG_EVERY
         return False
 
     def stop(self) -> None:

@@ -263,3 +263,31 @@ def test_sigterm_on_the_master_tells_the_client_at_once(books):
         assert time.monotonic() - t < 10  # told, not timed out after 30 s
         worker = psutil.Process(c.worker_pids[0])
         assert worker.is_running()  # the worker waits for the next master
+
+
+def test_a_flood_of_refused_keys_logs_a_line_per_interval_counting_the_rest(
+    tmp_path, caplog, monkeypatch
+):
+    from zmqmr import security
+
+    directory = str(tmp_path / "keys")
+    security.write_keys(directory)
+    ctx = zmq.Context()
+    gate = security.Gatekeeper(ctx, security.load_keys(directory, security.MEMBER))
+    clock = [1000.0]
+    monkeypatch.setattr(security.time, "monotonic", lambda: clock[0])
+    try:
+        with caplog.at_level("WARNING", logger="zmqmr.security"):
+            for _ in range(5000):  # strangers' keys, as fast as they come
+                assert not gate.callback("global", zmq.curve_keypair()[0])
+            clock[0] += security.REFUSED_LOG_EVERY
+            assert not gate.callback("global", zmq.curve_keypair()[0])
+        lines = [r.getMessage() for r in caplog.records if "refused a peer" in r.message]
+        assert len(lines) == 2 and gate.refused == 5001
+        assert "more since" not in lines[0]
+        assert "(and 4999 more since the last such line)" in lines[1]
+        member = security.load_keys(directory, security.MEMBER).member_public
+        assert gate.callback("global", member)  # a member still gets in
+    finally:
+        gate.stop()
+        ctx.term()
