@@ -684,6 +684,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _public_name(exc: BaseException) -> str:
+    """The name of the nearest public class of ``exc`` (zmqmr's private ones are details)."""
+    return next(c.__name__ for c in type(exc).__mro__ if not c.__name__.startswith("_"))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["chaos"]:  # a command line of its own (zmqmr.chaos.cli)
@@ -702,10 +707,15 @@ def main(argv: list[str] | None = None) -> int:
 
         die_with_parent(os.getppid())
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # here, for a reader that went away to be told of below
+        return code
     except ZmqmrError as exc:
-        print(f"zmqmr: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"zmqmr: {_public_name(exc)}: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # the reader went away (`zmqmr status | head`): as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return 128 + signal.SIGPIPE
     except OSError as exc:  # a path, a permission, a full disk: the user's to fix
         where = f": {exc.filename}" if exc.filename else ""
         print(f"zmqmr: {exc.strerror or exc}{where}", file=sys.stderr)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -274,3 +275,29 @@ def test_a_users_mistake_is_one_message_and_a_nonzero_exit(args, code, message):
     assert message in out.stderr, out.stderr
     assert "Traceback" not in out.stderr, out.stderr
     assert time.monotonic() - t < 15  # at once: nothing waited on a socket
+
+
+def test_a_reader_that_goes_away_ends_the_output_quietly():
+    with zmqmr.LocalCluster(workers=1) as cluster:
+        keys = ["--keys", cluster.keys] if cluster.keys else []
+        proc = subprocess.Popen(
+            ZMQMR + ["status", "--json", "--master", cluster.address, *keys],
+            cwd=REPO,
+            env=ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stdout is not None
+        proc.stdout.close()  # as `zmqmr status --json | head -c 0` would
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGPIPE, err
+    assert err == "", err
+
+
+def test_an_error_is_named_by_its_public_class():
+    from zmqmr.cli import _public_name
+    from zmqmr.client import MasterUnavailable, _Refused
+
+    assert _public_name(_Refused("no")) == "MasterUnavailable"
+    assert _public_name(MasterUnavailable("no")) == "MasterUnavailable"
