@@ -30,6 +30,7 @@ import ipaddress
 import logging
 import os
 import shutil
+import stat
 import tempfile
 import time
 from dataclasses import dataclass
@@ -79,11 +80,14 @@ def load_keys(directory: str, role: str) -> Keys:
         raise SecurityError(
             f"key directory {directory!r} does not exist (make one with zmqmr keygen)"
         )
+    _check_mode(directory, 0o022, "key directory", "anyone who can write there can let a key in")
 
     def read(name: str, secret: bool) -> tuple[bytes, bytes | None]:
         path = os.path.join(directory, name + (".key_secret" if secret else ".key"))
         if not os.path.isfile(path):
             raise SecurityError(f"{path} is missing (make keys with zmqmr keygen {directory})")
+        if secret:
+            _check_mode(path, 0o077, "secret key", "whoever can read it can join the cluster")
         try:
             return load_certificate(path)
         except (OSError, ValueError) as exc:
@@ -96,11 +100,29 @@ def load_keys(directory: str, role: str) -> Keys:
         raise SecurityError(f"{directory}/{role}.key_secret holds no secret key")
     authorised = set()
     for path in glob.glob(os.path.join(directory, "*.key")):
+        _check_mode(path, 0o022, "public key", "whoever can write it can replace the key")
         try:
             authorised.add(load_certificate(path)[0])
         except (OSError, ValueError):
             log.warning("ignoring %s: not a public key file", path)
     return Keys(directory, public, secret, master_public, member_public, frozenset(authorised))
+
+
+def _check_mode(path: str, others: int, what: str, why: str) -> None:
+    """Refuse a key file or directory that another account owns or whose mode grants
+    ``others`` bits (group and world), as ssh refuses an unprotected private key."""
+    st = os.stat(path)
+    if st.st_uid not in (os.getuid(), 0):
+        raise SecurityError(
+            f"{what} {path} belongs to another user (uid {st.st_uid}): {why}; "
+            "use keys of your own (zmqmr keygen DIR)"
+        )
+    loose = stat.S_IMODE(st.st_mode) & others
+    if loose:
+        raise SecurityError(
+            f"{what} {path} has mode {stat.S_IMODE(st.st_mode):04o}: {why} "
+            f"(chmod {'go-rwx' if others == 0o077 else 'go-w'} {path})"
+        )
 
 
 def default_keys_dir() -> str:
@@ -116,7 +138,7 @@ def write_keys(directory: str) -> list[str]:
     """
     import zmq.auth
 
-    os.makedirs(directory, exist_ok=True)
+    os.makedirs(directory, mode=0o700, exist_ok=True)  # load_keys refuses a writable one
     for name in (MASTER, MEMBER):
         for suffix in (".key", ".key_secret"):
             if os.path.exists(os.path.join(directory, name + suffix)):
@@ -124,6 +146,7 @@ def write_keys(directory: str) -> list[str]:
     written = []
     for name in (MASTER, MEMBER):
         public, secret = zmq.auth.create_certificates(directory, name)
+        os.chmod(public, 0o644)  # whatever the umask: no one else may write either
         os.chmod(secret, 0o600)
         written += [public, secret]
     return written

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import stat
 import threading
 
@@ -117,3 +118,56 @@ def test_default_keys_serve_loopback_only(address, allowed):
     else:
         with pytest.raises(SecurityError, match="--keys DIR .*--insecure"):
             check_default_keys_bind(["tcp://127.0.0.1:1", address])
+
+
+@pytest.fixture
+def keydir(tmp_path):
+    directory = str(tmp_path / "keys")
+    security.write_keys(directory)
+    return directory
+
+
+@pytest.mark.parametrize(
+    ("name", "chmod", "says"),
+    [
+        ("", 0o775, "anyone who can write there can let a key in (chmod go-w"),
+        ("", 0o757, "anyone who can write there"),
+        ("member.key_secret", 0o640, "whoever can read it can join the cluster (chmod go-rwx"),
+        ("master.key", 0o666, "whoever can write it can replace the key"),
+    ],
+)
+def test_keys_that_others_could_read_or_write_are_refused_saying_how_to_fix_them(
+    keydir, name, chmod, says
+):
+    load_keys(keydir, MEMBER)  # as made: fine
+    path = os.path.join(keydir, name) if name else keydir
+    os.chmod(path, chmod)
+    with pytest.raises(SecurityError, match=re.escape(says)):
+        load_keys(keydir, MEMBER)
+    os.chmod(path, 0o700 if not name else 0o600)  # fixed as the message says: loads again
+    load_keys(keydir, MEMBER)
+
+
+def test_keys_made_under_a_loose_umask_are_still_for_this_user_only(tmp_path):
+    old = os.umask(0o002)  # Debian's default for users with a group of their own
+    try:
+        directory = str(tmp_path / "team-keys")
+        security.write_keys(directory)
+    finally:
+        os.umask(old)
+    assert mode(directory) == 0o700
+    assert {name: mode(os.path.join(directory, name)) for name in KEY_FILES} == {
+        "master.key": 0o644,
+        "master.key_secret": 0o600,
+        "member.key": 0o644,
+        "member.key_secret": 0o600,
+    }
+    load_keys(directory, MASTER)
+
+
+def test_a_key_directory_of_another_user_is_refused(keydir):
+    if os.getuid() != 0:
+        pytest.skip("giving a directory to another user needs root")
+    os.chown(keydir, 4242, -1)
+    with pytest.raises(SecurityError, match="belongs to another user"):
+        load_keys(keydir, MEMBER)
