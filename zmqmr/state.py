@@ -126,6 +126,7 @@ from .tables import (
     FAILED,
     IDLE,
     MAP,
+    MAX_BAD_RECORDS,
     REDUCE,
     RUNNING,
     Attempt,
@@ -582,9 +583,11 @@ class MasterState:
         if task.status == DONE:
             return
         if task.failures >= job.spec.max_attempts and not self._skipping_helps(job, task):
+            past = len(task.bad_records) > MAX_BAD_RECORDS and job.spec.skip_bad_records
+            why = f" (more than the {MAX_BAD_RECORDS} bad records a task may skip)" if past else ""
             failed = ErrorInfo(
                 error.type,
-                f"{task.name} failed {_times(task.failures)}; "
+                f"{task.name} failed {_times(task.failures)}{why}; "
                 f"last error: {error.type}: {error.message}",
                 error.traceback,
                 task=task.name,
@@ -600,7 +603,10 @@ class MasterState:
         if not job.spec.skip_bad_records or task.kind != MAP:
             return False
         pinned = sum(task.bad_records.values())
-        return task.failures - pinned < job.spec.max_attempts and len(task.bad_records) <= 1000
+        return (
+            task.failures - pinned < job.spec.max_attempts
+            and len(task.bad_records) <= MAX_BAD_RECORDS
+        )
 
     def _on_fetch_failed(self, ev: FetchFailed, now: float, out: list[Command]) -> None:
         att = self._current(ev.worker, ev.attempt, now, out)

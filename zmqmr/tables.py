@@ -34,6 +34,9 @@ QUEUED, ACTIVE, COMMITTING, SUCCEEDED, FAILED, CANCELLED = (
 KEEP_FINISHED = 1000
 #: A record on which the mapper failed this many times is skipped (skip_bad_records).
 BAD_RECORD_FAILURES = 2
+#: Bad records one map task may skip; past them the task fails (a split this bad is
+#: more likely the wrong input, or a mapper that fails on every record).
+MAX_BAD_RECORDS = 1000
 STATS = (
     "map_attempts",
     "reduce_attempts",

@@ -1067,6 +1067,24 @@ def test_failures_pinned_on_a_bad_record_do_not_exhaust_max_attempts():
     assert not isinstance(c.poll(), SendJobFailed)
 
 
+def test_a_task_past_max_bad_records_fails_the_job_saying_so(monkeypatch):
+    from zmqmr import state
+
+    monkeypatch.setattr(state, "MAX_BAD_RECORDS", 3)
+    c = Cluster()
+    c.register(A)
+    (attempt,) = assigns(c.submit(spec=make_spec(maps=1, skip_bad_records=True, max_attempts=2)))
+    for record in range(3):  # three bad records: each skipped after its second failure
+        for _ in range(2):
+            (attempt,) = assigns(c.fail(attempt, record=record))
+    assert attempt.spec.skip == [0, 1, 2]
+    assert not isinstance(c.poll(), SendJobFailed)
+    c.fail(attempt, record=3)  # a fourth: past what a task may skip
+    outcome = c.poll()
+    assert isinstance(outcome, SendJobFailed)
+    assert "more than the 3 bad records a task may skip" in outcome.error.message
+
+
 def test_without_skip_bad_records_no_record_is_skipped():
     c = Cluster()
     c.register(A)
