@@ -61,6 +61,9 @@ def test_a_record_that_crashes_a_split_mapper_is_skipped():
             expected[i % 4] += v
     assert dict(result.items()) == expected
     assert result.counters["zmqmr.skipped_records"] == 2
+    serial = zmqmr.run_serial(job)  # the oracle skips the records the cluster skips
+    assert list(result.items()) == list(serial.items())
+    assert result.counters == serial.counters
 
 
 def test_without_skipping_the_job_fails_with_the_split_mappers_traceback():

@@ -90,3 +90,111 @@ def test_keys_of_user_types_come_out_in_the_executors_partitions():
     for p in set(parts):
         keys = [k for (k, _), q in zip(items, parts) if q == p]
         assert keys == sorted(keys)
+
+
+# -- skip_bad_records: the oracle skips what the cluster skips ------------------------
+
+
+BAD = (7, 23, 41)
+
+
+def flaky_words(key, line):
+    """Counts each record it is called on; the BAD records fail after a pair and a count."""
+    zmqmr.increment("calls")
+    yield "all", 1
+    if key in BAD:
+        raise ValueError(f"bad record {key}")
+    for w in line.split():
+        yield w, 1
+
+
+def counting_split_mapper(records):
+    counts: dict[str, int] = {}
+    for key, line in records:
+        zmqmr.increment("read")
+        if key in BAD:
+            raise ValueError(f"bad record {key}")
+        for w in ["all", *line.split()]:
+            counts[w] = counts.get(w, 0) + 1
+    return counts
+
+
+def expected_without_bad() -> dict[str, int]:
+    out: dict[str, int] = {}
+    for key, line in RECORDS:
+        if key not in BAD:
+            for w in ["all", *line.split()]:
+                out[w] = out.get(w, 0) + 1
+    return out
+
+
+@pytest.mark.parametrize("split_size", [None, 1, 64])
+def test_records_the_mapper_fails_on_are_skipped_with_their_pairs_and_counters(split_size):
+    job = zmqmr.Job(flaky_words, total, RECORDS, num_reducers=2, skip_bad_records=True)
+    job.split_size = split_size
+    result = zmqmr.run_serial(job)
+    assert dict(result.items()) == expected_without_bad()
+    good = len(RECORDS) - len(BAD)
+    assert result.counters["zmqmr.skipped_records"] == len(BAD)
+    assert result.counters["zmqmr.map_input_records"] == good
+    # the failed calls' pairs ("all" of a bad record) and counts are dropped
+    assert result.counters["calls"] == good
+    assert result.counters["zmqmr.map_output_records"] == sum(expected_without_bad().values())
+
+
+@pytest.mark.parametrize("split_size", [None, 1, 64])
+def test_a_split_mapper_skips_the_record_it_was_reading_when_it_failed(split_size):
+    job = zmqmr.Job(
+        split_mapper=counting_split_mapper, reducer=total, inputs=RECORDS, skip_bad_records=True
+    )
+    job.split_size = split_size
+    result = zmqmr.run_serial(job)
+    assert dict(result.items()) == expected_without_bad()
+    assert result.counters["zmqmr.skipped_records"] == len(BAD)
+    assert result.counters["zmqmr.map_input_records"] == len(RECORDS) - len(BAD)
+    assert result.counters["read"] == len(RECORDS) - len(BAD)  # of the attempts that succeeded
+
+
+def test_a_record_that_fails_once_is_mapped_again_not_skipped():
+    tries: dict[int, int] = {}
+
+    def once(key, line):
+        tries[key] = tries.get(key, 0) + 1
+        if key in BAD and tries[key] == 1:
+            raise ValueError("transient")
+        yield "n", 1
+
+    job = zmqmr.Job(once, total, RECORDS, skip_bad_records=True)
+    result = zmqmr.run_serial(job)
+    assert dict(result.items()) == {"n": len(RECORDS)}
+    assert "zmqmr.skipped_records" not in result.counters
+    assert all(tries[k] == 2 for k in BAD)
+
+
+def test_without_skip_bad_records_the_mappers_error_is_raised():
+    with pytest.raises(ValueError, match="bad record 7"):
+        zmqmr.run_serial(zmqmr.Job(flaky_words, total, RECORDS))
+
+
+def test_past_the_bad_records_a_task_may_skip_the_job_fails_saying_so(monkeypatch):
+    from zmqmr import serial
+
+    monkeypatch.setattr(serial, "MAX_BAD_RECORDS", 2)
+    job = zmqmr.Job(flaky_words, total, RECORDS, skip_bad_records=True, split_size=1 << 30)
+    with pytest.raises(zmqmr.JobFailed, match="more than the 2 bad records") as info:
+        zmqmr.run_serial(job)
+    assert info.value.remote_type == "ValueError"
+    assert info.value.remote_message == "bad record 41"
+    job = zmqmr.Job(split_mapper=counting_split_mapper, reducer=total, inputs=RECORDS)
+    job.skip_bad_records, job.split_size = True, 1 << 30
+    with pytest.raises(zmqmr.JobFailed, match="more than the 2 bad records"):
+        zmqmr.run_serial(job)
+
+
+def test_a_split_mapper_failing_before_its_first_record_raises_its_error():
+    def broken(records):
+        raise RuntimeError("no setup")
+
+    job = zmqmr.Job(split_mapper=broken, reducer=total, inputs=RECORDS, skip_bad_records=True)
+    with pytest.raises(RuntimeError, match="no setup"):
+        zmqmr.run_serial(job)
