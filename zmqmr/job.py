@@ -26,6 +26,7 @@ from .config import (
 )
 from .errors import JobSubmitError
 from .inputs import WholeFiles
+from .partitioning import RangePartitioner
 
 
 class Job:
@@ -106,6 +107,13 @@ class Job:
             if fn is not None and not callable(fn):
                 raise JobSubmitError(f"{fname} must be callable or None")
         _check_int("num_reducers", self.num_reducers, 1)
+        if isinstance(self.partitioner, RangePartitioner):
+            cuts = len(self.partitioner.boundaries) + 1
+            if cuts != self.num_reducers:
+                raise JobSubmitError(
+                    f"partitioner: a RangePartitioner with {cuts - 1} boundaries cuts keys "
+                    f"into {cuts} partitions; the job has num_reducers={self.num_reducers}"
+                )
         if self.split_size is not None:
             _check_int("split_size", self.split_size, 1)
         _check_int("max_attempts", self.max_attempts, 1)

@@ -32,7 +32,7 @@ from zmqmr import (
     userfn,
 )
 from zmqmr.config import WorkerSettings
-from zmqmr.job import functions, make_splits
+from zmqmr.job import functions, make_splits, prepare
 
 ADDRESS = "tcp://127.0.0.1:1"  # the reduce's own shuffle address: every segment is local
 
@@ -304,6 +304,19 @@ def test_a_wrong_r_fails_the_map_with_the_partitioners_message(tmp_path):
                     partitioner=zmqmr.RangePartitioner(BOUNDS), split_size=SPLIT)  # fmt: skip
     with pytest.raises(ValueError, match="num_reducers=3"):
         run_job(tmp_path, job)
+
+
+@pytest.mark.parametrize("reducers", [1, len(BOUNDS), len(BOUNDS) + 2])
+def test_a_range_partitioner_for_another_r_is_refused_at_submit(reducers):
+    job = zmqmr.Job(split_line, first_value, sort_records(N), num_reducers=reducers,
+                    partitioner=zmqmr.RangePartitioner(BOUNDS))  # fmt: skip
+    message = f"{len(BOUNDS)} boundaries cuts keys into {len(BOUNDS) + 1} partitions"
+    with pytest.raises(zmqmr.JobSubmitError, match=message):
+        job.validate()
+    with pytest.raises(zmqmr.JobSubmitError, match=f"num_reducers={reducers}"):
+        prepare(job)  # what client.submit sends: refused before the master hears of it
+    job.num_reducers = len(BOUNDS) + 1
+    job.validate()
 
 
 def generator_reducer(key: Any, values: Any) -> Any:
