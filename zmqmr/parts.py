@@ -62,7 +62,16 @@ NAME = Str(MAX_NAME)
 LABEL = Str(MAX_NAME, printable=True)
 PATH = Str(MAX_PATH)
 TEXT = Str(MAX_TEXT)
-ENDPOINT = Str(300)
+#: An address a peer connects to (config.check_endpoint's form without bind's wildcards):
+#: tcp://HOST:PORT, PORT 1-65535, or ipc://PATH.
+ENDPOINT = Str(
+    300,
+    pattern=re.compile(
+        r"tcp://[^\s/*][^\s/]*:(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}"
+        r"|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])|ipc://\S(?:.*\S)?",
+        re.DOTALL,
+    ),
+)
 TASK_KIND = Str(choices=frozenset({"map", "reduce"}))
 COUNT = Int()
 SIGNED = Int(-MAX_INT, MAX_INT)

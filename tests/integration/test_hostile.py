@@ -257,6 +257,14 @@ WORKER_PORT_BARRAGE: list[tuple[str, list[bytes], bool]] = [
         True,
     ),
     ("a READY with 5000-digit slots", raw("READY", '{"slots":' + "9" * 5000 + "}"), True),
+    *(
+        (
+            f"a READY whose shuffle address is {address!r}",
+            raw("READY", json.dumps({"slots": 1, "shuffle": address, "host": "h", "pid": 1})),
+            True,
+        )
+        for address in ("not an address", "tcp://*:5555", "tcp://127.0.0.1:0", "inproc://x")
+    ),
     (
         "a HEARTBEAT whose progress fraction is 10**400 (an int no float can hold)",
         raw("HEARTBEAT", f'{{"progress":[{{"attempt":1,"fraction":{10**400}}}]}}'),

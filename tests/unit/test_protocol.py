@@ -719,3 +719,27 @@ def test_the_fast_assign_text_knows_every_field():
         "has_code",
         "has_records",
     }
+
+
+GOOD_ENDPOINTS = ["tcp://127.0.0.1:5555", "tcp://[::1]:1", "tcp://lab-3.example:65535",
+                  "tcp://0.0.0.0:40000", "ipc:///tmp/zmqmr shuffle"]  # fmt: skip
+BAD_ENDPOINTS = ["", "not an address", "tcp://*:5555", "tcp://h:*", "tcp://127.0.0.1:0",
+                 "tcp://h:65536", "tcp://:1", "tcp://h", "tcp://h/x:1", " tcp://h:1",
+                 "tcp://h:1\n", "inproc://x", "ipc://", "ipc:// x", "udp://h:1"]  # fmt: skip
+
+
+@pytest.mark.parametrize("address", GOOD_ENDPOINTS + BAD_ENDPOINTS)
+def test_a_ready_carries_an_address_a_reducer_can_connect_to(address):
+    """What the master hands reducers as a worker's shuffle server: check_endpoint's
+    connectable form, so a READY that could not be served is refused at the edge."""
+    from zmqmr.config import check_endpoint
+
+    header = json.dumps({"slots": 1, "shuffle": address, "host": "h", "pid": 1}).encode()
+    if address in GOOD_ENDPOINTS:
+        assert check_endpoint(address, "shuffle") == address
+        assert p.decode([p.VERSION, b"READY", header]).shuffle == address
+        return
+    with pytest.raises(ValueError):
+        check_endpoint(address, "shuffle")
+    with pytest.raises(ProtocolError, match="shuffle"):
+        p.decode([p.VERSION, b"READY", header])
