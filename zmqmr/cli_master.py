@@ -63,14 +63,18 @@ def cmd_status(args: argparse.Namespace) -> int:
                 f"  {w['host']:<20} {w['pid']:>7} {w['slots']:>5} {w['running']:>4} "
                 f"{w.get('queued', 0):>6} {w['last_heartbeat']:>9.1f}s  {w['shuffle']}"
             )
-    jobs = status["jobs"]
+    # A job that ended is finished, whether or not its client has collected the
+    # outcome yet (the master keeps that for result_ttl): listed with the history.
+    jobs = [j for j in status["jobs"] if j.get("ended_ago") is None]
+    waiting = [j for j in status["jobs"] if j.get("ended_ago") is not None]
     print(f"{len(jobs)} job(s)")
     if jobs:
         _job_rows(jobs, history=False)
-    history = status.get("history", [])
-    if history:
-        print(f"{len(history)} finished job(s), newest first")
-        _job_rows(history[::-1], history=True)
+    finished = sorted(waiting + status.get("history", []), key=lambda j: j["ended_ago"])
+    if finished:
+        uncollected = f" ({len(waiting)} not yet collected by its client)" if waiting else ""
+        print(f"{len(finished)} finished job(s){uncollected}, newest first")
+        _job_rows(finished, history=True)
     return 0
 
 

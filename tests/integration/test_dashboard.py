@@ -35,6 +35,11 @@ def slow_mapper(key, line):
         yield word, 1
 
 
+def words_of(key, line):
+    for w in line.split():
+        yield w, 1
+
+
 def total(word, counts):
     return sum(counts)
 
@@ -103,6 +108,25 @@ def test_chromium_renders_the_running_jobs_name_workers_and_timeline(cluster, tm
     assert shot.stat().st_size > 20_000  # a page with content, not a blank one
     result = handle.wait(progress=False)
     assert dict(result.items()) == dict(zmqmr.run_serial(job).items())
+
+
+def test_a_job_whose_client_has_not_collected_it_shows_as_finished(cluster, tmp_path):
+    job = zmqmr.Job(words_of, total, inputs=RECORDS[:10], name="uncollected-demo")
+    handle = cluster.client().submit(job)
+    client = cluster.client()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        row = {j["id"]: j for j in client.status()["jobs"]}[handle.job_id]
+        if row["state"] == "succeeded":
+            break
+        time.sleep(0.1)
+    assert row["state"] == "succeeded"
+    dom = chromium(tmp_path, cluster.dashboard_url, "--dump-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    jobs = dom.stdout.split('<table id="jobs">')[1].split("</table>")[0]
+    history = dom.stdout.split('<table id="history">')[1].split("</table>")[0]
+    assert handle.job_id not in jobs and handle.job_id in history
+    assert dict(handle.wait(progress=False).items()) == dict(zmqmr.run_serial(job).items())
 
 
 def test_the_json_is_what_zmqmr_status_json_prints(cluster):

@@ -208,3 +208,32 @@ def test_history_survives_a_master_restart_with_a_state_dir(tmp_path):
         detail = c.client().job_info(failed["id"])
         assert detail is not None and detail["tasks"]["map_done"] == 0
         assert "cannot digest" in detail["failures"][0]["message"]
+
+
+def test_an_ended_job_its_client_has_not_collected_is_listed_as_finished(cluster, tmp_path):
+    """A client that went away (a Ctrl-C'd zmqmr run) leaves its outcome waiting for
+    result_ttl: zmqmr status lists that job among the finished, not the running."""
+    paths = four_files(tmp_path)
+    handle = cluster.client().submit(zmqmr.Job(chatty_mapper, total, paths, name="orphan"))
+    client = cluster.client()
+    deadline = time.monotonic() + 60
+    while True:
+        row = {j["id"]: j for j in client.status()["jobs"]}[handle.job_id]
+        if row["state"] == "succeeded" or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert row["state"] == "succeeded" and row["ended_ago"] is not None
+    listing = zmqmr_cli("status", "--master", cluster.address)
+    assert listing.returncode == 0, listing.stderr
+    running, finished = listing.stdout.split("finished job(s)")
+    assert handle.job_id not in running and "0 job(s)" in running
+    assert "(1 not yet collected by its client)" in finished
+    assert handle.job_id in finished and "succeeded" in finished
+    # and its outcome is still there for the client
+    result = handle.wait(progress=False)
+    counted: dict[str, int] = {}
+    for p in paths:
+        with open(p) as f:
+            for word in f.read().split():
+                counted[word] = counted.get(word, 0) + 1
+    assert dict(result.items()) == counted
