@@ -99,6 +99,29 @@ def test_whole_files_input_gives_one_record_per_file(cluster, books):
     assert got == expected
 
 
+def split_words(key, line):
+    for word in line.split():
+        yield word, 1
+
+
+def test_bytes_that_are_not_utf8_come_out_in_the_part_files_as_they_went_in(cluster, tmp_path):
+    raw = ["caf\xe9 na\xefve caf\xe9".encode("latin-1"), b"\xff\xfe ok", "déjà ok".encode()]
+    path = tmp_path / "mixed.txt"
+    path.write_bytes(b"\n".join(raw) + b"\n")
+    out = tmp_path / "out"
+    job = zmqmr.Job(split_words, wc_reducer, inputs=[str(path)], output_dir=out)
+    result = cluster.client().run(job)
+    assert list(result.items()) == list(zmqmr.run_serial(job).items())
+    expected: dict[bytes, int] = {}
+    for line in raw:
+        for word in line.split():
+            expected[word] = expected.get(word, 0) + 1
+    written = (out / "part-00000").read_bytes().splitlines()
+    assert written == [b"%s\t%d" % (w, n) for w, n in sorted(expected.items(), key=lambda kv:
+                       kv[0].decode("utf-8", "surrogateescape"))]  # fmt: skip
+    assert dict(result.items())["caf\udce9"] == 2  # the byte 0xe9, held as a lone surrogate
+
+
 def test_output_dir_holds_one_sorted_part_file_per_reducer(cluster, books, tmp_path):
     out = tmp_path / "out"
     job = zmqmr.Job(
