@@ -360,9 +360,24 @@ def count_lines(path: str) -> int:
 # -- measuring a subprocess tree ---------------------------------------------------------
 
 
-def role_of(cmdline: list[str], is_root: bool, kind: str, parent: list[str] | None = None) -> str:
-    """A process's role from its command line (and its parent's: a worker's forked
-    executor has the worker's)."""
+def role_of(
+    cmdline: list[str],
+    is_root: bool,
+    kind: str,
+    parent: list[str] | None = None,
+    name: str = "",
+    parent_name: str = "",
+) -> str:
+    """A process's role from its command line and name (and its parent's: a worker's
+    forked executor has the worker's). A LocalCluster's launcher forks its master and
+    workers, which keep its command line and take the names ``zmqmr master`` and
+    ``zmqmr worker``."""
+    if name == "zmqmr worker":
+        return "executor" if parent_name == "zmqmr worker" else "worker"
+    if name == "zmqmr master":
+        return "master"
+    if "zmqmr.launcher" in cmdline:
+        return "launcher"
     if is_root:
         return (
             "client"
@@ -420,9 +435,17 @@ class TreeSampler(threading.Thread):
                         cmdline = p.cmdline()
                         entry = self.procs.setdefault(p.pid, {"rss": 0, "cpu": 0.0, "role": "?"})
                         entry["cmdline"] = cmdline
-                        parent = self.procs.get(p.ppid(), {}).get("cmdline")
+                        entry["name"] = name = p.name()
+                        up = self.procs.get(p.ppid(), {})
                         if cmdline or p.pid == self.pid:
-                            entry["role"] = role_of(cmdline, p.pid == self.pid, self.kind, parent)
+                            entry["role"] = role_of(
+                                cmdline,
+                                p.pid == self.pid,
+                                self.kind,
+                                up.get("cmdline"),
+                                name,
+                                up.get("name", ""),
+                            )
                 except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                     continue
                 entry["rss"] = max(entry["rss"], rss)
