@@ -24,6 +24,8 @@ import threading
 import time
 from typing import IO, Any
 
+import psutil
+
 from .client import Client
 from .config import ClusterSettings, WorkerSettings
 from .errors import ClusterError
@@ -140,6 +142,10 @@ class _Forked:
         self._launcher = launcher
         self.pid = pid
         self.returncode: int | None = None
+        try:  # psutil tells this process from a later one given the same pid
+            self._process: psutil.Process | None = psutil.Process(pid)
+        except psutil.NoSuchProcess:
+            self._process = None
 
     def poll(self) -> int | None:
         if self.returncode is None:
@@ -151,8 +157,20 @@ class _Forked:
         code = self._launcher.exits.get(self.pid)
         if code is not None:
             self.returncode = code
-        elif self._launcher.gone:
+        elif self._launcher.gone and not self._alive():
             self.returncode = -signal.SIGKILL  # died with its launcher
+
+    def _alive(self) -> bool:
+        """Whether the process still runs: after its launcher's death the kernel's
+        SIGKILL reaches it a moment later, and no one is left to report its end."""
+        try:
+            return (
+                self._process is not None
+                and self._process.is_running()
+                and self._process.status() != psutil.STATUS_ZOMBIE
+            )
+        except psutil.NoSuchProcess:
+            return False
 
     def wait(self, timeout: float | None = None) -> int:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -160,7 +178,10 @@ class _Forked:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 raise subprocess.TimeoutExpired(f"zmqmr process {self.pid}", timeout or 0)
-            self._launcher.read(left)
+            if self._launcher.gone:  # nothing left to read: look again in a moment
+                time.sleep(0.02 if left is None else min(0.02, left))
+            else:
+                self._launcher.read(left)
             self._settle()
         assert self.returncode is not None
         return self.returncode
