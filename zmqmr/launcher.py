@@ -88,12 +88,18 @@ def _child(request: dict[str, Any], wakeup: tuple[int, int]) -> None:
 #: What a command imports, imported before its first fork (so the master is
 #: forked, and starts, while the launcher imports what only workers need).
 _MODULES = {"master": "zmqmr.master", "worker": "zmqmr.worker"}
+#: What a process with keys imports as it starts (its ZAP handler: zmq.auth, which
+#: pulls in asyncio, about 40 ms of CPU a process).
+_KEYED = "zmq.auth.thread"
 
 
 def _preload(args: list[Any]) -> None:
-    module = _MODULES.get(str(args[0])) if args else None
-    if module is not None and module not in sys.modules:
-        importlib.import_module(module)
+    wanted = [_MODULES.get(str(args[0])) if args else None]
+    if "--keys" in args:
+        wanted.append(_KEYED)
+    for module in wanted:
+        if module is not None and module not in sys.modules:
+            importlib.import_module(module)
 
 
 def _reap() -> None:
