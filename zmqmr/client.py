@@ -439,5 +439,10 @@ def _result(job_id: str, msg: protocol.Result) -> JobResult:
     summary = msg.summary
     partitions = [_loader(b) for b in msg.blobs] if summary.returned else None
     return JobResult(
-        job_id, partitions, list(summary.output_files), dict(summary.counters), dict(summary.stats)
+        job_id,
+        partitions,
+        list(summary.output_files),
+        dict(summary.counters),
+        dict(summary.stats),
+        text_exact=summary.text_exact,
     )

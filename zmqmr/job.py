@@ -24,7 +24,7 @@ from .config import (
     MAX_MAP_TASKS,
     MAX_WHOLE_FILE_TASKS,
 )
-from .errors import JobSubmitError
+from .errors import JobSubmitError, ResultTooLarge
 from .inputs import WholeFiles
 from .partitioning import RangePartitioner
 
@@ -274,11 +274,14 @@ class JobResult:
     """What a finished job returns.
 
     ``items()`` yields ``(key, value)`` Python objects, partition 0 first,
-    sorted by key within each partition. When the results were too large to
-    come back through the master (only possible with ``output_dir``, where
-    each reduce returns its results only while they fit in its share,
-    ``result_limit / num_reducers``), it reads the part files instead and
-    yields ``(str, str)``.
+    sorted by key within each partition. Results too large to come back through
+    the master (only possible with ``output_dir``, where each reduce returns its
+    results only while they fit in its share, ``result_limit / num_reducers``)
+    are read from the part files, when their lines are the results exactly
+    (every key and value a str with no tab or newline inside: a sort's, say);
+    other such results cannot be told from their text (``1`` or ``"1"``?), so
+    ``items()`` raises ``ResultTooLarge`` rather than guess. ``text_items()``
+    always reads the part files: ``(str, str)`` as they were written.
     """
 
     def __init__(
@@ -288,22 +291,36 @@ class JobResult:
         output_files: list[str],
         counters: dict[str, int],
         stats: dict[str, Any],
+        text_exact: bool = False,
     ) -> None:
         self.job_id = job_id
         self._partitions = partitions
         self.output_files = output_files
         self.counters = counters
         self.stats = stats
+        self._text_exact = text_exact
 
     def items(self) -> Iterator[tuple[Any, Any]]:
         if self._partitions is not None:
             for load in self._partitions:
                 yield from load()
             return
+        if not self._text_exact:
+            raise ResultTooLarge(
+                f"job {self.job_id}: its results were too large to come back through the "
+                "master (result_limit), and its part files hold them as text, which does "
+                "not say which were str (an int 1 and a str '1' write the same line): "
+                "read them with text_items() or from output_files, or raise result_limit"
+            )
+        yield from self.text_items()
+
+    def text_items(self) -> Iterator[tuple[str, str]]:
+        """The part files' lines as ``(key, value)`` strings (``str`` of each, as written),
+        partition 0 first; a job without ``output_dir`` has none."""
         for path in self.output_files:
-            with open(path, encoding="utf-8", errors="surrogateescape") as f:
+            with open(path, encoding="utf-8", errors="surrogateescape", newline="\n") as f:
                 for line in f:
-                    key, _, value = line.rstrip("\n").partition("\t")
+                    key, _, value = (line[:-1] if line.endswith("\n") else line).partition("\t")
                     yield key, value
 
     def __iter__(self) -> Iterator[tuple[Any, Any]]:

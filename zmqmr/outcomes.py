@@ -285,6 +285,8 @@ def succeed_job(st: MasterState, job: Job, now: float, out: list[Command]) -> No
         stats=st.job_stats(job, now),
         output_files=files if job.spec.output_dir else [],
         returned=returned,
+        text_exact=not returned
+        and all(t.report is not None and t.report.text_exact for t in job.reduces),
     )
     if returned:
         out.append(StoreResult(job.id, blobs))

@@ -364,6 +364,9 @@ class Report(Record):
     segments: list[Segment] = field(default_factory=list)
     output_file: str | None = None
     too_big: bool = False
+    #: A reduce's part file, read line by line, gives its results exactly: every key
+    #: and value a str with no tab or line break in it (``JobResult.items``).
+    text_exact: bool = False
     bytes: int = 0
     #: Seconds the attempt ran, on its worker's clock, from taking a slot to its end
     #: (the worker fills it in; the master's own clock also counts queueing and trips).
@@ -373,6 +376,7 @@ class Report(Record):
         "segments": ListOf(Obj(Segment), MAX_REDUCE_TASKS),
         "output_file": Opt(PATH),
         "too_big": Bool(),
+        "text_exact": Bool(),
         "bytes": COUNT,
         "seconds": Opt(SECONDS),
     }
@@ -425,11 +429,14 @@ class Summary(Record):
     stats: dict[str, float]
     output_files: list[str]
     returned: bool
+    #: Not returned: every part file's lines are its results exactly (``Report.text_exact``).
+    text_exact: bool = False
     FIELDS: ClassVar[dict[str, Kind]] = {
         "counters": DictOf(TOTAL, MAX_JOB_COUNTERS),
         "stats": DictOf(Num(-1e18, 1e18), 1000),
         "output_files": ListOf(PATH, MAX_REDUCE_TASKS),
         "returned": Bool(),
+        "text_exact": Bool(),
     }
 
 

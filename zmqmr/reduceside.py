@@ -70,7 +70,7 @@ class ResultBlocks:
 
     With a part file (``out``, written at ``path``), records are not encoded as they
     come while the file's lines are exactly them (keys and values of type str,
-    ASCII, no tab or newline inside: ``_lines_are_records``): their lines are only
+    ASCII, no tab or newline inside: ``_lines_exact``): their lines are only
     counted, and read back from the file at the end if they may fit. A record
     encodes to more bytes than its line (each string's bytes plus opcodes and
     lengths, and no memo on this path), so once the lines pass ``limit`` the
@@ -79,6 +79,11 @@ class ResultBlocks:
     the file so far be read back and encoded, and what follows be encoded as it
     comes, as without a part file. The blocks are the same either way.
 
+    ``exact`` says, at the end, whether the part file's lines are its records
+    exactly (every key and value a str with no tab or line break inside), past
+    ``limit`` too: then the file, read line by line, is the results
+    (``JobResult.items``), and nothing else need be.
+
     ``add`` takes each batch before its lines are written to ``out``.
     """
 
@@ -86,7 +91,8 @@ class ResultBlocks:
         self.limit = limit
         self.out = out
         self.path = path
-        self.lazy = out is not None  # the file's lines are the records so far
+        self.lazy = out is not None  # the file's lines are the records so far, in ASCII
+        self.exact = out is not None  # the file's lines are the records so far
         self.chars = 0  # of those lines
         self.records: list[tuple[Any, Any]] = []  # the next block's
         self.blocks: list[bytes] = []
@@ -97,10 +103,12 @@ class ResultBlocks:
         self, keys: list[Any], values: list[Any], lines: str | None = None, all_str: bool = False
     ) -> None:
         """One batch; ``lines``: its part-file lines, ``all_str``: ``_all_str`` of it."""
+        if self.exact:
+            self.exact = lines is not None and all_str and _lines_exact(lines, len(keys))
         if self.too_big:
             return
         if self.lazy:
-            if lines is not None and all_str and _lines_are_records(lines, len(keys)):
+            if self.exact and lines is not None and lines.isascii():
                 self.chars += len(lines)
                 self.too_big = self.chars > self.limit
                 return
@@ -153,10 +161,11 @@ class ResultBlocks:
         return b"".join(self.blocks)
 
 
-def _lines_are_records(lines: str, n: int) -> bool:
+def _lines_exact(lines: str, n: int) -> bool:
     """Whether ``lines`` (``key<TAB>value<NL>`` per record) of ``n`` records whose keys
-    and values are all str give back the records exactly."""
-    return lines.isascii() and lines.count("\n") == n and lines.count("\t") == n
+    and values are all str give back the records exactly: no tab or ``\n`` is
+    theirs (``JobResult.items`` splits lines at ``\n`` only)."""
+    return lines.count("\n") == n and lines.count("\t") == n
 
 
 _STR = {str}
@@ -535,5 +544,9 @@ class ReduceSide:
                 out.close()
                 layout.remove_paths([tmp])
         counters["zmqmr.reduce_output_records"] = n
-        report = protocol.Report(too_big=blob is None, output_file=final or None)
+        report = protocol.Report(
+            too_big=blob is None,
+            output_file=final or None,
+            text_exact=blob is None and results.exact,
+        )
         return report, blob

@@ -166,8 +166,33 @@ def test_results_too_large_without_output_dir_fail_with_advice(books, tmp_path):
             c.client().run(job)
         job.output_dir = str(tmp_path / "big")
         result = c.client().run(job)
-        got = {k: int(v) for k, v in result.items()}  # read back from the part files
+        # int counts in the part files: their text does not say they were ints
+        with pytest.raises(zmqmr.ResultTooLarge, match="text_items"):
+            list(result.items())
+        got = {k: int(v) for k, v in result.text_items()}  # read back from the part files
         assert got == count_words(books[:1])
+
+
+def first_line(word, lines):
+    return min(lines)
+
+
+def test_results_too_large_that_are_their_part_files_lines_come_back_as_they_are(tmp_path):
+    # str keys and values without a tab or newline: the part files' lines are the
+    # results, whatever their characters (not ASCII, \r, a surrogate escape).
+    records = [(i, f"w{i % 500:03d}\tv{i}-caf\u00e9\r\udc80\u2028") for i in range(4000)]
+
+    def pair(key, value):
+        word, _, rest = value.partition("\t")
+        yield word, rest
+
+    with zmqmr.LocalCluster(workers=2, result_limit=2000) as c:
+        job = zmqmr.Job(
+            pair, first_line, inputs=records, num_reducers=3, output_dir=str(tmp_path / "o")
+        )
+        result = c.client().run(job)
+        assert list(result.items()) == list(zmqmr.run_serial(job).items())
+        assert len(list(result.text_items())) == 500
 
 
 def test_reduce_larger_than_memory_budget_spills_and_merges_from_disk(books):

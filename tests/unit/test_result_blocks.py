@@ -18,8 +18,9 @@ def expected(records, limit):
     return None if len(blob) > limit else blob
 
 
-def run(tmp_path, batches, limit, part_file=True):
-    """The batches through ResultBlocks as a reduce hands them over; the blob and the file."""
+def run(tmp_path, batches, limit, part_file=True, exact=None):
+    """The batches through ResultBlocks as a reduce hands them over; the blob (and with
+    ``exact``, a list, whether the file's lines are the records is appended to it)."""
     path = tmp_path / "part"
     out = open(path, "w", encoding="utf-8", errors="surrogateescape") if part_file else None
     results = reduceside.ResultBlocks(limit, out, str(path))
@@ -34,7 +35,15 @@ def run(tmp_path, batches, limit, part_file=True):
     finally:
         if out is not None:
             out.close()
+    if exact is not None:
+        exact.append(results.exact)
     return blob
+
+
+def lines_of(path):
+    """The part file read as ``JobResult.text_items`` reads it."""
+    with open(path, encoding="utf-8", errors="surrogateescape", newline="\n") as f:
+        return [tuple(line[:-1].partition("\t")[::2]) for line in f]
 
 
 def str_batches(n, size=700, start=0):
@@ -112,3 +121,49 @@ class Shout(str):
 def test_a_batchs_lines_are_each_record_formatted_by_an_f_string(keys, values):
     want = "".join([f"{k}\t{v}\n" for k, v in zip(keys, values)])
     assert reduceside._lines(keys, values, reduceside._all_str(keys, values)) == want
+
+
+ODD_BUT_EXACT = [
+    (["n1"], ["caf\u00e9"]),  # not ASCII
+    (["n2"], ["\udc80x"]),  # a surrogate the file writes as one byte
+    (["n3"], ["r\rr"]),  # a carriage return: read back with newline="\\n"
+    (["n4"], ["a\u2028b\x0cc"]),  # what str.splitlines would split on
+    (["n5"], [""]),
+]
+
+
+@pytest.mark.parametrize("limit", [1 << 30, 64 << 10, 10])
+def test_str_lines_without_tab_or_newline_are_the_records_past_the_limit_too(tmp_path, limit):
+    batches = str_batches(3 * B) + ODD_BUT_EXACT + str_batches(5 * B, start=3 * B)
+    exact: list[bool] = []
+    blob = run(tmp_path, batches, limit, exact=exact)
+    assert exact == [True]
+    assert lines_of(tmp_path / "part") == records_of(batches)
+    assert blob == expected(records_of(batches), limit)
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        (["m1", "m2"], [1, "2"]),  # an int value: its line says "1"
+        (["m3"], ["a\tb"]),  # a tab in a value
+        (["m\t4"], ["b"]),  # a tab in a key
+        (["m5"], ["a\nb"]),  # a newline in a value
+        ([5], ["x"]),  # an int key
+        ([Shout("m6")], ["x"]),  # a str subclass
+    ],
+)
+@pytest.mark.parametrize("where", ["first", "after the limit"])
+def test_one_record_whose_line_is_not_itself_makes_the_file_not_the_results(
+    tmp_path, odd, where
+):
+    batches = [odd, *str_batches(4 * B)] if where == "first" else [*str_batches(4 * B), odd]
+    exact: list[bool] = []
+    blob = run(tmp_path, batches, 16 << 10, exact=exact)
+    assert blob is None and exact == [False]
+
+
+def test_without_a_part_file_nothing_is_exact(tmp_path):
+    exact: list[bool] = []
+    run(tmp_path, str_batches(10), 1 << 30, part_file=False, exact=exact)
+    assert exact == [False]
