@@ -103,6 +103,7 @@ def run_serial(job: Job) -> JobResult:
         "reduces": job.num_reducers,
         "total_seconds": time.monotonic() - start,
         "spilled_bytes": 0,
+        "skipped_records": counters.get("zmqmr.skipped_records", 0),
     }
     return JobResult("serial", [_constant(r) for r in results], [], counters, stats)
 

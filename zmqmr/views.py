@@ -38,6 +38,8 @@ def job_stats(job: Job, now: float) -> dict[str, float]:
         # What the winning attempts wrote to local disk besides their outputs
         # (their counter: zmqmr.merge.SPILLED).
         spilled_bytes=job.counters.get("zmqmr.spilled_bytes", 0),
+        # Records skip_bad_records left out, each task's once (its counter).
+        skipped_records=job.counters.get("zmqmr.skipped_records", 0),
         reexecutions=s["reexecuted_maps"] + s["failed_attempts"] + s["lost_attempts"],
     )
     return stats
