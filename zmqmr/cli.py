@@ -570,9 +570,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=cmd_master)
 
     w = command("worker", "run a worker")
-    given = w.add_mutually_exclusive_group(required=True)
-    master_address(given, "the master's worker address, e.g. tcp://lab-01:5555")
+    # Required, one of the two; checked in main, so the message names --master alone.
+    given = w.add_mutually_exclusive_group()
+    master_address(given, "the master's worker address, e.g. tcp://lab-01:5555 (required)")
     given.add_argument("--master-announce", help=argparse.SUPPRESS)  # LocalCluster's
+    w.set_defaults(subparser=w)
     w.add_argument("--data-dir", help="where map outputs live (default: a temporary directory)")
     w.add_argument(
         "--slots",
@@ -696,6 +698,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return chaos_main(argv[1:], prog="zmqmr chaos")
     args = build_parser().parse_args(argv)
+    if args.command == "worker" and not (args.master or args.master_announce):
+        args.subparser.error("the following arguments are required: --master")
     args.verbose += args.top_verbose
     args.quiet += args.top_quiet
     # The long-running processes say what they do; one-off commands only what went wrong.

@@ -256,6 +256,7 @@ def _error_cases():
         (["status", "--timeout", "0"], 2, "must be positive"),
         (["keygen", "/etc/passwd/keys"], 1, "Not a directory"),
         (["frobnicate"], 2, "invalid choice"),
+        (["worker"], 2, "the following arguments are required: --master"),
     ]
 
 
@@ -293,6 +294,20 @@ def test_a_reader_that_goes_away_ends_the_output_quietly():
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGPIPE, err
     assert err == "", err
+
+
+def test_the_chaos_commands_output_ends_quietly_when_its_reader_has_gone():
+    read, write = os.pipe()
+    os.close(read)  # gone before the first line: the write fails with EPIPE
+    try:
+        proc = subprocess.run(
+            ZMQMR + ["chaos", "nemeses"], cwd=REPO, env=ENV, stdout=write,
+            stderr=subprocess.PIPE, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        os.close(write)
+    assert proc.returncode == 128 + signal.SIGPIPE, proc.stderr
+    assert proc.stderr == "", proc.stderr
 
 
 def test_an_error_is_named_by_its_public_class():

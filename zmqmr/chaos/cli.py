@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import random
 import signal
 import sys
@@ -335,7 +336,12 @@ def main(argv: list[str] | None = None, prog: str = "zmqmr chaos") -> int:
     )
     handler = {"run": cmd_run, "soak": cmd_soak, "nemeses": cmd_nemeses, "cleanup": cmd_cleanup}
     try:
-        return handler[args.command](args)
+        code = handler[args.command](args)
+        sys.stdout.flush()  # here, for a reader that went away to be told of below
+        return code
+    except BrokenPipeError:  # `zmqmr chaos nemeses | head`: the reader has had enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return 128 + signal.SIGPIPE
     except KeyboardInterrupt:
         print("zmqmr chaos: interrupted", file=sys.stderr)
         return 130
