@@ -187,7 +187,8 @@ def _find_job(jobs: list[dict[str, Any]], wanted: str, address: str) -> dict[str
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        job = _find_job(client.status()["jobs"], args.job, args.master)
+        status = client.status()  # an ended job is in the history: it says so
+        job = _find_job(status["jobs"] + status.get("history", []), args.job, args.master)
         if job["state"] == "committing":
             fail(f"job {job['id']} ({job['name']}) is committing its output: too late to cancel")
         if job["state"] not in ("queued", "running"):

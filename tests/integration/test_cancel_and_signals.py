@@ -122,6 +122,9 @@ def test_cancel_of_a_job_that_has_ended_says_so_and_fails():
         out = cancel_cmd(handle.job_id, "--master", cluster.address)
         assert out.returncode == 1 and "has already ended: succeeded" in out.stderr, out.stderr
         assert dict(handle.wait(timeout=10).items()) == {"a": 1}  # untouched by the cancel
+        # collected: in the master's history now, which says how it ended
+        out = cancel_cmd(handle.job_id, "--master", cluster.address)
+        assert out.returncode == 1 and "has already ended: succeeded" in out.stderr, out.stderr
 
 
 def test_cancel_of_an_unknown_job_names_the_master():
