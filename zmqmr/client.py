@@ -31,6 +31,7 @@ from .errors import (
     JobFailed,
     JobLost,
     JobSubmitError,
+    MasterRefused,
     MasterUnavailable,
     ResultTooLarge,
 )
@@ -167,7 +168,7 @@ class Client:
                 failure = watch.failure() if watch is not None else None
                 self._close_socket()
                 if failure:
-                    raise _Refused(
+                    raise MasterRefused(
                         f"the master at {self.address} did not let this client in: {failure}; "
                         "check --keys / Client(keys=...)"
                     )
@@ -203,7 +204,7 @@ class Client:
         # journal may run it), so its _temporary stays unless it is refused.
         try:
             reply = self.request(submit, answers, job=job_id)
-        except _Refused:
+        except MasterRefused:
             raise
         except MasterUnavailable:  # once more: the master may have been restarting
             log.warning("no answer to the submission of job %s; sending it again", job_id)
@@ -265,10 +266,6 @@ class Client:
 
 
 A = TypeVar("A", bound=protocol.Message)
-
-
-class _Refused(MasterUnavailable):
-    """The master refused this client at the handshake: asking again will not help."""
 
 
 def _error(error: protocol.ErrorInfo) -> Exception:
@@ -379,7 +376,7 @@ class JobHandle:
                     wait = min(wait, deadline - time.monotonic())
                 try:
                     msg = self._poll(wait=max(0.0, wait))
-                except _Refused:
+                except MasterRefused:
                     raise
                 except MasterUnavailable:
                     now = time.monotonic()

@@ -78,6 +78,11 @@ class MasterUnavailable(ClusterError):
     """The master did not answer within the client's timeout."""
 
 
+class MasterRefused(MasterUnavailable):
+    """The master refused this client at the CURVE handshake (not one of its keys):
+    asking again will not help."""
+
+
 class JobLost(ClusterError):
     """The master does not know the job any more: it was restarted without a state
     directory, or the job's result expired or was collected already."""

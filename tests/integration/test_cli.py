@@ -312,7 +312,11 @@ def test_the_chaos_commands_output_ends_quietly_when_its_reader_has_gone():
 
 def test_an_error_is_named_by_its_public_class():
     from zmqmr.cli import _public_name
-    from zmqmr.client import MasterUnavailable, _Refused
+    from zmqmr.errors import MasterRefused, MasterUnavailable
 
-    assert _public_name(_Refused("no")) == "MasterUnavailable"
+    class _Detail(MasterRefused):
+        pass
+
+    assert _public_name(_Detail("no")) == "MasterRefused"
+    assert _public_name(MasterRefused("no")) == "MasterRefused"
     assert _public_name(MasterUnavailable("no")) == "MasterUnavailable"
