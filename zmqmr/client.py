@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -88,6 +89,8 @@ class Client:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._open: set[tuple[zmq.Socket[Any], HandshakeWatch]] = set()
+        # A client never closed is closed when it is collected, or at exit, at the latest.
+        self._release = weakref.finalize(self, _release, self._ctx, self._open, self._lock)
 
     def _socket(self) -> zmq.Socket[Any]:
         sock: zmq.Socket[Any] | None = getattr(self._local, "sock", None)
@@ -120,12 +123,7 @@ class Client:
             self._local.sock = self._local.watch = None
 
     def close(self) -> None:
-        with self._lock:
-            for sock, watch in self._open:
-                watch.close()
-                sock.close(0)
-            self._open.clear()
-        self._ctx.term()
+        self._release()
 
     def __enter__(self) -> Client:
         return self
@@ -266,6 +264,20 @@ class Client:
 
 
 A = TypeVar("A", bound=protocol.Message)
+
+
+def _release(
+    ctx: zmq.Context[Any],
+    open_: set[tuple[zmq.Socket[Any], HandshakeWatch]],
+    lock: threading.Lock,
+) -> None:
+    """Close a client's sockets and its context (once: ``weakref.finalize``)."""
+    with lock:
+        for sock, watch in open_:
+            watch.close()
+            sock.close(0)
+        open_.clear()
+    ctx.term()
 
 
 def _error(error: protocol.ErrorInfo) -> Exception:

@@ -1,5 +1,5 @@
-"""A Client shared by threads, a worker that comes back with files of an ended job, and
-the temp dirs of SIGKILLed workers."""
+"""A Client shared by threads, a Client never closed, a worker that comes back with files
+of an ended job, and the temp dirs of SIGKILLed workers."""
 
 from __future__ import annotations
 
@@ -16,6 +16,29 @@ from conftest import REPO, free_port, stop_processes, wc_mapper, wc_reducer
 import zmqmr
 
 FAST = dict(heartbeat_interval=0.2, worker_timeout=1.5, insecure=True)
+
+
+NEVER_CLOSED = """
+import gc, warnings, zmqmr
+warnings.simplefilter("always")
+with zmqmr.LocalCluster(workers=1, insecure=True) as c:
+    client = zmqmr.Client(c.address, insecure=True)
+    job = zmqmr.Job(lambda k, v: [(v, 1)], lambda k, vs: sum(vs), inputs=[(1, "a"), (2, "a")])
+    assert dict(client.run(job, progress=False).items()) == {"a": 2}
+    del client
+    gc.collect()
+    zmqmr.Client(c.address, insecure=True).status()  # never closed, still held at exit
+print("done")
+"""
+
+
+def test_a_client_never_closed_is_closed_when_collected_or_at_exit():
+    out = subprocess.run(
+        [sys.executable, "-X", "dev", "-c", NEVER_CLOSED],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0 and out.stdout.strip() == "done", out.stderr
+    assert "ResourceWarning" not in out.stderr and "nclosed" not in out.stderr, out.stderr
 
 
 def test_one_client_used_from_several_threads_gives_each_its_answer():
