@@ -124,16 +124,19 @@ def _settings(cls: Any, overrides: dict[str, Any]) -> Any:
         fail(str(exc))
 
 
-def _server_keys(args: argparse.Namespace, binds: list[str], what: str) -> str | None:
+def _server_keys(
+    args: argparse.Namespace, binds: list[str], what: str, shown: list[str] | None = None
+) -> str | None:
     """The key directory of a master or worker: --keys; none with --insecure; the default.
 
     The default keys are this machine's: a bind beyond loopback serves other
-    machines, which need the keys too, so it takes an explicit --keys.
+    machines, which need the keys too, so it takes an explicit --keys. ``shown``:
+    each bind as an error names it.
     """
     from .security import check_default_keys_bind, key_dir
 
     if not args.keys and not args.insecure:
-        check_default_keys_bind(binds)
+        check_default_keys_bind(binds, shown)
     return key_dir(args.keys, args.insecure, what)
 
 
@@ -245,7 +248,8 @@ def cmd_master(args: argparse.Namespace) -> int:
     except ValueError as exc:
         fail(f"--http: {exc}")
     binds = [args.bind, args.client_bind] + ([endpoint(*http_at)] if http_at else [])
-    directory = _server_keys(args, binds, "the master")
+    shown = [args.bind, args.client_bind, f"--http {args.http}"]
+    directory = _server_keys(args, binds, "the master", shown)
     keys = load_keys(directory, MASTER) if directory else None
     import zmq
 

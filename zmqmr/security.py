@@ -209,12 +209,13 @@ def key_dir(keys: str | None, insecure: bool, what: str) -> str | None:
     return default_keys()
 
 
-def check_default_keys_bind(addresses: list[str]) -> None:
-    """Refuse default keys for a bind beyond loopback: other machines do not have them."""
-    for address in addresses:
+def check_default_keys_bind(addresses: list[str], shown: list[str] | None = None) -> None:
+    """Refuse default keys for a bind beyond loopback: other machines do not have them.
+    ``shown``: each address as the error names it (as the user gave it)."""
+    for address, name in zip(addresses, shown or addresses):
         if not is_loopback(address):
             raise SecurityError(
-                f"{address} is reachable from other machines, which need the same keys: "
+                f"{name} is reachable from other machines, which need the same keys: "
                 "give the key directory they share with --keys DIR (zmqmr keygen DIR), "
                 "or, on a network you trust completely, --insecure"
             )

@@ -165,17 +165,20 @@ def test_the_command_line_uses_the_default_keys_everywhere(default_cli_cluster, 
     assert not raw_answer(address, STATUS)
 
 
-@pytest.mark.parametrize("command", ["master", "worker"])
+@pytest.mark.parametrize("command", ["master", "worker", "dashboard"])
 def test_default_keys_do_not_serve_beyond_loopback(command):
     port = free_port()
-    args = (
-        ["master", "--bind", f"tcp://0.0.0.0:{port}"]
-        if command == "master"
-        else ["worker", "--master", f"tcp://192.0.2.1:{port}"]  # TEST-NET: a remote master
-    )
+    args = {
+        "master": ["master", "--bind", f"tcp://0.0.0.0:{port}"],
+        "worker": ["worker", "--master", f"tcp://192.0.2.1:{port}"],  # TEST-NET: a remote master
+        "dashboard": ["master", "--bind", f"tcp://127.0.0.1:{port}", "--client-bind",
+                      f"tcp://127.0.0.1:{free_port()}", "--http", f"0.0.0.0:{free_port()}"],
+    }[command]  # fmt: skip
     out = subprocess.run(ZMQMR + args, env=ENV, capture_output=True, text=True, timeout=30)
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert "reachable from other machines" in out.stderr and "--keys DIR" in out.stderr
+    if command == "dashboard":  # named as given, not as the socket address it becomes
+        assert f"--http {args[-1]} is reachable" in out.stderr, out.stderr
 
 
 # -- another account of the same machine ------------------------------------------------------
