@@ -237,6 +237,7 @@ class _Server(http.server.ThreadingHTTPServer):
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self.dashboard._slots.acquire(blocking=False):  # too many at once: refuse
+            _refuse(request)
             self.shutdown_request(request)
             return
         try:
@@ -253,6 +254,26 @@ class _Server(http.server.ThreadingHTTPServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.debug("dashboard request from %s failed", client_address, exc_info=True)
+
+
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n"
+    b"Connection: close\r\n\r\n"
+)
+
+
+def _refuse(request: socket.socket) -> None:
+    """Tell a connection over the limit to come back (503), never waiting on it: what
+    it sent so far is read first, so closing it sends no reset ahead of the answer."""
+    try:
+        request.setblocking(False)
+        try:
+            request.recv(65536)
+        except BlockingIOError:
+            pass
+        request.send(_BUSY)
+    except OSError:
+        pass
 
 
 _CSP = "default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
