@@ -318,10 +318,7 @@ class Observer:
 
 
 def _trimmed(e: ErrorInfo) -> ErrorInfo:
-    n = JOURNALED_TEXT
-    return ErrorInfo(
-        e.type, e.message[:n], e.traceback[-n:], e.task, e.user_message[:n], e.log[-n:]
-    )
+    return e.trimmed(JOURNALED_TEXT)
 
 
 def _replay_history(st: MasterState, entry: Entry, now: float, out: list[Command]) -> None:

@@ -44,6 +44,12 @@ MAX_POLL_WAIT = 60.0
 #: Bounds on free text: names, paths, error messages and tracebacks.
 MAX_PATH = 4096
 MAX_TEXT = 256 * 1024
+#: Characters of each text of an error (its message, traceback, output tail): a
+#: status or job detail carries dozens of errors, and a character may take 12 bytes
+#: on the wire (JSON escapes what is not ASCII).
+ERROR_TEXT = 16 * 1024
+#: ... and of an error shown in a job's status (a status lists up to 100 finished jobs).
+STATUS_ERROR_TEXT = 4096
 #: Segments one FETCH may ask for; counters one attempt may report.
 MAX_FETCH_PARTS = 1024
 MAX_COUNTERS = 1024
@@ -95,23 +101,50 @@ class ErrorInfo(Record):
     log: str = ""
     FIELDS: ClassVar[dict[str, Kind]] = {
         "type": NAME,
-        "message": TEXT,
-        "traceback": TEXT,
+        "message": Str(ERROR_TEXT),
+        "traceback": Str(ERROR_TEXT),
         "task": NAME,
-        "user_message": TEXT,
-        "log": TEXT,
+        "user_message": Str(ERROR_TEXT),
+        "log": Str(ERROR_TEXT),
     }
+
+    def __post_init__(self) -> None:
+        # Made anywhere (the master prefixes a task's error with its own words): cut to
+        # what the wire takes, so no error can make a message every peer refuses.
+        self.cut(ERROR_TEXT)
+
+    def cut(self, n: int) -> ErrorInfo:
+        """Every text at most ``n`` characters (a traceback's and an output's tail); self."""
+        if type(self.type) is str and len(self.type) > MAX_NAME:
+            self.type = self.type[:MAX_NAME]
+        if type(self.task) is str and len(self.task) > MAX_NAME:
+            self.task = self.task[:MAX_NAME]
+        for name in ("message", "user_message"):
+            text = getattr(self, name)
+            if type(text) is str and len(text) > n:
+                setattr(self, name, text[:n])
+        for name in ("traceback", "log"):
+            text = getattr(self, name)
+            if type(text) is str and len(text) > n:
+                setattr(self, name, text[-n:])
+        return self
+
+    def trimmed(self, n: int) -> ErrorInfo:
+        """A copy, every text at most ``n`` characters."""
+        return ErrorInfo(
+            self.type, self.message, self.traceback, self.task, self.user_message, self.log
+        ).cut(n)
 
     @classmethod
     def make(cls, type_name: str, message: str, traceback: str = "", **extra: str) -> ErrorInfo:
         """An ErrorInfo with every text cut to what the wire takes (the tail of a traceback)."""
         return cls(
-            type_name[:MAX_NAME],
-            message[:MAX_TEXT],
-            traceback[-MAX_TEXT:],
-            extra.get("task", "")[:MAX_NAME],
-            extra.get("user_message", "")[:MAX_TEXT],
-            extra.get("log", "")[-MAX_TEXT:],
+            type_name,
+            message,
+            traceback,
+            extra.get("task", ""),
+            extra.get("user_message", ""),
+            extra.get("log", ""),
         )
 
 

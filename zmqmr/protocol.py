@@ -75,6 +75,7 @@ from .messages import (  # noqa: F401 - re-exported: callers name protocol.Assig
 from .parts import (  # noqa: F401 - re-exported: the parts are the wire's too
     COUNT,
     ENDPOINT,
+    ERROR_TEXT,
     JOB,
     JOB_ID,
     LABEL,
@@ -93,6 +94,7 @@ from .parts import (  # noqa: F401 - re-exported: the parts are the wire's too
     PATH,
     SECONDS,
     SIGNED,
+    STATUS_ERROR_TEXT,
     TASK_KIND,
     TEXT,
     AttemptInfo,

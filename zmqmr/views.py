@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING
 
 from .events import SendJobFailed
 from .observe import task_counts
-from .protocol import ClusterStatus, JobDetail, JobProgress, JobStatus, WorkerStatus
+from .protocol import (
+    STATUS_ERROR_TEXT,
+    ClusterStatus,
+    JobDetail,
+    JobProgress,
+    JobStatus,
+    WorkerStatus,
+)
 from .records import printable
 from .tables import MAP, REDUCE, Job
 
@@ -82,6 +89,8 @@ def cluster_status(state: MasterState, now: float) -> ClusterStatus:
 
 def job_status(state: MasterState, job: Job, now: float) -> JobStatus:
     error = job.outcome.error if isinstance(job.outcome, SendJobFailed) else None
+    if error is not None:  # its failures are whole in the job's detail (zmqmr status JOB)
+        error = error.trimmed(STATUS_ERROR_TEXT)
     ended_ago = None if job.finished is None else round(max(0.0, now - job.finished), 3)
     return JobStatus(
         job.id,

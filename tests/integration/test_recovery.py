@@ -214,3 +214,30 @@ def test_a_master_and_workers_from_the_command_line_resume_after_sigkill(books, 
             )
         finally:
             client.close()
+
+
+def longest_error(key, value):
+    raise ValueError("\U0001f600" * 300_000)  # past what an error carries, 12 bytes a char
+
+
+def test_a_task_error_of_any_length_fails_its_job_and_nothing_else(tmp_path):
+    # The master words the failure around the user's message: its messages (the job's
+    # failure, status, job info) and its journal must all still be readable.
+    state = str(tmp_path / "state")
+    with zmqmr.LocalCluster(workers=1, state_dir=state, **FAST) as c:
+        client = c.client(timeout=10)
+        job = zmqmr.Job(longest_error, wc_reducer, inputs=[(0, "a")], max_attempts=1)
+        handle = client.submit(job)
+        with pytest.raises(zmqmr.JobFailed, match="map task 0 failed once") as failed:
+            handle.wait(timeout=60, progress=False)
+        assert "\U0001f600" * 1000 in failed.value.remote_message
+        assert any(j["id"] == handle.job_id for j in client.status()["history"])
+        detail = client.job_info(handle.job_id)
+        assert detail["failures"] and "\U0001f600" in detail["failures"][0]["message"]
+        kill_master(c)
+        c.restart_master()  # its journal holds the job's end: replayed
+        c.wait_for_workers(1, 30)
+        client = c.client(timeout=10)
+        assert any(j["id"] == handle.job_id for j in client.status()["history"])
+        words = zmqmr.Job(wc_mapper, wc_reducer, inputs=[(0, "b a b")])
+        assert dict(client.run(words, progress=False).items()) == {"a": 1, "b": 2}

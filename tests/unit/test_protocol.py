@@ -301,6 +301,26 @@ def test_error_info_make_cuts_texts_to_what_the_wire_takes():
     assert len(decoded.error.type) == records.MAX_NAME
 
 
+@pytest.mark.parametrize("char", ["x", "\u00e9", "\U0001f600"])
+def test_an_error_made_anywhere_is_cut_to_what_every_peer_takes(char):
+    # The master words a task's failure around the user's message, already at its
+    # longest: the error it makes is cut too, and its messages still decode.
+    user = p.ErrorInfo.make("ValueError", char * 10**6, "t" * 10**6 + "END", log=char * 10**6)
+    assert len(user.message) == len(user.log) == len(user.traceback) == p.ERROR_TEXT
+    worded = p.ErrorInfo(
+        user.type, f"map task 0 failed once; last error: {user.type}: {user.message}",
+        user.traceback, task="map task 0", user_message=user.message, log=user.log + "TAIL",
+    )  # fmt: skip
+    assert worded.message.startswith("map task 0 failed once") and worded.log.endswith("TAIL")
+    frames = p.encode(p.JobFailed("j", worded))
+    assert sum(map(len, frames)) < 12 * 4 * p.ERROR_TEXT + 4096  # 12 bytes a character at most
+    decoded = p.decode(frames)
+    assert isinstance(decoded, p.JobFailed) and decoded.error == worded
+    shown = worded.trimmed(p.STATUS_ERROR_TEXT)
+    assert len(shown.message) == p.STATUS_ERROR_TEXT and shown.traceback.endswith("END")
+    assert len(worded.message) == p.ERROR_TEXT  # the copy is trimmed, not the error
+
+
 def test_numbers_keep_their_type():
     msg = p.decode(p.encode(p.Poll("j", 2)))
     assert isinstance(msg, p.Poll) and msg.wait == 2 and not math.isnan(msg.wait)
