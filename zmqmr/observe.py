@@ -47,6 +47,9 @@ FAILURES_KEPT = 20
 LOST_WORKERS = 20
 #: How long the master waits for workers' attempt logs before answering without them.
 LOGS_WAIT = 3.0
+#: Bytes of logs (``AttemptLog.wire_bytes``) one answer to a client carries at most,
+#: whatever the workers sent: the rest are counted in its ``more``.
+LOGS_REPLY_BYTES = 32 * 1024 * 1024
 #: A remembered job's texts (error messages, tracebacks, log tails) are journaled up to
 #: this many characters each (their tails).
 JOURNALED_TEXT = 4096
@@ -89,6 +92,7 @@ class _LogRequest:
     waiting: dict[bytes, str]  # worker id -> its name, until it answers
     logs: list[AttemptLog] = field(default_factory=list)
     more: int = 0
+    size: int = 0  # wire bytes of ``logs``
 
 
 class Observer:
@@ -289,10 +293,16 @@ class Observer:
             return []  # late, repeated, or not asked of this worker
         name = req.waiting.pop(worker)
         room = max(0, MAX_LOGS * 64 - len(req.logs))
+        taken = 0
         for log in logs[:room]:
+            size = log.wire_bytes()
+            if req.size + size > LOGS_REPLY_BYTES:  # the rest are counted, not sent
+                break
+            req.size += size
             log.worker = name
-        req.logs.extend(logs[:room])
-        req.more += more + max(0, len(logs) - room)
+            taken += 1
+        req.logs.extend(logs[:taken])
+        req.more += more + len(logs) - taken
         if req.waiting:
             return []
         return [self._answer(request)]

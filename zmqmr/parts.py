@@ -10,6 +10,7 @@ Imports: the standard library, ``zmqmr.errors`` and ``zmqmr.records`` only.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -649,3 +650,8 @@ class AttemptLog(Record):
         "log": TEXT,
         "dropped": COUNT,
     }
+
+    def wire_bytes(self) -> int:
+        """About the bytes its texts take in a message (JSON escapes what is not ASCII to
+        6 or 12 bytes a character): what a reply of logs is bounded by."""
+        return sum(len(json.dumps(t)) for t in (self.stdout, self.stderr, self.log)) + 256

@@ -36,8 +36,8 @@ FLUSH_EVERY = 1.0
 ERROR_TAIL_CHARS = 4096
 #: A worker keeps the logs of this many jobs (the latest).
 KEEP_JOBS = 100
-#: Bytes of logs one answer to the master carries at most.
-MAX_REPLY_BYTES = 32 * 1024 * 1024
+#: Bytes of logs one answer to the master carries at most (``AttemptLog.wire_bytes``).
+MAX_REPLY_BYTES = 16 * 1024 * 1024
 STREAMS = ("stdout", "stderr", "log")
 _JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 logs_root = layout.logs_root
@@ -235,7 +235,10 @@ def read_logs(
                 log = protocol.AttemptLog.from_json(json.load(f))
         except (OSError, ValueError, protocol.ProtocolError):
             continue  # being replaced, or not ours
-        size += sum(len(getattr(log, s)) for s in STREAMS)
+        # In bytes as the reply carries them: JSON escapes a character that is not
+        # ASCII to 6 or 12 bytes, so a count of characters let a reply pass the
+        # wire's limit, and the master dropped the worker that sent it.
+        size += log.wire_bytes()
         logs.append(log)
     return logs, 0
 

@@ -128,6 +128,22 @@ def test_logs_are_asked_of_every_worker_and_answered_when_all_have():
     assert answer.more == 2 and answer.missing == []
 
 
+def test_the_logs_of_many_workers_come_back_in_one_reply_the_wire_takes(monkeypatch):
+    # Each worker's reply is within its bound; together they are cut, in bytes as the
+    # reply will carry them (an emoji takes 12), the rest counted in ``more``.
+    monkeypatch.setattr(observe, "LOGS_REPLY_BYTES", 100_000)
+    c = Cluster()
+    c.register(A, at=0.0)
+    c.register(B, at=0.0)
+    req = c(LogsRequest(CLIENT, "j1", None, None), at=1.0)[0].request
+    wide = [AttemptLog(i, "map", i, stdout="\U0001f600" * 1000) for i in range(6)]  # 12 KB each
+    assert all(12_000 < g.wire_bytes() < 13_000 for g in wide)
+    assert c(LogsArrived(B, req, "j1", wide[:4], more=1)) == []
+    (answer,) = c(LogsArrived(A, req, "j1", wide[4:] + wide[:4]))
+    assert sum(g.wire_bytes() for g in answer.logs) <= 100_000
+    assert len(answer.logs) == 8 and answer.more == 1 + 2  # 4 of B's, 4 of A's 6
+
+
 def test_a_silent_worker_does_not_hold_up_the_logs_past_the_wait():
     c = Cluster()
     c.register(A, at=0.0)

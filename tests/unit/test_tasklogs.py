@@ -73,3 +73,15 @@ def test_prune_keeps_the_logs_of_the_latest_jobs(tmp_path):
         os.utime(d, (1000 + i, 1000 + i))
     tasklogs.prune(str(tmp_path), keep=2)
     assert sorted(os.listdir(tmp_path)) == ["job3", "job4"]
+
+
+def test_read_logs_bounds_a_reply_by_its_bytes_on_the_wire(tmp_path, monkeypatch):
+    monkeypatch.setattr(tasklogs, "MAX_REPLY_BYTES", 50_000)
+    root = str(tmp_path)
+    for task in range(10):
+        with tasklogs.Capture(root, "j", "map", task, 1) as cap:
+            print("\U0001f600" * 2000)  # 2,001 characters, 24 KB as JSON
+            cap.flush("done")
+    logs, more = tasklogs.read_logs(root, "j")
+    assert len(logs) == 3 and more == 7  # the third passes the bound: then no more
+    assert sum(g.wire_bytes() for g in logs[:2]) < 50_000 < sum(g.wire_bytes() for g in logs)
