@@ -44,6 +44,8 @@ _NOBLOCK = int(zmq.NOBLOCK)
 MAX_MESSAGE_BYTES = 2 * 1024 * 1024 * 1024 - 1
 #: A stopping master waits this long (seconds) for commits and aborts under way.
 SHUTDOWN_COMMIT_WAIT = 10.0
+#: Seconds one socket is read for in a turn of the loop, at most (about).
+DRAIN_SECONDS = 0.1
 #: Allocations between the cyclic garbage collector's youngest-generation passes
 #: while the loop serves (Python's default: 700). A big job's tables are hundreds
 #: of thousands of long-lived objects that every pass walks again as they age;
@@ -243,6 +245,7 @@ class Master:
                 due = next_beat if wake is None else min(next_beat, wake)
                 wait = max(0.0, min(due - time.monotonic(), 0.25))
                 events = dict(poller.poll(int(wait * 1000) + 1))
+                woke = time.monotonic()
                 if self.workers in events:
                     self._drain(self.workers, True)
                 if self.clients in events:
@@ -255,6 +258,11 @@ class Master:
                             self._refused(port, reason)
                 now = time.monotonic()
                 if now >= next_beat or (wake is not None and now >= wake):
+                    if now - woke > interval / 2:
+                        # A long turn (a huge SUBMIT to decode, a burst of requests):
+                        # what the workers sent meanwhile is read before the tick
+                        # judges their silence, so none is declared dead for it.
+                        self._drain(self.workers, True)
                     self._handle(events_.Tick(stimulus=self._stimulus("tick")))
                 if self.dashboard is not None and self.dashboard.wants(now):
                     self.dashboard.publish(self.state.status(now).flat(), now)
@@ -315,7 +323,13 @@ class Master:
 
     def _drain(self, sock: zmq.Socket[Any], from_workers: bool) -> None:
         recv = protocol.recv_frames
-        for _ in range(1000):  # bounded, so one busy socket cannot starve the other
+        # Bounded in messages and in time, so one busy socket cannot starve the other
+        # or hold up the loop's heartbeats (the rest wait in the socket).
+        until = time.monotonic() + DRAIN_SECONDS
+        every = 8 if from_workers else 1  # a client's message may take long (a SUBMIT)
+        for n in range(1000):
+            if n and n % every == 0 and time.monotonic() > until:
+                return
             try:
                 frames = recv(sock, _NOBLOCK)
             except zmq.Again:

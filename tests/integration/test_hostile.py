@@ -1025,3 +1025,56 @@ def test_a_greedy_worker_that_never_answers_cannot_stall_a_job(ctx, lists):
         rf"job {j}: worker greedy:4242 gets no more of its tasks: .+ (stalled|was not held) there",
     ):
         assert re.search(line + r" \[[a-z_]+-\d+\]$", log, re.M), f"{line!r} not in\n{tail(log)}"
+
+
+def _slow_words(key, value):
+    time.sleep(0.002)
+    for w in value.split():
+        yield w, 1
+
+
+def _huge_submit(job_id: str, splits: int) -> list[bytes]:
+    """A legal SUBMIT whose header takes the master seconds to decode (splits of many
+    paths), with a body that is no job: accepted, never run (it is cancelled)."""
+    one = '{"kind":"files","paths":[' + ",".join(['"a"'] * 60) + "]}"
+    spec = (
+        '{"name":"huge","num_reducers":1,"splits":[' + ",".join([one] * splits) + '],'
+        '"max_attempts":1,"output_dir":null,"speculative":true,"skip_bad_records":false,'
+        '"task_timeout":null,"has_combiner":false}'
+    )
+    header = ('{"job":"' + job_id + '","spec":' + spec + "}").encode()
+    return [p.VERSION, b"SUBMIT", header, b"not a pickle"]
+
+
+def test_submits_that_take_seconds_to_decode_cost_no_worker_its_place():
+    # Several at once take longer to decode than worker_timeout: the master reads one
+    # a turn, its heartbeats going out between them, so no worker (which would take
+    # the master's silence for its death) reconnects and no map output is run again.
+    with zmqmr.LocalCluster(workers=2, insecure=True, heartbeat_interval=0.2,
+                            worker_timeout=4.0) as c:  # fmt: skip
+        job = zmqmr.Job(_slow_words, wc_reducer, inputs=[(i, f"w{i % 13} v{i % 5}") for i in
+                        range(6000)], split_size=5000, num_reducers=2)  # fmt: skip
+        handle = c.client(timeout=60).submit(job)
+        ctx = zmq.Context()
+        peers, ids = [], []
+        try:
+            for _ in range(4):
+                ids.append(uuid.uuid4().hex[:16])
+                peer = ctx.socket(zmq.DEALER)
+                peer.linger = 0
+                peer.connect(c.address)
+                peer.send_multipart(_huge_submit(ids[-1], 100_000))
+                peers.append(peer)
+            for peer in peers:
+                assert peer.poll(120_000), "a SUBMIT was never answered"
+                assert p.decode(peer.recv_multipart()).TYPE == "ACCEPTED"
+            for peer, job_id in zip(peers, ids):
+                peer.send_multipart(p.encode(p.CancelJob(job_id)))
+            result = handle.wait(timeout=120, progress=False)
+        finally:
+            for peer in peers:
+                peer.close(0)
+            ctx.term()
+        assert list(result.items()) == list(zmqmr.run_serial(job).items())
+        assert result.stats["reexecuted_maps"] == result.stats["lost_attempts"] == 0
+        assert " is gone: " not in c.log("master"), c.log("master")[-2000:]
