@@ -234,8 +234,8 @@ class Executor:
             record = exc.index
             self._fail(attempt, cause, record)
             return
-        except Exception as exc:
-            self._fail(attempt, exc, record)
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt too: the user's code
+            self._fail(attempt, exc, record)  # raised it (this process ignores SIGINT)
             return
         finally:
             userfn.counting(previous)

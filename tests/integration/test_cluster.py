@@ -286,6 +286,33 @@ def test_unorderable_keys_fail_naming_both_types(cluster):
         cluster.client().run(job)
 
 
+class Quit(BaseException):
+    """Not an Exception, as SystemExit and KeyboardInterrupt are not."""
+
+
+@pytest.mark.parametrize("raised", [SystemExit("bye"), KeyboardInterrupt("ctrl-c"), Quit("q")])
+@pytest.mark.parametrize("where", ["mapper", "reducer"])
+def test_a_base_exception_from_user_code_is_the_users_error(cluster, raised, where):
+    def mapper(key, value):
+        if where == "mapper" and value == 3:
+            raise raised
+        yield value % 2, 1
+
+    def reducer(key, values):
+        if where == "reducer":
+            raise raised
+        return sum(values)
+
+    job = zmqmr.Job(mapper, reducer, inputs=[(i, i) for i in range(6)], max_attempts=1)
+    with pytest.raises(zmqmr.JobFailed) as info:
+        cluster.client().run(job)
+    err = info.value
+    assert (err.remote_type, err.remote_message) == (type(raised).__name__, str(raised))
+    assert f"in {where}" in err.remote_traceback and "raise raised" in err.remote_traceback
+    ok = zmqmr.Job(wc_mapper, wc_reducer, inputs=[(0, "b a b")])
+    assert dict(cluster.client().run(ok).items()) == {"a": 1, "b": 2}
+
+
 def test_user_exception_carries_traceback_and_cluster_stays_usable(cluster, books):
     def mapper(key, value):
         if value == 13:
