@@ -24,6 +24,7 @@ import hmac
 import http.server
 import json
 import logging
+import re
 import selectors
 import socket
 import threading
@@ -53,13 +54,18 @@ CACHE_SECONDS = 1.0
 REQUEST_TIMEOUT = 8.0
 
 
+#: Digits as int() reads them: ASCII only (``"²".isdigit()`` is true, ``int("²")`` fails).
+_PORT = re.compile(r"[0-9]{1,5}")
+_TASK = re.compile(r"[0-9]{1,9}")
+
+
 def parse_http(text: str) -> tuple[str, int] | None:
     """``HOST:PORT`` -> (host, port); ``off`` -> None. Raises ValueError."""
     if text.strip().lower() in ("off", "none", "no", "false"):
         return None
     host, sep, port = text.strip().rpartition(":")
     host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not sep or not host or not _PORT.fullmatch(port) or not 0 <= int(port) <= 65535:
         raise ValueError(f"{text!r} is not HOST:PORT (such as 127.0.0.1:8787) or off")
     if any(c.isspace() or c == "/" for c in host):
         raise ValueError(f"{text!r} is not HOST:PORT (such as 127.0.0.1:8787) or off")
@@ -350,7 +356,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if (
             not protocol.JOB_ID.fullmatch(job_id)
             or kind not in (None, "map", "reduce")
-            or (task_text is not None and not (task_text.isdigit() and len(task_text) < 10))
+            or (task_text is not None and not _TASK.fullmatch(task_text))
         ):
             self._json({"error": "bad request"}, 400)
             return

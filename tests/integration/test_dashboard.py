@@ -165,6 +165,9 @@ def test_the_json_is_what_zmqmr_status_json_prints(cluster):
     )
     code, body = get(api(cluster, f"logs/{result.job_id}") + "&kind=map&task=0")
     assert code == 200 and b"=== map task 0, attempt" in body and b"slow mapper saw" in body
+    for task in ("%C2%B2", "-1", "1e3", "0x1", "1234567890"):  # "²" is a digit int() refuses
+        code, _ = get(api(cluster, f"logs/{result.job_id}") + f"&kind=map&task={task}")
+        assert code == 400, task
 
 
 def test_without_the_token_nothing_is_served(cluster):
