@@ -94,6 +94,8 @@ _KEYED = "zmq.auth.thread"
 
 
 def _preload(args: list[Any]) -> None:
+    if type(args) is not list:
+        raise TypeError(f"args must be a list, not {type(args).__name__}")
     wanted = [_MODULES.get(str(args[0])) if args else None]
     if "--keys" in args:
         wanted.append(_KEYED)
@@ -149,7 +151,7 @@ def main() -> int:
                 request = json.loads(line)
                 _preload(request["args"])
                 pid = os.fork()
-            except (ValueError, KeyError, OSError, ImportError) as exc:
+            except (ValueError, KeyError, TypeError, OSError, ImportError) as exc:
                 _write({"error": f"{type(exc).__name__}: {exc}"})
                 continue
             if pid == 0:

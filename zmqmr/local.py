@@ -409,6 +409,8 @@ class LocalCluster:
             c.close()
         self._clients = []
         procs = list(self.worker_procs) + ([self.master_proc] if self.master_proc else [])
+        if self._launcher is not None and self._launcher.proc.poll() is None:
+            self._launcher.proc.send_signal(signal.SIGCONT)  # a paused one reaps no child
         for p in procs:
             if p.poll() is None:
                 try:
@@ -422,7 +424,10 @@ class LocalCluster:
                 p.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 p.kill()
-                p.wait()
+                try:
+                    p.wait(5)
+                except subprocess.TimeoutExpired:  # unreaped: the launcher's end takes it
+                    pass
         if self._launcher is not None:
             self._launcher.close()
             self._launcher = None

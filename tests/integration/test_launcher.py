@@ -96,3 +96,41 @@ def test_the_launchers_death_takes_the_cluster_with_it_and_close_still_cleans_up
     finally:
         c.close()
     assert not os.path.exists(c.dir)
+
+
+def test_close_ends_a_cluster_whose_launcher_is_paused():
+    c = zmqmr.LocalCluster(workers=1, **FAST).start()
+    pids = [c.master_pid, *c.worker_pids]
+    launcher = psutil.Process(c.master_pid).parent()
+    assert launcher is not None
+    launcher.suspend()  # it can neither reap its children nor report their ends
+    t = time.monotonic()
+    c.close()
+    assert time.monotonic() - t < 20
+    assert all(gone(pid) for pid in pids) and not os.path.exists(c.dir)
+    assert not launcher.is_running() or launcher.status() == psutil.STATUS_ZOMBIE
+
+
+def test_a_request_the_launcher_cannot_read_is_answered_with_an_error():
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zmqmr.launcher"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        for line in ("[]", '{"args": 5}', '"x"', "{", '{"log": "x"}'):
+            proc.stdin.write(line + "\n")
+            proc.stdin.flush()
+            answer = json.loads(proc.stdout.readline())
+            assert "error" in answer, (line, answer)
+        assert proc.poll() is None  # still there for the next request
+    finally:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        assert proc.wait(10) == 0
+        if proc.stdout is not None:
+            proc.stdout.close()
