@@ -152,6 +152,7 @@ def end_job(
     job.status = status
     job.finished = now
     del st.active[job.id]
+    st.reducing.pop(job.id, None)
     release(st, job, out)
     st.note(out, f"job {job.id} {status} after {now - job.submitted:.1f}s", why)
 

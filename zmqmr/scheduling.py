@@ -166,10 +166,27 @@ def rerun_reason(task: Task) -> str:
 
 
 def schedule(st: MasterState, now: float, out: list[Command]) -> None:
-    """Give free slots to idle tasks, oldest job first."""
+    """Give free slots to idle tasks, oldest job first.
+
+    Jobs are visited only while some worker has room, and only up to the first job
+    that has not started and cannot start now: every job after it is as new, wants
+    what it wants (a map's slot, at the same queue depth), and so cannot start
+    either. Started jobs come first (in order of arrival, a job starts only when
+    those before it leave room), so an event costs O(started jobs), however many
+    wait behind them. Then a job with reducers running may still place a map, by
+    preempting one of them.
+    """
     st.dirty = False
-    for job in list(st.active.values()):
-        fill(st, job, now, out)
+    deepest = policy.max_queue_depth(st.settings)
+    if st.load.pick(None, deepest) is not None:
+        for job in st.active.values():  # fill neither adds nor removes a job
+            fill(st, job, now, out)
+            if job.started is None or st.load.pick(None, deepest) is None:
+                break
+    for job_id in list(st.reducing):
+        reducing = st.active.get(job_id)
+        if reducing is not None and reducing.idle[MAP]:
+            fill(st, reducing, now, out)
 
 
 def fill(st: MasterState, job: Job, now: float, out: list[Command]) -> None:
@@ -247,6 +264,8 @@ def assign(
     st.load.update(w)
     task.running.append(att)
     job.n_running[kind] += 1
+    if kind == REDUCE:
+        st.reducing[job.id] = None
     task.attempts += 1
     st.set_status(job, task, RUNNING)
     job.stats[_ATTEMPTS[kind]] += 1

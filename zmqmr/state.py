@@ -157,6 +157,9 @@ class MasterState:
         self.workers: OrderedDict[bytes, Worker] = OrderedDict()
         self.jobs: dict[str, Job] = {}  # in order of arrival
         self.active: dict[str, Job] = {}  # queued or running, in order of arrival
+        #: Active jobs with reduce attempts running (an ordered set): where a map may
+        #: preempt a reducer when no worker has room.
+        self.reducing: dict[str, None] = {}
         self.finished: OrderedDict[str, Job] = OrderedDict()  # ended, not yet collected
         self.attempts: dict[int, Attempt] = {}
         #: Output dirs of jobs not yet ended (or still being aborted) -> the job's id.
@@ -415,6 +418,8 @@ class MasterState:
         job, task, w = att.job, att.task, att.worker
         del job.running[att.id]
         job.n_running[task.kind] -= 1
+        if task.kind == REDUCE and not job.n_running[REDUCE]:
+            self.reducing.pop(job.id, None)
         task.running.remove(att)
         if w.running.pop(att.id, None) is not None and w.id in self.workers:
             if w.load < w.slots:

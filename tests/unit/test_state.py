@@ -1516,6 +1516,27 @@ def tick_calls(n: int) -> int:
     return tally[0] - before
 
 
+def done_calls_with_queued_jobs(queued: int) -> int:
+    """Work done by 50 map completions of a running job while ``queued`` one-map jobs
+    wait behind it on a full cluster."""
+    c = Cluster(prefetch=1)
+    c.register(A, slots=2)
+    pending = assigns(c.submit("running", spec=make_spec(maps=500)))
+    for i in range(queued):
+        c.submit(f"q{i}", spec=make_spec(maps=1))
+    tally = work_in_handle(c)
+    for _ in range(50):
+        done, *pending = pending
+        pending += assigns(c.map_done(done))
+    assert all(a.job_id == "running" for a in pending)  # in order of arrival
+    return tally[0]
+
+
+def test_work_per_event_does_not_grow_with_the_jobs_queued_behind():
+    small, large = done_calls_with_queued_jobs(10), done_calls_with_queued_jobs(1000)
+    assert large <= 1.2 * small + 10, (small, large)
+
+
 def test_a_tick_does_not_scan_idle_tasks():
     small, large = tick_calls(1_000), tick_calls(10_000)
     assert large <= 1.2 * small + 10, (small, large)
