@@ -232,12 +232,12 @@ class Observer:
             return None
         status = rec.status.to_json()
         if rec.status.error is not None:
-            status["error"] = _trimmed(rec.status.error).to_json()
+            status["error"] = rec.status.error.trimmed(JOURNALED_TEXT).to_json()
         return {
             "job": job_id,
             "status": status,
             "tasks": dict(rec.tasks),
-            "failures": [_trimmed(f).to_json() for f in rec.failures],
+            "failures": [f.trimmed(JOURNALED_TEXT).to_json() for f in rec.failures],
         }
 
     def restore(self, f: dict[str, Any], now: float) -> None:
@@ -325,10 +325,6 @@ class Observer:
         req.logs.sort(key=lambda g: (g.kind != MAP, g.task, g.attempt))
         missing = sorted(req.waiting.values())
         return SendLogs(req.client, req.job, req.logs, req.more, missing, reason="logs gathered")
-
-
-def _trimmed(e: ErrorInfo) -> ErrorInfo:
-    return e.trimmed(JOURNALED_TEXT)
 
 
 def _replay_history(st: MasterState, entry: Entry, now: float, out: list[Command]) -> None:

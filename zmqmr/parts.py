@@ -115,19 +115,11 @@ class ErrorInfo(Record):
         self.cut(ERROR_TEXT)
 
     def cut(self, n: int) -> ErrorInfo:
-        """Every text at most ``n`` characters (a traceback's and an output's tail); self."""
-        if type(self.type) is str and len(self.type) > MAX_NAME:
-            self.type = self.type[:MAX_NAME]
-        if type(self.task) is str and len(self.task) > MAX_NAME:
-            self.task = self.task[:MAX_NAME]
-        for name in ("message", "user_message"):
-            text = getattr(self, name)
-            if type(text) is str and len(text) > n:
-                setattr(self, name, text[:n])
-        for name in ("traceback", "log"):
-            text = getattr(self, name)
-            if type(text) is str and len(text) > n:
-                setattr(self, name, text[-n:])
+        """Every text at most ``n`` characters (a traceback's and an output's tail); self.
+        (A slice of a str already short enough is that str: nothing is copied.)"""
+        self.type, self.task = self.type[:MAX_NAME], self.task[:MAX_NAME]
+        self.message, self.user_message = self.message[:n], self.user_message[:n]
+        self.traceback, self.log = self.traceback[-n:], self.log[-n:]
         return self
 
     def trimmed(self, n: int) -> ErrorInfo:
@@ -138,15 +130,9 @@ class ErrorInfo(Record):
 
     @classmethod
     def make(cls, type_name: str, message: str, traceback: str = "", **extra: str) -> ErrorInfo:
-        """An ErrorInfo with every text cut to what the wire takes (the tail of a traceback)."""
-        return cls(
-            type_name,
-            message,
-            traceback,
-            extra.get("task", ""),
-            extra.get("user_message", ""),
-            extra.get("log", ""),
-        )
+        """An ErrorInfo (``extra``: ``task``, ``user_message``, ``log``); like the
+        constructor, it cuts every text to what the wire takes."""
+        return cls(type_name, message, traceback, **extra)
 
 
 @dataclass(slots=True)
